@@ -1,0 +1,254 @@
+//! The compact binary form of a document.
+//!
+//! Stored documents are read far more often than they are written, and most
+//! reads want a few fields (a primary key, a filter field), so the form keeps
+//! offset tables that let [`DocumentRef`] reach a field by binary search
+//! without decoding anything else.
+//!
+//! ```text
+//! value   := tag body                       all integers little-endian
+//! null    := 0x00        false := 0x01       true := 0x02
+//! number  := 0x03 f64
+//! string  := 0x04 u32:len bytes
+//! binary  := 0x07 u32:len bytes
+//! time    := 0x08 f64:epoch_seconds u8:len timezone
+//! array   := 0x05 u32:count u32:body_len u32:offset[count] element*
+//! object  := 0x06 u32:count u32:body_len (u32:key_offset u32:key_len u32:value_offset)[count]
+//!                 key-bytes-and-values
+//! ```
+//! Offsets count from the first byte after the offset table. Object entries
+//! are sorted by key bytes. Every offset is bounds-checked on read, so bad
+//! bytes give [`DatumError::Malformed`], never a panic.
+
+use crate::{Datum, DatumError, Object};
+
+const NULL: u8 = 0x00;
+const FALSE: u8 = 0x01;
+const TRUE: u8 = 0x02;
+const NUMBER: u8 = 0x03;
+const STRING: u8 = 0x04;
+const ARRAY: u8 = 0x05;
+const OBJECT: u8 = 0x06;
+const BINARY: u8 = 0x07;
+const TIME: u8 = 0x08;
+
+/// Encodes `datum` in the compact form.
+pub fn encode(datum: &Datum) -> Vec<u8> {
+    let mut out = Vec::with_capacity(64);
+    encode_into(datum, &mut out);
+    out
+}
+
+fn put_u32(out: &mut Vec<u8>, value: usize) {
+    let value = u32::try_from(value).expect("documents are far below 4 GiB");
+    out.extend_from_slice(&value.to_le_bytes());
+}
+
+fn patch_u32(out: &mut [u8], at: usize, value: usize) {
+    let value = u32::try_from(value).expect("documents are far below 4 GiB");
+    out[at..at + 4].copy_from_slice(&value.to_le_bytes());
+}
+
+pub fn encode_into(datum: &Datum, out: &mut Vec<u8>) {
+    match datum {
+        Datum::Null => out.push(NULL),
+        Datum::Bool(false) => out.push(FALSE),
+        Datum::Bool(true) => out.push(TRUE),
+        Datum::Number(value) => {
+            out.push(NUMBER);
+            out.extend_from_slice(&value.to_le_bytes());
+        }
+        Datum::String(text) => {
+            out.push(STRING);
+            put_u32(out, text.len());
+            out.extend_from_slice(text.as_bytes());
+        }
+        Datum::Binary(bytes) => {
+            out.push(BINARY);
+            put_u32(out, bytes.len());
+            out.extend_from_slice(bytes);
+        }
+        Datum::Time { epoch_seconds, timezone } => {
+            out.push(TIME);
+            out.extend_from_slice(&epoch_seconds.to_le_bytes());
+            let timezone = &timezone.as_bytes()[..timezone.len().min(255)];
+            out.push(timezone.len() as u8);
+            out.extend_from_slice(timezone);
+        }
+        Datum::Array(items) => {
+            out.push(ARRAY);
+            put_u32(out, items.len());
+            let body_len_at = out.len();
+            put_u32(out, 0);
+            let table_at = out.len();
+            out.resize(table_at + 4 * items.len(), 0);
+            let body_at = out.len();
+            for (index, item) in items.iter().enumerate() {
+                let offset = out.len() - body_at;
+                patch_u32(out, table_at + 4 * index, offset);
+                encode_into(item, out);
+            }
+            let body_len = out.len() - body_at;
+            patch_u32(out, body_len_at, body_len);
+        }
+        Datum::Object(fields) => {
+            out.push(OBJECT);
+            put_u32(out, fields.len());
+            let body_len_at = out.len();
+            put_u32(out, 0);
+            let table_at = out.len();
+            out.resize(table_at + 12 * fields.len(), 0);
+            let body_at = out.len();
+            // BTreeMap iterates in key byte order: the table comes out sorted.
+            for (index, (key, value)) in fields.iter().enumerate() {
+                let entry = table_at + 12 * index;
+                let key_offset = out.len() - body_at;
+                patch_u32(out, entry, key_offset);
+                patch_u32(out, entry + 4, key.len());
+                out.extend_from_slice(key.as_bytes());
+                let value_offset = out.len() - body_at;
+                patch_u32(out, entry + 8, value_offset);
+                encode_into(value, out);
+            }
+            let body_len = out.len() - body_at;
+            patch_u32(out, body_len_at, body_len);
+        }
+    }
+}
+
+/// Decodes a whole document, checking that nothing trails it.
+pub fn decode(bytes: &[u8]) -> Result<Datum, DatumError> {
+    let document = DocumentRef::new(bytes)?;
+    if document.encoded_len()? != bytes.len() {
+        return Err(malformed(document.encoded_len()?));
+    }
+    document.to_datum()
+}
+
+fn malformed(offset: usize) -> DatumError {
+    DatumError::Malformed { what: "document", offset }
+}
+
+/// A view of one encoded value, read in place.
+#[derive(Clone, Copy, Debug)]
+pub struct DocumentRef<'a> {
+    bytes: &'a [u8],
+}
+
+impl<'a> DocumentRef<'a> {
+    /// A view of the value at the start of `bytes`.
+    pub fn new(bytes: &'a [u8]) -> Result<Self, DatumError> {
+        if bytes.is_empty() {
+            return Err(malformed(0));
+        }
+        Ok(DocumentRef { bytes })
+    }
+
+    fn u32_at(&self, at: usize) -> Result<usize, DatumError> {
+        let chunk = self.bytes.get(at..at + 4).ok_or_else(|| malformed(at))?;
+        Ok(u32::from_le_bytes(chunk.try_into().expect("4 bytes")) as usize)
+    }
+
+    fn f64_at(&self, at: usize) -> Result<f64, DatumError> {
+        let chunk = self.bytes.get(at..at + 8).ok_or_else(|| malformed(at))?;
+        let value = f64::from_le_bytes(chunk.try_into().expect("8 bytes"));
+        if value.is_finite() {
+            Ok(value)
+        } else {
+            Err(malformed(at))
+        }
+    }
+
+    fn slice(&self, at: usize, len: usize) -> Result<&'a [u8], DatumError> {
+        self.bytes.get(at..at.checked_add(len).ok_or_else(|| malformed(at))?).ok_or_else(|| malformed(at))
+    }
+
+    /// Length in bytes of this value's encoding.
+    pub fn encoded_len(&self) -> Result<usize, DatumError> {
+        Ok(match self.bytes[0] {
+            NULL | FALSE | TRUE => 1,
+            NUMBER => 9,
+            STRING | BINARY => 5 + self.u32_at(1)?,
+            TIME => 10 + *self.bytes.get(9).ok_or_else(|| malformed(9))? as usize,
+            ARRAY => 9 + 4 * self.u32_at(1)? + self.u32_at(5)?,
+            OBJECT => 9 + 12 * self.u32_at(1)? + self.u32_at(5)?,
+            _ => return Err(malformed(0)),
+        })
+    }
+
+    /// Whether this value is an object.
+    pub fn is_object(&self) -> bool {
+        self.bytes[0] == OBJECT
+    }
+
+    /// The field `name` of an object, found by binary search; `None` when the
+    /// value is not an object or has no such field.
+    pub fn field(&self, name: &str) -> Result<Option<DocumentRef<'a>>, DatumError> {
+        if self.bytes[0] != OBJECT {
+            return Ok(None);
+        }
+        let count = self.u32_at(1)?;
+        let body_at = 9 + 12 * count;
+        let (mut low, mut high) = (0, count);
+        while low < high {
+            let middle = (low + high) / 2;
+            let entry = 9 + 12 * middle;
+            let key = self.slice(body_at + self.u32_at(entry)?, self.u32_at(entry + 4)?)?;
+            match key.cmp(name.as_bytes()) {
+                std::cmp::Ordering::Less => low = middle + 1,
+                std::cmp::Ordering::Greater => high = middle,
+                std::cmp::Ordering::Equal => {
+                    let value_at = body_at + self.u32_at(entry + 8)?;
+                    return DocumentRef::new(self.bytes.get(value_at..).ok_or_else(|| malformed(value_at))?).map(Some);
+                }
+            }
+        }
+        Ok(None)
+    }
+
+    /// Decodes this value (and everything inside it).
+    pub fn to_datum(&self) -> Result<Datum, DatumError> {
+        Ok(match self.bytes[0] {
+            NULL => Datum::Null,
+            FALSE => Datum::Bool(false),
+            TRUE => Datum::Bool(true),
+            NUMBER => Datum::Number(self.f64_at(1)?),
+            STRING => {
+                let bytes = self.slice(5, self.u32_at(1)?)?;
+                Datum::String(String::from_utf8(bytes.to_vec()).map_err(|_| malformed(5))?)
+            }
+            BINARY => Datum::Binary(self.slice(5, self.u32_at(1)?)?.to_vec()),
+            TIME => {
+                let epoch_seconds = self.f64_at(1)?;
+                let len = *self.bytes.get(9).ok_or_else(|| malformed(9))? as usize;
+                let timezone = String::from_utf8(self.slice(10, len)?.to_vec()).map_err(|_| malformed(10))?;
+                Datum::Time { epoch_seconds, timezone }
+            }
+            ARRAY => {
+                let count = self.u32_at(1)?;
+                let body_at = 9 + 4 * count;
+                let mut items = Vec::with_capacity(count.min(1 << 16));
+                for index in 0..count {
+                    let at = body_at + self.u32_at(9 + 4 * index)?;
+                    items.push(DocumentRef::new(self.bytes.get(at..).ok_or_else(|| malformed(at))?)?.to_datum()?);
+                }
+                Datum::Array(items)
+            }
+            OBJECT => {
+                let count = self.u32_at(1)?;
+                let body_at = 9 + 12 * count;
+                let mut fields = Object::new();
+                for index in 0..count {
+                    let entry = 9 + 12 * index;
+                    let key = self.slice(body_at + self.u32_at(entry)?, self.u32_at(entry + 4)?)?;
+                    let key = String::from_utf8(key.to_vec()).map_err(|_| malformed(entry))?;
+                    let at = body_at + self.u32_at(entry + 8)?;
+                    let value = DocumentRef::new(self.bytes.get(at..).ok_or_else(|| malformed(at))?)?.to_datum()?;
+                    fields.insert(key, value);
+                }
+                Datum::Object(fields)
+            }
+            _ => return Err(malformed(0)),
+        })
+    }
+}

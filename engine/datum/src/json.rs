@@ -1,0 +1,162 @@
+//! JSON ⇄ [`Datum`], with RethinkDB's pseudo-types.
+//!
+//! Numbers: an integral double within ±2^53 is written as a JSON integer
+//! (`1.0` → `1`), as RethinkDB does; `-0.0` stays `-0.0`.
+
+use serde_json::{Map, Number, Value};
+
+use crate::{Datum, DatumError, Object};
+
+const REQL_TYPE: &str = "$reql_type$";
+
+/// Converts parsed JSON into a datum, turning `$reql_type$` objects into
+/// binary and time values.
+pub fn from_json(value: &Value) -> Result<Datum, DatumError> {
+    Ok(match value {
+        Value::Null => Datum::Null,
+        Value::Bool(value) => Datum::Bool(*value),
+        Value::Number(number) => {
+            let value = number
+                .as_f64()
+                .filter(|value| value.is_finite())
+                .ok_or_else(|| DatumError::InvalidJson(format!("Non-finite number: {number}")))?;
+            Datum::Number(value)
+        }
+        Value::String(text) => Datum::String(text.clone()),
+        Value::Array(items) => Datum::Array(items.iter().map(from_json).collect::<Result<_, _>>()?),
+        Value::Object(fields) => match fields.get(REQL_TYPE) {
+            Some(Value::String(kind)) if kind == "BINARY" => binary_from_json(fields)?,
+            Some(Value::String(kind)) if kind == "TIME" => time_from_json(fields)?,
+            _ => {
+                let mut object = Object::new();
+                for (key, value) in fields {
+                    object.insert(key.clone(), from_json(value)?);
+                }
+                Datum::Object(object)
+            }
+        },
+    })
+}
+
+fn binary_from_json(fields: &Map<String, Value>) -> Result<Datum, DatumError> {
+    let data = match fields.get("data") {
+        Some(Value::String(data)) => data,
+        _ => return Err(DatumError::InvalidJson("Invalid binary pseudotype: lacking `data` key.".into())),
+    };
+    base64_decode(data)
+        .map(Datum::Binary)
+        .ok_or_else(|| DatumError::InvalidJson("Invalid base64 format, data found after padding character '='.".into()))
+}
+
+fn time_from_json(fields: &Map<String, Value>) -> Result<Datum, DatumError> {
+    let epoch_seconds = fields
+        .get("epoch_time")
+        .and_then(Value::as_f64)
+        .ok_or_else(|| DatumError::InvalidJson("Invalid time object: field `epoch_time` missing or not a number.".into()))?;
+    let timezone = match fields.get("timezone") {
+        Some(Value::String(timezone)) => timezone.clone(),
+        None => "+00:00".to_owned(),
+        Some(_) => return Err(DatumError::InvalidJson("Invalid time object: field `timezone` is not a string.".into())),
+    };
+    Ok(Datum::Time { epoch_seconds, timezone })
+}
+
+/// Converts a datum to JSON, pseudo-types in their raw `$reql_type$` form.
+pub fn to_json(datum: &Datum) -> Value {
+    match datum {
+        Datum::Null => Value::Null,
+        Datum::Bool(value) => Value::Bool(*value),
+        Datum::Number(value) => number_to_json(*value),
+        Datum::String(text) => Value::String(text.clone()),
+        Datum::Array(items) => Value::Array(items.iter().map(to_json).collect()),
+        Datum::Object(fields) => {
+            Value::Object(fields.iter().map(|(key, value)| (key.clone(), to_json(value))).collect())
+        }
+        Datum::Binary(bytes) => {
+            let mut object = Map::new();
+            object.insert(REQL_TYPE.into(), Value::String("BINARY".into()));
+            object.insert("data".into(), Value::String(base64_encode(bytes)));
+            Value::Object(object)
+        }
+        Datum::Time { epoch_seconds, timezone } => {
+            let mut object = Map::new();
+            object.insert(REQL_TYPE.into(), Value::String("TIME".into()));
+            object.insert("epoch_time".into(), number_to_json(*epoch_seconds));
+            object.insert("timezone".into(), Value::String(timezone.clone()));
+            Value::Object(object)
+        }
+    }
+}
+
+/// Largest magnitude at which every integer is exactly representable.
+const EXACT_INTEGER_LIMIT: f64 = 9_007_199_254_740_992.0;
+
+fn number_to_json(value: f64) -> Value {
+    let is_negative_zero = value == 0.0 && value.is_sign_negative();
+    if value.fract() == 0.0 && value.abs() <= EXACT_INTEGER_LIMIT && !is_negative_zero {
+        Value::Number(Number::from(value as i64))
+    } else {
+        Number::from_f64(value).map(Value::Number).unwrap_or(Value::Null)
+    }
+}
+
+const BASE64_ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+
+/// Standard base64 with padding, as RethinkDB sends binary data.
+pub fn base64_encode(bytes: &[u8]) -> String {
+    let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
+    for chunk in bytes.chunks(3) {
+        let group = (u32::from(chunk[0]) << 16)
+            | (u32::from(*chunk.get(1).unwrap_or(&0)) << 8)
+            | u32::from(*chunk.get(2).unwrap_or(&0));
+        for index in 0..4 {
+            if index <= chunk.len() {
+                out.push(BASE64_ALPHABET[((group >> (18 - 6 * index)) & 63) as usize] as char);
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
+}
+
+/// Decodes standard base64; whitespace is ignored, `None` on anything else
+/// that is not base64.
+pub fn base64_decode(text: &str) -> Option<Vec<u8>> {
+    let mut out = Vec::with_capacity(text.len() / 4 * 3);
+    let mut group = 0u32;
+    let mut count: usize = 0;
+    let mut padding: usize = 0;
+    for byte in text.bytes().filter(|byte| !byte.is_ascii_whitespace()) {
+        let sextet = match byte {
+            b'A'..=b'Z' => byte - b'A',
+            b'a'..=b'z' => byte - b'a' + 26,
+            b'0'..=b'9' => byte - b'0' + 52,
+            b'+' => 62,
+            b'/' => 63,
+            b'=' => {
+                padding += 1;
+                0
+            }
+            _ => return None,
+        };
+        if padding > 0 && byte != b'=' {
+            return None;
+        }
+        group = (group << 6) | u32::from(sextet);
+        count += 1;
+        if count == 4 {
+            let decoded = [(group >> 16) as u8, (group >> 8) as u8, group as u8];
+            out.extend_from_slice(&decoded[..3 - padding.min(2)]);
+            group = 0;
+            count = 0;
+        }
+    }
+    if count != 0 {
+        // Unpadded tail: keep the whole bytes it carries.
+        group <<= 6 * (4 - count);
+        let decoded = [(group >> 16) as u8, (group >> 8) as u8, group as u8];
+        out.extend_from_slice(&decoded[..count.saturating_sub(1)]);
+    }
+    Some(out)
+}
