@@ -1,0 +1,59 @@
+//! The interface every storage backend offers the layers above.
+
+use std::ops::Bound;
+
+use bytes::Bytes;
+
+use crate::batch::{WriteBatch, WriteOutcome};
+use crate::error::Result;
+use crate::tables::TableId;
+
+/// When a write is acknowledged (RethinkDB's `durability` option).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Durability {
+    /// After the WAL record is written and an fdatasync issued after that
+    /// write has returned.
+    Hard,
+    /// After the change is applied in memory; it reaches the WAL with the
+    /// next flush.
+    Soft,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Direction {
+    Ascending,
+    Descending,
+}
+
+/// An ordered scan over encoded keys.
+#[derive(Clone, Debug)]
+pub struct ScanRange {
+    pub start: Bound<Bytes>,
+    pub end: Bound<Bytes>,
+    pub direction: Direction,
+    pub limit: Option<usize>,
+}
+
+impl ScanRange {
+    /// Every row, ascending.
+    pub fn all() -> Self {
+        ScanRange { start: Bound::Unbounded, end: Bound::Unbounded, direction: Direction::Ascending, limit: None }
+    }
+}
+
+/// One partition's storage. Single-threaded: all methods take `&self` and
+/// are called from the partition's own core only.
+pub trait Backend {
+    /// Applies a batch atomically; the outcomes are in mutation order.
+    /// Returns once the batch is as durable as `durability` asks.
+    async fn write(&self, batch: WriteBatch, durability: Durability) -> Result<Vec<WriteOutcome>>;
+    fn get(&self, table: TableId, key: &[u8]) -> Result<Option<Bytes>>;
+    fn scan(&self, table: TableId, range: &ScanRange) -> Result<Vec<(Bytes, Bytes)>>;
+    fn count(&self, table: TableId) -> Result<u64>;
+    /// Makes every write applied so far durable (soft writes included).
+    async fn flush(&self) -> Result<()>;
+    /// Writes a checkpoint so WAL space can be reused; a no-op in memory.
+    async fn checkpoint(&self) -> Result<()>;
+    /// Whether a checkpoint is due (WAL use past its threshold).
+    fn wants_checkpoint(&self) -> bool;
+}

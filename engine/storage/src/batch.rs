@@ -1,0 +1,172 @@
+//! Writes: what callers ask for ([`Mutation`]), what they get back
+//! ([`WriteOutcome`]), and what the WAL records ([`WalOperation`]).
+//!
+//! WAL payload of one batch (little-endian):
+//! ```text
+//! u32 operation_count, then per operation:
+//!   u8 kind (1 put, 2 delete, 3 drop table), u128 table,
+//!   put:    u32 key_len, key, u32 value_len, value
+//!   delete: u32 key_len, key
+//! ```
+
+use bytes::Bytes;
+
+use crate::tables::TableId;
+
+/// What to do when a put finds its key already present.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Conflict {
+    /// Leave the stored document and report a conflict (ReQL's default).
+    Error,
+    /// Replace the stored document.
+    Replace,
+    /// Merge the new document into the stored one, as ReQL's `update`.
+    Update,
+}
+
+#[derive(Clone, Debug)]
+pub enum Mutation {
+    Put { table: TableId, key: Bytes, value: Bytes, conflict: Conflict },
+    Delete { table: TableId, key: Bytes },
+    /// Removes every row of a table in this partition.
+    DropTable { table: TableId },
+}
+
+impl Mutation {
+    fn payload_bytes(&self) -> usize {
+        match self {
+            Mutation::Put { key, value, .. } => 25 + key.len() + value.len(),
+            Mutation::Delete { key, .. } => 21 + key.len(),
+            Mutation::DropTable { .. } => 17,
+        }
+    }
+}
+
+/// A group of mutations applied atomically and logged as one WAL record.
+#[derive(Clone, Debug, Default)]
+pub struct WriteBatch {
+    pub mutations: Vec<Mutation>,
+}
+
+impl WriteBatch {
+    pub fn new(mutations: Vec<Mutation>) -> Self {
+        WriteBatch { mutations }
+    }
+
+    /// An upper bound on the WAL payload this batch produces (merges with
+    /// `Conflict::Update` may grow a document; their bound adds the old one).
+    pub(crate) fn payload_bound(&self, stored_len: impl Fn(&Mutation) -> usize) -> usize {
+        4 + self.mutations.iter().map(|mutation| mutation.payload_bytes() + stored_len(mutation)).sum::<usize>()
+    }
+}
+
+/// The result of one mutation: the document before and after.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct WriteOutcome {
+    pub old: Option<Bytes>,
+    pub new: Option<Bytes>,
+    /// A put with [`Conflict::Error`] found the key present; nothing changed.
+    pub conflicted: bool,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum WalOperation {
+    Put { table: TableId, key: Bytes, value: Bytes },
+    Delete { table: TableId, key: Bytes },
+    DropTable { table: TableId },
+}
+
+const KIND_PUT: u8 = 1;
+const KIND_DELETE: u8 = 2;
+const KIND_DROP_TABLE: u8 = 3;
+
+pub(crate) fn encode_operations(operations: &[WalOperation]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(64);
+    out.extend_from_slice(&(operations.len() as u32).to_le_bytes());
+    for operation in operations {
+        encode_operation(operation, &mut out);
+    }
+    out
+}
+
+pub(crate) fn encode_operation(operation: &WalOperation, out: &mut Vec<u8>) {
+    let put_bytes = |out: &mut Vec<u8>, bytes: &[u8]| {
+        out.extend_from_slice(&(bytes.len() as u32).to_le_bytes());
+        out.extend_from_slice(bytes);
+    };
+    match operation {
+        WalOperation::Put { table, key, value } => {
+            out.push(KIND_PUT);
+            out.extend_from_slice(&table.0.to_le_bytes());
+            put_bytes(out, key);
+            put_bytes(out, value);
+        }
+        WalOperation::Delete { table, key } => {
+            out.push(KIND_DELETE);
+            out.extend_from_slice(&table.0.to_le_bytes());
+            put_bytes(out, key);
+        }
+        WalOperation::DropTable { table } => {
+            out.push(KIND_DROP_TABLE);
+            out.extend_from_slice(&table.0.to_le_bytes());
+        }
+    }
+}
+
+/// Reads operations back; `None` when the bytes are not a valid encoding
+/// (the caller knows the file and offset to report).
+pub(crate) struct OperationReader<'a> {
+    bytes: &'a [u8],
+    position: usize,
+}
+
+impl<'a> OperationReader<'a> {
+    pub fn new(bytes: &'a [u8]) -> Self {
+        OperationReader { bytes, position: 0 }
+    }
+
+    pub fn position(&self) -> usize {
+        self.position
+    }
+
+    pub fn is_at_end(&self) -> bool {
+        self.position == self.bytes.len()
+    }
+
+    fn take(&mut self, len: usize) -> Option<&'a [u8]> {
+        let end = self.position.checked_add(len)?;
+        let slice = self.bytes.get(self.position..end)?;
+        self.position = end;
+        Some(slice)
+    }
+
+    pub fn u32(&mut self) -> Option<u32> {
+        Some(u32::from_le_bytes(self.take(4)?.try_into().ok()?))
+    }
+
+    fn sized(&mut self) -> Option<Bytes> {
+        let len = self.u32()? as usize;
+        Some(Bytes::copy_from_slice(self.take(len)?))
+    }
+
+    pub fn operation(&mut self) -> Option<WalOperation> {
+        let kind = self.take(1)?[0];
+        let table = TableId(u128::from_le_bytes(self.take(16)?.try_into().ok()?));
+        Some(match kind {
+            KIND_PUT => WalOperation::Put { table, key: self.sized()?, value: self.sized()? },
+            KIND_DELETE => WalOperation::Delete { table, key: self.sized()? },
+            KIND_DROP_TABLE => WalOperation::DropTable { table },
+            _ => return None,
+        })
+    }
+}
+
+pub(crate) fn decode_operations(bytes: &[u8]) -> Option<Vec<WalOperation>> {
+    let mut reader = OperationReader::new(bytes);
+    let count = reader.u32()? as usize;
+    let mut operations = Vec::with_capacity(count.min(1 << 16));
+    for _ in 0..count {
+        operations.push(reader.operation()?);
+    }
+    reader.is_at_end().then_some(operations)
+}

@@ -1,0 +1,99 @@
+//! The catalog: databases and tables, stored as documents in the reserved
+//! table [`TableId::CATALOG`] of partition 0, so it is made durable and
+//! recovered by the same WAL and checkpoints as user data.
+//!
+//! Keys are the key encoding of `["db", <uuid>]` and `["table", <uuid>]`.
+
+use photondb_datum::{document, key, Datum, Object};
+
+use crate::backend::Durability;
+use crate::tables::TableId;
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DatabaseConfig {
+    pub id: u128,
+    pub name: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TableConfig {
+    pub id: TableId,
+    pub database: u128,
+    pub name: String,
+    pub primary_key: String,
+    pub durability: Durability,
+}
+
+/// Formats a 128-bit id as a canonical UUID string.
+pub fn uuid_string(id: u128) -> String {
+    let hex = format!("{id:032x}");
+    format!("{}-{}-{}-{}-{}", &hex[0..8], &hex[8..12], &hex[12..16], &hex[16..20], &hex[20..32])
+}
+
+pub fn parse_uuid(text: &str) -> Option<u128> {
+    let hex: String = text.chars().filter(|character| *character != '-').collect();
+    (hex.len() == 32).then(|| u128::from_str_radix(&hex, 16).ok()).flatten()
+}
+
+pub fn database_key(id: u128) -> Vec<u8> {
+    key::encode(&Datum::Array(vec!["db".into(), Datum::String(uuid_string(id))]))
+}
+
+pub fn table_key(id: TableId) -> Vec<u8> {
+    key::encode(&Datum::Array(vec!["table".into(), Datum::String(uuid_string(id.0))]))
+}
+
+fn object(fields: &[(&str, Datum)]) -> Vec<u8> {
+    let object: Object = fields.iter().map(|(name, value)| (name.to_string(), value.clone())).collect();
+    document::encode(&Datum::Object(object))
+}
+
+impl DatabaseConfig {
+    pub fn encode(&self) -> Vec<u8> {
+        object(&[("kind", "db".into()), ("id", Datum::String(uuid_string(self.id))), ("name", self.name.as_str().into())])
+    }
+}
+
+impl TableConfig {
+    pub fn encode(&self) -> Vec<u8> {
+        let durability = match self.durability {
+            Durability::Hard => "hard",
+            Durability::Soft => "soft",
+        };
+        object(&[
+            ("kind", "table".into()),
+            ("id", Datum::String(uuid_string(self.id.0))),
+            ("db", Datum::String(uuid_string(self.database))),
+            ("name", self.name.as_str().into()),
+            ("primary_key", self.primary_key.as_str().into()),
+            ("durability", durability.into()),
+        ])
+    }
+}
+
+/// A catalog entry read back from storage.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Entry {
+    Database(DatabaseConfig),
+    Table(TableConfig),
+}
+
+/// Decodes a catalog document; `None` if it is not one this build knows.
+pub fn decode(bytes: &[u8]) -> Option<Entry> {
+    let Datum::Object(fields) = document::decode(bytes).ok()? else { return None };
+    let text = |name: &str| match fields.get(name) {
+        Some(Datum::String(value)) => Some(value.clone()),
+        _ => None,
+    };
+    match text("kind")?.as_str() {
+        "db" => Some(Entry::Database(DatabaseConfig { id: parse_uuid(&text("id")?)?, name: text("name")? })),
+        "table" => Some(Entry::Table(TableConfig {
+            id: TableId(parse_uuid(&text("id")?)?),
+            database: parse_uuid(&text("db")?)?,
+            name: text("name")?,
+            primary_key: text("primary_key")?,
+            durability: if text("durability")? == "soft" { Durability::Soft } else { Durability::Hard },
+        })),
+        _ => None,
+    }
+}

@@ -1,0 +1,51 @@
+use std::cell::RefCell;
+
+use bytes::Bytes;
+
+use crate::backend::{Backend, Durability, ScanRange};
+use crate::batch::{WriteBatch, WriteOutcome};
+use crate::error::Result;
+use crate::tables::{TableId, Tables};
+
+/// Tables in memory only (`--storage memory`): nothing survives a restart.
+#[derive(Default)]
+pub struct MemoryBackend {
+    tables: RefCell<Tables>,
+}
+
+impl MemoryBackend {
+    pub fn new() -> Self {
+        Self::default()
+    }
+}
+
+impl Backend for MemoryBackend {
+    async fn write(&self, batch: WriteBatch, _durability: Durability) -> Result<Vec<WriteOutcome>> {
+        let mut tables = self.tables.borrow_mut();
+        Ok(batch.mutations.into_iter().map(|mutation| tables.apply(mutation).0).collect())
+    }
+
+    fn get(&self, table: TableId, key: &[u8]) -> Result<Option<Bytes>> {
+        Ok(self.tables.borrow().get(table, key))
+    }
+
+    fn scan(&self, table: TableId, range: &ScanRange) -> Result<Vec<(Bytes, Bytes)>> {
+        Ok(self.tables.borrow().scan(table, range))
+    }
+
+    fn count(&self, table: TableId) -> Result<u64> {
+        Ok(self.tables.borrow().count(table))
+    }
+
+    async fn flush(&self) -> Result<()> {
+        Ok(())
+    }
+
+    async fn checkpoint(&self) -> Result<()> {
+        Ok(())
+    }
+
+    fn wants_checkpoint(&self) -> bool {
+        false
+    }
+}
