@@ -154,6 +154,11 @@ impl<F: DirectFile> Wal<F> {
         }
         let mut state = self.state.borrow_mut();
         let record = (HEADER_BYTES + payload.len()) as u64;
+        let left_in_block = BLOCK_BYTES as u64 - state.appended % BLOCK_BYTES as u64;
+        if left_in_block < HEADER_BYTES as u64 {
+            // Readers skip a block tail too short for a header; so must we.
+            pad(&mut state, left_in_block);
+        }
         let offset_in_ring = state.appended % self.ring_bytes;
         if offset_in_ring + record > self.ring_bytes {
             // Records never straddle the end of the ring: pad to it.
