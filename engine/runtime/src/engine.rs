@@ -1,0 +1,509 @@
+//! The engine handle: routing, fan-out and the catalog.
+
+use std::collections::BTreeMap;
+use std::ops::Bound;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, RwLock};
+
+use bytes::Bytes;
+use photondb_storage::catalog::{self, DatabaseConfig, Entry, TableConfig};
+use photondb_storage::{
+    Backend, Conflict, Direction, Durability, Mutation, ScanRange, StorageError, TableId, WriteBatch, WriteOutcome,
+};
+
+use crate::bus::{self, Message};
+use crate::data_directory::{self, Identity};
+use crate::error::EngineError;
+use crate::shard::{self, PartitionStorage, ShardPlan};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StorageKind {
+    Durable,
+    Memory,
+}
+
+#[derive(Clone, Debug)]
+pub struct EngineConfig {
+    pub data_directory: PathBuf,
+    /// Number of shards (threads), one per core by default.
+    pub shards: usize,
+    pub storage: StorageKind,
+    /// Partition count for a new data directory; an existing one keeps its own.
+    pub partitions: u32,
+    /// WAL ring size per partition for a new data directory.
+    pub wal_ring_bytes: u64,
+    /// Pin shard threads to cores.
+    pub pin_to_cores: bool,
+}
+
+impl EngineConfig {
+    pub fn new(data_directory: impl Into<PathBuf>) -> Self {
+        let cores = std::thread::available_parallelism().map_or(1, |count| count.get());
+        EngineConfig {
+            data_directory: data_directory.into(),
+            shards: cores,
+            storage: StorageKind::Durable,
+            partitions: 8,
+            wal_ring_bytes: 32 << 20,
+            pin_to_cores: true,
+        }
+    }
+}
+
+/// Databases and tables by name. A copy of what partition 0's catalog table
+/// holds; every change is written there (hard durability) before it is
+/// visible here.
+#[derive(Clone, Debug, Default)]
+pub struct Catalog {
+    pub databases: BTreeMap<String, DatabaseConfig>,
+    /// Keyed by (database id, table name).
+    pub tables: BTreeMap<(u128, String), TableConfig>,
+}
+
+struct Inner {
+    inboxes: Vec<flume::Sender<Message>>,
+    partitions: u32,
+    threads: Mutex<Vec<std::thread::JoinHandle<()>>>,
+    catalog: RwLock<Catalog>,
+}
+
+/// A handle to the running engine; cheap to clone, usable from any thread.
+#[derive(Clone)]
+pub struct Engine {
+    inner: Arc<Inner>,
+}
+
+/// The partition that owns an encoded key. Stable forever: changing it would
+/// misplace every stored row.
+pub fn partition_of(key: &[u8], partitions: u32) -> u32 {
+    crc32c::crc32c(key) % partitions
+}
+
+fn new_uuid() -> u128 {
+    // Version 4 UUID from the kernel's random source.
+    use std::hash::{BuildHasher, Hasher};
+    use std::io::Read;
+    let mut bytes = [0u8; 16];
+    let from_kernel = std::fs::File::open("/dev/urandom").and_then(|mut file| file.read_exact(&mut bytes));
+    if from_kernel.is_err() {
+        // std seeds RandomState from the OS too; two hashers give 128 bits.
+        let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |elapsed| elapsed.as_nanos());
+        for half in bytes.chunks_mut(8) {
+            let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+            hasher.write_u128(nanos);
+            half.copy_from_slice(&hasher.finish().to_le_bytes());
+        }
+    }
+    let mut id = u128::from_be_bytes(bytes);
+    id = (id & !(0xF000u128 << 64)) | (0x4000u128 << 64);
+    id = (id & !(0xC000u128 << 48)) | (0x8000u128 << 48);
+    id
+}
+
+impl Engine {
+    /// Opens (or creates) the data directory and starts one shard per
+    /// configured core. Recovery happens here: when this returns, every
+    /// partition has replayed its WAL.
+    pub fn start(config: EngineConfig) -> Result<Engine, EngineError> {
+        let shards = config.shards.max(1);
+        let (partitions, storage, created) = match config.storage {
+            StorageKind::Memory => (config.partitions.max(1), PartitionStorage::Memory, true),
+            StorageKind::Durable => {
+                let root = config.data_directory.clone();
+                match data_directory::read(&root)? {
+                    Some(identity) => {
+                        (identity.partitions, PartitionStorage::Durable { root, create: false, ring_bytes: 0 }, false)
+                    }
+                    None => {
+                        data_directory::clear_incomplete(&root)?;
+                        let storage = PartitionStorage::Durable { root, create: true, ring_bytes: config.wal_ring_bytes };
+                        (config.partitions.max(1), storage, true)
+                    }
+                }
+            }
+        };
+        let cores = std::thread::available_parallelism().map_or(1, |count| count.get());
+        let mut inboxes = Vec::with_capacity(shards);
+        let mut threads = Vec::with_capacity(shards);
+        for id in 0..shards {
+            let (sender, receiver) = flume::unbounded();
+            let plan = ShardPlan {
+                id,
+                core: config.pin_to_cores.then_some(id % cores),
+                partitions: (0..partitions).filter(|partition| *partition as usize % shards == id).collect(),
+                storage: storage.clone(),
+            };
+            match shard::start(plan, receiver) {
+                Ok(thread) => {
+                    inboxes.push(sender);
+                    threads.push(thread);
+                }
+                Err(error) => {
+                    stop_shards(&inboxes, threads);
+                    return Err(error);
+                }
+            }
+        }
+        let engine = Engine {
+            inner: Arc::new(Inner { inboxes, partitions, threads: Mutex::new(threads), catalog: RwLock::new(Catalog::default()) }),
+        };
+        if created {
+            if let PartitionStorage::Durable { root, .. } = &storage {
+                data_directory::write(root, Identity { partitions })?;
+            }
+        }
+        engine.load_catalog()?;
+        Ok(engine)
+    }
+
+    /// Checkpoints every partition and stops the shards.
+    pub fn shutdown(&self) -> Result<(), EngineError> {
+        let threads = std::mem::take(&mut *self.inner.threads.lock().expect("engine threads lock"));
+        let mut result = Ok(());
+        for inbox in &self.inner.inboxes {
+            let (reply, answer) = flume::bounded(1);
+            if inbox.send(Message::Shutdown(reply)).is_ok() {
+                if let Ok(Err(error)) = answer.recv() {
+                    result = Err(error);
+                }
+            }
+        }
+        for thread in threads {
+            let _ = thread.join();
+        }
+        result
+    }
+
+    pub fn partitions(&self) -> u32 {
+        self.inner.partitions
+    }
+
+    pub fn shards(&self) -> usize {
+        self.inner.inboxes.len()
+    }
+
+    fn inbox_for(&self, partition: u32) -> &flume::Sender<Message> {
+        &self.inner.inboxes[partition as usize % self.inner.inboxes.len()]
+    }
+
+    fn route(&self, table: TableId, key: &[u8]) -> u32 {
+        if table == TableId::CATALOG {
+            0
+        } else {
+            partition_of(key, self.inner.partitions)
+        }
+    }
+
+    // ----- documents -------------------------------------------------------
+
+    /// Applies mutations, each routed to the partition owning its key. The
+    /// mutations of one partition form one atomic batch; partitions commit
+    /// independently. Outcomes come back in the order given.
+    pub async fn write(&self, mutations: Vec<Mutation>, durability: Durability) -> Result<Vec<WriteOutcome>, EngineError> {
+        let mut by_partition: BTreeMap<u32, (Vec<usize>, Vec<Mutation>)> = BTreeMap::new();
+        let count = mutations.len();
+        for (index, mutation) in mutations.into_iter().enumerate() {
+            let partition = match &mutation {
+                Mutation::Put { table, key, .. } | Mutation::Delete { table, key } => self.route(*table, key),
+                Mutation::DropTable { .. } => {
+                    return Err(EngineError::Catalog("tables are dropped with Engine::drop_table".into()));
+                }
+            };
+            let entry = by_partition.entry(partition).or_default();
+            entry.0.push(index);
+            entry.1.push(mutation);
+        }
+        let mut pending = Vec::with_capacity(by_partition.len());
+        for (partition, (indexes, batch)) in by_partition {
+            let call = bus::call(self.inbox_for(partition), move |shard| async move {
+                let backend = shard.partition(partition).clone();
+                backend.write(WriteBatch::new(batch), durability).await
+            });
+            pending.push((indexes, call));
+        }
+        let mut outcomes: Vec<Option<WriteOutcome>> = vec![None; count];
+        // Futures are lazy: polling them together sends every partition's
+        // batch before waiting on any.
+        let results = join_all(pending.into_iter().map(|(indexes, call)| async move { (indexes, call.await) })).await;
+        for (indexes, result) in results {
+            for (index, outcome) in indexes.into_iter().zip(result??) {
+                outcomes[index] = Some(outcome);
+            }
+        }
+        Ok(outcomes.into_iter().map(|outcome| outcome.expect("every mutation has an outcome")).collect())
+    }
+
+    /// Inserts or replaces one document.
+    pub async fn put(&self, table: TableId, key: Bytes, value: Bytes, conflict: Conflict, durability: Durability) -> Result<WriteOutcome, EngineError> {
+        let mut outcomes = self.write(vec![Mutation::Put { table, key, value, conflict }], durability).await?;
+        Ok(outcomes.remove(0))
+    }
+
+    pub async fn delete(&self, table: TableId, key: Bytes, durability: Durability) -> Result<WriteOutcome, EngineError> {
+        let mut outcomes = self.write(vec![Mutation::Delete { table, key }], durability).await?;
+        Ok(outcomes.remove(0))
+    }
+
+    pub async fn get(&self, table: TableId, key: Bytes) -> Result<Option<Bytes>, EngineError> {
+        let partition = self.route(table, &key);
+        let result = bus::call(self.inbox_for(partition), move |shard| async move { shard.partition(partition).get(table, &key) }).await?;
+        Ok(result?)
+    }
+
+    /// An ordered scan over the whole table: every partition scans its part
+    /// (each up to the limit) and the results are merged in key order.
+    pub async fn scan(&self, table: TableId, range: ScanRange) -> Result<Vec<(Bytes, Bytes)>, EngineError> {
+        let partitions: Vec<u32> = if table == TableId::CATALOG { vec![0] } else { (0..self.inner.partitions).collect() };
+        let calls = partitions.into_iter().map(|partition| {
+            let range = range.clone();
+            bus::call(self.inbox_for(partition), move |shard| async move { shard.partition(partition).scan(table, &range) })
+        });
+        let mut rows = Vec::new();
+        for result in join_all(calls).await {
+            rows.extend(result??);
+        }
+        match range.direction {
+            Direction::Ascending => rows.sort_unstable_by(|a, b| a.0.cmp(&b.0)),
+            Direction::Descending => rows.sort_unstable_by(|a, b| b.0.cmp(&a.0)),
+        }
+        rows.truncate(range.limit.unwrap_or(usize::MAX));
+        Ok(rows)
+    }
+
+    /// The next batch of a full-table scan in key order, after `after`
+    /// (exclusive). An empty batch means the scan is complete.
+    pub async fn scan_batch(&self, table: TableId, after: Option<Bytes>, rows: usize) -> Result<Vec<(Bytes, Bytes)>, EngineError> {
+        let start = after.map_or(Bound::Unbounded, Bound::Excluded);
+        self.scan(table, ScanRange { start, end: Bound::Unbounded, direction: Direction::Ascending, limit: Some(rows) }).await
+    }
+
+    pub async fn count(&self, table: TableId) -> Result<u64, EngineError> {
+        let calls = (0..self.inner.partitions).map(|partition| {
+            bus::call(self.inbox_for(partition), move |shard| async move { shard.partition(partition).count(table) })
+        });
+        let mut total = 0;
+        for result in join_all(calls).await {
+            total += result??;
+        }
+        Ok(total)
+    }
+
+    /// Makes every write so far durable, soft ones included (ReQL `sync`).
+    pub async fn sync(&self) -> Result<(), EngineError> {
+        let calls = (0..self.inner.partitions).map(|partition| {
+            bus::call(self.inbox_for(partition), move |shard| async move { shard.partition(partition).flush().await })
+        });
+        for result in join_all(calls).await {
+            result??;
+        }
+        Ok(())
+    }
+
+    pub async fn checkpoint(&self) -> Result<(), EngineError> {
+        let calls = (0..self.inner.partitions).map(|partition| {
+            bus::call(self.inbox_for(partition), move |shard| async move { shard.partition(partition).checkpoint().await })
+        });
+        for result in join_all(calls).await {
+            result??;
+        }
+        Ok(())
+    }
+
+    // ----- catalog ---------------------------------------------------------
+
+    fn load_catalog(&self) -> Result<(), EngineError> {
+        let rows = block_on_thread(self.scan(TableId::CATALOG, ScanRange::all()))?;
+        let mut loaded = Catalog::default();
+        for (_, value) in rows {
+            match catalog::decode(&value) {
+                Some(Entry::Database(database)) => {
+                    loaded.databases.insert(database.name.clone(), database);
+                }
+                Some(Entry::Table(table)) => {
+                    loaded.tables.insert((table.database, table.name.clone()), table);
+                }
+                None => tracing::warn!("skipping a catalog entry this build does not understand"),
+            }
+        }
+        let fresh = loaded.databases.is_empty() && loaded.tables.is_empty();
+        *self.inner.catalog.write().expect("catalog lock") = loaded;
+        if fresh {
+            // A new cluster starts with database `test`, as RethinkDB's does.
+            block_on_thread(self.create_database("test"))?;
+        }
+        Ok(())
+    }
+
+    /// A snapshot of the catalog.
+    pub fn catalog(&self) -> Catalog {
+        self.inner.catalog.read().expect("catalog lock").clone()
+    }
+
+    pub fn database(&self, name: &str) -> Option<DatabaseConfig> {
+        self.inner.catalog.read().expect("catalog lock").databases.get(name).cloned()
+    }
+
+    pub fn table(&self, database: &str, name: &str) -> Option<TableConfig> {
+        let catalog = self.inner.catalog.read().expect("catalog lock");
+        let database = catalog.databases.get(database)?;
+        catalog.tables.get(&(database.id, name.to_owned())).cloned()
+    }
+
+    pub async fn create_database(&self, name: &str) -> Result<DatabaseConfig, EngineError> {
+        let database = DatabaseConfig { id: new_uuid(), name: name.to_owned() };
+        {
+            // Reserve the name before the write so concurrent creates of the
+            // same name cannot both succeed.
+            let mut catalog = self.inner.catalog.write().expect("catalog lock");
+            if catalog.databases.contains_key(name) {
+                return Err(EngineError::Catalog(format!("Database `{name}` already exists.")));
+            }
+            catalog.databases.insert(name.to_owned(), database.clone());
+        }
+        let key = Bytes::from(catalog::database_key(database.id));
+        let written = self.put(TableId::CATALOG, key, Bytes::from(database.encode()), Conflict::Replace, Durability::Hard).await;
+        if let Err(error) = written {
+            self.inner.catalog.write().expect("catalog lock").databases.remove(name);
+            return Err(error);
+        }
+        Ok(database)
+    }
+
+    pub async fn drop_database(&self, name: &str) -> Result<(DatabaseConfig, Vec<TableConfig>), EngineError> {
+        let database = self.database(name).ok_or_else(|| EngineError::Catalog(format!("Database `{name}` does not exist.")))?;
+        let tables: Vec<TableConfig> = {
+            let catalog = self.inner.catalog.read().expect("catalog lock");
+            catalog.tables.values().filter(|table| table.database == database.id).cloned().collect()
+        };
+        for table in &tables {
+            self.drop_table(name, &table.name).await?;
+        }
+        self.delete(TableId::CATALOG, Bytes::from(catalog::database_key(database.id)), Durability::Hard).await?;
+        self.inner.catalog.write().expect("catalog lock").databases.remove(name);
+        Ok((database, tables))
+    }
+
+    pub async fn create_table(&self, database: &str, name: &str, primary_key: &str, durability: Durability) -> Result<TableConfig, EngineError> {
+        let table = {
+            let mut catalog = self.inner.catalog.write().expect("catalog lock");
+            let database_id = catalog
+                .databases
+                .get(database)
+                .ok_or_else(|| EngineError::Catalog(format!("Database `{database}` does not exist.")))?
+                .id;
+            let entry = (database_id, name.to_owned());
+            if catalog.tables.contains_key(&entry) {
+                return Err(EngineError::Catalog(format!("Table `{database}.{name}` already exists.")));
+            }
+            let table = TableConfig { id: TableId(new_uuid()), database: database_id, name: name.to_owned(), primary_key: primary_key.to_owned(), durability };
+            catalog.tables.insert(entry, table.clone());
+            table
+        };
+        let key = Bytes::from(catalog::table_key(table.id));
+        let written = self.put(TableId::CATALOG, key, Bytes::from(table.encode()), Conflict::Replace, Durability::Hard).await;
+        if let Err(error) = written {
+            self.inner.catalog.write().expect("catalog lock").tables.remove(&(table.database, table.name.clone()));
+            return Err(error);
+        }
+        Ok(table)
+    }
+
+    /// Removes the table from the catalog (durably, first), then its rows
+    /// from every partition. Rows of a table no longer in the catalog are
+    /// unreachable, so a crash between the two steps loses nothing visible.
+    pub async fn drop_table(&self, database: &str, name: &str) -> Result<TableConfig, EngineError> {
+        let table = self
+            .table(database, name)
+            .ok_or_else(|| EngineError::Catalog(format!("Table `{database}.{name}` does not exist.")))?;
+        self.delete(TableId::CATALOG, Bytes::from(catalog::table_key(table.id)), Durability::Hard).await?;
+        self.inner.catalog.write().expect("catalog lock").tables.remove(&(table.database, table.name.clone()));
+        let id = table.id;
+        let calls = (0..self.inner.partitions).map(|partition| {
+            bus::call(self.inbox_for(partition), move |shard| async move {
+                let batch = WriteBatch::new(vec![Mutation::DropTable { table: id }]);
+                shard.partition(partition).write(batch, Durability::Hard).await
+            })
+        });
+        for result in join_all(calls).await {
+            result??;
+        }
+        Ok(table)
+    }
+}
+
+fn stop_shards(inboxes: &[flume::Sender<Message>], threads: Vec<std::thread::JoinHandle<()>>) {
+    for inbox in inboxes {
+        let (reply, answer) = flume::bounded(1);
+        if inbox.send(Message::Shutdown(reply)).is_ok() {
+            let _ = answer.recv();
+        }
+    }
+    for thread in threads {
+        let _ = thread.join();
+    }
+}
+
+/// Polls several futures concurrently on the current task.
+async fn join_all<F: std::future::Future>(futures: impl IntoIterator<Item = F>) -> Vec<F::Output> {
+    use std::pin::Pin;
+    use std::task::Poll;
+    let mut futures: Vec<Pin<Box<F>>> = futures.into_iter().map(Box::pin).collect();
+    let mut outputs: Vec<Option<F::Output>> = futures.iter().map(|_| None).collect();
+    std::future::poll_fn(move |context| {
+        let mut done = true;
+        for (future, output) in futures.iter_mut().zip(outputs.iter_mut()) {
+            if output.is_none() {
+                match future.as_mut().poll(context) {
+                    Poll::Ready(value) => *output = Some(value),
+                    Poll::Pending => done = false,
+                }
+            }
+        }
+        if done {
+            Poll::Ready(outputs.iter_mut().map(|output| output.take().expect("all ready")).collect())
+        } else {
+            Poll::Pending
+        }
+    })
+    .await
+}
+
+/// Runs a future to completion on the calling (non-shard) thread. Used at
+/// startup only, before any async runtime of the caller's exists.
+pub fn block_on_thread<F: std::future::Future>(future: F) -> F::Output {
+    use std::sync::{Arc, Condvar, Mutex};
+    use std::task::{Context, Poll, Wake, Waker};
+    struct Signal {
+        ready: Mutex<bool>,
+        condvar: Condvar,
+    }
+    impl Wake for Signal {
+        fn wake(self: Arc<Self>) {
+            *self.ready.lock().expect("signal lock") = true;
+            self.condvar.notify_one();
+        }
+    }
+    let signal = Arc::new(Signal { ready: Mutex::new(false), condvar: Condvar::new() });
+    let waker = Waker::from(signal.clone());
+    let mut context = Context::from_waker(&waker);
+    let mut future = std::pin::pin!(future);
+    loop {
+        if let Poll::Ready(output) = future.as_mut().poll(&mut context) {
+            return output;
+        }
+        let mut ready = signal.ready.lock().expect("signal lock");
+        while !*ready {
+            ready = signal.condvar.wait(ready).expect("signal lock");
+        }
+        *ready = false;
+    }
+}
+
+impl From<EngineError> for StorageError {
+    fn from(error: EngineError) -> StorageError {
+        match error {
+            EngineError::Storage(error) => error,
+            other => StorageError::Io { path: PathBuf::new(), detail: other.to_string() },
+        }
+    }
+}

@@ -1,0 +1,54 @@
+//! The backend a partition runs on, chosen at startup.
+
+use bytes::Bytes;
+use photondb_storage::{Backend, DurableBackend, Durability, MemoryBackend, ScanRange, TableId, WriteBatch, WriteOutcome};
+
+use crate::file::DirectFileSystem;
+
+type StorageResult<T> = Result<T, photondb_storage::StorageError>;
+
+/// Static dispatch over the two backends (their async trait methods are not
+/// object-safe, and a match costs nothing next to the work behind it).
+pub enum AnyBackend {
+    Durable(DurableBackend<DirectFileSystem>),
+    Memory(MemoryBackend),
+}
+
+macro_rules! delegate {
+    ($self:ident, $backend:ident => $call:expr) => {
+        match $self {
+            AnyBackend::Durable($backend) => $call,
+            AnyBackend::Memory($backend) => $call,
+        }
+    };
+}
+
+impl Backend for AnyBackend {
+    async fn write(&self, batch: WriteBatch, durability: Durability) -> StorageResult<Vec<WriteOutcome>> {
+        delegate!(self, backend => backend.write(batch, durability).await)
+    }
+
+    fn get(&self, table: TableId, key: &[u8]) -> StorageResult<Option<Bytes>> {
+        delegate!(self, backend => backend.get(table, key))
+    }
+
+    fn scan(&self, table: TableId, range: &ScanRange) -> StorageResult<Vec<(Bytes, Bytes)>> {
+        delegate!(self, backend => backend.scan(table, range))
+    }
+
+    fn count(&self, table: TableId) -> StorageResult<u64> {
+        delegate!(self, backend => backend.count(table))
+    }
+
+    async fn flush(&self) -> StorageResult<()> {
+        delegate!(self, backend => backend.flush().await)
+    }
+
+    async fn checkpoint(&self) -> StorageResult<()> {
+        delegate!(self, backend => backend.checkpoint().await)
+    }
+
+    fn wants_checkpoint(&self) -> bool {
+        delegate!(self, backend => backend.wants_checkpoint())
+    }
+}

@@ -1,0 +1,164 @@
+//! One shard: a glommio executor pinned to a core, owning some partitions.
+
+use std::cell::Cell;
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::rc::Rc;
+use std::time::Duration;
+
+use glommio::{LocalExecutorBuilder, Placement};
+use photondb_storage::{Backend, DurableBackend, DurableOptions, MemoryBackend};
+
+use crate::bus::Message;
+use crate::data_directory::partition_directory;
+use crate::error::EngineError;
+use crate::file::DirectFileSystem;
+use crate::partition::AnyBackend;
+
+/// How often soft writes are flushed and checkpoint need is checked.
+const MAINTENANCE_INTERVAL: Duration = Duration::from_millis(5);
+
+/// What a running shard owns. Lives on the shard's thread only.
+pub struct ShardState {
+    pub id: usize,
+    pub partitions: HashMap<u32, Rc<AnyBackend>>,
+}
+
+impl ShardState {
+    pub fn partition(&self, partition: u32) -> &Rc<AnyBackend> {
+        self.partitions.get(&partition).expect("the engine routes each partition to the shard that owns it")
+    }
+}
+
+pub struct ShardPlan {
+    pub id: usize,
+    pub core: Option<usize>,
+    pub partitions: Vec<u32>,
+    pub storage: PartitionStorage,
+}
+
+#[derive(Clone)]
+pub enum PartitionStorage {
+    Memory,
+    Durable { root: PathBuf, create: bool, ring_bytes: u64 },
+}
+
+/// Starts a shard thread; returns once its partitions are open (or failed).
+pub fn start(plan: ShardPlan, inbox: flume::Receiver<Message>) -> Result<std::thread::JoinHandle<()>, EngineError> {
+    let (ready, started) = flume::bounded(1);
+    let placement = match plan.core {
+        Some(core) => Placement::Fixed(core),
+        None => Placement::Unbound,
+    };
+    let id = plan.id;
+    let handle = LocalExecutorBuilder::new(placement)
+        .name(&format!("shard-{id}"))
+        .spawn(move || async move {
+            let state = match open_partitions(&plan).await {
+                Ok(partitions) => Rc::new(ShardState { id: plan.id, partitions }),
+                Err(error) => {
+                    let _ = ready.send(Err(error));
+                    return;
+                }
+            };
+            let _ = ready.send(Ok(()));
+            serve(state, inbox).await;
+        })
+        .map_err(|error| EngineError::Startup(format!("shard {id}: {error}")))?;
+    let thread = std::thread::Builder::new()
+        .name(format!("shard-{id}-join"))
+        .spawn(move || {
+            let _ = handle.join();
+        })
+        .map_err(|error| EngineError::Startup(format!("shard {id}: {error}")))?;
+    match started.recv() {
+        Ok(Ok(())) => Ok(thread),
+        Ok(Err(error)) => {
+            let _ = thread.join();
+            Err(error)
+        }
+        Err(_) => Err(EngineError::Startup(format!("shard {id} stopped while starting"))),
+    }
+}
+
+async fn open_partitions(plan: &ShardPlan) -> Result<HashMap<u32, Rc<AnyBackend>>, EngineError> {
+    let mut partitions = HashMap::new();
+    for &partition in &plan.partitions {
+        let backend = match &plan.storage {
+            PartitionStorage::Memory => AnyBackend::Memory(MemoryBackend::new()),
+            PartitionStorage::Durable { root, create, ring_bytes } => {
+                let directory = partition_directory(root, partition);
+                let started = std::time::Instant::now();
+                let backend = if *create {
+                    DurableBackend::create(DirectFileSystem, &directory, partition, DurableOptions { ring_bytes: *ring_bytes }).await?
+                } else {
+                    DurableBackend::open(DirectFileSystem, &directory, partition).await?
+                };
+                tracing::info!(shard = plan.id, partition, elapsed_ms = started.elapsed().as_millis() as u64, "partition ready");
+                AnyBackend::Durable(backend)
+            }
+        };
+        partitions.insert(partition, Rc::new(backend));
+    }
+    Ok(partitions)
+}
+
+async fn serve(state: Rc<ShardState>, inbox: flume::Receiver<Message>) {
+    let stopping = Rc::new(Cell::new(false));
+    let maintenance = glommio::spawn_local(maintain(state.clone(), stopping.clone()));
+    let reply = loop {
+        match inbox.recv_async().await {
+            Ok(Message::Run(job)) => {
+                glommio::spawn_local(job(state.clone())).detach();
+            }
+            Ok(Message::Shutdown(reply)) => break Some(reply),
+            // Every engine handle is gone: stop as if asked to.
+            Err(_) => break None,
+        }
+    };
+    stopping.set(true);
+    maintenance.await;
+    let mut result = Ok(());
+    for (partition, backend) in &state.partitions {
+        if let Err(error) = backend.checkpoint().await {
+            tracing::error!(shard = state.id, partition, %error, "checkpoint at shutdown failed");
+            result = Err(EngineError::from(error));
+        }
+    }
+    if let Some(reply) = reply {
+        let _ = reply.send(result);
+    }
+}
+
+/// Flushes soft writes and starts checkpoints when the WAL fills. A
+/// partition whose flush failed is poisoned; it is reported once, then left.
+async fn maintain(state: Rc<ShardState>, stopping: Rc<Cell<bool>>) {
+    let mut failed: HashMap<u32, ()> = HashMap::new();
+    let checkpointing: HashMap<u32, Rc<Cell<bool>>> =
+        state.partitions.keys().map(|&partition| (partition, Rc::new(Cell::new(false)))).collect();
+    while !stopping.get() {
+        glommio::timer::sleep(MAINTENANCE_INTERVAL).await;
+        for (&partition, backend) in &state.partitions {
+            if failed.contains_key(&partition) {
+                continue;
+            }
+            if let Err(error) = backend.flush().await {
+                tracing::error!(shard = state.id, partition, %error, "WAL flush failed; partition stopped");
+                failed.insert(partition, ());
+                continue;
+            }
+            let running = &checkpointing[&partition];
+            if backend.wants_checkpoint() && !running.get() {
+                running.set(true);
+                let (backend, running, shard) = (backend.clone(), running.clone(), state.id);
+                glommio::spawn_local(async move {
+                    if let Err(error) = backend.checkpoint().await {
+                        tracing::error!(shard, partition, %error, "checkpoint failed; partition stopped");
+                    }
+                    running.set(false);
+                })
+                .detach();
+            }
+        }
+    }
+}

@@ -1,0 +1,132 @@
+//! The engine end to end on real files: routing, fan-out scans, the catalog,
+//! restarts, and restarts with another shard count.
+
+use std::ops::Bound;
+
+use bytes::Bytes;
+use photondb_datum::{document, key, Datum};
+use photondb_runtime::{block_on_thread, Engine, EngineConfig, StorageKind};
+use photondb_storage::{Conflict, Direction, Durability, ScanRange};
+
+fn config(directory: &std::path::Path, shards: usize) -> EngineConfig {
+    let mut config = EngineConfig::new(directory);
+    config.shards = shards;
+    config.partitions = 4;
+    config.wal_ring_bytes = 1 << 20;
+    config.pin_to_cores = false;
+    config
+}
+
+fn key_of(id: i64) -> Bytes {
+    Bytes::from(key::encode(&Datum::Number(id as f64)))
+}
+
+fn document_of(id: i64) -> Bytes {
+    let mut fields = photondb_datum::Object::new();
+    fields.insert("id".into(), Datum::Number(id as f64));
+    fields.insert("payload".into(), Datum::String("x".repeat((id % 50) as usize)));
+    Bytes::from(document::encode(&Datum::Object(fields)))
+}
+
+#[test]
+fn documents_and_catalog_survive_restarts_with_other_shard_counts() {
+    let directory = tempfile::tempdir().unwrap();
+    let engine = Engine::start(config(directory.path(), 2)).unwrap();
+    assert!(engine.database("test").is_some(), "a new data directory has database `test`");
+    let table = block_on_thread(engine.create_table("test", "people", "id", Durability::Hard)).unwrap();
+    assert!(block_on_thread(engine.create_table("test", "people", "id", Durability::Hard)).is_err());
+    for id in 0..300 {
+        let outcome = block_on_thread(engine.put(table.id, key_of(id), document_of(id), Conflict::Error, Durability::Hard)).unwrap();
+        assert!(outcome.old.is_none() && !outcome.conflicted);
+    }
+    let again = block_on_thread(engine.put(table.id, key_of(7), document_of(8), Conflict::Error, Durability::Hard)).unwrap();
+    assert!(again.conflicted, "a duplicate primary key conflicts");
+    block_on_thread(engine.delete(table.id, key_of(299), Durability::Hard)).unwrap();
+    assert_eq!(block_on_thread(engine.count(table.id)).unwrap(), 299);
+    engine.shutdown().unwrap();
+
+    for shards in [1, 3] {
+        let engine = Engine::start(config(directory.path(), shards)).unwrap();
+        assert_eq!(engine.partitions(), 4, "the partition count is the directory's, not the config's");
+        let table = engine.table("test", "people").expect("table recovered from the catalog");
+        assert_eq!(block_on_thread(engine.count(table.id)).unwrap(), 299);
+        assert_eq!(block_on_thread(engine.get(table.id, key_of(42))).unwrap(), Some(document_of(42)));
+        assert_eq!(block_on_thread(engine.get(table.id, key_of(299))).unwrap(), None);
+        // A scan merges every partition in key (numeric) order.
+        let range = ScanRange { start: Bound::Included(key_of(10)), end: Bound::Excluded(key_of(20)), direction: Direction::Descending, limit: Some(4) };
+        let rows = block_on_thread(engine.scan(table.id, range)).unwrap();
+        let keys: Vec<Bytes> = rows.into_iter().map(|(key, _)| key).collect();
+        assert_eq!(keys, vec![key_of(19), key_of(18), key_of(17), key_of(16)]);
+        engine.shutdown().unwrap();
+    }
+}
+
+#[test]
+fn full_scans_stream_in_batches_in_key_order() {
+    let directory = tempfile::tempdir().unwrap();
+    let engine = Engine::start(config(directory.path(), 2)).unwrap();
+    let table = block_on_thread(engine.create_table("test", "numbers", "id", Durability::Soft)).unwrap();
+    let mutations = (0..1000).map(|id| photondb_storage::Mutation::Put { table: table.id, key: key_of(id), value: document_of(id), conflict: Conflict::Replace }).collect();
+    block_on_thread(engine.write(mutations, Durability::Soft)).unwrap();
+    let mut after = None;
+    let mut seen = Vec::new();
+    loop {
+        let batch = block_on_thread(engine.scan_batch(table.id, after.clone(), 64)).unwrap();
+        if batch.is_empty() {
+            break;
+        }
+        assert!(batch.len() <= 64);
+        after = batch.last().map(|(key, _)| key.clone());
+        seen.extend(batch.into_iter().map(|(key, _)| key));
+    }
+    let expected: Vec<Bytes> = (0..1000).map(key_of).collect();
+    assert_eq!(seen, expected);
+    engine.shutdown().unwrap();
+}
+
+#[test]
+fn dropped_tables_and_databases_stay_dropped() {
+    let directory = tempfile::tempdir().unwrap();
+    let engine = Engine::start(config(directory.path(), 2)).unwrap();
+    block_on_thread(engine.create_database("shop")).unwrap();
+    let orders = block_on_thread(engine.create_table("shop", "orders", "id", Durability::Hard)).unwrap();
+    block_on_thread(engine.put(orders.id, key_of(1), document_of(1), Conflict::Error, Durability::Hard)).unwrap();
+    block_on_thread(engine.drop_database("shop")).unwrap();
+    assert_eq!(block_on_thread(engine.count(orders.id)).unwrap(), 0);
+    engine.shutdown().unwrap();
+    let engine = Engine::start(config(directory.path(), 2)).unwrap();
+    assert!(engine.database("shop").is_none());
+    assert!(engine.table("shop", "orders").is_none());
+    assert_eq!(block_on_thread(engine.count(orders.id)).unwrap(), 0);
+    engine.shutdown().unwrap();
+}
+
+#[test]
+fn memory_storage_works_and_keeps_nothing() {
+    let directory = tempfile::tempdir().unwrap();
+    let mut memory = config(directory.path(), 2);
+    memory.storage = StorageKind::Memory;
+    let engine = Engine::start(memory.clone()).unwrap();
+    let table = block_on_thread(engine.create_table("test", "scratch", "id", Durability::Hard)).unwrap();
+    block_on_thread(engine.put(table.id, key_of(1), document_of(1), Conflict::Error, Durability::Hard)).unwrap();
+    assert_eq!(block_on_thread(engine.get(table.id, key_of(1))).unwrap(), Some(document_of(1)));
+    engine.shutdown().unwrap();
+    assert!(std::fs::read_dir(directory.path()).unwrap().next().is_none(), "memory storage writes no files");
+    let engine = Engine::start(memory).unwrap();
+    assert!(engine.table("test", "scratch").is_none());
+    engine.shutdown().unwrap();
+}
+
+#[test]
+fn a_damaged_partition_stops_the_start_with_its_file_named() {
+    let directory = tempfile::tempdir().unwrap();
+    let engine = Engine::start(config(directory.path(), 1)).unwrap();
+    engine.shutdown().unwrap();
+    let superblock = directory.path().join("partition-0002").join("superblock");
+    let mut bytes = std::fs::read(&superblock).unwrap();
+    bytes[9] ^= 1;
+    bytes[4096 + 9] ^= 1;
+    std::fs::write(&superblock, bytes).unwrap();
+    let error = Engine::start(config(directory.path(), 1)).err().expect("start must fail");
+    assert!(error.to_string().contains("partition-0002/superblock"), "{error}");
+}
