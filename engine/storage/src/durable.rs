@@ -193,10 +193,14 @@ impl<S: FileSystem> DurableBackend<S> {
 
     async fn checkpoint_now(&self) -> Result<()> {
         let lsn = self.wal.appended_lsn();
+        let previous = self.newest.get();
+        if lsn == previous.checkpoint_lsn {
+            // Nothing was written since the newest checkpoint.
+            return Ok(());
+        }
         let epoch = self.wal.epoch();
         let frozen = self.tables.borrow().clone();
         self.wal.wait_durable(lsn).await?;
-        let previous = self.newest.get();
         let sequence = previous.sequence + 1;
         let written = checkpoint_file::write(&self.fs, &self.directory, sequence, &frozen).await?;
         drop(frozen);
