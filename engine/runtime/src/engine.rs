@@ -14,6 +14,7 @@ use photondb_storage::{
 use crate::bus::{self, Message};
 use crate::data_directory::{self, Identity};
 use crate::error::EngineError;
+use crate::partition::AnyBackend as PartitionBackend;
 use crate::shard::{self, PartitionStorage, ShardPlan};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -192,6 +193,20 @@ impl Engine {
         } else {
             partition_of(key, self.inner.partitions)
         }
+    }
+
+    /// Runs `work` on the shard that owns `partition`, with that partition's
+    /// backend: the way to push work to the data instead of data to the work.
+    pub async fn run_on_partition<R, W, F>(&self, partition: u32, work: W) -> Result<R, EngineError>
+    where
+        R: Send + 'static,
+        W: FnOnce(std::rc::Rc<PartitionBackend>) -> F + Send + 'static,
+        F: std::future::Future<Output = R> + 'static,
+    {
+        if partition >= self.inner.partitions {
+            return Err(EngineError::Catalog(format!("partition {partition} does not exist")));
+        }
+        bus::call(self.inbox_for(partition), move |shard| work(shard.partition(partition).clone())).await
     }
 
     // ----- documents -------------------------------------------------------

@@ -27,3 +27,4 @@ mod shard;
 
 pub use engine::{block_on_thread, partition_of, Catalog, Engine, EngineConfig, StorageKind};
 pub use error::EngineError;
+pub use partition::AnyBackend as PartitionBackend;
