@@ -5,7 +5,14 @@
 //! checkpoints every partition and exits 0. The RethinkDB driver port and the
 //! HTTP API attach to the engine started here.
 
+mod connection;
+mod protocol;
+mod reql;
+mod transport;
+
+use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand, ValueEnum};
@@ -46,6 +53,15 @@ struct ServeArguments {
     /// partitions let a later restart spread over more cores).
     #[arg(long, env = "PHOTONDB_PARTITIONS", default_value_t = 8)]
     partitions: u32,
+    /// Address to listen on.
+    #[arg(long, env = "PHOTONDB_BIND", default_value = "127.0.0.1")]
+    bind: IpAddr,
+    /// Port for RethinkDB drivers.
+    #[arg(long, env = "PHOTONDB_DRIVER_PORT", default_value_t = 28015)]
+    driver_port: u16,
+    /// Password of the `admin` user (empty by default, as in RethinkDB).
+    #[arg(long, env = "PHOTONDB_INITIAL_PASSWORD", default_value = "", hide_env_values = true)]
+    initial_password: String,
     /// WAL ring size per partition of a new data directory, in MiB.
     #[arg(long, env = "PHOTONDB_WAL_RING_MIB", default_value_t = 32)]
     wal_ring_mib: u64,
@@ -88,6 +104,17 @@ fn serve(arguments: ServeArguments) -> anyhow::Result<()> {
         startup_ms = started.elapsed().as_millis() as u64,
         "PhotonDB is ready"
     );
+    let users = Arc::new(protocol::handshake::Users::with_admin(&arguments.initial_password));
+    let driver_address = SocketAddr::new(arguments.bind, arguments.driver_port);
+    let handler: photondb_runtime::network::ConnectionHandler = Arc::new(move |connection, engine| {
+        let users = users.clone();
+        Box::pin(connection::serve(connection, engine, users))
+    });
+    if let Err(error) = photondb_runtime::block_on_thread(engine.listen(driver_address, handler)) {
+        let _ = engine.shutdown();
+        return Err(anyhow::anyhow!(error)).context("starting the driver port");
+    }
+    tracing::info!(%driver_address, "listening for RethinkDB drivers");
     let signal = signals.forever().next();
     tracing::info!(?signal, "shutting down: checkpointing every partition");
     engine.shutdown().context("clean shutdown")?;

@@ -183,6 +183,10 @@ impl Engine {
         self.inner.inboxes.len()
     }
 
+    pub(crate) fn shard_inbox(&self, shard: usize) -> &flume::Sender<Message> {
+        &self.inner.inboxes[shard]
+    }
+
     fn inbox_for(&self, partition: u32) -> &flume::Sender<Message> {
         &self.inner.inboxes[partition as usize % self.inner.inboxes.len()]
     }

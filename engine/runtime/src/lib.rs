@@ -22,6 +22,7 @@ pub mod data_directory;
 mod engine;
 mod error;
 pub mod file;
+pub mod network;
 mod partition;
 mod shard;
 

@@ -1,0 +1,87 @@
+//! Accepting client connections on every shard.
+//!
+//! Each shard binds its own listener on the same address (SO_REUSEPORT), so
+//! the kernel spreads connections over the cores, and a connection lives on
+//! the core that accepted it for its whole life: that core coordinates its
+//! queries. Handlers see a [`Connection`], never glommio.
+
+use std::future::Future;
+use std::io;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use futures_lite::{AsyncReadExt, AsyncWriteExt};
+use glommio::net::{TcpListener, TcpStream};
+
+use crate::bus;
+use crate::engine::Engine;
+use crate::error::EngineError;
+
+/// A client connection, on the shard that accepted it.
+pub struct Connection {
+    stream: TcpStream,
+    shard: usize,
+}
+
+impl Connection {
+    /// Reads some bytes; `Ok(0)` at end of stream.
+    pub async fn read(&mut self, buffer: &mut [u8]) -> io::Result<usize> {
+        self.stream.read(buffer).await
+    }
+
+    pub async fn write_all(&mut self, bytes: &[u8]) -> io::Result<()> {
+        self.stream.write_all(bytes).await
+    }
+
+    pub async fn flush(&mut self) -> io::Result<()> {
+        self.stream.flush().await
+    }
+
+    pub fn peer_address(&self) -> Option<SocketAddr> {
+        self.stream.peer_addr().ok()
+    }
+
+    /// The shard this connection lives on.
+    pub fn shard(&self) -> usize {
+        self.shard
+    }
+}
+
+/// Runs one connection to its end on the accepting shard.
+pub type ConnectionHandler = Arc<dyn Fn(Connection, Engine) -> Pin<Box<dyn Future<Output = ()>>> + Send + Sync>;
+
+impl Engine {
+    /// Listens on `address` on every shard; each accepted connection is run
+    /// by `handler` as a task of the shard that accepted it. Returns once
+    /// every shard is bound.
+    pub async fn listen(&self, address: SocketAddr, handler: ConnectionHandler) -> Result<(), EngineError> {
+        for shard in 0..self.shards() {
+            let (engine, handler) = (self.clone(), handler.clone());
+            let bound = bus::call(self.shard_inbox(shard), move |state| async move {
+                let listener = TcpListener::bind(address).map_err(|error| format!("cannot listen on {address}: {error}"))?;
+                let shard = state.id;
+                glommio::spawn_local(async move {
+                    loop {
+                        match listener.accept().await {
+                            Ok(stream) => {
+                                let _ = stream.set_nodelay(true);
+                                let connection = Connection { stream, shard };
+                                glommio::spawn_local(handler(connection, engine.clone())).detach();
+                            }
+                            Err(error) => {
+                                tracing::warn!(shard, %error, "accept failed");
+                                glommio::timer::sleep(std::time::Duration::from_millis(10)).await;
+                            }
+                        }
+                    }
+                })
+                .detach();
+                Ok::<(), String>(())
+            })
+            .await?;
+            bound.map_err(EngineError::Startup)?;
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,203 @@
+//! One client connection: handshake, then queries answered by token.
+//!
+//! Queries of one connection are run one after another on the connection's
+//! shard (responses still carry their token, so drivers that pipeline see
+//! no difference except waiting).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use photondb_datum::json::to_json;
+use photondb_datum::{document, Datum};
+use photondb_runtime::network::Connection;
+use photondb_runtime::Engine;
+use photondb_storage::catalog::TableConfig;
+use photondb_storage::Durability;
+use serde_json::{json, Value as Json};
+
+use crate::protocol::frame::{self, query_type, response_type, MAX_QUERY_BYTES};
+use crate::protocol::handshake::{self, Users};
+use crate::reql::error::{ErrorClass, Frame, ReqlError};
+use crate::reql::eval::{Context, Value};
+use crate::reql::term::Term;
+use crate::transport::Transport;
+
+/// RethinkDB's global optional arguments; anything else is refused.
+const GLOBAL_OPTARGS: &[&str] = &[
+    "db", "noreply", "durability", "read_mode", "profile", "array_limit", "time_format", "binary_format",
+    "group_format", "max_batch_rows", "max_batch_bytes", "max_batch_seconds", "min_batch_rows",
+    "first_batch_scaledown_factor", "use_outdated", "right_bound", "left_bound", "return_changes",
+];
+
+const DEFAULT_BATCH_BYTES: usize = 1 << 20;
+const FIRST_BATCH_SCALEDOWN: usize = 4;
+
+/// A table scan answered in batches.
+struct Cursor {
+    table: TableConfig,
+    after: Option<Bytes>,
+    batch_rows: usize,
+    batch_bytes: usize,
+}
+
+pub async fn serve(connection: Connection, engine: Engine, users: Arc<Users>) {
+    let peer = connection.peer_address();
+    let mut transport = Transport::new(connection);
+    let user = match handshake::run(&mut transport, &users).await {
+        Ok(user) => user,
+        Err(failure) => {
+            tracing::debug!(?peer, ?failure, "handshake failed");
+            return;
+        }
+    };
+    tracing::debug!(?peer, user, "client connected");
+    let mut session = Session { engine, cursors: HashMap::new() };
+    loop {
+        let Ok(header) = transport.read_exact(frame::HEADER_BYTES).await else { break };
+        let (token, length) = frame::parse_header(&header.try_into().expect("12 bytes"));
+        if length >= MAX_QUERY_BYTES {
+            let message = format!("Query size ({length}) greater than maximum ({}).", MAX_QUERY_BYTES - 1);
+            let _ = transport.write_all(&frame::encode_response(token, &client_error(&message))).await;
+            break;
+        }
+        let Ok(body) = transport.read_exact(length).await else { break };
+        if let Some(response) = session.handle(token, &body).await {
+            if transport.write_all(&frame::encode_response(token, &response)).await.is_err() {
+                break;
+            }
+        }
+    }
+    tracing::debug!(?peer, "client disconnected");
+}
+
+fn client_error(message: &str) -> Json {
+    json!({ "t": response_type::CLIENT_ERROR, "r": [message], "b": [] })
+}
+
+struct Session {
+    engine: Engine,
+    cursors: HashMap<u64, Cursor>,
+}
+
+impl Session {
+    /// Answers one query; `None` when nothing is to be sent (noreply).
+    async fn handle(&mut self, token: u64, body: &[u8]) -> Option<Json> {
+        let query: Json = match serde_json::from_slice(body) {
+            Ok(query) => query,
+            Err(error) => return Some(client_error(&format!("Failed to parse query: {error}."))),
+        };
+        let Some(parts) = query.as_array() else {
+            return Some(client_error("Expected a query to be an array."));
+        };
+        match parts.first().and_then(Json::as_u64) {
+            Some(query_type::START) => self.start(token, parts).await,
+            Some(query_type::CONTINUE) => Some(match self.cursors.remove(&token) {
+                Some(cursor) => self.next_batch(token, cursor, false).await,
+                None => client_error(&format!("Token {token} not in stream cache.")),
+            }),
+            Some(query_type::STOP) => {
+                self.cursors.remove(&token);
+                Some(json!({ "t": response_type::SUCCESS_SEQUENCE, "r": [], "n": [] }))
+            }
+            // Queries of a connection run in order, so every earlier noreply
+            // write has been applied; its durability was honoured already.
+            Some(query_type::NOREPLY_WAIT) => Some(json!({ "t": response_type::WAIT_COMPLETE, "r": [] })),
+            Some(query_type::SERVER_INFO) => Some(json!({
+                "t": response_type::SERVER_INFO,
+                "r": [{ "id": "00000000-0000-4000-8000-000000000001", "name": crate::reql::admin::SERVER_NAME, "proxy": false }],
+            })),
+            _ => Some(client_error(&format!("Unrecognized query type in {query}."))),
+        }
+    }
+
+    async fn start(&mut self, token: u64, parts: &[Json]) -> Option<Json> {
+        let optargs = match parts.get(2) {
+            None => serde_json::Map::new(),
+            Some(Json::Object(optargs)) => optargs.clone(),
+            Some(_) => return Some(client_error("Expected global optional arguments to be an object.")),
+        };
+        let noreply = optargs.get("noreply").is_some_and(|value| value == &Json::Bool(true));
+        let response = match self.run(token, parts.get(1), &optargs).await {
+            Ok(response) => response,
+            Err(error) => error.to_response(),
+        };
+        (!noreply).then_some(response)
+    }
+
+    async fn run(&mut self, token: u64, term: Option<&Json>, optargs: &serde_json::Map<String, Json>) -> Result<Json, ReqlError> {
+        for name in optargs.keys() {
+            if !GLOBAL_OPTARGS.contains(&name.as_str()) {
+                return Err(ReqlError::compile(format!("Unrecognized global optional argument `{name}`.")));
+            }
+        }
+        let term = Term::parse(term.ok_or_else(|| ReqlError::new(ErrorClass::Client, "START query without a term."))?)?;
+        let global = crate::reql::term::parse_optargs(optargs)?;
+        let mut context = Context { engine: self.engine.clone(), default_database: "test".into(), durability: None };
+        if let Some(database) = global.get("db") {
+            match context.eval(database).await? {
+                Value::Database(database) => context.default_database = database.name,
+                other => return Err(ReqlError::logic(format!("Expected type DATABASE but found {}.", other.type_name()))),
+            }
+        }
+        match context.optional_datum(&global, "durability").await? {
+            None => {}
+            Some(Datum::String(text)) if text == "hard" => context.durability = Some(Durability::Hard),
+            Some(Datum::String(text)) if text == "soft" => context.durability = Some(Durability::Soft),
+            Some(_) => return Err(ReqlError::logic("Durability option must be \"hard\" or \"soft\".")),
+        }
+        let batch_rows = match context.optional_datum(&global, "max_batch_rows").await? {
+            Some(Datum::Number(rows)) if rows >= 1.0 => rows as usize,
+            _ => usize::MAX,
+        };
+        let batch_bytes = match context.optional_datum(&global, "max_batch_bytes").await? {
+            Some(Datum::Number(bytes)) if bytes >= 1.0 => bytes as usize,
+            _ => DEFAULT_BATCH_BYTES,
+        };
+        match context.eval(&term).await? {
+            Value::Datum(datum) => Ok(json!({ "t": response_type::SUCCESS_ATOM, "r": [to_json(&datum)] })),
+            Value::SingleSelection { row, .. } => Ok(json!({ "t": response_type::SUCCESS_ATOM, "r": [to_json(&row.unwrap_or(Datum::Null))] })),
+            Value::Table(table) => Ok(self.next_batch(token, Cursor { table, after: None, batch_rows, batch_bytes }, true).await),
+            Value::Database(_) => Err(ReqlError::logic("Query result must be of type DATUM, GROUPED_DATA, or STREAM (got DATABASE).")),
+        }
+    }
+
+    /// The next batch of a table scan. A partial batch keeps the cursor for
+    /// CONTINUE; the last batch drops it.
+    async fn next_batch(&mut self, token: u64, mut cursor: Cursor, first: bool) -> Json {
+        let (rows_limit, bytes_limit) = if first {
+            (cursor.batch_rows.div_ceil(FIRST_BATCH_SCALEDOWN).max(1), (cursor.batch_bytes / FIRST_BATCH_SCALEDOWN).max(1))
+        } else {
+            (cursor.batch_rows, cursor.batch_bytes)
+        };
+        let fetch = rows_limit.saturating_add(1).min(10_000);
+        let rows = match self.engine.scan_batch(cursor.table.id, cursor.after.clone(), fetch).await {
+            Ok(rows) => rows,
+            Err(error) => return ReqlError::from(error).within(Frame::Position(0)).to_response(),
+        };
+        let mut batch = Vec::new();
+        let mut bytes = 0;
+        let mut more = false;
+        for (key, value) in rows.iter() {
+            if batch.len() >= rows_limit || (bytes >= bytes_limit && !batch.is_empty()) {
+                more = true;
+                break;
+            }
+            match document::decode(value) {
+                Ok(datum) => batch.push(to_json(&datum)),
+                Err(error) => return ReqlError::new(ErrorClass::Internal, format!("Stored document is unreadable: {error}")).to_response(),
+            }
+            bytes += value.len();
+            cursor.after = Some(key.clone());
+        }
+        // A full fetch may have more rows behind it even if all fit.
+        if !more && rows.len() == fetch {
+            more = true;
+        }
+        let response_kind = if more { response_type::SUCCESS_PARTIAL } else { response_type::SUCCESS_SEQUENCE };
+        if more {
+            self.cursors.insert(token, cursor);
+        }
+        json!({ "t": response_kind, "r": batch, "n": [] })
+    }
+}

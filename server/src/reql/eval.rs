@@ -1,0 +1,353 @@
+//! Evaluating a term tree against the engine.
+//!
+//! Evaluation runs on the connection's shard; storage calls go to the
+//! shards owning the keys through the engine handle.
+
+use std::cmp::Ordering;
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::pin::Pin;
+
+use photondb_datum::{key, Datum, Object};
+use photondb_runtime::Engine;
+use photondb_storage::catalog::{DatabaseConfig, TableConfig};
+use photondb_storage::Durability;
+
+use super::error::{ErrorClass, Frame, ReqlError};
+use super::term::Term;
+use super::term_type as kind;
+use super::{admin, write};
+
+/// What a term evaluates to.
+#[derive(Clone, Debug)]
+pub enum Value {
+    Datum(Datum),
+    Database(DatabaseConfig),
+    Table(TableConfig),
+    /// `table.get(key)`: the row (or null), and where it lives.
+    SingleSelection { table: TableConfig, key: Datum, row: Option<Datum> },
+}
+
+impl Value {
+    pub fn type_name(&self) -> &'static str {
+        match self {
+            Value::Datum(datum) => datum.type_name(),
+            Value::Database(_) => "DATABASE",
+            Value::Table(_) => "TABLE",
+            Value::SingleSelection { .. } => "SELECTION<OBJECT>",
+        }
+    }
+}
+
+/// Per-query settings from the global optargs.
+pub struct Context {
+    pub engine: Engine,
+    pub default_database: String,
+    pub durability: Option<Durability>,
+}
+
+type Evaluation<'a> = Pin<Box<dyn Future<Output = Result<Value, ReqlError>> + 'a>>;
+
+impl Context {
+    pub fn eval<'a>(&'a self, term: &'a Term) -> Evaluation<'a> {
+        Box::pin(async move {
+            match term {
+                Term::Datum(datum) => Ok(Value::Datum(datum.clone())),
+                Term::Call { term_type, args, optargs } => self.call(*term_type, args, optargs).await,
+            }
+        })
+    }
+
+    /// Evaluates argument `index`, recording it in the backtrace on failure.
+    pub async fn argument(&self, args: &[Term], index: usize) -> Result<Value, ReqlError> {
+        self.eval(&args[index]).await.map_err(|error| error.within(Frame::Position(index)))
+    }
+
+    pub async fn datum_argument(&self, args: &[Term], index: usize) -> Result<Datum, ReqlError> {
+        match self.argument(args, index).await? {
+            Value::Datum(datum) => Ok(datum),
+            Value::SingleSelection { row, .. } => Ok(row.unwrap_or(Datum::Null)),
+            other => Err(ReqlError::logic(format!("Expected type DATUM but found {}.", other.type_name())).within(Frame::Position(index))),
+        }
+    }
+
+    pub async fn string_argument(&self, args: &[Term], index: usize) -> Result<String, ReqlError> {
+        match self.datum_argument(args, index).await? {
+            Datum::String(text) => Ok(text),
+            other => Err(ReqlError::logic(format!("Expected type STRING but found {}.", other.type_name())).within(Frame::Position(index))),
+        }
+    }
+
+    pub async fn optional_datum(&self, optargs: &BTreeMap<String, Term>, name: &str) -> Result<Option<Datum>, ReqlError> {
+        let Some(term) = optargs.get(name) else { return Ok(None) };
+        match self.eval(term).await.map_err(|error| error.within(Frame::Optional(name.to_owned())))? {
+            Value::Datum(datum) => Ok(Some(datum)),
+            other => Err(ReqlError::logic(format!("Expected type DATUM but found {}.", other.type_name())).within(Frame::Optional(name.to_owned()))),
+        }
+    }
+
+    pub async fn table_argument(&self, args: &[Term], index: usize) -> Result<TableConfig, ReqlError> {
+        match self.argument(args, index).await? {
+            Value::Table(table) => Ok(table),
+            other => Err(ReqlError::logic(format!("Expected type TABLE but found {}.", other.type_name())).within(Frame::Position(index))),
+        }
+    }
+
+    pub async fn database_argument(&self, args: &[Term], index: usize) -> Result<DatabaseConfig, ReqlError> {
+        match self.argument(args, index).await? {
+            Value::Database(database) => Ok(database),
+            other => Err(ReqlError::logic(format!("Expected type DATABASE but found {}.", other.type_name())).within(Frame::Position(index))),
+        }
+    }
+
+    pub fn database_named(&self, name: &str) -> Result<DatabaseConfig, ReqlError> {
+        self.engine.database(name).ok_or_else(|| ReqlError::op_failed(format!("Database `{name}` does not exist.")))
+    }
+
+    async fn call(&self, term_type: u64, args: &[Term], optargs: &BTreeMap<String, Term>) -> Result<Value, ReqlError> {
+        match term_type {
+            kind::MAKE_ARRAY => {
+                let mut items = Vec::with_capacity(args.len());
+                for index in 0..args.len() {
+                    items.push(self.datum_argument(args, index).await?);
+                }
+                Ok(Value::Datum(Datum::Array(items)))
+            }
+            kind::MAKE_OBJ => {
+                let mut fields = Object::new();
+                for name in optargs.keys() {
+                    let value = self.optional_datum(optargs, name).await?.expect("the key exists");
+                    fields.insert(name.clone(), value);
+                }
+                Ok(Value::Datum(Datum::Object(fields)))
+            }
+            kind::DB => {
+                arity(term_type, args, 1, 1)?;
+                let name = self.string_argument(args, 0).await?;
+                Ok(Value::Database(self.database_named(&name)?))
+            }
+            kind::TABLE => {
+                arity(term_type, args, 1, 2)?;
+                let (database, name) = if args.len() == 2 {
+                    (self.database_argument(args, 0).await?, self.string_argument(args, 1).await?)
+                } else {
+                    (self.database_named(&self.default_database)?, self.string_argument(args, 0).await?)
+                };
+                let table = self
+                    .engine
+                    .table(&database.name, &name)
+                    .ok_or_else(|| ReqlError::op_failed(format!("Table `{}.{name}` does not exist.", database.name)))?;
+                Ok(Value::Table(table))
+            }
+            kind::GET => {
+                arity(term_type, args, 2, 2)?;
+                let table = self.table_argument(args, 0).await?;
+                let key = self.datum_argument(args, 1).await?;
+                let row = write::get(&self.engine, &table, &key).await.map_err(|error| error.within(Frame::Position(1)))?;
+                Ok(Value::SingleSelection { table, key, row })
+            }
+            kind::EQ | kind::NE | kind::LT | kind::LE | kind::GT | kind::GE => {
+                arity(term_type, args, 1, usize::MAX)?;
+                let mut values = Vec::with_capacity(args.len());
+                for index in 0..args.len() {
+                    values.push(self.datum_argument(args, index).await?);
+                }
+                let holds = |ordering: Ordering| match term_type {
+                    kind::EQ => ordering == Ordering::Equal,
+                    kind::NE => ordering != Ordering::Equal,
+                    kind::LT => ordering == Ordering::Less,
+                    kind::LE => ordering != Ordering::Greater,
+                    kind::GT => ordering == Ordering::Greater,
+                    _ => ordering != Ordering::Less,
+                };
+                let result = if term_type == kind::NE {
+                    !values.windows(2).all(|pair| pair[0].cmp_reql(&pair[1]) == Ordering::Equal)
+                } else {
+                    values.windows(2).all(|pair| holds(pair[0].cmp_reql(&pair[1])))
+                };
+                Ok(Value::Datum(Datum::Bool(result)))
+            }
+            kind::NOT => {
+                arity(term_type, args, 1, 1)?;
+                Ok(Value::Datum(Datum::Bool(!truthy(&self.datum_argument(args, 0).await?))))
+            }
+            kind::AND | kind::OR => {
+                let mut last = Datum::Bool(term_type == kind::AND);
+                for index in 0..args.len() {
+                    last = self.datum_argument(args, index).await?;
+                    if truthy(&last) != (term_type == kind::AND) {
+                        break;
+                    }
+                }
+                Ok(Value::Datum(last))
+            }
+            kind::ADD | kind::SUB | kind::MUL | kind::DIV => self.arithmetic(term_type, args).await,
+            kind::GET_FIELD | kind::BRACKET => {
+                arity(term_type, args, 2, 2)?;
+                let object = self.datum_argument(args, 0).await?;
+                let field = self.datum_argument(args, 1).await?;
+                get_field(&object, &field).map(Value::Datum)
+            }
+            kind::TYPE_OF => {
+                arity(term_type, args, 1, 1)?;
+                let value = self.argument(args, 0).await?;
+                Ok(Value::Datum(Datum::String(value.type_name().to_owned())))
+            }
+            kind::COUNT => {
+                arity(term_type, args, 1, 1)?;
+                match self.argument(args, 0).await? {
+                    Value::Table(table) => Ok(Value::Datum(Datum::Number(self.engine.count(table.id).await? as f64))),
+                    Value::Datum(Datum::Array(items)) => Ok(Value::Datum(Datum::Number(items.len() as f64))),
+                    Value::Datum(Datum::String(text)) => Ok(Value::Datum(Datum::Number(text.chars().count() as f64))),
+                    Value::Datum(Datum::Object(fields)) => Ok(Value::Datum(Datum::Number(fields.len() as f64))),
+                    other => Err(ReqlError::logic(format!("Cannot convert {} to SEQUENCE", other.type_name())).within(Frame::Position(0))),
+                }
+            }
+            kind::INSERT => write::insert(self, args, optargs).await,
+            kind::DELETE => write::delete(self, args, optargs).await,
+            kind::SYNC => {
+                arity(term_type, args, 1, 1)?;
+                self.table_argument(args, 0).await?;
+                self.engine.sync().await?;
+                Ok(Value::Datum(object([("synced", Datum::Number(1.0))])))
+            }
+            kind::DB_CREATE | kind::DB_DROP | kind::DB_LIST | kind::TABLE_CREATE | kind::TABLE_DROP | kind::TABLE_LIST => {
+                admin::evaluate(self, term_type, args, optargs).await
+            }
+            other => Err(ReqlError::compile(match super::term_type::name(other) {
+                Some(name) => format!("Term `{name}` is not supported by PhotonDB yet."),
+                None => format!("Term type {other} is not supported by PhotonDB yet."),
+            })),
+        }
+    }
+
+    async fn arithmetic(&self, term_type: u64, args: &[Term]) -> Result<Value, ReqlError> {
+        arity(term_type, args, 1, usize::MAX)?;
+        let mut accumulator = self.datum_argument(args, 0).await?;
+        for index in 1..args.len() {
+            let operand = self.datum_argument(args, index).await?;
+            accumulator = match (term_type, accumulator, operand) {
+                (kind::ADD, Datum::Number(a), Datum::Number(b)) => Datum::Number(a + b),
+                (kind::ADD, Datum::String(a), Datum::String(b)) => Datum::String(a + &b),
+                (kind::ADD, Datum::Array(mut a), Datum::Array(b)) => {
+                    a.extend(b);
+                    Datum::Array(a)
+                }
+                (kind::SUB, Datum::Number(a), Datum::Number(b)) => Datum::Number(a - b),
+                (kind::MUL, Datum::Number(a), Datum::Number(b)) => Datum::Number(a * b),
+                (kind::DIV, Datum::Number(_), Datum::Number(b)) if b == 0.0 => {
+                    return Err(ReqlError::logic("Cannot divide by zero.").within(Frame::Position(index)));
+                }
+                (kind::DIV, Datum::Number(a), Datum::Number(b)) => Datum::Number(a / b),
+                (_, Datum::Number(_), other) | (_, other, _) => {
+                    return Err(ReqlError::logic(format!("Expected type NUMBER but found {}.", other.type_name())).within(Frame::Position(index)));
+                }
+            };
+            if let Datum::Number(value) = accumulator {
+                if !value.is_finite() {
+                    return Err(ReqlError::logic("Number not finite."));
+                }
+            }
+        }
+        Ok(Value::Datum(accumulator))
+    }
+}
+
+pub fn arity(term_type: u64, args: &[Term], minimum: usize, maximum: usize) -> Result<(), ReqlError> {
+    if args.len() >= minimum && args.len() <= maximum {
+        return Ok(());
+    }
+    let name = super::term_type::name(term_type).unwrap_or("term");
+    let plural = |count: usize| if count == 1 { "argument" } else { "arguments" };
+    let expected = if minimum == maximum {
+        format!("{minimum} {}", plural(minimum))
+    } else if maximum == usize::MAX {
+        format!("{minimum} or more arguments")
+    } else {
+        format!("between {minimum} and {maximum} arguments")
+    };
+    Err(ReqlError::new(ErrorClass::Compile, format!("Expected {expected} but found {} (in {name}).", args.len())))
+}
+
+pub fn truthy(datum: &Datum) -> bool {
+    !matches!(datum, Datum::Null | Datum::Bool(false))
+}
+
+pub fn object<const N: usize>(fields: [(&str, Datum); N]) -> Datum {
+    Datum::Object(fields.into_iter().map(|(name, value)| (name.to_owned(), value)).collect())
+}
+
+fn get_field(object: &Datum, field: &Datum) -> Result<Datum, ReqlError> {
+    match (object, field) {
+        (Datum::Object(fields), Datum::String(name)) => fields.get(name).cloned().ok_or_else(|| {
+            ReqlError::new(ErrorClass::NonExistence, format!("No attribute `{name}` in object:\n{}", pretty(object)))
+        }),
+        (Datum::Array(items), Datum::Number(index)) if index.fract() == 0.0 => {
+            let position = if *index < 0.0 { items.len() as f64 + index } else { *index };
+            items.get(position as usize).filter(|_| position >= 0.0).cloned().ok_or_else(|| {
+                ReqlError::new(ErrorClass::NonExistence, format!("Index out of bounds: {index}"))
+            })
+        }
+        (Datum::Object(_), other) => Err(ReqlError::logic(format!("Expected type STRING but found {}.", other.type_name()))),
+        (other, _) => Err(ReqlError::logic(format!("Cannot perform get_field on a non-object non-sequence `{}`.", pretty(other)))),
+    }
+}
+
+/// RethinkDB's pretty-printing of datums in error messages: tab-indented.
+pub fn pretty(datum: &Datum) -> String {
+    fn write(datum: &Datum, indent: usize, out: &mut String) {
+        let tabs = |count: usize| "\t".repeat(count);
+        match datum {
+            Datum::Object(fields) if !fields.is_empty() => {
+                out.push_str("{\n");
+                for (index, (name, value)) in fields.iter().enumerate() {
+                    out.push_str(&tabs(indent + 1));
+                    out.push_str(&serde_json::to_string(name).expect("strings serialize"));
+                    out.push_str(":\t");
+                    write(value, indent + 1, out);
+                    if index + 1 < fields.len() {
+                        out.push(',');
+                    }
+                    out.push('\n');
+                }
+                out.push_str(&tabs(indent));
+                out.push('}');
+            }
+            Datum::Array(items) if !items.is_empty() => {
+                out.push_str("[\n");
+                for (index, item) in items.iter().enumerate() {
+                    out.push_str(&tabs(indent + 1));
+                    write(item, indent + 1, out);
+                    if index + 1 < items.len() {
+                        out.push(',');
+                    }
+                    out.push('\n');
+                }
+                out.push_str(&tabs(indent));
+                out.push(']');
+            }
+            other => out.push_str(&photondb_datum::json::to_json(other).to_string()),
+        }
+    }
+    let mut out = String::new();
+    write(datum, 0, &mut out);
+    out
+}
+
+/// The encoded storage key of a primary-key value, checked as RethinkDB does.
+pub fn primary_key_bytes(value: &Datum) -> Result<Vec<u8>, ReqlError> {
+    match value {
+        Datum::Null | Datum::Object(_) => Err(ReqlError::logic(format!(
+            "Primary keys must be either a number, string, bool, pseudotype or array (got type {}):\n{}",
+            value.type_name(),
+            pretty(value)
+        ))),
+        _ => {
+            let encoded = key::encode(value);
+            if encoded.len() > 127 + 3 {
+                return Err(ReqlError::logic(format!("Primary key too long (max 127 characters): {}", pretty(value))));
+            }
+            Ok(encoded)
+        }
+    }
+}

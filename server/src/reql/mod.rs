@@ -1,0 +1,16 @@
+//! ReQL: terms as drivers send them, and their evaluation.
+//!
+//! - [`term`]: wire JSON → [`term::Term`] (compile errors for malformed terms).
+//! - [`error`]: [`error::ReqlError`], the one error type of this layer, with
+//!   RethinkDB's error classes and backtraces.
+//! - [`eval`]: evaluation against the engine, on the connection's shard.
+//! - [`admin`]: databases and tables (`db_create`, `table_list`, …).
+//! - [`write`]: `insert` and `delete`.
+//! - [`term_type`]: term numbers from `ql2.proto`.
+
+pub mod admin;
+pub mod error;
+pub mod eval;
+pub mod term;
+pub mod term_type;
+pub mod write;

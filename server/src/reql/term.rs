@@ -1,0 +1,66 @@
+//! Terms as drivers send them: `[type, [args…], {optargs}]`, with literal
+//! scalars and objects as plain JSON.
+
+use std::collections::BTreeMap;
+
+use photondb_datum::{json::from_json, Datum};
+use serde_json::Value;
+
+use super::error::{Frame, ReqlError};
+use super::term_type;
+
+#[derive(Clone, Debug)]
+pub enum Term {
+    Datum(Datum),
+    Call { term_type: u64, args: Vec<Term>, optargs: BTreeMap<String, Term> },
+}
+
+impl Term {
+    pub fn parse(value: &Value) -> Result<Term, ReqlError> {
+        match value {
+            Value::Array(parts) => {
+                let term_type = parts
+                    .first()
+                    .and_then(Value::as_u64)
+                    .ok_or_else(|| ReqlError::compile(format!("Expected a term type as the first element of {value}.")))?;
+                if parts.len() > 3 {
+                    return Err(ReqlError::compile(format!("Expected an array of 1 to 3 elements, but found {}.", parts.len())));
+                }
+                if term_type == term_type::DATUM {
+                    let datum = parts.get(1).map(from_json).transpose().map_err(|error| ReqlError::logic(error.to_string()))?;
+                    return Ok(Term::Datum(datum.unwrap_or(Datum::Null)));
+                }
+                let args = match parts.get(1) {
+                    None => Vec::new(),
+                    Some(Value::Array(args)) => args
+                        .iter()
+                        .enumerate()
+                        .map(|(index, arg)| Term::parse(arg).map_err(|error| error.within(Frame::Position(index))))
+                        .collect::<Result<_, _>>()?,
+                    Some(other) => return Err(ReqlError::compile(format!("Expected an array of arguments, but found {other}."))),
+                };
+                let optargs = match parts.get(2) {
+                    None => BTreeMap::new(),
+                    Some(Value::Object(optargs)) => parse_optargs(optargs)?,
+                    Some(other) => return Err(ReqlError::compile(format!("Expected an object of optional arguments, but found {other}."))),
+                };
+                Ok(Term::Call { term_type, args, optargs })
+            }
+            // A literal object: its values may be terms.
+            Value::Object(fields) => {
+                if fields.contains_key("$reql_type$") {
+                    return from_json(value).map(Term::Datum).map_err(|error| ReqlError::logic(error.to_string()));
+                }
+                Ok(Term::Call { term_type: term_type::MAKE_OBJ, args: Vec::new(), optargs: parse_optargs(fields)? })
+            }
+            scalar => from_json(scalar).map(Term::Datum).map_err(|error| ReqlError::logic(error.to_string())),
+        }
+    }
+}
+
+pub fn parse_optargs(fields: &serde_json::Map<String, Value>) -> Result<BTreeMap<String, Term>, ReqlError> {
+    fields
+        .iter()
+        .map(|(name, value)| Ok((name.clone(), Term::parse(value).map_err(|error| error.within(Frame::Optional(name.clone())))?)))
+        .collect()
+}
