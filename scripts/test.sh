@@ -1,11 +1,19 @@
 #!/usr/bin/env bash
-# Runs every test of the workspace. Used by developers and by .ci/run.
+# Runs every test of the workspace: the Rust tests (cargo nextest) and the
+# driver tests (the official Python driver against a real server).
+# Used by developers and by .ci/run; installs what it needs when missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 if ! cargo nextest --version >/dev/null 2>&1; then
   cargo install cargo-nextest --locked
 fi
+if ! python3 -c 'import rethinkdb, looseversion, pytest' >/dev/null 2>&1; then
+  python3 -m pip install --quiet --disable-pip-version-check -r server/tests/drivers/requirements.txt
+fi
 
 cargo build --workspace --all-targets
-cargo nextest run --workspace --no-fail-fast "$@"
+status=0
+cargo nextest run --workspace --no-fail-fast "$@" || status=$?
+PHOTONDB_BIN="$PWD/target/debug/photondb" python3 -m pytest -q server/tests/drivers || status=$?
+exit $status

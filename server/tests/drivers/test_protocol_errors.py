@@ -1,0 +1,91 @@
+"""Hostile and malformed clients at the wire level: a clear error, never a
+crash, and the server keeps serving others."""
+import json
+import socket
+import struct
+
+from rethinkdb import RethinkDB
+
+r = RethinkDB()
+
+
+def handshake(port):
+    """A V1_0 handshake for admin with an empty password, done with the
+    driver's own SCRAM code so the bytes are exactly a driver's."""
+    connection = r.connect(port=port)
+    return connection
+
+
+def raw(port):
+    return socket.create_connection(("127.0.0.1", port), timeout=10)
+
+
+def read_until_nul(sock):
+    data = b""
+    while not data.endswith(b"\0"):
+        chunk = sock.recv(4096)
+        if not chunk:
+            break
+        data += chunk
+    return data
+
+
+def test_unknown_magic_gets_the_plain_text_error(server):
+    with raw(server.port) as sock:
+        sock.sendall(struct.pack("<I", 0x12345678))
+        reply = read_until_nul(sock)
+        assert reply.startswith(b"ERROR: Received an unsupported protocol version.")
+
+
+def test_malformed_handshake_json_is_refused(server):
+    with raw(server.port) as sock:
+        sock.sendall(struct.pack("<I", 0x34C2BDC3))
+        hello = json.loads(read_until_nul(sock)[:-1])
+        assert hello["success"] is True and hello["max_protocol_version"] == 0
+        sock.sendall(b"{not json\0")
+        reply = json.loads(read_until_nul(sock)[:-1])
+        assert reply["success"] is False and reply["error_code"] == 4
+
+
+def query(connection, token, body):
+    """Sends a raw query frame on the driver's authenticated socket."""
+    payload = json.dumps(body).encode() if not isinstance(body, bytes) else body
+    sock = connection._instance._socket._socket
+    sock.sendall(struct.pack("<QI", token, len(payload)) + payload)
+    header = b""
+    while len(header) < 12:
+        header += sock.recv(12 - len(header))
+    reply_token, length = struct.unpack("<QI", header)
+    data = b""
+    while len(data) < length:
+        data += sock.recv(length - len(data))
+    assert reply_token == token
+    return json.loads(data)
+
+
+def test_bad_queries_get_errors_and_the_connection_stays_open(server):
+    connection = handshake(server.port)
+    assert query(connection, 900, b"[1, [") ["t"] == 16
+    assert query(connection, 901, [2])["r"] == ["Token 901 not in stream cache."]
+    unknown_optarg = query(connection, 902, [1, 1, {"bogus": 1}])
+    assert unknown_optarg["t"] == 17 and "Unrecognized global optional argument `bogus`" in unknown_optarg["r"][0]
+    assert query(connection, 903, [1, [999999, []]])["t"] == 17
+    assert query(connection, 904, [1, [24, [1, "a"]]])["t"] == 18
+    assert query(connection, 905, [1, 41])["r"] == [41]
+    connection.close()
+
+
+def test_an_oversized_frame_closes_only_that_connection(server):
+    connection = handshake(server.port)
+    sock = connection._instance._socket._socket
+    sock.sendall(struct.pack("<QI", 1, 128 << 20))
+    header = sock.recv(12)
+    token, length = struct.unpack("<QI", header)
+    body = b""
+    while len(body) < length:
+        body += sock.recv(length - len(body))
+    assert json.loads(body)["t"] == 16
+    assert sock.recv(1) == b"", "the server closes the connection"
+    other = handshake(server.port)
+    assert r.expr("fine").run(other) == "fine"
+    other.close()

@@ -1,0 +1,118 @@
+"""The official Python driver against PhotonDB: connect, tables, writes,
+reads, cursors, errors."""
+import pytest
+from rethinkdb import RethinkDB
+from rethinkdb.errors import ReqlAuthError, ReqlOpFailedError, ReqlQueryLogicError, ReqlNonExistenceError
+
+from conftest import Server
+
+r = RethinkDB()
+
+
+@pytest.fixture
+def connection(server):
+    connection = r.connect(port=server.port)
+    yield connection
+    connection.close()
+
+
+def test_literals_come_back_as_sent(connection):
+    assert r.expr(1).run(connection) == 1
+    assert isinstance(r.expr(1.0).run(connection), int), "integral doubles are JSON integers"
+    assert r.expr([1, 2.5, "x", None, True]).run(connection) == [1, 2.5, "x", None, True]
+    assert r.expr({"a": {"b": [1]}}).run(connection) == {"a": {"b": [1]}}
+    assert (r.expr(2) + 3 * 4).run(connection) == 14
+    assert r.expr("ab").add("cd").run(connection) == "abcd"
+    assert r.expr(1).eq(1).run(connection) is True
+    assert r.expr([1, 2]).type_of().run(connection) == "ARRAY"
+
+
+def test_databases_and_tables(connection):
+    assert r.db_list().run(connection) == ["test"]
+    created = r.db_create("shop").run(connection)
+    assert created["dbs_created"] == 1
+    assert created["config_changes"][0]["new_val"]["name"] == "shop"
+    with pytest.raises(ReqlOpFailedError, match="Database `shop` already exists"):
+        r.db_create("shop").run(connection)
+    table = r.db("shop").table_create("orders", primary_key="order_id").run(connection)
+    assert table["tables_created"] == 1
+    assert table["config_changes"][0]["new_val"]["primary_key"] == "order_id"
+    assert r.db("shop").table_list().run(connection) == ["orders"]
+    dropped = r.db_drop("shop").run(connection)
+    assert dropped["dbs_dropped"] == 1 and dropped["tables_dropped"] == 1
+    with pytest.raises(ReqlOpFailedError, match="Database `shop` does not exist"):
+        r.db("shop").table_list().run(connection)
+
+
+def test_insert_get_delete(connection):
+    r.table_create("people").run(connection)
+    people = r.table("people")
+    result = people.insert([{"id": i, "name": "n%d" % i} for i in range(10)]).run(connection)
+    assert result["inserted"] == 10 and result["errors"] == 0
+    duplicate = people.insert({"id": 1, "name": "again"}).run(connection)
+    assert duplicate["errors"] == 1
+    assert duplicate["first_error"].startswith("Duplicate primary key `id`:")
+    assert people.get(1).run(connection) == {"id": 1, "name": "n1"}
+    assert people.insert({"id": 1, "name": "replaced"}, conflict="replace").run(connection)["replaced"] == 1
+    assert people.insert({"id": 1, "age": 3}, conflict="update").run(connection)["replaced"] == 1
+    assert people.get(1).run(connection) == {"id": 1, "name": "replaced", "age": 3}
+    generated = people.insert({"name": "anonymous"}).run(connection)
+    assert len(generated["generated_keys"]) == 1
+    assert people.get(generated["generated_keys"][0])["name"].run(connection) == "anonymous"
+    assert people.get(999).run(connection) is None
+    assert people.get(2).delete().run(connection)["deleted"] == 1
+    assert people.get(2).delete().run(connection)["skipped"] == 1
+    assert people.count().run(connection) == 10
+    changes = people.insert({"id": 50}, return_changes=True).run(connection)["changes"]
+    assert changes == [{"new_val": {"id": 50}, "old_val": None}]
+
+
+def test_cursor_reads_a_table_in_batches(connection):
+    r.table_create("numbers").run(connection)
+    r.table("numbers").insert([{"id": i} for i in range(1000)]).run(connection)
+    cursor = r.table("numbers").run(connection, max_batch_rows=7)
+    ids = [row["id"] for row in cursor]
+    assert sorted(ids) == list(range(1000))
+    assert ids == sorted(ids), "a table reads in primary key order"
+
+
+def test_errors_carry_rethinkdb_types_and_messages(connection):
+    with pytest.raises(ReqlOpFailedError, match="Table `test.missing` does not exist"):
+        r.table("missing").run(connection)
+    with pytest.raises(ReqlQueryLogicError, match="Cannot divide by zero"):
+        (r.expr(1) / 0).run(connection)
+    with pytest.raises(ReqlNonExistenceError, match="No attribute `b` in object"):
+        r.expr({"a": 1})["b"].run(connection)
+    with pytest.raises(ReqlQueryLogicError, match="Primary keys must be either"):
+        r.table_create("keys").run(connection)
+        r.table("keys").get({"object": 1}).run(connection)
+    # The connection is still usable after errors.
+    assert r.expr("still here").run(connection) == "still here"
+
+
+def test_admin_password_is_checked(data_dir):
+    server = Server(data_dir, password="s3cret").start()
+    try:
+        with pytest.raises(ReqlAuthError):
+            r.connect(port=server.port, password="wrong")
+        with pytest.raises(ReqlAuthError):
+            r.connect(port=server.port, user="nobody", password="s3cret")
+        connection = r.connect(port=server.port, password="s3cret")
+        assert r.expr(1).run(connection) == 1
+        connection.close()
+    finally:
+        server.stop()
+
+
+def test_data_survives_a_clean_restart(data_dir):
+    server = Server(data_dir).start()
+    connection = r.connect(port=server.port)
+    r.table_create("kept").run(connection)
+    r.table("kept").insert({"id": "a", "value": 1}).run(connection)
+    connection.close()
+    server.stop()
+    server = Server(data_dir, port=server.port).start()
+    connection = r.connect(port=server.port)
+    assert r.table("kept").get("a").run(connection) == {"id": "a", "value": 1}
+    connection.close()
+    server.stop()
