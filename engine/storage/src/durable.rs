@@ -10,10 +10,7 @@
 //! ```
 
 use std::cell::{Cell, RefCell};
-use std::future::Future;
 use std::path::{Path, PathBuf};
-use std::pin::Pin;
-use std::task::{Context, Poll, Waker};
 
 use bytes::Bytes;
 
@@ -24,6 +21,7 @@ use crate::checkpoint::file as checkpoint_file;
 use crate::error::{Result, StorageError};
 use crate::io::{read_whole, DirectFile, FileSystem, BLOCK_BYTES};
 use crate::tables::{TableId, Tables};
+use crate::waiters::Waiters;
 use crate::wal::record::block_ceil;
 use crate::wal::{replay, Wal};
 
@@ -53,7 +51,7 @@ pub struct DurableBackend<S: FileSystem> {
     /// The newest superblock written or loaded.
     newest: Cell<Superblock>,
     checkpointing: Cell<bool>,
-    checkpoint_waiters: RefCell<Vec<Waker>>,
+    checkpoint_waiters: Waiters,
 }
 
 impl<S: FileSystem> DurableBackend<S> {
@@ -169,7 +167,7 @@ impl<S: FileSystem> DurableBackend<S> {
             superblock_path,
             newest: Cell::new(newest),
             checkpointing: Cell::new(false),
-            checkpoint_waiters: RefCell::new(Vec::new()),
+            checkpoint_waiters: Waiters::default(),
         }
     }
 
@@ -301,7 +299,7 @@ impl<S: FileSystem> Backend for DurableBackend<S> {
         if self.checkpointing.get() {
             // Someone else's checkpoint frees the same space; wait for it.
             while self.checkpointing.get() {
-                WaitForCheckpoint { waiters: &self.checkpoint_waiters, registered: false }.await;
+                self.checkpoint_waiters.wait().await;
             }
             return self.wal.poisoned().map_or(Ok(()), Err);
         }
@@ -311,9 +309,7 @@ impl<S: FileSystem> Backend for DurableBackend<S> {
         self.checkpointing.set(true);
         let result = self.checkpoint_now().await;
         self.checkpointing.set(false);
-        for waker in self.checkpoint_waiters.borrow_mut().drain(..) {
-            waker.wake();
-        }
+        self.checkpoint_waiters.wake_all();
         if let Err(error) = &result {
             // A failed checkpoint write or sync is as fatal as a WAL one.
             self.wal.poison(format!("checkpoint failed: {error}"));
@@ -323,22 +319,5 @@ impl<S: FileSystem> Backend for DurableBackend<S> {
 
     fn wants_checkpoint(&self) -> bool {
         self.wal.used_bytes() > self.wal.ring_bytes() / 4
-    }
-}
-
-struct WaitForCheckpoint<'a> {
-    waiters: &'a RefCell<Vec<Waker>>,
-    registered: bool,
-}
-
-impl Future for WaitForCheckpoint<'_> {
-    type Output = ();
-    fn poll(mut self: Pin<&mut Self>, context: &mut Context<'_>) -> Poll<()> {
-        if self.registered {
-            return Poll::Ready(());
-        }
-        self.registered = true;
-        self.waiters.borrow_mut().push(context.waker().clone());
-        Poll::Pending
     }
 }

@@ -32,6 +32,7 @@ mod error;
 pub mod io;
 mod memory;
 mod tables;
+mod waiters;
 pub mod wal;
 
 pub use backend::{Backend, Direction, Durability, ScanRange};

@@ -13,14 +13,12 @@
 //! every later append or wait fails. Nothing is retried.
 
 use std::cell::{Cell, RefCell};
-use std::future::Future;
 use std::path::PathBuf;
-use std::pin::Pin;
-use std::task::{Context, Poll, Waker};
 
 use super::record::{block_ceil, Header, HEADER_BYTES, KIND_BATCH, KIND_PADDING};
 use crate::error::{Result, StorageError};
 use crate::io::{DirectFile, BLOCK_BYTES};
+use crate::waiters::Waiters;
 
 pub struct Wal<F: DirectFile> {
     file: F,
@@ -29,7 +27,7 @@ pub struct Wal<F: DirectFile> {
     ring_bytes: u64,
     state: RefCell<State>,
     flushing: Cell<bool>,
-    waiters: RefCell<Vec<Waker>>,
+    waiters: Waiters,
 }
 
 struct State {
@@ -78,7 +76,7 @@ impl<F: DirectFile> Wal<F> {
                 flushes: 0,
             }),
             flushing: Cell::new(false),
-            waiters: RefCell::new(Vec::new()),
+            waiters: Waiters::default(),
         }
     }
 
@@ -187,7 +185,7 @@ impl<F: DirectFile> Wal<F> {
                 return Ok(());
             }
             if self.flushing.get() {
-                WaitForFlush { wal_waiters: &self.waiters, registered: false }.await;
+                self.waiters.wait().await;
                 continue;
             }
             self.flushing.set(true);
@@ -202,9 +200,7 @@ impl<F: DirectFile> Wal<F> {
     }
 
     fn wake_all(&self) {
-        for waker in self.waiters.borrow_mut().drain(..) {
-            waker.wake();
-        }
+        self.waiters.wake_all();
     }
 
     /// Writes the pending buffer, padded to a block, then syncs.
@@ -258,21 +254,4 @@ fn pad(state: &mut State, len: u64) {
         state.buffer.resize(zeros, 0);
     }
     state.appended = lsn + len;
-}
-
-struct WaitForFlush<'a> {
-    wal_waiters: &'a RefCell<Vec<Waker>>,
-    registered: bool,
-}
-
-impl Future for WaitForFlush<'_> {
-    type Output = ();
-    fn poll(mut self: Pin<&mut Self>, context: &mut Context<'_>) -> Poll<()> {
-        if self.registered {
-            return Poll::Ready(());
-        }
-        self.registered = true;
-        self.wal_waiters.borrow_mut().push(context.waker().clone());
-        Poll::Pending
-    }
 }
