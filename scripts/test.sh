@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Runs every test of the workspace: the Rust tests (cargo nextest) and the
-# driver tests (the official Python driver against a real server).
+# driver tests (the official Python and JavaScript drivers against a real
+# server).
 # Used by developers and by .ci/run; installs what it needs when missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -12,8 +13,14 @@ if ! python3 -c 'import rethinkdb, looseversion, pytest' >/dev/null 2>&1; then
   python3 -m pip install --quiet --disable-pip-version-check -r server/tests/drivers/requirements.txt
 fi
 
+if [ ! -d server/tests/drivers/javascript/node_modules/rethinkdb ]; then
+  (cd server/tests/drivers/javascript && npm install --silent --no-audit --no-fund --no-package-lock)
+fi
+
 cargo build --workspace --all-targets
 status=0
 cargo nextest run --workspace --no-fail-fast "$@" || status=$?
-PHOTONDB_BIN="$PWD/target/debug/photondb" python3 -m pytest -q server/tests/drivers || status=$?
+export PHOTONDB_BIN="$PWD/target/debug/photondb"
+python3 -m pytest -q server/tests/drivers || status=$?
+node --test server/tests/drivers/javascript/ || status=$?
 exit $status
