@@ -21,6 +21,13 @@ cargo build --workspace --all-targets
 status=0
 cargo nextest run --workspace --no-fail-fast "$@" || status=$?
 export PHOTONDB_BIN="$PWD/target/debug/photondb"
+# RethinkDB's own suite through the Python driver; fails below the floor.
+suite="${PHOTONDB_REQL_SUITE:-../shared/reql-suite}"
+if [ -d "$suite" ]; then
+  python3 scripts/conformance/run.py "$suite" --floor-file scripts/conformance/floor.txt --show 3 || status=$?
+else
+  echo "conformance: skipped, no ReQL suite at $suite (set PHOTONDB_REQL_SUITE)"
+fi
 python3 -m pytest -q server/tests/drivers || status=$?
 node --test server/tests/drivers/javascript/ || status=$?
 exit $status
