@@ -17,6 +17,8 @@ pub enum ErrorClass {
     NonExistence,
     OpFailed,
     OpIndeterminate,
+    /// Raised by the query itself (`r.error`).
+    User,
 }
 
 impl ErrorClass {
@@ -29,6 +31,7 @@ impl ErrorClass {
             ErrorClass::NonExistence => 3_100_000,
             ErrorClass::OpFailed => 4_100_000,
             ErrorClass::OpIndeterminate => 4_200_000,
+            ErrorClass::User => 5_000_000,
             ErrorClass::Compile | ErrorClass::Client => return None,
         })
     }

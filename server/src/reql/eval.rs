@@ -200,6 +200,7 @@ impl Context {
                     Value::Datum(Datum::Array(items)) => Ok(Value::Datum(Datum::Number(items.len() as f64))),
                     Value::Datum(Datum::String(text)) => Ok(Value::Datum(Datum::Number(text.chars().count() as f64))),
                     Value::Datum(Datum::Object(fields)) => Ok(Value::Datum(Datum::Number(fields.len() as f64))),
+                    Value::Datum(Datum::Binary(bytes)) => Ok(Value::Datum(Datum::Number(bytes.len() as f64))),
                     other => Err(ReqlError::logic(format!("Cannot convert {} to SEQUENCE", other.type_name())).within(Frame::Position(0))),
                 }
             }
@@ -214,10 +215,15 @@ impl Context {
             kind::DB_CREATE | kind::DB_DROP | kind::DB_LIST | kind::TABLE_CREATE | kind::TABLE_DROP | kind::TABLE_LIST => {
                 admin::evaluate(self, term_type, args, optargs).await
             }
-            other => Err(ReqlError::compile(match super::term_type::name(other) {
+            other => {
+                if let Some(result) = self.datum_term(other, args, optargs).await {
+                    return result;
+                }
+                Err(ReqlError::compile(match super::term_type::name(other) {
                 Some(name) => format!("Term `{name}` is not supported by PhotonDB yet."),
                 None => format!("Term type {other} is not supported by PhotonDB yet."),
-            })),
+            }))
+            }
         }
     }
 
@@ -239,8 +245,17 @@ impl Context {
                     return Err(ReqlError::logic("Cannot divide by zero.").within(Frame::Position(index)));
                 }
                 (kind::DIV, Datum::Number(a), Datum::Number(b)) => Datum::Number(a / b),
-                (_, Datum::Number(_), other) | (_, other, _) => {
+                (kind::ADD, Datum::String(_), other) => {
+                    return Err(ReqlError::logic(format!("Expected type STRING but found {}.", other.type_name())).within(Frame::Position(index)));
+                }
+                (kind::ADD, Datum::Array(_), other) => {
+                    return Err(ReqlError::logic(format!("Expected type ARRAY but found {}.", other.type_name())).within(Frame::Position(index)));
+                }
+                (_, Datum::Number(_), other) => {
                     return Err(ReqlError::logic(format!("Expected type NUMBER but found {}.", other.type_name())).within(Frame::Position(index)));
+                }
+                (_, other, _) => {
+                    return Err(ReqlError::logic(format!("Expected type NUMBER but found {}.", other.type_name())).within(Frame::Position(index - 1)));
                 }
             };
             if let Datum::Number(value) = accumulator {

@@ -5,10 +5,12 @@
 //!   RethinkDB's error classes and backtraces.
 //! - [`eval`]: evaluation against the engine, on the connection's shard.
 //! - [`admin`]: databases and tables (`db_create`, `table_list`, …).
+//! - [`datum_terms`]: terms on datums alone (`coerce_to`, `object`, `uuid`, …).
 //! - [`write`]: `insert` and `delete`.
 //! - [`term_type`]: term numbers from `ql2.proto`.
 
 pub mod admin;
+pub mod datum_terms;
 pub mod error;
 pub mod eval;
 pub mod term;

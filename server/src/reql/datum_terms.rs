@@ -1,0 +1,397 @@
+//! Terms that work on datums alone: conversions, objects, arrays, strings,
+//! numbers, control (`branch`, `default`, `error`), `uuid`, `json`.
+
+use std::collections::BTreeMap;
+
+use photondb_datum::json::{from_json, to_json};
+use photondb_datum::{Datum, Object};
+use sha1::{Digest, Sha1};
+
+use super::error::{ErrorClass, Frame, ReqlError};
+use super::eval::{arity, pretty, truthy, Context, Value};
+use super::term::Term;
+use super::term_type as kind;
+
+/// RethinkDB's namespace for `r.uuid(name)` (version 5 UUIDs).
+const UUID_NAMESPACE: [u8; 16] = [
+    0x91, 0x46, 0x1c, 0x99, 0xf8, 0x9d, 0x49, 0xd2, 0xaf, 0x96, 0xd8, 0xe2, 0xe1, 0x4e, 0x9b, 0x58,
+];
+
+fn type_error(expected: &str, found: &Datum) -> ReqlError {
+    ReqlError::logic(format!("Expected type {expected} but found {}.", found.type_name()))
+}
+
+fn number(datum: &Datum) -> Result<f64, ReqlError> {
+    match datum {
+        Datum::Number(value) => Ok(*value),
+        other => Err(type_error("NUMBER", other)),
+    }
+}
+
+fn integer(datum: &Datum) -> Result<i64, ReqlError> {
+    let value = number(datum)?;
+    if value.fract() != 0.0 || value.abs() > 9_007_199_254_740_992.0 {
+        return Err(ReqlError::logic(format!("Number not an integer: {}", to_json(datum))));
+    }
+    Ok(value as i64)
+}
+
+/// Compact JSON as RethinkDB prints it in `coerce_to('string')`.
+pub fn json_text(datum: &Datum) -> String {
+    to_json(datum).to_string()
+}
+
+fn is_builtin_type(name: &str) -> bool {
+    matches!(name, "ARRAY" | "BOOL" | "NULL" | "NUMBER" | "OBJECT" | "STRING" | "BINARY")
+}
+
+fn coerce(value: Datum, target: &str) -> Result<Datum, ReqlError> {
+    let target = target.to_ascii_uppercase();
+    let from = value.type_name();
+    let cannot = |value: &Datum| ReqlError::logic(format!("Cannot coerce {} to {target}.", value.type_name()));
+    if !is_builtin_type(&target) {
+        return Err(ReqlError::logic(format!("Unknown Type: {target}")));
+    }
+    if from == target || (target == "BINARY" && matches!(value, Datum::Binary(_))) {
+        return Ok(value);
+    }
+    Ok(match (value, target.as_str()) {
+        (value, "STRING") => match value {
+            Datum::String(text) => Datum::String(text),
+            Datum::Binary(bytes) => Datum::String(String::from_utf8(bytes).map_err(|_| ReqlError::logic("Cannot coerce BINARY to STRING: not valid UTF-8."))?),
+            other => Datum::String(json_text(&other)),
+        },
+        (_, "BOOL") => unreachable!("handled below"),
+        (Datum::String(text), "NUMBER") => Datum::Number(parse_number(&text)?),
+        (Datum::String(text), "BINARY") => Datum::Binary(text.into_bytes()),
+        (Datum::Object(fields), "ARRAY") => {
+            Datum::Array(fields.into_iter().map(|(key, value)| Datum::Array(vec![Datum::String(key), value])).collect())
+        }
+        (Datum::Array(pairs), "OBJECT") => {
+            let mut object = Object::new();
+            for pair in pairs {
+                match pair {
+                    Datum::Array(items) if items.len() == 2 => {
+                        let mut items = items.into_iter();
+                        let key = items.next().expect("two items");
+                        let value = items.next().expect("two items");
+                        match key {
+                            Datum::String(key) => {
+                                object.insert(key, value);
+                            }
+                            other => return Err(type_error("STRING", &other)),
+                        }
+                    }
+                    Datum::Array(items) => {
+                        return Err(ReqlError::logic(format!("Expected array of size 2, but got size {}.", items.len())))
+                    }
+                    other => return Err(type_error("ARRAY", &other)),
+                }
+            }
+            Datum::Object(object)
+        }
+        (value, _) => return Err(cannot(&value)),
+    })
+}
+
+fn parse_number(text: &str) -> Result<f64, ReqlError> {
+    let trimmed = text.trim();
+    let parsed = if let Some(hex) = trimmed.strip_prefix("0x").or_else(|| trimmed.strip_prefix("0X")) {
+        i64::from_str_radix(hex, 16).ok().map(|value| value as f64)
+    } else {
+        serde_json::from_str::<serde_json::Value>(trimmed).ok().and_then(|value| value.as_f64()).or_else(|| {
+            trimmed.parse::<f64>().ok().filter(|_| !trimmed.chars().any(|character| character.is_ascii_alphabetic()) || trimmed.contains(['e', 'E']))
+        })
+    };
+    match parsed {
+        Some(value) if value.is_finite() => Ok(value),
+        _ if matches!(trimmed.to_ascii_lowercase().as_str(), "inf" | "-inf" | "infinity" | "-infinity" | "nan") => {
+            Err(ReqlError::logic(format!("Non-finite number: {trimmed}")))
+        }
+        _ => Err(ReqlError::logic(format!("Could not coerce `{text}` to NUMBER."))),
+    }
+}
+
+fn uuid_v5(name: &str) -> String {
+    let mut hasher = Sha1::new();
+    hasher.update(UUID_NAMESPACE);
+    hasher.update(name.as_bytes());
+    let digest = hasher.finalize();
+    let mut bytes = [0u8; 16];
+    bytes.copy_from_slice(&digest[..16]);
+    bytes[6] = (bytes[6] & 0x0F) | 0x50;
+    bytes[8] = (bytes[8] & 0x3F) | 0x80;
+    photondb_storage::catalog::uuid_string(u128::from_be_bytes(bytes))
+}
+
+/// A slice of `length` items by RethinkDB's bounds (negative from the end,
+/// `left_bound`/`right_bound` "closed" or "open").
+fn slice_bounds(length: usize, start: i64, end: Option<i64>, left_open: bool, right_closed: bool) -> (usize, usize) {
+    let resolve = |index: i64| if index < 0 { (length as i64 + index).max(0) } else { index.min(length as i64) } as usize;
+    let mut from = resolve(start);
+    if left_open {
+        from = (from + 1).min(length);
+    }
+    let mut to = end.map_or(length, resolve);
+    if right_closed && end.is_some() {
+        to = (to + 1).min(length);
+    }
+    (from, to.max(from))
+}
+
+impl Context {
+    /// Evaluates the datum-level terms; `None` for any other term.
+    pub async fn datum_term(&self, term_type: u64, args: &[Term], optargs: &BTreeMap<String, Term>) -> Option<Result<Value, ReqlError>> {
+        let result = match term_type {
+            kind::COERCE_TO => self.coerce_to(args).await,
+            kind::OBJECT => self.object_term(args).await,
+            kind::UUID => self.uuid_term(args).await,
+            kind::BRANCH => self.branch(args).await,
+            kind::DEFAULT => self.default_term(args).await,
+            kind::ERROR => self.error_term(args).await,
+            _ => {
+                let (minimum, maximum) = simple_term_arity(term_type)?;
+                match arity(term_type, args, minimum, maximum) {
+                    Ok(()) => self.simple_datum_term(term_type, args, optargs).await,
+                    Err(error) => Err(error),
+                }
+            }
+        };
+        Some(result)
+    }
+
+    async fn coerce_to(&self, args: &[Term]) -> Result<Value, ReqlError> {
+        arity(kind::COERCE_TO, args, 2, 2)?;
+        let value = self.datum_argument(args, 0).await?;
+        let target = self.string_argument(args, 1).await?;
+        if target.eq_ignore_ascii_case("bool") {
+            return Ok(Value::Datum(Datum::Bool(truthy(&value))));
+        }
+        if target.eq_ignore_ascii_case("null") && value == Datum::Null {
+            return Ok(Value::Datum(Datum::Null));
+        }
+        coerce(value, &target).map(Value::Datum)
+    }
+
+    async fn object_term(&self, args: &[Term]) -> Result<Value, ReqlError> {
+        if args.len() % 2 != 0 {
+            return Err(ReqlError::logic(format!("OBJECT expects an even number of arguments (but found {}).", args.len())));
+        }
+        let mut object = Object::new();
+        for pair in (0..args.len()).step_by(2) {
+            let key = match self.datum_argument(args, pair).await? {
+                Datum::String(key) => key,
+                other => return Err(type_error("STRING", &other).within(Frame::Position(pair))),
+            };
+            let value = self.datum_argument(args, pair + 1).await?;
+            if object.insert(key.clone(), value).is_some() {
+                return Err(ReqlError::logic(format!("Duplicate key `{key}` in object.  (got `{key}` and `{key}` as arguments)")));
+            }
+        }
+        Ok(Value::Datum(Datum::Object(object)))
+    }
+
+    async fn uuid_term(&self, args: &[Term]) -> Result<Value, ReqlError> {
+        arity(kind::UUID, args, 0, 1)?;
+        if args.is_empty() {
+            let mut bytes: [u8; 16] = crate::protocol::scram::random_bytes(16).try_into().expect("16 bytes");
+            bytes[6] = (bytes[6] & 0x0F) | 0x40;
+            bytes[8] = (bytes[8] & 0x3F) | 0x80;
+            return Ok(Value::Datum(Datum::String(photondb_storage::catalog::uuid_string(u128::from_be_bytes(bytes)))));
+        }
+        let name = self.string_argument(args, 0).await?;
+        Ok(Value::Datum(Datum::String(uuid_v5(&name))))
+    }
+
+    async fn branch(&self, args: &[Term]) -> Result<Value, ReqlError> {
+        if args.len() < 3 || args.len() % 2 == 0 {
+            return Err(ReqlError::logic("Cannot call `branch` term with an even number of arguments."));
+        }
+        for pair in (0..args.len() - 1).step_by(2) {
+            if truthy(&self.datum_argument(args, pair).await?) {
+                return self.argument(args, pair + 1).await;
+            }
+        }
+        self.argument(args, args.len() - 1).await
+    }
+
+    async fn default_term(&self, args: &[Term]) -> Result<Value, ReqlError> {
+        arity(kind::DEFAULT, args, 2, 2)?;
+        match self.argument(args, 0).await {
+            Ok(Value::Datum(Datum::Null)) => self.argument(args, 1).await,
+            Ok(Value::SingleSelection { row: None, .. }) => self.argument(args, 1).await,
+            Err(error) if error.class == ErrorClass::NonExistence => self.argument(args, 1).await,
+            other => other,
+        }
+    }
+
+    async fn error_term(&self, args: &[Term]) -> Result<Value, ReqlError> {
+        arity(kind::ERROR, args, 0, 1)?;
+        if args.is_empty() {
+            return Err(ReqlError::logic("Empty ERROR term outside a default block."));
+        }
+        let message = self.string_argument(args, 0).await?;
+        Err(ReqlError::new(ErrorClass::User, message))
+    }
+
+    async fn simple_datum_term(&self, term_type: u64, args: &[Term], _optargs: &BTreeMap<String, Term>) -> Result<Value, ReqlError> {
+        let mut values = Vec::with_capacity(args.len());
+        for index in 0..args.len() {
+            values.push(self.datum_argument(args, index).await?);
+        }
+        let at = |index: usize| move |error: ReqlError| error.within(Frame::Position(index));
+        let first = values[0].clone();
+        let result = match term_type {
+            kind::KEYS => match first {
+                Datum::Object(fields) => Datum::Array(fields.into_keys().map(Datum::String).collect()),
+                other => return Err(type_error("OBJECT", &other).within(Frame::Position(0))),
+            },
+            kind::VALUES => match first {
+                Datum::Object(fields) => Datum::Array(fields.into_values().collect()),
+                other => return Err(type_error("OBJECT", &other).within(Frame::Position(0))),
+            },
+            kind::IS_EMPTY => match first {
+                Datum::Array(items) => Datum::Bool(items.is_empty()),
+                other => return Err(ReqlError::logic(format!("Cannot convert {} to SEQUENCE", other.type_name())).within(Frame::Position(0))),
+            },
+            kind::UPCASE | kind::DOWNCASE => match first {
+                Datum::String(text) => Datum::String(if term_type == kind::UPCASE { text.to_uppercase() } else { text.to_lowercase() }),
+                other => return Err(type_error("STRING", &other).within(Frame::Position(0))),
+            },
+            kind::JSON => match first {
+                Datum::String(text) => {
+                    let parsed: serde_json::Value = serde_json::from_str(&text)
+                        .map_err(|error| ReqlError::logic(format!("Failed to parse \"{text}\" as JSON: {error}")))?;
+                    from_json(&parsed).map_err(|error| ReqlError::logic(error.to_string()))?
+                }
+                other => return Err(type_error("STRING", &other).within(Frame::Position(0))),
+            },
+            kind::TO_JSON_STRING => Datum::String(json_text(&first)),
+            kind::BINARY => match first {
+                Datum::String(text) => Datum::Binary(text.into_bytes()),
+                Datum::Binary(bytes) => Datum::Binary(bytes),
+                other => return Err(type_error("STRING", &other).within(Frame::Position(0))),
+            },
+            kind::FLOOR | kind::CEIL | kind::ROUND => {
+                let value = number(&first).map_err(at(0))?;
+                Datum::Number(match term_type {
+                    kind::FLOOR => value.floor(),
+                    kind::CEIL => value.ceil(),
+                    _ => value.round(),
+                })
+            }
+            kind::MOD => {
+                let (dividend, divisor) = (integer(&first).map_err(at(0))?, integer(&values[1]).map_err(at(1))?);
+                if divisor == 0 {
+                    return Err(ReqlError::logic("Cannot take a number modulo 0.").within(Frame::Position(1)));
+                }
+                Datum::Number((dividend % divisor) as f64)
+            }
+            kind::APPEND | kind::PREPEND => match first {
+                Datum::Array(mut items) => {
+                    if term_type == kind::APPEND {
+                        items.push(values[1].clone());
+                    } else {
+                        items.insert(0, values[1].clone());
+                    }
+                    Datum::Array(items)
+                }
+                other => return Err(type_error("ARRAY", &other).within(Frame::Position(0))),
+            },
+            kind::NTH => match first {
+                Datum::Array(items) => {
+                    let index = integer(&values[1]).map_err(at(1))?;
+                    let position = if index < 0 { items.len() as i64 + index } else { index };
+                    if position < 0 && index < 0 {
+                        return Err(ReqlError::logic(format!("Cannot use an index < -1 ({index}) on a stream.")));
+                    }
+                    items.get(position as usize).cloned().ok_or_else(|| ReqlError::new(ErrorClass::NonExistence, format!("Index out of bounds: {index}")))?
+                }
+                other => return Err(ReqlError::logic(format!("Cannot convert {} to SEQUENCE", other.type_name())).within(Frame::Position(0))),
+            },
+            kind::SKIP | kind::LIMIT => match first {
+                Datum::Array(items) => {
+                    let count = integer(&values[1]).map_err(at(1))?;
+                    if count < 0 {
+                        let name = if term_type == kind::SKIP { "SKIP" } else { "LIMIT" };
+                        return Err(ReqlError::logic(format!("{name} takes a non-negative argument (got {count})")).within(Frame::Position(1)));
+                    }
+                    let count = (count as usize).min(items.len());
+                    Datum::Array(if term_type == kind::SKIP { items[count..].to_vec() } else { items[..count].to_vec() })
+                }
+                other => return Err(ReqlError::logic(format!("Cannot convert {} to SEQUENCE", other.type_name())).within(Frame::Position(0))),
+            },
+            kind::SLICE => {
+                let start = integer(&values[1]).map_err(at(1))?;
+                let end = values.get(2).map(integer).transpose().map_err(at(2))?;
+                match first {
+                    Datum::Array(items) => {
+                        let (from, to) = slice_bounds(items.len(), start, end, false, false);
+                        Datum::Array(items[from..to].to_vec())
+                    }
+                    Datum::String(text) => {
+                        let characters: Vec<char> = text.chars().collect();
+                        let (from, to) = slice_bounds(characters.len(), start, end, false, false);
+                        Datum::String(characters[from..to].iter().collect())
+                    }
+                    Datum::Binary(bytes) => {
+                        let (from, to) = slice_bounds(bytes.len(), start, end, false, false);
+                        Datum::Binary(bytes[from..to].to_vec())
+                    }
+                    other => return Err(ReqlError::logic(format!("Cannot convert {} to SEQUENCE", other.type_name())).within(Frame::Position(0))),
+                }
+            }
+            kind::HAS_FIELDS => match first {
+                Datum::Object(fields) => {
+                    let mut present = true;
+                    for (offset, field) in values[1..].iter().enumerate() {
+                        match field {
+                            Datum::String(name) => present &= fields.get(name).is_some_and(|value| *value != Datum::Null),
+                            other => return Err(ReqlError::logic(format!("Invalid path argument `{}`.", pretty(other))).within(Frame::Position(offset + 1))),
+                        }
+                    }
+                    Datum::Bool(present)
+                }
+                other => return Err(ReqlError::logic(format!("Cannot perform has_fields on a non-object non-sequence `{}`.", pretty(&other))).within(Frame::Position(0))),
+            },
+            kind::CONTAINS => match first {
+                Datum::Array(items) => Datum::Bool(values[1..].iter().all(|wanted| items.contains(wanted))),
+                other => return Err(ReqlError::logic(format!("Cannot convert {} to SEQUENCE", other.type_name())).within(Frame::Position(0))),
+            },
+            _ => unreachable!("filtered above"),
+        };
+        Ok(Value::Datum(result))
+    }
+}
+
+/// Argument counts of the terms `simple_datum_term` evaluates; `None` for
+/// every other term.
+fn simple_term_arity(term_type: u64) -> Option<(usize, usize)> {
+    Some(match term_type {
+        kind::KEYS | kind::VALUES | kind::IS_EMPTY | kind::UPCASE | kind::DOWNCASE | kind::JSON | kind::TO_JSON_STRING
+        | kind::FLOOR | kind::CEIL | kind::ROUND | kind::BINARY => (1, 1),
+        kind::MOD | kind::APPEND | kind::PREPEND | kind::NTH | kind::SKIP | kind::LIMIT => (2, 2),
+        kind::HAS_FIELDS | kind::CONTAINS => (1, usize::MAX),
+        kind::SLICE => (2, 3),
+        _ => return None,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn uuid_v5_matches_rethinkdb() {
+        assert_eq!(uuid_v5("magic"), "97dd10a5-4fc4-554f-86c5-0d2c2e3d5330");
+    }
+
+    #[test]
+    fn strings_coerce_to_numbers_as_rethinkdb_does() {
+        assert_eq!(parse_number("-1.2").unwrap(), -1.2);
+        assert_eq!(parse_number("0xa").unwrap(), 10.0);
+        assert!(parse_number("--1.2").is_err());
+        assert!(parse_number("-1.2-").is_err());
+        assert_eq!(parse_number("inf").unwrap_err().message, "Non-finite number: inf");
+    }
+}
