@@ -7,19 +7,18 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use bytes::Bytes;
 use photondb_datum::json::to_json;
-use photondb_datum::{document, Datum};
+use photondb_datum::Datum;
 use photondb_runtime::network::Connection;
 use photondb_runtime::Engine;
-use photondb_storage::catalog::TableConfig;
 use photondb_storage::Durability;
 use serde_json::{json, Value as Json};
 
 use crate::protocol::frame::{self, query_type, response_type, MAX_QUERY_BYTES};
 use crate::protocol::handshake::{self, Users};
-use crate::reql::error::{ErrorClass, Frame, ReqlError};
+use crate::reql::error::{ErrorClass, ReqlError};
 use crate::reql::eval::{Context, Value};
+use crate::reql::stream::Stream;
 use crate::reql::term::Term;
 use crate::transport::Transport;
 
@@ -33,10 +32,11 @@ const GLOBAL_OPTARGS: &[&str] = &[
 const DEFAULT_BATCH_BYTES: usize = 1 << 20;
 const FIRST_BATCH_SCALEDOWN: usize = 4;
 
-/// A table scan answered in batches.
+/// A stream answered in batches; it keeps the query's context so that
+/// functions in it can run on CONTINUE.
 struct Cursor {
-    table: TableConfig,
-    after: Option<Bytes>,
+    stream: Stream,
+    context: Context,
     batch_rows: usize,
     batch_bytes: usize,
 }
@@ -133,7 +133,7 @@ impl Session {
         }
         let term = Term::parse(term.ok_or_else(|| ReqlError::new(ErrorClass::Client, "START query without a term."))?)?;
         let global = crate::reql::term::parse_optargs(optargs)?;
-        let mut context = Context { engine: self.engine.clone(), default_database: "test".into(), durability: None };
+        let mut context = Context::new(self.engine.clone());
         if let Some(database) = global.get("db") {
             match context.eval(database).await? {
                 Value::Database(database) => context.default_database = database.name,
@@ -154,15 +154,29 @@ impl Session {
             Some(Datum::Number(bytes)) if bytes >= 1.0 => bytes as usize,
             _ => DEFAULT_BATCH_BYTES,
         };
-        match context.eval(&term).await? {
-            Value::Datum(datum) => Ok(json!({ "t": response_type::SUCCESS_ATOM, "r": [to_json(&datum)] })),
-            Value::SingleSelection { row, .. } => Ok(json!({ "t": response_type::SUCCESS_ATOM, "r": [to_json(&row.unwrap_or(Datum::Null))] })),
-            Value::Table(table) => Ok(self.next_batch(token, Cursor { table, after: None, batch_rows, batch_bytes }, true).await),
-            Value::Database(_) => Err(ReqlError::logic("Query result must be of type DATUM, GROUPED_DATA, or STREAM (got DATABASE).")),
+        if let Some(Datum::Number(limit)) = context.optional_datum(&global, "array_limit").await? {
+            if limit >= 1.0 {
+                context.array_limit = limit as usize;
+            }
         }
+        let stream = match context.eval(&term).await? {
+            Value::Datum(datum) => return Ok(json!({ "t": response_type::SUCCESS_ATOM, "r": [to_json(&datum)] })),
+            Value::SingleSelection { row, .. } => {
+                return Ok(json!({ "t": response_type::SUCCESS_ATOM, "r": [to_json(&row.unwrap_or(Datum::Null))] }))
+            }
+            Value::Table(table) => Stream::table(table, std::ops::Bound::Unbounded, std::ops::Bound::Unbounded),
+            Value::Stream(stream) => stream,
+            other => {
+                return Err(ReqlError::logic(format!(
+                    "Query result must be of type DATUM, GROUPED_DATA, or STREAM (got {}).",
+                    other.type_name()
+                )))
+            }
+        };
+        Ok(self.next_batch(token, Cursor { stream, context, batch_rows, batch_bytes }, true).await)
     }
 
-    /// The next batch of a table scan. A partial batch keeps the cursor for
+    /// The next batch of a stream. A partial batch keeps the cursor for
     /// CONTINUE; the last batch drops it.
     async fn next_batch(&mut self, token: u64, mut cursor: Cursor, first: bool) -> Json {
         let (rows_limit, bytes_limit) = if first {
@@ -170,29 +184,22 @@ impl Session {
         } else {
             (cursor.batch_rows, cursor.batch_bytes)
         };
-        let fetch = rows_limit.saturating_add(1).min(10_000);
-        let rows = match self.engine.scan_batch(cursor.table.id, cursor.after.clone(), fetch).await {
-            Ok(rows) => rows,
-            Err(error) => return ReqlError::from(error).within(Frame::Position(0)).to_response(),
-        };
         let mut batch = Vec::new();
         let mut bytes = 0;
-        let mut more = false;
-        for (key, value) in rows.iter() {
-            if batch.len() >= rows_limit || (bytes >= bytes_limit && !batch.is_empty()) {
-                more = true;
-                break;
+        let mut more = true;
+        while batch.len() < rows_limit && bytes < bytes_limit {
+            match cursor.stream.next(&cursor.context).await {
+                Ok(Some(row)) => {
+                    let json = to_json(&row);
+                    bytes += json.to_string().len();
+                    batch.push(json);
+                }
+                Ok(None) => {
+                    more = false;
+                    break;
+                }
+                Err(error) => return error.to_response(),
             }
-            match document::decode(value) {
-                Ok(datum) => batch.push(to_json(&datum)),
-                Err(error) => return ReqlError::new(ErrorClass::Internal, format!("Stored document is unreadable: {error}")).to_response(),
-            }
-            bytes += value.len();
-            cursor.after = Some(key.clone());
-        }
-        // A full fetch may have more rows behind it even if all fit.
-        if !more && rows.len() == fetch {
-            more = true;
         }
         let response_kind = if more { response_type::SUCCESS_PARTIAL } else { response_type::SUCCESS_SEQUENCE };
         if more {

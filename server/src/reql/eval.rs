@@ -14,9 +14,14 @@ use photondb_storage::catalog::{DatabaseConfig, TableConfig};
 use photondb_storage::Durability;
 
 use super::error::{ErrorClass, Frame, ReqlError};
+use super::function::{Callable, Function};
+use super::stream::{Operation, Stream};
 use super::term::Term;
 use super::term_type as kind;
 use super::{admin, write};
+
+/// RethinkDB's default `array_limit`.
+pub const DEFAULT_ARRAY_LIMIT: usize = 100_000;
 
 /// What a term evaluates to.
 #[derive(Clone, Debug)]
@@ -25,7 +30,12 @@ pub enum Value {
     Database(DatabaseConfig),
     Table(TableConfig),
     /// `table.get(key)`: the row (or null), and where it lives.
-    SingleSelection { table: TableConfig, key: Datum, row: Option<Datum> },
+    SingleSelection { table: TableConfig, row: Option<Datum> },
+    Stream(Stream),
+    Function(Function),
+    /// `r.minval` / `r.maxval`: bounds for `between`, nothing else.
+    MinValue,
+    MaxValue,
 }
 
 impl Value {
@@ -35,20 +45,47 @@ impl Value {
             Value::Database(_) => "DATABASE",
             Value::Table(_) => "TABLE",
             Value::SingleSelection { .. } => "SELECTION<OBJECT>",
+            Value::Stream(stream) if stream.selected_table().is_some() => "SELECTION<STREAM>",
+            Value::Stream(_) => "STREAM",
+            Value::Function(_) => "FUNCTION",
+            Value::MinValue | Value::MaxValue => "MINVAL",
         }
     }
 }
 
-/// Per-query settings from the global optargs.
+/// Per-query settings from the global optargs, and the variables in scope.
+#[derive(Clone)]
 pub struct Context {
     pub engine: Engine,
     pub default_database: String,
     pub durability: Option<Durability>,
+    pub array_limit: usize,
+    /// Function parameters in scope, by variable number.
+    pub variables: BTreeMap<u64, Datum>,
+    /// What `r.row` stands for: the argument of the innermost one-argument
+    /// function.
+    pub implicit: Option<Datum>,
 }
 
 type Evaluation<'a> = Pin<Box<dyn Future<Output = Result<Value, ReqlError>> + 'a>>;
 
 impl Context {
+    pub fn new(engine: Engine) -> Context {
+        Context {
+            engine,
+            default_database: "test".into(),
+            durability: None,
+            array_limit: DEFAULT_ARRAY_LIMIT,
+            variables: BTreeMap::new(),
+            implicit: None,
+        }
+    }
+
+    /// A context for a function body: same settings, its own variables.
+    pub fn child(&self) -> Context {
+        self.clone()
+    }
+
     pub fn eval<'a>(&'a self, term: &'a Term) -> Evaluation<'a> {
         Box::pin(async move {
             match term {
@@ -67,7 +104,33 @@ impl Context {
         match self.argument(args, index).await? {
             Value::Datum(datum) => Ok(datum),
             Value::SingleSelection { row, .. } => Ok(row.unwrap_or(Datum::Null)),
+            Value::Stream(stream) => stream.collect(self).await.map(Datum::Array).map_err(|error| error.within(Frame::Position(index))),
+            Value::Table(table) => Stream::table(table, std::ops::Bound::Unbounded, std::ops::Bound::Unbounded)
+                .collect(self)
+                .await
+                .map(Datum::Array)
+                .map_err(|error| error.within(Frame::Position(index))),
             other => Err(ReqlError::logic(format!("Expected type DATUM but found {}.", other.type_name())).within(Frame::Position(index))),
+        }
+    }
+
+    /// A sequence argument as a stream: tables, streams and arrays.
+    pub async fn stream_argument(&self, args: &[Term], index: usize) -> Result<Stream, ReqlError> {
+        match self.argument(args, index).await? {
+            Value::Stream(stream) => Ok(stream),
+            Value::Table(table) => Ok(Stream::table(table, std::ops::Bound::Unbounded, std::ops::Bound::Unbounded)),
+            Value::Datum(Datum::Array(items)) => Ok(Stream::rows(items)),
+            other => Err(ReqlError::logic(format!("Cannot convert {} to SEQUENCE", other.type_name())).within(Frame::Position(index))),
+        }
+    }
+
+    /// A function argument; a datum stands for a constant function.
+    pub async fn callable_argument(&self, args: &[Term], index: usize) -> Result<Callable, ReqlError> {
+        match self.argument(args, index).await? {
+            Value::Function(function) => Ok(Callable::Function(function)),
+            Value::Datum(datum) => Ok(Callable::Constant(datum)),
+            Value::SingleSelection { row, .. } => Ok(Callable::Constant(row.unwrap_or(Datum::Null))),
+            other => Err(ReqlError::logic(format!("Expected type FUNCTION but found {}.", other.type_name())).within(Frame::Position(index))),
         }
     }
 
@@ -106,6 +169,65 @@ impl Context {
 
     async fn call(&self, term_type: u64, args: &[Term], optargs: &BTreeMap<String, Term>) -> Result<Value, ReqlError> {
         match term_type {
+            kind::VAR => {
+                arity(term_type, args, 1, 1)?;
+                let id = match &args[0] {
+                    Term::Datum(Datum::Number(id)) => *id as u64,
+                    _ => return Err(ReqlError::compile("Expected a variable number in VAR.")),
+                };
+                self.variables.get(&id).cloned().map(Value::Datum).ok_or_else(|| ReqlError::compile(format!("Variable name not found.")))
+            }
+            kind::IMPLICIT_VAR => self.implicit.clone().map(Value::Datum).ok_or_else(|| {
+                ReqlError::compile("r.row is not defined in this context.")
+            }),
+            kind::FUNC => Function::from_arguments(args, self).map(Value::Function),
+            kind::FUNCALL => {
+                arity(term_type, args, 1, usize::MAX)?;
+                let function = match self.argument(args, 0).await? {
+                    Value::Function(function) => function,
+                    other => return Err(ReqlError::logic(format!("Expected type FUNCTION but found {}.", other.type_name())).within(Frame::Position(0))),
+                };
+                let mut arguments = Vec::with_capacity(args.len() - 1);
+                for index in 1..args.len() {
+                    arguments.push(self.datum_argument(args, index).await?);
+                }
+                function.call(self, arguments).await.map(Value::Datum)
+            }
+            kind::MINVAL => Ok(Value::MinValue),
+            kind::MAXVAL => Ok(Value::MaxValue),
+            kind::MAP => {
+                arity(term_type, args, 2, 2)?;
+                let stream = self.stream_argument(args, 0).await?;
+                let function = match self.callable_argument(args, 1).await? {
+                    Callable::Function(function) => function,
+                    Callable::Constant(datum) => Function::constant(datum),
+                };
+                self.stream_result(args, stream.with(Operation::Map(function))).await
+            }
+            kind::FILTER => {
+                arity(term_type, args, 2, 2)?;
+                let stream = self.stream_argument(args, 0).await?;
+                let predicate = self.callable_argument(args, 1).await?;
+                let default = self.optional_datum(optargs, "default").await?;
+                self.stream_result(args, stream.with(Operation::Filter { predicate, default })).await
+            }
+            kind::LIMIT | kind::SKIP if self.is_stream_argument(args).await => {
+                arity(term_type, args, 2, 2)?;
+                let stream = self.stream_argument(args, 0).await?;
+                let count = match self.datum_argument(args, 1).await? {
+                    Datum::Number(count) if count >= 0.0 && count.fract() == 0.0 => count as usize,
+                    Datum::Number(count) => {
+                        let name = if term_type == kind::SKIP { "SKIP" } else { "LIMIT" };
+                        return Err(ReqlError::logic(format!("{name} takes a non-negative argument (got {count})")).within(Frame::Position(1)));
+                    }
+                    other => return Err(ReqlError::logic(format!("Expected type NUMBER but found {}.", other.type_name())).within(Frame::Position(1))),
+                };
+                let operation = if term_type == kind::SKIP { Operation::Skip(count) } else { Operation::Limit(count) };
+                Ok(Value::Stream(stream.with(operation)))
+            }
+            kind::GET_ALL => write::get_all(self, args, optargs).await,
+            kind::BETWEEN => write::between(self, args, optargs).await,
+            kind::UPDATE | kind::REPLACE => write::update_or_replace(self, term_type, args, optargs).await,
             kind::MAKE_ARRAY => {
                 let mut items = Vec::with_capacity(args.len());
                 for index in 0..args.len() {
@@ -144,7 +266,7 @@ impl Context {
                 let table = self.table_argument(args, 0).await?;
                 let key = self.datum_argument(args, 1).await?;
                 let row = write::get(&self.engine, &table, &key).await.map_err(|error| error.within(Frame::Position(1)))?;
-                Ok(Value::SingleSelection { table, key, row })
+                Ok(Value::SingleSelection { table, row })
             }
             kind::EQ | kind::NE | kind::LT | kind::LE | kind::GT | kind::GE => {
                 arity(term_type, args, 1, usize::MAX)?;
@@ -197,6 +319,7 @@ impl Context {
                 arity(term_type, args, 1, 1)?;
                 match self.argument(args, 0).await? {
                     Value::Table(table) => Ok(Value::Datum(Datum::Number(self.engine.count(table.id).await? as f64))),
+                    Value::Stream(stream) => Ok(Value::Datum(Datum::Number(stream.count(self).await? as f64))),
                     Value::Datum(Datum::Array(items)) => Ok(Value::Datum(Datum::Number(items.len() as f64))),
                     Value::Datum(Datum::String(text)) => Ok(Value::Datum(Datum::Number(text.chars().count() as f64))),
                     Value::Datum(Datum::Object(fields)) => Ok(Value::Datum(Datum::Number(fields.len() as f64))),
@@ -265,6 +388,28 @@ impl Context {
             }
         }
         Ok(Value::Datum(accumulator))
+    }
+}
+
+impl Context {
+    /// Whether argument 0 is, by its term type, a table or a stream.
+    async fn is_stream_argument(&self, args: &[Term]) -> bool {
+        match args.first() {
+            Some(Term::Call { term_type, .. }) => matches!(
+                *term_type,
+                kind::TABLE | kind::FILTER | kind::MAP | kind::LIMIT | kind::SKIP | kind::GET_ALL | kind::BETWEEN
+            ),
+            _ => false,
+        }
+    }
+
+    /// Operations on arrays give arrays; on tables and streams, streams.
+    async fn stream_result(&self, args: &[Term], stream: Stream) -> Result<Value, ReqlError> {
+        if stream.is_table_source() {
+            return Ok(Value::Stream(stream));
+        }
+        let _ = args;
+        stream.collect(self).await.map(|rows| Value::Datum(Datum::Array(rows)))
     }
 }
 

@@ -4,6 +4,8 @@
 //! - [`error`]: [`error::ReqlError`], the one error type of this layer, with
 //!   RethinkDB's error classes and backtraces.
 //! - [`eval`]: evaluation against the engine, on the connection's shard.
+//! - [`function`]: functions, variables and `r.row`.
+//! - [`stream`]: lazy sequences over tables and arrays.
 //! - [`admin`]: databases and tables (`db_create`, `table_list`, …).
 //! - [`datum_terms`]: terms on datums alone (`coerce_to`, `object`, `uuid`, …).
 //! - [`write`]: `insert` and `delete`.
@@ -13,6 +15,8 @@ pub mod admin;
 pub mod datum_terms;
 pub mod error;
 pub mod eval;
+pub mod function;
+pub mod stream;
 pub mod term;
 pub mod term_type;
 pub mod write;

@@ -58,6 +58,18 @@ pub const FLOOR: u64 = 183;
 pub const CEIL: u64 = 184;
 pub const ROUND: u64 = 185;
 pub const VALUES: u64 = 186;
+pub const VAR: u64 = 10;
+pub const IMPLICIT_VAR: u64 = 13;
+pub const MAP: u64 = 38;
+pub const FILTER: u64 = 39;
+pub const FUNCALL: u64 = 64;
+pub const FUNC: u64 = 69;
+pub const GET_ALL: u64 = 78;
+pub const MINVAL: u64 = 180;
+pub const MAXVAL: u64 = 181;
+pub const BETWEEN: u64 = 182;
+pub const UPDATE: u64 = 53;
+pub const REPLACE: u64 = 55;
 
 /// Names for error messages, from ql2.proto.
 pub fn name(term_type: u64) -> Option<&'static str> {
@@ -121,18 +133,22 @@ pub fn name(term_type: u64) -> Option<&'static str> {
         ROUND => "ROUND",
         VALUES => "VALUES",
         36 => "BETWEEN_DEPRECATED",
-        38 => "MAP",
-        39 => "FILTER",
+        VAR => "VAR",
+        IMPLICIT_VAR => "IMPLICIT_VAR",
+        MAP => "MAP",
+        FILTER => "FILTER",
         40 => "CONCAT_MAP",
         41 => "ORDER_BY",
         42 => "DISTINCT",
         44 => "UNION",
-        53 => "UPDATE",
-        55 => "REPLACE",
-        64 => "FUNCALL",
-        69 => "FUNC",
-        78 => "GET_ALL",
-        182 => "BETWEEN",
+        UPDATE => "UPDATE",
+        REPLACE => "REPLACE",
+        FUNCALL => "FUNCALL",
+        FUNC => "FUNC",
+        GET_ALL => "GET_ALL",
+        MINVAL => "MINVAL",
+        MAXVAL => "MAXVAL",
+        BETWEEN => "BETWEEN",
         _ => return None,
     })
 }

@@ -8,8 +8,12 @@ use photondb_runtime::Engine;
 use photondb_storage::catalog::{uuid_string, TableConfig};
 use photondb_storage::{Conflict, Durability, Mutation};
 
-use super::error::{Frame, ReqlError};
+use std::ops::Bound;
+
+use super::error::{ErrorClass, Frame, ReqlError};
 use super::eval::{arity, object, pretty, primary_key_bytes, Context, Value};
+use super::function::Callable;
+use super::stream::Stream;
 use super::term::Term;
 use super::term_type as kind;
 
@@ -166,29 +170,255 @@ pub async fn insert(context: &Context, args: &[Term], optargs: &BTreeMap<String,
 
 pub async fn delete(context: &Context, args: &[Term], optargs: &BTreeMap<String, Term>) -> Result<Value, ReqlError> {
     arity(kind::DELETE, args, 1, 1)?;
-    let (table, key) = match context.argument(args, 0).await? {
-        Value::SingleSelection { table, key, .. } => (table, key),
-        other => {
-            return Err(ReqlError::compile(format!(
-                "Term `DELETE` on {} is not supported by PhotonDB yet (only on `get`).",
-                other.type_name()
-            ))
-            .within(Frame::Position(0)))
-        }
-    };
+    let target = context.argument(args, 0).await?;
+    let (table, mut rows) = rows_of(target).map_err(|error| error.within(Frame::Position(0)))?;
     let durability = durability(context, optargs, &table).await?;
     let with_changes = return_changes(context, optargs).await?;
-    let encoded = primary_key_bytes(&key)?;
-    let outcome = context.engine.delete(table.id, Bytes::from(encoded), durability).await?;
     let mut tally = Tally::default();
-    match outcome.old.as_deref().map(decode).transpose()? {
-        Some(old) => {
-            tally.deleted = 1;
-            if with_changes {
-                tally.changes.push(object([("new_val", Datum::Null), ("old_val", old)]));
+    while let Some(row) = rows.next(context).await? {
+        let Some(row) = row else {
+            tally.skipped += 1;
+            continue;
+        };
+        let key = primary_key_of(&table, &row)?;
+        let outcome = context.engine.delete(table.id, Bytes::from(primary_key_bytes(&key)?), durability).await?;
+        match outcome.old.as_deref().map(decode).transpose()? {
+            Some(old) => {
+                tally.deleted += 1;
+                if with_changes {
+                    tally.changes.push(object([("new_val", Datum::Null), ("old_val", old)]));
+                }
             }
+            None => tally.skipped += 1,
         }
-        None => tally.skipped = 1,
     }
     Ok(Value::Datum(tally.into_datum(with_changes)))
+}
+
+/// The rows a write goes through: one (maybe missing) row, or a stream.
+enum Rows {
+    Single(Option<Option<Datum>>),
+    Stream(Stream),
+}
+
+impl Rows {
+    /// `Some(None)` is a `get` of a missing row.
+    async fn next(&mut self, context: &Context) -> Result<Option<Option<Datum>>, ReqlError> {
+        match self {
+            Rows::Single(row) => Ok(row.take()),
+            Rows::Stream(stream) => Ok(stream.next(context).await?.map(Some)),
+        }
+    }
+}
+
+fn rows_of(target: Value) -> Result<(TableConfig, Rows), ReqlError> {
+    match target {
+        Value::SingleSelection { table, row, .. } => Ok((table, Rows::Single(Some(row)))),
+        Value::Table(table) => {
+            let stream = Stream::table(table.clone(), Bound::Unbounded, Bound::Unbounded);
+            Ok((table, Rows::Stream(stream)))
+        }
+        Value::Stream(stream) => match stream.selected_table().cloned() {
+            Some(table) => Ok((table, Rows::Stream(stream))),
+            None => Err(ReqlError::logic("Expected type SELECTION but found SEQUENCE.")),
+        },
+        other => Err(ReqlError::logic(format!("Expected type SELECTION but found {}.", other.type_name()))),
+    }
+}
+
+fn primary_key_of(table: &TableConfig, row: &Datum) -> Result<Datum, ReqlError> {
+    match row {
+        Datum::Object(fields) => fields
+            .get(&table.primary_key)
+            .cloned()
+            .ok_or_else(|| ReqlError::new(ErrorClass::Internal, format!("Stored row has no primary key `{}`.", table.primary_key))),
+        other => Err(ReqlError::logic(format!("Expected type OBJECT but found {}.", other.type_name()))),
+    }
+}
+
+/// RethinkDB's `update` merge: objects merge recursively.
+fn merge(old: Datum, patch: Datum) -> Datum {
+    match (old, patch) {
+        (Datum::Object(mut old), Datum::Object(patch)) => {
+            for (key, value) in patch {
+                let merged = match old.remove(&key) {
+                    Some(existing) => merge(existing, value),
+                    None => value,
+                };
+                old.insert(key, merged);
+            }
+            Datum::Object(old)
+        }
+        (_, patch) => patch,
+    }
+}
+
+pub async fn update_or_replace(context: &Context, term_type: u64, args: &[Term], optargs: &BTreeMap<String, Term>) -> Result<Value, ReqlError> {
+    arity(term_type, args, 2, 2)?;
+    let target = context.argument(args, 0).await?;
+    let (table, mut rows) = rows_of(target).map_err(|error| error.within(Frame::Position(0)))?;
+    let change = context.callable_argument(args, 1).await?;
+    let durability = durability(context, optargs, &table).await?;
+    let with_changes = return_changes(context, optargs).await?;
+    let mut tally = Tally::default();
+    while let Some(row) = rows.next(context).await? {
+        let outcome = apply_change(context, &table, term_type, &change, row.clone()).await;
+        let new = match outcome {
+            Ok(new) => new,
+            Err(error) => {
+                tally.error(error.message);
+                continue;
+            }
+        };
+        let old = row;
+        match (&old, &new) {
+            (None, None) => {
+                tally.skipped += 1;
+                continue;
+            }
+            (Some(old), Some(new)) if old == new => {
+                tally.unchanged += 1;
+                if with_changes {
+                    tally.changes.push(object([("new_val", new.clone()), ("old_val", old.clone())]));
+                }
+                continue;
+            }
+            _ => {}
+        }
+        match &new {
+            Some(document_value) => {
+                let key = primary_key_of(&table, document_value)?;
+                let encoded = Bytes::from(primary_key_bytes(&key)?);
+                context.engine.put(table.id, encoded, Bytes::from(document::encode(document_value)), Conflict::Replace, durability).await?;
+                if old.is_some() {
+                    tally.replaced += 1;
+                } else {
+                    tally.inserted += 1;
+                }
+            }
+            None => {
+                let key = primary_key_of(&table, old.as_ref().expect("checked above"))?;
+                context.engine.delete(table.id, Bytes::from(primary_key_bytes(&key)?), durability).await?;
+                tally.deleted += 1;
+            }
+        }
+        if with_changes {
+            tally.changes.push(object([("new_val", new.unwrap_or(Datum::Null)), ("old_val", old.unwrap_or(Datum::Null))]));
+        }
+    }
+    Ok(Value::Datum(tally.into_datum(with_changes)))
+}
+
+/// The new version of one row under `update` or `replace`; `None` deletes
+/// (replace with null) or skips (update of a missing row).
+async fn apply_change(context: &Context, table: &TableConfig, term_type: u64, change: &Callable, row: Option<Datum>) -> Result<Option<Datum>, ReqlError> {
+    let argument = row.clone().unwrap_or(Datum::Null);
+    if term_type == kind::UPDATE {
+        let Some(old) = row else { return Ok(None) };
+        let patch = change.call(context, argument).await?;
+        let new = match patch {
+            Datum::Null => return Ok(Some(old)),
+            patch @ Datum::Object(_) => merge(old.clone(), patch),
+            other => return Err(ReqlError::logic(format!("Inserted value must be an OBJECT (got {}):\n{}", other.type_name(), pretty(&other)))),
+        };
+        check_primary_key_kept(table, &old, &new)?;
+        return Ok(Some(new));
+    }
+    let new = change.call(context, argument).await?;
+    match (&row, new) {
+        (_, Datum::Null) => Ok(None),
+        (old, new @ Datum::Object(_)) => {
+            match old {
+                Some(old) => check_primary_key_kept(table, old, &new)?,
+                None => {
+                    if let Datum::Object(fields) = &new {
+                        if !fields.contains_key(&table.primary_key) {
+                            return Err(ReqlError::logic(format!("Inserted object must have primary key `{}`:\n{}", table.primary_key, pretty(&new))));
+                        }
+                    }
+                }
+            }
+            Ok(Some(new))
+        }
+        (_, other) => Err(ReqlError::logic(format!("Inserted value must be an OBJECT (got {}):\n{}", other.type_name(), pretty(&other)))),
+    }
+}
+
+fn check_primary_key_kept(table: &TableConfig, old: &Datum, new: &Datum) -> Result<(), ReqlError> {
+    let (Datum::Object(old_fields), Datum::Object(new_fields)) = (old, new) else { return Ok(()) };
+    let (old_key, new_key) = (old_fields.get(&table.primary_key), new_fields.get(&table.primary_key));
+    if old_key != new_key {
+        let show = |key: Option<&Datum>| key.map_or("null".to_owned(), |key| photondb_datum::json::to_json(key).to_string());
+        return Err(ReqlError::logic(format!(
+            "Primary key `{}` cannot be changed (`{}` -> `{}`).",
+            table.primary_key,
+            show(old_key),
+            show(new_key)
+        )));
+    }
+    Ok(())
+}
+
+pub async fn get_all(context: &Context, args: &[Term], optargs: &BTreeMap<String, Term>) -> Result<Value, ReqlError> {
+    arity(kind::GET_ALL, args, 1, usize::MAX)?;
+    if let Some(index) = context.optional_datum(optargs, "index").await? {
+        let table = context.table_argument(args, 0).await?;
+        if index != Datum::String(table.primary_key.clone()) {
+            return Err(ReqlError::compile("Secondary indexes are not supported by PhotonDB yet."));
+        }
+    }
+    let table = context.table_argument(args, 0).await?;
+    let mut rows = Vec::new();
+    let mut seen = std::collections::BTreeSet::new();
+    for index in 1..args.len() {
+        let key = context.datum_argument(args, index).await?;
+        let encoded = primary_key_bytes(&key).map_err(|error| error.within(Frame::Position(index)))?;
+        if !seen.insert(encoded) {
+            continue;
+        }
+        if let Some(row) = get(&context.engine, &table, &key).await? {
+            rows.push(row);
+        }
+    }
+    let _ = table;
+    Ok(Value::Stream(Stream::rows(rows)))
+}
+
+pub async fn between(context: &Context, args: &[Term], optargs: &BTreeMap<String, Term>) -> Result<Value, ReqlError> {
+    arity(kind::BETWEEN, args, 3, 3)?;
+    let table = context.table_argument(args, 0).await?;
+    if let Some(index) = context.optional_datum(optargs, "index").await? {
+        if index != Datum::String(table.primary_key.clone()) {
+            return Err(ReqlError::compile("Secondary indexes are not supported by PhotonDB yet."));
+        }
+    }
+    let bound_option = |name: &'static str, default: &'static str| async move {
+        match context.optional_datum(optargs, name).await? {
+            None => Ok(default == "closed"),
+            Some(Datum::String(text)) if text == "closed" => Ok(true),
+            Some(Datum::String(text)) if text == "open" => Ok(false),
+            Some(other) => Err(ReqlError::logic(format!("Expected `open` or `closed` for optarg `{name}` (got `{}`).", pretty(&other)))),
+        }
+    };
+    let left_closed = bound_option("left_bound", "closed").await?;
+    let right_closed = bound_option("right_bound", "open").await?;
+    let bound = |value: Value, closed: bool, index: usize| -> Result<Bound<Bytes>, ReqlError> {
+        match value {
+            Value::MinValue | Value::MaxValue => Ok(Bound::Unbounded),
+            Value::Datum(datum) => {
+                let encoded = Bytes::from(photondb_datum::key::encode(&datum));
+                Ok(if closed { Bound::Included(encoded) } else { Bound::Excluded(encoded) })
+            }
+            other => Err(ReqlError::logic(format!("Expected type DATUM but found {}.", other.type_name())).within(Frame::Position(index))),
+        }
+    };
+    let lower = context.argument(args, 1).await?;
+    let upper = context.argument(args, 2).await?;
+    let empty = matches!(lower, Value::MaxValue) || matches!(upper, Value::MinValue);
+    let start = bound(lower, left_closed, 1)?;
+    let end = bound(upper, right_closed, 2)?;
+    if empty {
+        return Ok(Value::Stream(Stream::rows(Vec::new())));
+    }
+    Ok(Value::Stream(Stream::table(table, start, end)))
 }

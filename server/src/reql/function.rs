@@ -1,0 +1,116 @@
+//! Functions (`FUNC`), variables (`VAR`) and the implicit variable (`r.row`).
+
+use std::collections::BTreeMap;
+
+use photondb_datum::Datum;
+
+use super::error::{Frame, ReqlError};
+use super::eval::{Context, Value};
+use super::term::Term;
+
+/// A ReQL function: parameter ids, a body, and the variables it closed over.
+#[derive(Clone, Debug)]
+pub struct Function {
+    pub parameters: Vec<u64>,
+    pub body: Term,
+    pub captured: BTreeMap<u64, Datum>,
+}
+
+impl Function {
+    /// Reads a `FUNC` term's arguments: `[[MAKE_ARRAY, [ids…]], body]`.
+    pub fn from_arguments(args: &[Term], context: &Context) -> Result<Function, ReqlError> {
+        if args.len() != 2 {
+            return Err(ReqlError::compile(format!("Expected 2 arguments but found {} (in FUNC).", args.len())));
+        }
+        let parameters = match &args[0] {
+            Term::Call { term_type: super::term_type::MAKE_ARRAY, args: ids, .. } => ids
+                .iter()
+                .map(|id| match id {
+                    Term::Datum(Datum::Number(number)) if *number >= 0.0 && number.fract() == 0.0 => Ok(*number as u64),
+                    _ => Err(ReqlError::compile("Function parameters must be variable numbers.").within(Frame::Position(0))),
+                })
+                .collect::<Result<_, _>>()?,
+            Term::Datum(Datum::Array(ids)) => ids
+                .iter()
+                .map(|id| match id {
+                    Datum::Number(number) if *number >= 0.0 && number.fract() == 0.0 => Ok(*number as u64),
+                    _ => Err(ReqlError::compile("Function parameters must be variable numbers.").within(Frame::Position(0))),
+                })
+                .collect::<Result<_, _>>()?,
+            _ => return Err(ReqlError::compile("Expected an array of parameters in FUNC.").within(Frame::Position(0))),
+        };
+        Ok(Function { parameters, body: args[1].clone(), captured: context.variables.clone() })
+    }
+
+    /// A function of any argument returning `datum`.
+    pub fn constant(datum: Datum) -> Function {
+        Function { parameters: Vec::new(), body: Term::Datum(datum), captured: BTreeMap::new() }
+    }
+
+    /// Calls the function. A function of one parameter also binds `r.row`.
+    /// (Boxed: a function body may pull a stream that calls functions.)
+    pub fn call<'a>(
+        &'a self,
+        context: &'a Context,
+        arguments: Vec<Datum>,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<Datum, ReqlError>> + 'a>> {
+        Box::pin(self.call_inner(context, arguments))
+    }
+
+    async fn call_inner(&self, context: &Context, arguments: Vec<Datum>) -> Result<Datum, ReqlError> {
+        if arguments.len() != self.parameters.len() && !self.parameters.is_empty() {
+            let plural = |count: usize| if count == 1 { "" } else { "s" };
+            return Err(ReqlError::logic(format!(
+                "Expected function with {} argument{} but found function with {} argument{}.",
+                arguments.len(),
+                plural(arguments.len()),
+                self.parameters.len(),
+                plural(self.parameters.len())
+            )));
+        }
+        let mut inner = context.child();
+        inner.variables = self.captured.clone();
+        if arguments.len() == 1 {
+            inner.implicit = Some(arguments[0].clone());
+        }
+        for (parameter, argument) in self.parameters.iter().zip(arguments) {
+            inner.variables.insert(*parameter, argument);
+        }
+        match inner.eval(&self.body).await? {
+            Value::Datum(datum) => Ok(datum),
+            Value::SingleSelection { row, .. } => Ok(row.unwrap_or(Datum::Null)),
+            Value::Stream(stream) => stream.collect(&inner).await.map(Datum::Array),
+            other => Err(ReqlError::logic(format!("Expected type DATUM but found {}.", other.type_name()))),
+        }
+    }
+}
+
+/// Either a function or a value standing for one (`filter({'a': 1})`,
+/// `update({'b': 2})`): a datum used as a function ignores its argument,
+/// except objects in `filter`, which match fields.
+#[derive(Clone, Debug)]
+pub enum Callable {
+    Function(Function),
+    Constant(Datum),
+}
+
+impl Callable {
+    pub async fn call(&self, context: &Context, argument: Datum) -> Result<Datum, ReqlError> {
+        match self {
+            Callable::Function(function) => function.call(context, vec![argument]).await,
+            Callable::Constant(datum) => Ok(datum.clone()),
+        }
+    }
+
+    /// A filter predicate: functions by truthiness; objects by matching
+    /// every field they name.
+    pub async fn accepts(&self, context: &Context, row: &Datum) -> Result<bool, ReqlError> {
+        match self {
+            Callable::Constant(Datum::Object(wanted)) => Ok(match row {
+                Datum::Object(fields) => wanted.iter().all(|(name, value)| fields.get(name) == Some(value)),
+                _ => false,
+            }),
+            other => Ok(super::eval::truthy(&other.call(context, row.clone()).await?)),
+        }
+    }
+}

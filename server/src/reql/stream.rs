@@ -1,0 +1,196 @@
+//! Lazy sequences: a source (a table, a key range, or rows in memory) and
+//! the operations applied to each row as it is pulled (`filter`, `map`,
+//! `skip`, `limit`). Table sources are read in key order, a batch at a
+//! time, so a cursor over a large table never holds the table in memory.
+
+use std::collections::VecDeque;
+use std::ops::Bound;
+
+use bytes::Bytes;
+use photondb_datum::{document, Datum};
+use photondb_storage::catalog::TableConfig;
+use photondb_storage::{Direction, ScanRange};
+
+use super::error::{ErrorClass, ReqlError};
+use super::eval::Context;
+use super::function::{Callable, Function};
+
+/// Rows fetched from storage per round trip to the shards.
+const FETCH_ROWS: usize = 256;
+
+#[derive(Clone, Debug)]
+pub enum Source {
+    /// Rows of a table in primary-key order, from `start` to `end`.
+    Table { table: TableConfig, start: Bound<Bytes>, end: Bound<Bytes>, finished: bool },
+    Rows(VecDeque<Datum>),
+}
+
+#[derive(Clone, Debug)]
+pub enum Operation {
+    Filter { predicate: Callable, default: Option<Datum> },
+    Map(Function),
+    Skip(usize),
+    Limit(usize),
+}
+
+#[derive(Clone, Debug)]
+pub struct Stream {
+    pub source: Source,
+    pub operations: Vec<Operation>,
+    /// Rows pulled from the source and not yet passed through.
+    pending: VecDeque<Datum>,
+    /// Rows already produced, per `Skip`/`Limit` operation index.
+    counters: Vec<usize>,
+    exhausted: bool,
+}
+
+impl Stream {
+    pub fn table(table: TableConfig, start: Bound<Bytes>, end: Bound<Bytes>) -> Stream {
+        Stream::new(Source::Table { table, start, end, finished: false })
+    }
+
+    pub fn rows(rows: Vec<Datum>) -> Stream {
+        Stream::new(Source::Rows(rows.into()))
+    }
+
+    fn new(source: Source) -> Stream {
+        Stream { source, operations: Vec::new(), pending: VecDeque::new(), counters: Vec::new(), exhausted: false }
+    }
+
+    pub fn with(mut self, operation: Operation) -> Stream {
+        self.operations.push(operation);
+        self.counters.push(0);
+        self
+    }
+
+    /// The table this stream selects rows of, if writes can go through it
+    /// (no `map` has changed the rows).
+    pub fn selected_table(&self) -> Option<&TableConfig> {
+        match &self.source {
+            Source::Table { table, .. } if !self.operations.iter().any(|operation| matches!(operation, Operation::Map(_))) => Some(table),
+            _ => None,
+        }
+    }
+
+    pub fn is_table_source(&self) -> bool {
+        matches!(self.source, Source::Table { .. })
+    }
+
+    async fn refill(&mut self, context: &Context) -> Result<(), ReqlError> {
+        match &mut self.source {
+            Source::Rows(rows) => {
+                self.pending.extend(rows.drain(..));
+                self.exhausted = true;
+            }
+            Source::Table { table, start, end, finished } => {
+                if *finished {
+                    self.exhausted = true;
+                    return Ok(());
+                }
+                let range = ScanRange { start: start.clone(), end: end.clone(), direction: Direction::Ascending, limit: Some(FETCH_ROWS) };
+                let rows = context.engine.scan(table.id, range).await?;
+                if rows.len() < FETCH_ROWS {
+                    *finished = true;
+                }
+                if let Some((last, _)) = rows.last() {
+                    *start = Bound::Excluded(last.clone());
+                }
+                for (_, value) in rows {
+                    let row = document::decode(&value)
+                        .map_err(|error| ReqlError::new(ErrorClass::Internal, format!("Stored document is unreadable: {error}")))?;
+                    self.pending.push_back(row);
+                }
+                if self.pending.is_empty() && *finished {
+                    self.exhausted = true;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The next row that passes every operation, or `None` at the end.
+    pub async fn next(&mut self, context: &Context) -> Result<Option<Datum>, ReqlError> {
+        'rows: loop {
+            if self.limit_reached() {
+                return Ok(None);
+            }
+            let mut row = match self.pending.pop_front() {
+                Some(row) => row,
+                None if self.exhausted => return Ok(None),
+                None => {
+                    self.refill(context).await?;
+                    continue;
+                }
+            };
+            for index in 0..self.operations.len() {
+                match &self.operations[index] {
+                    Operation::Filter { predicate, default } => {
+                        let accepted = match predicate.accepts(context, &row).await {
+                            Ok(accepted) => accepted,
+                            // `filter(…, default=x)`: a missing field counts as x.
+                            Err(error) if error.class == ErrorClass::NonExistence => match default {
+                                Some(value) => super::eval::truthy(value),
+                                None => false,
+                            },
+                            Err(error) => return Err(error),
+                        };
+                        if !accepted {
+                            continue 'rows;
+                        }
+                    }
+                    Operation::Map(function) => row = function.call(context, vec![row]).await?,
+                    Operation::Skip(count) => {
+                        if self.counters[index] < *count {
+                            self.counters[index] += 1;
+                            continue 'rows;
+                        }
+                    }
+                    Operation::Limit(count) => {
+                        if self.counters[index] >= *count {
+                            return Ok(None);
+                        }
+                        self.counters[index] += 1;
+                    }
+                }
+            }
+            return Ok(Some(row));
+        }
+    }
+
+    fn limit_reached(&self) -> bool {
+        // Only a limit before any filter or skip is known to be final
+        // without pulling another row.
+        match self.operations.first() {
+            Some(Operation::Limit(count)) => self.counters[0] >= *count,
+            _ => false,
+        }
+    }
+
+    /// Every remaining row, checked against `array_limit`.
+    pub async fn collect(mut self, context: &Context) -> Result<Vec<Datum>, ReqlError> {
+        let mut rows = Vec::new();
+        while let Some(row) = self.next(context).await? {
+            if rows.len() >= context.array_limit {
+                return Err(ReqlError::new(
+                    ErrorClass::ResourceLimit,
+                    format!("Array over size limit `{}`.", context.array_limit),
+                ));
+            }
+            rows.push(row);
+        }
+        Ok(rows)
+    }
+
+    pub async fn count(mut self, context: &Context) -> Result<u64, ReqlError> {
+        if self.operations.is_empty() {
+            if let Source::Table { table, start: Bound::Unbounded, end: Bound::Unbounded, .. } = &self.source {
+                return Ok(context.engine.count(table.id).await?);
+            }
+        }
+        let mut count = 0;
+        while self.next(context).await?.is_some() {
+            count += 1;
+        }
+        Ok(count)
+    }
+}
