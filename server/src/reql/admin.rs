@@ -61,12 +61,12 @@ pub async fn evaluate(context: &Context, term_type: u64, args: &[Term], optargs:
     let engine = &context.engine;
     match term_type {
         kind::DB_LIST => {
-            arity(term_type, args, 0, 0)?;
+            arity(args, 0, 0)?;
             let names = engine.catalog().databases.into_keys().map(Datum::String).collect();
             Ok(Value::Datum(Datum::Array(names)))
         }
         kind::DB_CREATE => {
-            arity(term_type, args, 1, 1)?;
+            arity(args, 1, 1)?;
             let name = context.string_argument(args, 0).await?;
             check_name("Database", &name).map_err(|error| error.within(Frame::Position(0)))?;
             let database = engine.create_database(&name).await?;
@@ -76,7 +76,7 @@ pub async fn evaluate(context: &Context, term_type: u64, args: &[Term], optargs:
             ])))
         }
         kind::DB_DROP => {
-            arity(term_type, args, 1, 1)?;
+            arity(args, 1, 1)?;
             let name = context.string_argument(args, 0).await?;
             let (database, tables) = engine.drop_database(&name).await?;
             Ok(Value::Datum(object([
@@ -86,7 +86,7 @@ pub async fn evaluate(context: &Context, term_type: u64, args: &[Term], optargs:
             ])))
         }
         kind::TABLE_LIST => {
-            arity(term_type, args, 0, 1)?;
+            arity(args, 0, 1)?;
             let database = database_for(context, args, 1).await?;
             let names = engine
                 .catalog()
@@ -98,7 +98,7 @@ pub async fn evaluate(context: &Context, term_type: u64, args: &[Term], optargs:
             Ok(Value::Datum(Datum::Array(names)))
         }
         kind::TABLE_CREATE => {
-            arity(term_type, args, 1, 2)?;
+            arity(args, 1, 2)?;
             let database = database_for(context, args, 2).await?;
             let name = context.string_argument(args, args.len() - 1).await?;
             check_name("Table", &name).map_err(|error| error.within(Frame::Position(args.len() - 1)))?;
@@ -115,7 +115,7 @@ pub async fn evaluate(context: &Context, term_type: u64, args: &[Term], optargs:
                 Some(Datum::String(text)) if text == "hard" => Durability::Hard,
                 Some(Datum::String(text)) if text == "soft" => Durability::Soft,
                 Some(other) => {
-                    return Err(ReqlError::logic(format!("Durability option `{}` unrecognized (options are \"hard\" and \"soft\").", super::eval::pretty(&other)))
+                    return Err(ReqlError::logic(format!("Durability option `{}` unrecognized (options are \"hard\" and \"soft\").", super::write::option_text(&other)))
                         .within(Frame::Optional("durability".into())))
                 }
             };
@@ -127,7 +127,7 @@ pub async fn evaluate(context: &Context, term_type: u64, args: &[Term], optargs:
             ])))
         }
         kind::TABLE_DROP => {
-            arity(term_type, args, 1, 2)?;
+            arity(args, 1, 2)?;
             let database = database_for(context, args, 2).await?;
             let name = context.string_argument(args, args.len() - 1).await?;
             let table = engine.drop_table(&database.name, &name).await?;

@@ -151,7 +151,7 @@ impl Context {
             kind::ERROR => self.error_term(args).await,
             _ => {
                 let (minimum, maximum) = simple_term_arity(term_type)?;
-                match arity(term_type, args, minimum, maximum) {
+                match arity(args, minimum, maximum) {
                     Ok(()) => self.simple_datum_term(term_type, args, optargs).await,
                     Err(error) => Err(error),
                 }
@@ -161,7 +161,7 @@ impl Context {
     }
 
     async fn coerce_to(&self, args: &[Term]) -> Result<Value, ReqlError> {
-        arity(kind::COERCE_TO, args, 2, 2)?;
+        arity(args, 2, 2)?;
         let value = self.datum_argument(args, 0).await?;
         let target = self.string_argument(args, 1).await?;
         if target.eq_ignore_ascii_case("bool") {
@@ -192,7 +192,7 @@ impl Context {
     }
 
     async fn uuid_term(&self, args: &[Term]) -> Result<Value, ReqlError> {
-        arity(kind::UUID, args, 0, 1)?;
+        arity(args, 0, 1)?;
         if args.is_empty() {
             let mut bytes: [u8; 16] = crate::protocol::scram::random_bytes(16).try_into().expect("16 bytes");
             bytes[6] = (bytes[6] & 0x0F) | 0x40;
@@ -216,7 +216,7 @@ impl Context {
     }
 
     async fn default_term(&self, args: &[Term]) -> Result<Value, ReqlError> {
-        arity(kind::DEFAULT, args, 2, 2)?;
+        arity(args, 2, 2)?;
         match self.argument(args, 0).await {
             Ok(Value::Datum(Datum::Null)) => self.argument(args, 1).await,
             Ok(Value::SingleSelection { row: None, .. }) => self.argument(args, 1).await,
@@ -226,7 +226,7 @@ impl Context {
     }
 
     async fn error_term(&self, args: &[Term]) -> Result<Value, ReqlError> {
-        arity(kind::ERROR, args, 0, 1)?;
+        arity(args, 0, 1)?;
         if args.is_empty() {
             return Err(ReqlError::logic("Empty ERROR term outside a default block."));
         }

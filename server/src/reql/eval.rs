@@ -170,7 +170,7 @@ impl Context {
     async fn call(&self, term_type: u64, args: &[Term], optargs: &BTreeMap<String, Term>) -> Result<Value, ReqlError> {
         match term_type {
             kind::VAR => {
-                arity(term_type, args, 1, 1)?;
+                arity(args, 1, 1)?;
                 let id = match &args[0] {
                     Term::Datum(Datum::Number(id)) => *id as u64,
                     _ => return Err(ReqlError::compile("Expected a variable number in VAR.")),
@@ -182,9 +182,11 @@ impl Context {
             }),
             kind::FUNC => Function::from_arguments(args, self).map(Value::Function),
             kind::FUNCALL => {
-                arity(term_type, args, 1, usize::MAX)?;
+                arity(args, 1, usize::MAX)?;
                 let function = match self.argument(args, 0).await? {
                     Value::Function(function) => function,
+                    // `r.do(value)`: a constant stands for a function returning it.
+                    Value::Datum(datum) if args.len() == 1 => return Ok(Value::Datum(datum)),
                     other => return Err(ReqlError::logic(format!("Expected type FUNCTION but found {}.", other.type_name())).within(Frame::Position(0))),
                 };
                 let mut arguments = Vec::with_capacity(args.len() - 1);
@@ -196,7 +198,7 @@ impl Context {
             kind::MINVAL => Ok(Value::MinValue),
             kind::MAXVAL => Ok(Value::MaxValue),
             kind::MAP => {
-                arity(term_type, args, 2, 2)?;
+                arity(args, 2, 2)?;
                 let stream = self.stream_argument(args, 0).await?;
                 let function = match self.callable_argument(args, 1).await? {
                     Callable::Function(function) => function,
@@ -205,14 +207,14 @@ impl Context {
                 self.stream_result(args, stream.with(Operation::Map(function))).await
             }
             kind::FILTER => {
-                arity(term_type, args, 2, 2)?;
+                arity(args, 2, 2)?;
                 let stream = self.stream_argument(args, 0).await?;
                 let predicate = self.callable_argument(args, 1).await?;
                 let default = self.optional_datum(optargs, "default").await?;
                 self.stream_result(args, stream.with(Operation::Filter { predicate, default })).await
             }
             kind::LIMIT | kind::SKIP if self.is_stream_argument(args).await => {
-                arity(term_type, args, 2, 2)?;
+                arity(args, 2, 2)?;
                 let stream = self.stream_argument(args, 0).await?;
                 let count = match self.datum_argument(args, 1).await? {
                     Datum::Number(count) if count >= 0.0 && count.fract() == 0.0 => count as usize,
@@ -244,12 +246,12 @@ impl Context {
                 Ok(Value::Datum(Datum::Object(fields)))
             }
             kind::DB => {
-                arity(term_type, args, 1, 1)?;
+                arity(args, 1, 1)?;
                 let name = self.string_argument(args, 0).await?;
                 Ok(Value::Database(self.database_named(&name)?))
             }
             kind::TABLE => {
-                arity(term_type, args, 1, 2)?;
+                arity(args, 1, 2)?;
                 let (database, name) = if args.len() == 2 {
                     (self.database_argument(args, 0).await?, self.string_argument(args, 1).await?)
                 } else {
@@ -262,14 +264,14 @@ impl Context {
                 Ok(Value::Table(table))
             }
             kind::GET => {
-                arity(term_type, args, 2, 2)?;
+                arity(args, 2, 2)?;
                 let table = self.table_argument(args, 0).await?;
                 let key = self.datum_argument(args, 1).await?;
                 let row = write::get(&self.engine, &table, &key).await.map_err(|error| error.within(Frame::Position(1)))?;
                 Ok(Value::SingleSelection { table, row })
             }
             kind::EQ | kind::NE | kind::LT | kind::LE | kind::GT | kind::GE => {
-                arity(term_type, args, 1, usize::MAX)?;
+                arity(args, 1, usize::MAX)?;
                 let mut values = Vec::with_capacity(args.len());
                 for index in 0..args.len() {
                     values.push(self.datum_argument(args, index).await?);
@@ -290,7 +292,7 @@ impl Context {
                 Ok(Value::Datum(Datum::Bool(result)))
             }
             kind::NOT => {
-                arity(term_type, args, 1, 1)?;
+                arity(args, 1, 1)?;
                 Ok(Value::Datum(Datum::Bool(!truthy(&self.datum_argument(args, 0).await?))))
             }
             kind::AND | kind::OR => {
@@ -305,18 +307,19 @@ impl Context {
             }
             kind::ADD | kind::SUB | kind::MUL | kind::DIV => self.arithmetic(term_type, args).await,
             kind::GET_FIELD | kind::BRACKET => {
-                arity(term_type, args, 2, 2)?;
+                arity(args, 2, 2)?;
                 let object = self.datum_argument(args, 0).await?;
                 let field = self.datum_argument(args, 1).await?;
-                get_field(&object, &field).map(Value::Datum)
+                let name = if term_type == kind::BRACKET { "bracket" } else { "get_field" };
+                get_field(&object, &field, name).map(Value::Datum)
             }
             kind::TYPE_OF => {
-                arity(term_type, args, 1, 1)?;
+                arity(args, 1, 1)?;
                 let value = self.argument(args, 0).await?;
                 Ok(Value::Datum(Datum::String(value.type_name().to_owned())))
             }
             kind::COUNT => {
-                arity(term_type, args, 1, 1)?;
+                arity(args, 1, 1)?;
                 match self.argument(args, 0).await? {
                     Value::Table(table) => Ok(Value::Datum(Datum::Number(self.engine.count(table.id).await? as f64))),
                     Value::Stream(stream) => Ok(Value::Datum(Datum::Number(stream.count(self).await? as f64))),
@@ -330,7 +333,7 @@ impl Context {
             kind::INSERT => write::insert(self, args, optargs).await,
             kind::DELETE => write::delete(self, args, optargs).await,
             kind::SYNC => {
-                arity(term_type, args, 1, 1)?;
+                arity(args, 1, 1)?;
                 self.table_argument(args, 0).await?;
                 self.engine.sync().await?;
                 Ok(Value::Datum(object([("synced", Datum::Number(1.0))])))
@@ -351,7 +354,7 @@ impl Context {
     }
 
     async fn arithmetic(&self, term_type: u64, args: &[Term]) -> Result<Value, ReqlError> {
-        arity(term_type, args, 1, usize::MAX)?;
+        arity(args, 1, usize::MAX)?;
         let mut accumulator = self.datum_argument(args, 0).await?;
         for index in 1..args.len() {
             let operand = self.datum_argument(args, index).await?;
@@ -413,11 +416,10 @@ impl Context {
     }
 }
 
-pub fn arity(term_type: u64, args: &[Term], minimum: usize, maximum: usize) -> Result<(), ReqlError> {
+pub fn arity(args: &[Term], minimum: usize, maximum: usize) -> Result<(), ReqlError> {
     if args.len() >= minimum && args.len() <= maximum {
         return Ok(());
     }
-    let name = super::term_type::name(term_type).unwrap_or("term");
     let plural = |count: usize| if count == 1 { "argument" } else { "arguments" };
     let expected = if minimum == maximum {
         format!("{minimum} {}", plural(minimum))
@@ -426,7 +428,7 @@ pub fn arity(term_type: u64, args: &[Term], minimum: usize, maximum: usize) -> R
     } else {
         format!("between {minimum} and {maximum} arguments")
     };
-    Err(ReqlError::new(ErrorClass::Compile, format!("Expected {expected} but found {} (in {name}).", args.len())))
+    Err(ReqlError::new(ErrorClass::Compile, format!("Expected {expected} but found {}.", args.len())))
 }
 
 pub fn truthy(datum: &Datum) -> bool {
@@ -437,7 +439,7 @@ pub fn object<const N: usize>(fields: [(&str, Datum); N]) -> Datum {
     Datum::Object(fields.into_iter().map(|(name, value)| (name.to_owned(), value)).collect())
 }
 
-fn get_field(object: &Datum, field: &Datum) -> Result<Datum, ReqlError> {
+fn get_field(object: &Datum, field: &Datum, term_name: &str) -> Result<Datum, ReqlError> {
     match (object, field) {
         (Datum::Object(fields), Datum::String(name)) => fields.get(name).cloned().ok_or_else(|| {
             ReqlError::new(ErrorClass::NonExistence, format!("No attribute `{name}` in object:\n{}", pretty(object)))
@@ -449,7 +451,7 @@ fn get_field(object: &Datum, field: &Datum) -> Result<Datum, ReqlError> {
             })
         }
         (Datum::Object(_), other) => Err(ReqlError::logic(format!("Expected type STRING but found {}.", other.type_name()))),
-        (other, _) => Err(ReqlError::logic(format!("Cannot perform get_field on a non-object non-sequence `{}`.", pretty(other)))),
+        (other, _) => Err(ReqlError::logic(format!("Cannot perform {term_name} on a non-object non-sequence `{}`.", pretty(other)))),
     }
 }
 

@@ -17,6 +17,14 @@ use super::stream::Stream;
 use super::term::Term;
 use super::term_type as kind;
 
+/// An option value as RethinkDB quotes it in messages: strings bare.
+pub fn option_text(value: &Datum) -> String {
+    match value {
+        Datum::String(text) => text.clone(),
+        other => pretty(other),
+    }
+}
+
 pub async fn get(engine: &Engine, table: &TableConfig, key: &Datum) -> Result<Option<Datum>, ReqlError> {
     let encoded = primary_key_bytes(key)?;
     let stored = engine.get(table.id, Bytes::from(encoded)).await?;
@@ -38,7 +46,7 @@ async fn durability(context: &Context, optargs: &BTreeMap<String, Term>, table: 
     match context.optional_datum(optargs, "durability").await? {
         Some(Datum::String(text)) if text == "hard" => Ok(Durability::Hard),
         Some(Datum::String(text)) if text == "soft" => Ok(Durability::Soft),
-        Some(other) => Err(ReqlError::logic(format!("Durability option `{}` unrecognized (options are \"hard\" and \"soft\").", pretty(&other)))
+        Some(other) => Err(ReqlError::logic(format!("Durability option `{}` unrecognized (options are \"hard\" and \"soft\").", option_text(&other)))
             .within(Frame::Optional("durability".into()))),
         None => Ok(context.durability.unwrap_or(table.durability)),
     }
@@ -101,7 +109,7 @@ impl Tally {
 }
 
 pub async fn insert(context: &Context, args: &[Term], optargs: &BTreeMap<String, Term>) -> Result<Value, ReqlError> {
-    arity(kind::INSERT, args, 2, 2)?;
+    arity(args, 2, 2)?;
     let table = context.table_argument(args, 0).await?;
     let documents = match context.datum_argument(args, 1).await? {
         Datum::Array(items) => items,
@@ -113,7 +121,7 @@ pub async fn insert(context: &Context, args: &[Term], optargs: &BTreeMap<String,
         Some(Datum::String(text)) if text == "replace" => Conflict::Replace,
         Some(Datum::String(text)) if text == "update" => Conflict::Update,
         Some(other) => {
-            return Err(ReqlError::logic(format!("Conflict option `{}` unrecognized (options are \"error\", \"replace\" and \"update\").", pretty(&other)))
+            return Err(ReqlError::logic(format!("Conflict option `{}` unrecognized (options are \"error\", \"replace\" and \"update\").", option_text(&other)))
                 .within(Frame::Optional("conflict".into())))
         }
     };
@@ -169,7 +177,7 @@ pub async fn insert(context: &Context, args: &[Term], optargs: &BTreeMap<String,
 }
 
 pub async fn delete(context: &Context, args: &[Term], optargs: &BTreeMap<String, Term>) -> Result<Value, ReqlError> {
-    arity(kind::DELETE, args, 1, 1)?;
+    arity(args, 1, 1)?;
     let target = context.argument(args, 0).await?;
     let (table, mut rows) = rows_of(target).map_err(|error| error.within(Frame::Position(0)))?;
     let durability = durability(context, optargs, &table).await?;
@@ -254,7 +262,7 @@ fn merge(old: Datum, patch: Datum) -> Datum {
 }
 
 pub async fn update_or_replace(context: &Context, term_type: u64, args: &[Term], optargs: &BTreeMap<String, Term>) -> Result<Value, ReqlError> {
-    arity(term_type, args, 2, 2)?;
+    arity(args, 2, 2)?;
     let target = context.argument(args, 0).await?;
     let (table, mut rows) = rows_of(target).map_err(|error| error.within(Frame::Position(0)))?;
     let change = context.callable_argument(args, 1).await?;
@@ -328,15 +336,13 @@ async fn apply_change(context: &Context, table: &TableConfig, term_type: u64, ch
     match (&row, new) {
         (_, Datum::Null) => Ok(None),
         (old, new @ Datum::Object(_)) => {
-            match old {
-                Some(old) => check_primary_key_kept(table, old, &new)?,
-                None => {
-                    if let Datum::Object(fields) = &new {
-                        if !fields.contains_key(&table.primary_key) {
-                            return Err(ReqlError::logic(format!("Inserted object must have primary key `{}`:\n{}", table.primary_key, pretty(&new))));
-                        }
-                    }
+            if let Datum::Object(fields) = &new {
+                if !fields.contains_key(&table.primary_key) {
+                    return Err(ReqlError::logic(format!("Inserted object must have primary key `{}`:\n{}", table.primary_key, pretty(&new))));
                 }
+            }
+            if let Some(old) = old {
+                check_primary_key_kept(table, old, &new)?;
             }
             Ok(Some(new))
         }
@@ -346,21 +352,19 @@ async fn apply_change(context: &Context, table: &TableConfig, term_type: u64, ch
 
 fn check_primary_key_kept(table: &TableConfig, old: &Datum, new: &Datum) -> Result<(), ReqlError> {
     let (Datum::Object(old_fields), Datum::Object(new_fields)) = (old, new) else { return Ok(()) };
-    let (old_key, new_key) = (old_fields.get(&table.primary_key), new_fields.get(&table.primary_key));
-    if old_key != new_key {
-        let show = |key: Option<&Datum>| key.map_or("null".to_owned(), |key| photondb_datum::json::to_json(key).to_string());
+    if old_fields.get(&table.primary_key) != new_fields.get(&table.primary_key) {
         return Err(ReqlError::logic(format!(
             "Primary key `{}` cannot be changed (`{}` -> `{}`).",
             table.primary_key,
-            show(old_key),
-            show(new_key)
+            pretty(old),
+            pretty(new)
         )));
     }
     Ok(())
 }
 
 pub async fn get_all(context: &Context, args: &[Term], optargs: &BTreeMap<String, Term>) -> Result<Value, ReqlError> {
-    arity(kind::GET_ALL, args, 1, usize::MAX)?;
+    arity(args, 1, usize::MAX)?;
     if let Some(index) = context.optional_datum(optargs, "index").await? {
         let table = context.table_argument(args, 0).await?;
         if index != Datum::String(table.primary_key.clone()) {
@@ -385,7 +389,7 @@ pub async fn get_all(context: &Context, args: &[Term], optargs: &BTreeMap<String
 }
 
 pub async fn between(context: &Context, args: &[Term], optargs: &BTreeMap<String, Term>) -> Result<Value, ReqlError> {
-    arity(kind::BETWEEN, args, 3, 3)?;
+    arity(args, 3, 3)?;
     let table = context.table_argument(args, 0).await?;
     if let Some(index) = context.optional_datum(optargs, "index").await? {
         if index != Datum::String(table.primary_key.clone()) {
