@@ -333,14 +333,20 @@ def main():
                 report = []
                 try:
                     connection = r.connect(port=port, timeout=QUERY_TIMEOUT_SECONDS)
-                    passed, failed = run_file(path, connection, arguments.show, report)
-                    connection.close()
+                    try:
+                        passed, failed = run_file(path, connection, arguments.show, report)
+                    finally:
+                        try:
+                            connection.close()
+                        except Exception:  # noqa: BLE001 - a dead connection has nothing to close
+                            pass
                 except Exception as error:  # noqa: BLE001 - one broken file must not stop the run
                     passed, failed = 0, 1
                     report.append("  file aborted: %s" % "".join(traceback.format_exception_only(type(error), error)).strip())
-                    if process.poll() is not None:
-                        print("server died:\n" + open(os.path.join(directory, "server.log"), errors="replace").read()[-4000:])
-                        raise
+                if process.poll() is not None:
+                    print("%s: the server died:\n%s" % (path.relative_to(suite), open(os.path.join(directory, "server.log"), errors="replace").read()[-4000:]))
+                    print("conformance: server crashed")
+                    return 1
                 total_passed += passed
                 total_failed += failed
                 print("%-40s %4d passed, %4d failed" % (path.relative_to(suite), passed, failed))

@@ -43,6 +43,11 @@ pub enum PartitionStorage {
     Durable { root: PathBuf, create: bool, ring_bytes: u64 },
 }
 
+/// Stack of a shard thread. Query evaluation recurses once per level of a
+/// query's term tree (bounded by the JSON nesting limit of 128), and async
+/// frames are large in debug builds; only touched pages cost memory.
+const SHARD_STACK_BYTES: usize = 256 << 20;
+
 /// Starts a shard thread; returns once its partitions are open (or failed).
 pub fn start(plan: ShardPlan, inbox: flume::Receiver<Message>) -> Result<std::thread::JoinHandle<()>, EngineError> {
     let (ready, started) = flume::bounded(1);
@@ -51,24 +56,29 @@ pub fn start(plan: ShardPlan, inbox: flume::Receiver<Message>) -> Result<std::th
         None => Placement::Unbound,
     };
     let id = plan.id;
-    let handle = LocalExecutorBuilder::new(placement)
-        .name(&format!("shard-{id}"))
-        .spawn(move || async move {
-            let state = match open_partitions(&plan).await {
-                Ok(partitions) => Rc::new(ShardState { id: plan.id, partitions }),
+    // The thread is ours (not glommio's spawn) so that its stack size is.
+    let thread = std::thread::Builder::new()
+        .name(format!("shard-{id}"))
+        .stack_size(SHARD_STACK_BYTES)
+        .spawn(move || {
+            let executor = match LocalExecutorBuilder::new(placement).name(&format!("shard-{id}")).make() {
+                Ok(executor) => executor,
                 Err(error) => {
-                    let _ = ready.send(Err(error));
+                    let _ = ready.send(Err(EngineError::Startup(format!("shard {id}: {error}"))));
                     return;
                 }
             };
-            let _ = ready.send(Ok(()));
-            serve(state, inbox).await;
-        })
-        .map_err(|error| EngineError::Startup(format!("shard {id}: {error}")))?;
-    let thread = std::thread::Builder::new()
-        .name(format!("shard-{id}-join"))
-        .spawn(move || {
-            let _ = handle.join();
+            executor.run(async move {
+                let state = match open_partitions(&plan).await {
+                    Ok(partitions) => Rc::new(ShardState { id: plan.id, partitions }),
+                    Err(error) => {
+                        let _ = ready.send(Err(error));
+                        return;
+                    }
+                };
+                let _ = ready.send(Ok(()));
+                serve(state, inbox).await;
+            });
         })
         .map_err(|error| EngineError::Startup(format!("shard {id}: {error}")))?;
     match started.recv() {

@@ -213,7 +213,7 @@ impl Context {
                 let default = self.optional_datum(optargs, "default").await?;
                 self.stream_result(args, stream.with(Operation::Filter { predicate, default })).await
             }
-            kind::LIMIT | kind::SKIP if self.is_stream_argument(args).await => {
+            kind::LIMIT | kind::SKIP if self.is_stream_argument(args) => {
                 arity(args, 2, 2)?;
                 let stream = self.stream_argument(args, 0).await?;
                 let count = match self.datum_argument(args, 1).await? {
@@ -225,7 +225,7 @@ impl Context {
                     other => return Err(ReqlError::logic(format!("Expected type NUMBER but found {}.", other.type_name())).within(Frame::Position(1))),
                 };
                 let operation = if term_type == kind::SKIP { Operation::Skip(count) } else { Operation::Limit(count) };
-                Ok(Value::Stream(stream.with(operation)))
+                self.stream_result(args, stream.with(operation)).await
             }
             kind::GET_ALL => write::get_all(self, args, optargs).await,
             kind::BETWEEN => write::between(self, args, optargs).await,
@@ -318,6 +318,7 @@ impl Context {
                 let value = self.argument(args, 0).await?;
                 Ok(Value::Datum(Datum::String(value.type_name().to_owned())))
             }
+            kind::COUNT if args.len() == 2 => self.stream_query(term_type, args).await,
             kind::COUNT => {
                 arity(args, 1, 1)?;
                 match self.argument(args, 0).await? {
@@ -342,6 +343,9 @@ impl Context {
                 admin::evaluate(self, term_type, args, optargs).await
             }
             other => {
+                if let Some(result) = self.sequence_term(other, args, optargs).await {
+                    return result;
+                }
                 if let Some(result) = self.datum_term(other, args, optargs).await {
                     return result;
                 }
@@ -396,14 +400,37 @@ impl Context {
 
 impl Context {
     /// Whether argument 0 is, by its term type, a table or a stream.
-    async fn is_stream_argument(&self, args: &[Term]) -> bool {
+    pub(super) fn is_stream_argument(&self, args: &[Term]) -> bool {
         match args.first() {
             Some(Term::Call { term_type, .. }) => matches!(
                 *term_type,
-                kind::TABLE | kind::FILTER | kind::MAP | kind::LIMIT | kind::SKIP | kind::GET_ALL | kind::BETWEEN
+                kind::TABLE
+                    | kind::FILTER
+                    | kind::MAP
+                    | kind::LIMIT
+                    | kind::SKIP
+                    | kind::GET_ALL
+                    | kind::BETWEEN
+                    | kind::ORDER_BY
+                    | kind::UNION
+                    | kind::CONCAT_MAP
+                    | kind::DISTINCT
+                    | kind::PLUCK
+                    | kind::WITHOUT
+                    | kind::MERGE
             ),
             _ => false,
         }
+    }
+
+    /// The name of a table's database, for messages.
+    pub fn database_name_of(&self, table: &TableConfig) -> String {
+        self.engine
+            .catalog()
+            .databases
+            .into_values()
+            .find(|database| database.id == table.database)
+            .map_or_else(|| "?".to_owned(), |database| database.name)
     }
 
     /// Operations on arrays give arrays; on tables and streams, streams.

@@ -6,6 +6,8 @@
 //! - [`eval`]: evaluation against the engine, on the connection's shard.
 //! - [`function`]: functions, variables and `r.row`.
 //! - [`stream`]: lazy sequences over tables and arrays.
+//! - [`sequence`]: `pluck`, `merge`, `order_by`, aggregation and other
+//!   sequence terms.
 //! - [`admin`]: databases and tables (`db_create`, `table_list`, …).
 //! - [`datum_terms`]: terms on datums alone (`coerce_to`, `object`, `uuid`, …).
 //! - [`write`]: `insert` and `delete`.
@@ -16,6 +18,7 @@ pub mod datum_terms;
 pub mod error;
 pub mod eval;
 pub mod function;
+pub mod sequence;
 pub mod stream;
 pub mod term;
 pub mod term_type;

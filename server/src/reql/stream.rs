@@ -25,10 +25,46 @@ pub enum Source {
     Rows(VecDeque<Datum>),
 }
 
+/// A row-by-row transformation with no function of the user's.
+#[derive(Clone, Debug)]
+pub enum Transform {
+    Pluck(Vec<Datum>),
+    Without(Vec<Datum>),
+    Merge(Vec<Callable>),
+}
+
+impl Transform {
+    pub async fn apply(&self, context: &Context, row: Datum) -> Result<Datum, ReqlError> {
+        match self {
+            Transform::Pluck(selectors) => super::sequence::pluck(&row, selectors),
+            Transform::Without(selectors) => super::sequence::without(&row, selectors),
+            Transform::Merge(patches) => {
+                if let Datum::Array(items) = row {
+                    let mut merged = Vec::with_capacity(items.len());
+                    for item in items {
+                        merged.push(Box::pin(self.apply(context, item)).await?);
+                    }
+                    return Ok(Datum::Array(merged));
+                }
+                let mut row = row;
+                for patch in patches {
+                    let patch = patch.call(context, row.clone()).await?;
+                    if !matches!(patch, Datum::Object(_)) && !matches!(row, Datum::Object(_)) {
+                        return Err(ReqlError::logic(format!("Expected type OBJECT but found {}.", row.type_name())));
+                    }
+                    row = super::sequence::merge(row, patch);
+                }
+                Ok(row)
+            }
+        }
+    }
+}
+
 #[derive(Clone, Debug)]
 pub enum Operation {
     Filter { predicate: Callable, default: Option<Datum> },
     Map(Function),
+    Transform(Transform),
     Skip(usize),
     Limit(usize),
 }
@@ -67,7 +103,11 @@ impl Stream {
     /// (no `map` has changed the rows).
     pub fn selected_table(&self) -> Option<&TableConfig> {
         match &self.source {
-            Source::Table { table, .. } if !self.operations.iter().any(|operation| matches!(operation, Operation::Map(_))) => Some(table),
+            Source::Table { table, .. }
+                if !self.operations.iter().any(|operation| matches!(operation, Operation::Map(_) | Operation::Transform(_))) =>
+            {
+                Some(table)
+            }
             _ => None,
         }
     }
@@ -139,6 +179,7 @@ impl Stream {
                         }
                     }
                     Operation::Map(function) => row = function.call(context, vec![row]).await?,
+                    Operation::Transform(transform) => row = transform.apply(context, row).await?,
                     Operation::Skip(count) => {
                         if self.counters[index] < *count {
                             self.counters[index] += 1;

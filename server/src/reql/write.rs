@@ -25,6 +25,23 @@ pub fn option_text(value: &Datum) -> String {
     }
 }
 
+/// RethinkDB refuses to store arrays longer than this, whatever
+/// `array_limit` a query sets.
+const DISK_ARRAY_LIMIT: usize = 100_000;
+
+fn check_storable(datum: &Datum) -> Result<(), ReqlError> {
+    match datum {
+        Datum::Array(items) => {
+            if items.len() > DISK_ARRAY_LIMIT {
+                return Err(ReqlError::new(ErrorClass::ResourceLimit, "Array too large for disk writes (limit 100,000 elements)."));
+            }
+            items.iter().try_for_each(check_storable)
+        }
+        Datum::Object(fields) => fields.values().try_for_each(check_storable),
+        _ => Ok(()),
+    }
+}
+
 pub async fn get(engine: &Engine, table: &TableConfig, key: &Datum) -> Result<Option<Datum>, ReqlError> {
     let encoded = primary_key_bytes(key)?;
     let stored = engine.get(table.id, Bytes::from(encoded)).await?;
@@ -152,6 +169,10 @@ pub async fn insert(context: &Context, args: &[Term], optargs: &BTreeMap<String,
             }
         };
         let value = Datum::Object(fields);
+        if let Err(error) = check_storable(&value) {
+            tally.error(error.message);
+            continue;
+        }
         mutations.push(Mutation::Put { table: table.id, key: Bytes::from(encoded), value: Bytes::from(document::encode(&value)), conflict });
         written.push(value);
     }
@@ -271,7 +292,7 @@ pub async fn update_or_replace(context: &Context, term_type: u64, args: &[Term],
     let mut tally = Tally::default();
     while let Some(row) = rows.next(context).await? {
         let outcome = apply_change(context, &table, term_type, &change, row.clone()).await;
-        let new = match outcome {
+        let new = match outcome.and_then(|new| new.as_ref().map_or(Ok(()), check_storable).map(|()| new)) {
             Ok(new) => new,
             Err(error) => {
                 tally.error(error.message);

@@ -89,3 +89,31 @@ def test_an_oversized_frame_closes_only_that_connection(server):
     other = handshake(server.port)
     assert r.expr("fine").run(other) == "fine"
     other.close()
+
+
+def test_deep_queries_never_kill_the_server(server):
+    """Regression: evaluation recursed past a 2 MiB shard stack on an
+    8-level query over a 100,000-element array, aborting the process."""
+    connection = handshake(server.port)
+    r.table_create("deep").run(connection)
+    ten = r.expr(list(range(10)))
+    huge = ten.concat_map(lambda row: list(range(10))).concat_map(lambda row: list(range(10))) \
+        .concat_map(lambda row: list(range(10))).concat_map(lambda row: list(range(10)))
+    result = r.table("deep").insert({"id": 0, "count": huge.append(1).count()}).run(connection, array_limit=100001)
+    assert result["inserted"] == 1
+    assert r.table("deep").get(0)["count"].run(connection) == 100001
+    too_large = r.table("deep").insert({"id": 1, "array": huge.append(1)}).run(connection, array_limit=100001)
+    assert too_large["first_error"] == "Array too large for disk writes (limit 100,000 elements)." 
+    nested = r.expr(1)
+    for _ in range(60):
+        nested = r.expr([nested])
+    assert str(nested.run(connection)).count("[") == 60
+    too_deep = r.expr(1)
+    for _ in range(200):
+        too_deep = r.expr([too_deep])
+    try:
+        too_deep.run(connection)
+    except Exception:
+        pass  # refused with an error is fine; the server must live on
+    assert r.expr("alive").run(connection) == "alive"
+    connection.close()

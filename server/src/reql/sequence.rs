@@ -1,0 +1,657 @@
+//! Terms over sequences and documents: `pluck`, `without`, `merge`,
+//! `literal`, `order_by`, `distinct`, `union`, `concat_map`, `reduce`,
+//! `sum`, `avg`, `min`, `max`, `count` with a predicate, `for_each`, `nth`,
+//! `is_empty` and `contains` on streams, and the array set operations.
+
+use std::cmp::Ordering;
+use std::collections::BTreeMap;
+use std::ops::Bound;
+
+use photondb_datum::{Datum, Object};
+
+use super::error::{ErrorClass, Frame, ReqlError};
+use super::eval::{arity, pretty, truthy, Context, Value};
+use super::function::Callable;
+use super::stream::{Operation, Stream, Transform};
+use super::term::Term;
+use super::term_type as kind;
+
+const LITERAL_TYPE: &str = "LITERAL";
+
+/// `r.literal(value)` inside a merge patch: replace instead of merging
+/// (no value: remove the field).
+pub fn literal(value: Option<Datum>) -> Datum {
+    let mut fields = Object::new();
+    fields.insert("$reql_type$".into(), Datum::String(LITERAL_TYPE.into()));
+    if let Some(value) = value {
+        fields.insert("value".into(), value);
+    }
+    Datum::Object(fields)
+}
+
+fn as_literal(datum: &Datum) -> Option<Option<&Datum>> {
+    match datum {
+        Datum::Object(fields) if fields.get("$reql_type$") == Some(&Datum::String(LITERAL_TYPE.into())) => Some(fields.get("value")),
+        _ => None,
+    }
+}
+
+/// Deep merge with `r.literal`.
+pub fn merge(base: Datum, patch: Datum) -> Datum {
+    if let Some(value) = as_literal(&patch) {
+        return value.cloned().unwrap_or(Datum::Null);
+    }
+    match (base, patch) {
+        (Datum::Object(mut base), Datum::Object(patch)) => {
+            for (key, value) in patch {
+                match as_literal(&value) {
+                    Some(None) => {
+                        base.remove(&key);
+                    }
+                    Some(Some(value)) => {
+                        base.insert(key, value.clone());
+                    }
+                    None => {
+                        let merged = match base.remove(&key) {
+                            Some(existing) => merge(existing, value),
+                            None => strip_literals(value),
+                        };
+                        base.insert(key, merged);
+                    }
+                }
+            }
+            Datum::Object(base)
+        }
+        (_, patch) => strip_literals(patch),
+    }
+}
+
+fn strip_literals(datum: Datum) -> Datum {
+    match datum {
+        Datum::Object(fields) => {
+            if let Some(value) = as_literal(&Datum::Object(fields.clone())) {
+                return value.cloned().unwrap_or(Datum::Null);
+            }
+            Datum::Object(fields.into_iter().map(|(key, value)| (key, strip_literals(value))).collect())
+        }
+        other => other,
+    }
+}
+
+pub fn pluck(value: &Datum, selectors: &[Datum]) -> Result<Datum, ReqlError> {
+    match value {
+        Datum::Array(items) => items.iter().map(|item| pluck(item, selectors)).collect::<Result<_, _>>().map(Datum::Array),
+        Datum::Object(fields) => {
+            let mut out = Object::new();
+            pluck_into(fields, selectors, &mut out)?;
+            Ok(Datum::Object(out))
+        }
+        other => Err(ReqlError::logic(format!("Cannot perform pluck on a non-object non-sequence `{}`.", pretty(other)))),
+    }
+}
+
+fn pluck_into(fields: &Object, selectors: &[Datum], out: &mut Object) -> Result<(), ReqlError> {
+    for selector in selectors {
+        match selector {
+            Datum::String(name) => {
+                if let Some(value) = fields.get(name) {
+                    out.insert(name.clone(), value.clone());
+                }
+            }
+            Datum::Array(nested) => pluck_into(fields, nested, out)?,
+            Datum::Object(paths) => {
+                for (name, sub) in paths {
+                    let Some(value) = fields.get(name) else { continue };
+                    if *sub == Datum::Bool(true) {
+                        out.insert(name.clone(), value.clone());
+                        continue;
+                    }
+                    let selected = match value {
+                        Datum::Object(_) | Datum::Array(_) => pluck(value, std::slice::from_ref(sub))?,
+                        _ => continue,
+                    };
+                    let merged = match out.remove(name) {
+                        Some(existing) => merge(existing, selected),
+                        None => selected,
+                    };
+                    out.insert(name.clone(), merged);
+                }
+            }
+            other => return Err(ReqlError::logic(format!("Invalid path argument `{}`.", pretty(other)))),
+        }
+    }
+    Ok(())
+}
+
+pub fn without(value: &Datum, selectors: &[Datum]) -> Result<Datum, ReqlError> {
+    match value {
+        Datum::Array(items) => items.iter().map(|item| without(item, selectors)).collect::<Result<_, _>>().map(Datum::Array),
+        Datum::Object(fields) => {
+            let mut out = fields.clone();
+            without_from(&mut out, selectors)?;
+            Ok(Datum::Object(out))
+        }
+        other => Err(ReqlError::logic(format!("Cannot perform without on a non-object non-sequence `{}`.", pretty(other)))),
+    }
+}
+
+fn without_from(fields: &mut Object, selectors: &[Datum]) -> Result<(), ReqlError> {
+    for selector in selectors {
+        match selector {
+            Datum::String(name) => {
+                fields.remove(name);
+            }
+            Datum::Array(nested) => without_from(fields, nested)?,
+            Datum::Object(paths) => {
+                for (name, sub) in paths {
+                    if *sub == Datum::Bool(true) {
+                        fields.remove(name);
+                    } else if let Some(value) = fields.get(name).cloned() {
+                        if matches!(value, Datum::Object(_) | Datum::Array(_)) {
+                            fields.insert(name.clone(), without(&value, std::slice::from_ref(sub))?);
+                        }
+                    }
+                }
+            }
+            other => return Err(ReqlError::logic(format!("Invalid path argument `{}`.", pretty(other)))),
+        }
+    }
+    Ok(())
+}
+
+/// Sums or combines the write results of `for_each`.
+fn combine_write_results(total: &mut Object, result: Object) {
+    for (key, value) in result {
+        match (total.get_mut(&key), value) {
+            (Some(Datum::Number(sum)), Datum::Number(value)) => *sum += value,
+            (Some(Datum::Array(items)), Datum::Array(more)) => items.extend(more),
+            (Some(_), _) if key == "first_error" => {}
+            (_, value) => {
+                total.insert(key, value);
+            }
+        }
+    }
+}
+
+enum SortKey {
+    Field(String),
+    Function(Callable),
+}
+
+impl Context {
+    /// Evaluates the sequence terms; `None` for any other term.
+    pub async fn sequence_term(&self, term_type: u64, args: &[Term], optargs: &BTreeMap<String, Term>) -> Option<Result<Value, ReqlError>> {
+        Some(match term_type {
+            kind::LITERAL => self.literal_term(args).await,
+            kind::PLUCK | kind::WITHOUT => self.pluck_or_without(term_type, args).await,
+            kind::MERGE => self.merge_term(args).await,
+            kind::ORDER_BY => self.order_by(args, optargs).await,
+            kind::DISTINCT => self.distinct(args).await,
+            kind::UNION => self.union(args).await,
+            kind::CONCAT_MAP => self.concat_map(args).await,
+            kind::REDUCE => self.reduce(args).await,
+            kind::SUM | kind::AVG | kind::MIN | kind::MAX => self.aggregate(term_type, args).await,
+            kind::FOR_EACH => self.for_each(args).await,
+            kind::SET_INSERT | kind::SET_UNION | kind::SET_INTERSECTION | kind::SET_DIFFERENCE | kind::DIFFERENCE => self.set_operation(term_type, args).await,
+            kind::INSERT_AT | kind::DELETE_AT | kind::CHANGE_AT | kind::SPLICE_AT => self.positional(term_type, args).await,
+            kind::NTH | kind::IS_EMPTY | kind::CONTAINS if self.is_stream_argument(args) => self.stream_query(term_type, args).await,
+            _ => return None,
+        })
+    }
+
+    async fn literal_term(&self, args: &[Term]) -> Result<Value, ReqlError> {
+        arity(args, 0, 1)?;
+        let value = if args.is_empty() { None } else { Some(self.datum_argument(args, 0).await?) };
+        Ok(Value::Datum(literal(value)))
+    }
+
+    async fn pluck_or_without(&self, term_type: u64, args: &[Term]) -> Result<Value, ReqlError> {
+        arity(args, 1, usize::MAX)?;
+        let mut selectors = Vec::with_capacity(args.len() - 1);
+        for index in 1..args.len() {
+            selectors.push(self.datum_argument(args, index).await?);
+        }
+        let transform = if term_type == kind::PLUCK { Transform::Pluck(selectors) } else { Transform::Without(selectors) };
+        match self.argument(args, 0).await? {
+            Value::Datum(datum) => transform.apply(self, datum).await.map(Value::Datum),
+            Value::SingleSelection { row, .. } => transform.apply(self, row.unwrap_or(Datum::Null)).await.map(Value::Datum),
+            Value::Table(table) => Ok(Value::Stream(Stream::table(table, Bound::Unbounded, Bound::Unbounded).with(Operation::Transform(transform)))),
+            Value::Stream(stream) => Ok(Value::Stream(stream.with(Operation::Transform(transform)))),
+            other => Err(ReqlError::logic(format!("Cannot perform {} on a non-object non-sequence `{}`.", if term_type == kind::PLUCK { "pluck" } else { "without" }, other.type_name()))),
+        }
+    }
+
+    async fn merge_term(&self, args: &[Term]) -> Result<Value, ReqlError> {
+        arity(args, 1, usize::MAX)?;
+        let mut patches = Vec::with_capacity(args.len() - 1);
+        for index in 1..args.len() {
+            patches.push(self.callable_argument(args, index).await?);
+        }
+        let transform = Transform::Merge(patches);
+        match self.argument(args, 0).await? {
+            Value::Datum(datum) => transform.apply(self, datum).await.map(Value::Datum),
+            Value::SingleSelection { row, .. } => transform.apply(self, row.unwrap_or(Datum::Null)).await.map(Value::Datum),
+            Value::Table(table) => Ok(Value::Stream(Stream::table(table, Bound::Unbounded, Bound::Unbounded).with(Operation::Transform(transform)))),
+            Value::Stream(stream) => Ok(Value::Stream(stream.with(Operation::Transform(transform)))),
+            other => Err(ReqlError::logic(format!("Expected type OBJECT but found {}.", other.type_name()))),
+        }
+    }
+
+    /// Rows of a sequence argument, materialised.
+    async fn rows(&self, args: &[Term], index: usize) -> Result<(Vec<Datum>, bool), ReqlError> {
+        match self.argument(args, index).await? {
+            Value::Datum(Datum::Array(items)) => Ok((items, false)),
+            Value::Table(table) => Ok((Stream::table(table, Bound::Unbounded, Bound::Unbounded).collect(self).await?, true)),
+            Value::Stream(stream) => Ok((stream.collect(self).await?, true)),
+            other => Err(ReqlError::logic(format!("Cannot convert {} to SEQUENCE", other.type_name())).within(Frame::Position(index))),
+        }
+    }
+
+    fn sequence_value(rows: Vec<Datum>, is_stream: bool) -> Value {
+        if is_stream {
+            Value::Stream(Stream::rows(rows))
+        } else {
+            Value::Datum(Datum::Array(rows))
+        }
+    }
+
+    async fn order_by(&self, args: &[Term], optargs: &BTreeMap<String, Term>) -> Result<Value, ReqlError> {
+        arity(args, 1, usize::MAX)?;
+        if let Some(index_term) = optargs.get("index") {
+            let (descending, index_term) = match index_term {
+                Term::Call { term_type: kind::DESC, args: inner, .. } if inner.len() == 1 => (true, &inner[0]),
+                Term::Call { term_type: kind::ASC, args: inner, .. } if inner.len() == 1 => (false, &inner[0]),
+                other => (false, other),
+            };
+            let table = self.table_argument(args, 0).await?;
+            let index = match self.eval(index_term).await? {
+                Value::Datum(Datum::String(index)) => index,
+                other => return Err(ReqlError::logic(format!("Expected type STRING but found {}.", other.type_name()))),
+            };
+            if index != table.primary_key {
+                return Err(ReqlError::op_failed(format!("Index `{index}` was not found on table `{}.{}`.", self.database_name_of(&table), table.name)));
+
+            }
+            let stream = Stream::table(table, Bound::Unbounded, Bound::Unbounded);
+            if args.len() == 1 && !descending {
+                return Ok(Value::Stream(stream));
+            }
+            let mut rows = stream.collect(self).await?;
+            if descending {
+                rows.reverse();
+            }
+            return self.sort(rows, args, true).await;
+        }
+        let (rows, is_stream) = self.rows(args, 0).await?;
+        if args.len() == 1 {
+            return Err(ReqlError::logic("Must specify something to order by."));
+        }
+        self.sort(rows, args, is_stream).await
+    }
+
+    async fn sort(&self, rows: Vec<Datum>, args: &[Term], is_stream: bool) -> Result<Value, ReqlError> {
+        let mut keys = Vec::new();
+        for index in 1..args.len() {
+            let (descending, term) = match &args[index] {
+                Term::Call { term_type: kind::DESC, args: inner, .. } if inner.len() == 1 => (true, &inner[0]),
+                Term::Call { term_type: kind::ASC, args: inner, .. } if inner.len() == 1 => (false, &inner[0]),
+                other => (false, other),
+            };
+            let key = match self.eval(term).await.map_err(|error| error.within(Frame::Position(index)))? {
+                Value::Datum(Datum::String(field)) => SortKey::Field(field),
+                Value::Function(function) => SortKey::Function(Callable::Function(function)),
+                other => return Err(ReqlError::logic(format!("Expected type STRING but found {}.", other.type_name())).within(Frame::Position(index))),
+            };
+            keys.push((descending, key));
+        }
+        let mut keyed = Vec::with_capacity(rows.len());
+        'rows: for row in rows {
+            let mut values = Vec::with_capacity(keys.len());
+            for (_, key) in &keys {
+                let value = match key {
+                    SortKey::Field(field) => match &row {
+                        Datum::Object(fields) => match fields.get(field) {
+                            Some(value) => value.clone(),
+                            // RethinkDB leaves out rows without the field.
+                            None => continue 'rows,
+                        },
+                        other => return Err(ReqlError::logic(format!("Cannot perform get_field on a non-object non-sequence `{}`.", pretty(other)))),
+                    },
+                    SortKey::Function(function) => match function.call(self, row.clone()).await {
+                        Ok(value) => value,
+                        Err(error) if error.class == ErrorClass::NonExistence => continue 'rows,
+                        Err(error) => return Err(error),
+                    },
+                };
+                values.push(value);
+            }
+            keyed.push((values, row));
+        }
+        keyed.sort_by(|(a, _), (b, _)| {
+            for ((descending, _), (x, y)) in keys.iter().zip(a.iter().zip(b.iter())) {
+                let ordering = x.cmp_reql(y);
+                let ordering = if *descending { ordering.reverse() } else { ordering };
+                if ordering != Ordering::Equal {
+                    return ordering;
+                }
+            }
+            Ordering::Equal
+        });
+        Ok(Self::sequence_value(keyed.into_iter().map(|(_, row)| row).collect(), is_stream))
+    }
+
+    async fn distinct(&self, args: &[Term]) -> Result<Value, ReqlError> {
+        arity(args, 1, 1)?;
+        let (mut rows, is_stream) = self.rows(args, 0).await?;
+        rows.sort_by(|a, b| a.cmp_reql(b));
+        rows.dedup_by(|a, b| a.cmp_reql(b) == Ordering::Equal);
+        Ok(Self::sequence_value(rows, is_stream))
+    }
+
+    async fn union(&self, args: &[Term]) -> Result<Value, ReqlError> {
+        let mut all = Vec::new();
+        let mut any_stream = false;
+        for index in 0..args.len() {
+            let (rows, is_stream) = self.rows(args, index).await?;
+            any_stream |= is_stream;
+            all.extend(rows);
+            if all.len() > self.array_limit && !any_stream {
+                return Err(ReqlError::new(ErrorClass::ResourceLimit, format!("Array over size limit `{}`.", self.array_limit)));
+            }
+        }
+        Ok(Self::sequence_value(all, any_stream))
+    }
+
+    async fn concat_map(&self, args: &[Term]) -> Result<Value, ReqlError> {
+        arity(args, 2, 2)?;
+        let (rows, is_stream) = self.rows(args, 0).await?;
+        let function = self.callable_argument(args, 1).await?;
+        let mut out = Vec::new();
+        for row in rows {
+            match function.call(self, row).await? {
+                Datum::Array(items) => out.extend(items),
+                other => return Err(ReqlError::logic(format!("Cannot convert {} to SEQUENCE", other.type_name()))),
+            }
+        }
+        Ok(Self::sequence_value(out, is_stream))
+    }
+
+    async fn reduce(&self, args: &[Term]) -> Result<Value, ReqlError> {
+        arity(args, 2, 2)?;
+        let (rows, _) = self.rows(args, 0).await?;
+        let function = match self.argument(args, 1).await? {
+            Value::Function(function) => function,
+            other => return Err(ReqlError::logic(format!("Expected type FUNCTION but found {}.", other.type_name())).within(Frame::Position(1))),
+        };
+        let mut rows = rows.into_iter();
+        let Some(mut accumulator) = rows.next() else {
+            return Err(ReqlError::new(ErrorClass::NonExistence, "Cannot reduce over an empty stream."));
+        };
+        for row in rows {
+            accumulator = function.call(self, vec![accumulator, row]).await?;
+        }
+        Ok(Value::Datum(accumulator))
+    }
+
+    async fn aggregate(&self, term_type: u64, args: &[Term]) -> Result<Value, ReqlError> {
+        arity(args, 1, 2)?;
+        let (rows, _) = self.rows(args, 0).await?;
+        let key = if args.len() == 2 {
+            match self.argument(args, 1).await? {
+                Value::Datum(Datum::String(field)) => Some(SortKey::Field(field)),
+                Value::Function(function) => Some(SortKey::Function(Callable::Function(function))),
+                other => return Err(ReqlError::logic(format!("Expected type STRING but found {}.", other.type_name())).within(Frame::Position(1))),
+            }
+        } else {
+            None
+        };
+        let mut selected: Vec<(Datum, Datum)> = Vec::with_capacity(rows.len());
+        for row in rows {
+            let value = match &key {
+                None => row.clone(),
+                Some(SortKey::Field(field)) => match &row {
+                    Datum::Object(fields) => match fields.get(field) {
+                        Some(value) => value.clone(),
+                        None => continue,
+                    },
+                    other => return Err(ReqlError::logic(format!("Cannot perform get_field on a non-object non-sequence `{}`.", pretty(other)))),
+                },
+                Some(SortKey::Function(function)) => match function.call(self, row.clone()).await {
+                    Ok(value) => value,
+                    Err(error) if error.class == ErrorClass::NonExistence => continue,
+                    Err(error) => return Err(error),
+                },
+            };
+            selected.push((value, row));
+        }
+        let name = match term_type {
+            kind::SUM => "sum",
+            kind::AVG => "avg",
+            kind::MIN => "min",
+            _ => "max",
+        };
+        match term_type {
+            kind::SUM | kind::AVG => {
+                let mut total = 0.0;
+                for (value, _) in &selected {
+                    match value {
+                        Datum::Number(number) => total += number,
+                        other => return Err(ReqlError::logic(format!("Expected type NUMBER but found {}.", other.type_name()))),
+                    }
+                }
+                if term_type == kind::SUM {
+                    return Ok(Value::Datum(Datum::Number(total)));
+                }
+                if selected.is_empty() {
+                    return Err(ReqlError::new(ErrorClass::NonExistence, "Cannot take the average of an empty stream.  (If you passed `avg` a field name, it may be that no elements of the stream had that field.)"));
+                }
+                Ok(Value::Datum(Datum::Number(total / selected.len() as f64)))
+            }
+            _ => {
+                let best = selected.into_iter().reduce(|best, candidate| {
+                    let ordering = candidate.0.cmp_reql(&best.0);
+                    let better = if term_type == kind::MIN { ordering == Ordering::Less } else { ordering == Ordering::Greater };
+                    if better {
+                        candidate
+                    } else {
+                        best
+                    }
+                });
+                match best {
+                    Some((_, row)) => Ok(Value::Datum(row)),
+                    None => Err(ReqlError::new(ErrorClass::NonExistence, format!("Cannot take the {name} of an empty stream.  (If you passed `{name}` a field name, it may be that no elements of the stream had that field.)"))),
+                }
+            }
+        }
+    }
+
+    async fn for_each(&self, args: &[Term]) -> Result<Value, ReqlError> {
+        arity(args, 2, 2)?;
+        let (rows, _) = self.rows(args, 0).await?;
+        let function = self.callable_argument(args, 1).await?;
+        let mut total = Object::new();
+        for row in rows {
+            match function.call(self, row).await? {
+                Datum::Object(result) => combine_write_results(&mut total, result),
+                Datum::Array(results) => {
+                    for result in results {
+                        if let Datum::Object(result) = result {
+                            combine_write_results(&mut total, result);
+                        }
+                    }
+                }
+                _ => return Err(ReqlError::logic("FOR_EACH expects one or more basic write queries.")),
+            }
+        }
+        Ok(Value::Datum(Datum::Object(total)))
+    }
+
+    pub(super) async fn stream_query(&self, term_type: u64, args: &[Term]) -> Result<Value, ReqlError> {
+        let mut stream = self.stream_argument(args, 0).await?;
+        match term_type {
+            kind::IS_EMPTY => {
+                arity(args, 1, 1)?;
+                Ok(Value::Datum(Datum::Bool(stream.next(self).await?.is_none())))
+            }
+            kind::NTH => {
+                arity(args, 2, 2)?;
+                let index = match self.datum_argument(args, 1).await? {
+                    Datum::Number(index) if index.fract() == 0.0 => index as i64,
+                    other => return Err(ReqlError::logic(format!("Expected type NUMBER but found {}.", other.type_name())).within(Frame::Position(1))),
+                };
+                if index < 0 {
+                    let rows = stream.collect(self).await?;
+                    let position = rows.len() as i64 + index;
+                    return rows.get(position as usize).filter(|_| position >= 0).cloned().map(Value::Datum).ok_or_else(|| {
+                        ReqlError::new(ErrorClass::NonExistence, format!("Index out of bounds: {index}"))
+                    });
+                }
+                for _ in 0..index {
+                    if stream.next(self).await?.is_none() {
+                        return Err(ReqlError::new(ErrorClass::NonExistence, format!("Index out of bounds: {index}")));
+                    }
+                }
+                stream.next(self).await?.map(Value::Datum).ok_or_else(|| ReqlError::new(ErrorClass::NonExistence, format!("Index out of bounds: {index}")))
+            }
+            kind::CONTAINS => {
+                arity(args, 1, usize::MAX)?;
+                let mut wanted = Vec::new();
+                for index in 1..args.len() {
+                    wanted.push(self.callable_argument(args, index).await?);
+                }
+                let mut found = vec![false; wanted.len()];
+                while let Some(row) = stream.next(self).await? {
+                    for (slot, predicate) in wanted.iter().enumerate() {
+                        if !found[slot] {
+                            found[slot] = match predicate {
+                                Callable::Constant(value) => *value == row,
+                                function => truthy(&function.call(self, row.clone()).await?),
+                            };
+                        }
+                    }
+                    if found.iter().all(|&hit| hit) {
+                        break;
+                    }
+                }
+                Ok(Value::Datum(Datum::Bool(found.iter().all(|&hit| hit))))
+            }
+            _ => {
+                // COUNT with an argument: equal values, or a predicate.
+                arity(args, 1, 2)?;
+                if args.len() == 1 {
+                    return Ok(Value::Datum(Datum::Number(stream.count(self).await? as f64)));
+                }
+                let predicate = self.callable_argument(args, 1).await?;
+                let mut count = 0u64;
+                while let Some(row) = stream.next(self).await? {
+                    let hit = match &predicate {
+                        Callable::Constant(value) => *value == row,
+                        function => truthy(&function.call(self, row).await?),
+                    };
+                    count += u64::from(hit);
+                }
+                Ok(Value::Datum(Datum::Number(count as f64)))
+            }
+        }
+    }
+
+    async fn set_operation(&self, term_type: u64, args: &[Term]) -> Result<Value, ReqlError> {
+        arity(args, 2, 2)?;
+        let items = match self.datum_argument(args, 0).await? {
+            Datum::Array(items) => items,
+            other => return Err(ReqlError::logic(format!("Expected type ARRAY but found {}.", other.type_name())).within(Frame::Position(0))),
+        };
+        let operand = self.datum_argument(args, 1).await?;
+        let other = || match &operand {
+            Datum::Array(other) => Ok(other.clone()),
+            found => Err(ReqlError::logic(format!("Expected type ARRAY but found {}.", found.type_name())).within(Frame::Position(1))),
+        };
+        let mut out: Vec<Datum> = Vec::new();
+        let push_unique = |out: &mut Vec<Datum>, value: Datum| {
+            if !out.contains(&value) {
+                out.push(value);
+            }
+        };
+        match term_type {
+            kind::SET_INSERT => {
+                for item in items {
+                    push_unique(&mut out, item);
+                }
+                push_unique(&mut out, operand.clone());
+            }
+            kind::SET_UNION => {
+                for item in items.into_iter().chain(other()?) {
+                    push_unique(&mut out, item);
+                }
+            }
+            kind::SET_INTERSECTION => {
+                let other = other()?;
+                for item in items {
+                    if other.contains(&item) {
+                        push_unique(&mut out, item);
+                    }
+                }
+            }
+            kind::SET_DIFFERENCE => {
+                let other = other()?;
+                for item in items {
+                    if !other.contains(&item) {
+                        push_unique(&mut out, item);
+                    }
+                }
+            }
+            _ => {
+                let other = other()?;
+                out = items.into_iter().filter(|item| !other.contains(item)).collect();
+            }
+        }
+        Ok(Value::Datum(Datum::Array(out)))
+    }
+
+    async fn positional(&self, term_type: u64, args: &[Term]) -> Result<Value, ReqlError> {
+        let (minimum, maximum) = if term_type == kind::DELETE_AT { (2, 3) } else { (3, 3) };
+        arity(args, minimum, maximum)?;
+        let mut items = match self.datum_argument(args, 0).await? {
+            Datum::Array(items) => items,
+            other => return Err(ReqlError::logic(format!("Expected type ARRAY but found {}.", other.type_name())).within(Frame::Position(0))),
+        };
+        let index = match self.datum_argument(args, 1).await? {
+            Datum::Number(index) if index.fract() == 0.0 => index as i64,
+            other => return Err(ReqlError::logic(format!("Expected type NUMBER but found {}.", other.type_name())).within(Frame::Position(1))),
+        };
+        let length = items.len() as i64;
+        let inserting = matches!(term_type, kind::INSERT_AT | kind::SPLICE_AT);
+        let limit = if inserting { length } else { length - 1 };
+        let position = if index < 0 { length + index + i64::from(inserting) } else { index };
+        if position < 0 || position > limit {
+            return Err(ReqlError::new(ErrorClass::NonExistence, format!("Index `{index}` out of bounds for array of size: `{length}`.")));
+        }
+        let position = position as usize;
+        match term_type {
+            kind::INSERT_AT => items.insert(position, self.datum_argument(args, 2).await?),
+            kind::CHANGE_AT => items[position] = self.datum_argument(args, 2).await?,
+            kind::SPLICE_AT => match self.datum_argument(args, 2).await? {
+                Datum::Array(inserted) => {
+                    items.splice(position..position, inserted);
+                }
+                other => return Err(ReqlError::logic(format!("Expected type ARRAY but found {}.", other.type_name())).within(Frame::Position(2))),
+            },
+            _ => {
+                let end = if args.len() == 3 {
+                    match self.datum_argument(args, 2).await? {
+                        Datum::Number(end) if end.fract() == 0.0 => {
+                            let end = end as i64;
+                            let end = if end < 0 { length + end } else { end };
+                            (end.clamp(position as i64, length)) as usize
+                        }
+                        other => return Err(ReqlError::logic(format!("Expected type NUMBER but found {}.", other.type_name())).within(Frame::Position(2))),
+                    }
+                } else {
+                    position + 1
+                };
+                items.drain(position..end);
+            }
+        }
+        Ok(Value::Datum(Datum::Array(items)))
+    }
+}
