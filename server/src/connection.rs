@@ -1,15 +1,18 @@
 //! One client connection: handshake, then queries answered by token.
 //!
-//! Queries of one connection are run one after another on the connection's
-//! shard (responses still carry their token, so drivers that pipeline see
-//! no difference except waiting).
+//! After the handshake the connection is split: this task reads query
+//! frames and runs each query as a task of its own on the connection's
+//! shard; a writer task sends the answers in the order they finish. At most
+//! `MAX_QUERIES_IN_FLIGHT` run at once; past that, reading waits.
 
+use std::cell::RefCell;
 use std::collections::HashMap;
+use std::rc::Rc;
 use std::sync::Arc;
 
 use photondb_datum::json::to_json;
 use photondb_datum::Datum;
-use photondb_runtime::network::Connection;
+use photondb_runtime::network::{spawn_local, Connection, ConnectionWriter};
 use photondb_runtime::Engine;
 use photondb_storage::Durability;
 use serde_json::{json, Value as Json};
@@ -30,6 +33,8 @@ const GLOBAL_OPTARGS: &[&str] = &[
 ];
 
 const DEFAULT_BATCH_BYTES: usize = 1 << 20;
+/// Queries of one connection running at once (RethinkDB allows 1,024).
+const MAX_QUERIES_IN_FLIGHT: usize = 1024;
 const FIRST_BATCH_SCALEDOWN: usize = 4;
 
 /// A stream answered in batches; it keeps the query's context so that
@@ -52,23 +57,61 @@ pub async fn serve(connection: Connection, engine: Engine, users: Arc<Users>) {
         }
     };
     tracing::debug!(?peer, user, "client connected");
-    let mut session = Session { engine, cursors: HashMap::new() };
+    let (mut reader, writer) = transport.split();
+    let (answers, outbox) = flume::unbounded::<Vec<u8>>();
+    spawn_local(write_answers(writer, outbox));
+    // A bounded channel as a semaphore: a slot per query in flight.
+    let (slots, freed) = flume::bounded::<()>(MAX_QUERIES_IN_FLIGHT);
+    let session = Rc::new(Session { engine, cursors: RefCell::new(HashMap::new()) });
     loop {
-        let Ok(header) = transport.read_exact(frame::HEADER_BYTES).await else { break };
+        let Ok(header) = reader.read_exact(frame::HEADER_BYTES).await else { break };
         let (token, length) = frame::parse_header(&header.try_into().expect("12 bytes"));
         if length >= MAX_QUERY_BYTES {
             let message = format!("Query size ({length}) greater than maximum ({}).", MAX_QUERY_BYTES - 1);
-            let _ = transport.write_all(&frame::encode_response(token, &client_error(&message))).await;
+            let _ = answers.send(frame::encode_response(token, &client_error(&message)));
             break;
         }
-        let Ok(body) = transport.read_exact(length).await else { break };
-        if let Some(response) = session.handle(token, &body).await {
-            if transport.write_all(&frame::encode_response(token, &response)).await.is_err() {
-                break;
+        let Ok(body) = reader.read_exact(length).await else { break };
+        if is_noreply_wait(&body) {
+            // Every query read before this one has finished once all slots
+            // can be taken; then give them back.
+            for _ in 0..MAX_QUERIES_IN_FLIGHT {
+                let _ = slots.send_async(()).await;
             }
+            for _ in 0..MAX_QUERIES_IN_FLIGHT {
+                let _ = freed.try_recv();
+            }
+            let _ = answers.send(frame::encode_response(token, &json!({ "t": response_type::WAIT_COMPLETE, "r": [] })));
+            continue;
         }
+        if slots.send_async(()).await.is_err() {
+            break;
+        }
+        let (session, answers, freed) = (session.clone(), answers.clone(), freed.clone());
+        spawn_local(async move {
+            if let Some(response) = session.handle(token, &body).await {
+                let _ = answers.send(frame::encode_response(token, &response));
+            }
+            let _ = freed.try_recv();
+        });
     }
     tracing::debug!(?peer, "client disconnected");
+}
+
+fn is_noreply_wait(body: &[u8]) -> bool {
+    serde_json::from_slice::<Json>(body)
+        .ok()
+        .and_then(|query| query.get(0).and_then(Json::as_u64))
+        .is_some_and(|kind| kind == query_type::NOREPLY_WAIT)
+}
+
+/// Sends answers until every sender (the reader and running queries) is gone.
+async fn write_answers(mut writer: ConnectionWriter, outbox: flume::Receiver<Vec<u8>>) {
+    while let Ok(answer) = outbox.recv_async().await {
+        if writer.write_all(&answer).await.is_err() {
+            break;
+        }
+    }
 }
 
 fn client_error(message: &str) -> Json {
@@ -77,12 +120,12 @@ fn client_error(message: &str) -> Json {
 
 struct Session {
     engine: Engine,
-    cursors: HashMap<u64, Cursor>,
+    cursors: RefCell<HashMap<u64, Cursor>>,
 }
 
 impl Session {
     /// Answers one query; `None` when nothing is to be sent (noreply).
-    async fn handle(&mut self, token: u64, body: &[u8]) -> Option<Json> {
+    async fn handle(&self, token: u64, body: &[u8]) -> Option<Json> {
         let query: Json = match serde_json::from_slice(body) {
             Ok(query) => query,
             Err(error) => return Some(client_error(&format!("Failed to parse query: {error}."))),
@@ -92,17 +135,14 @@ impl Session {
         };
         match parts.first().and_then(Json::as_u64) {
             Some(query_type::START) => self.start(token, parts).await,
-            Some(query_type::CONTINUE) => Some(match self.cursors.remove(&token) {
+            Some(query_type::CONTINUE) => Some(match self.take_cursor(token) {
                 Some(cursor) => self.next_batch(token, cursor, false).await,
                 None => client_error(&format!("Token {token} not in stream cache.")),
             }),
             Some(query_type::STOP) => {
-                self.cursors.remove(&token);
+                self.take_cursor(token);
                 Some(json!({ "t": response_type::SUCCESS_SEQUENCE, "r": [], "n": [] }))
             }
-            // Queries of a connection run in order, so every earlier noreply
-            // write has been applied; its durability was honoured already.
-            Some(query_type::NOREPLY_WAIT) => Some(json!({ "t": response_type::WAIT_COMPLETE, "r": [] })),
             Some(query_type::SERVER_INFO) => Some(json!({
                 "t": response_type::SERVER_INFO,
                 "r": [{ "id": "00000000-0000-4000-8000-000000000001", "name": crate::reql::admin::SERVER_NAME, "proxy": false }],
@@ -111,7 +151,11 @@ impl Session {
         }
     }
 
-    async fn start(&mut self, token: u64, parts: &[Json]) -> Option<Json> {
+    fn take_cursor(&self, token: u64) -> Option<Cursor> {
+        self.cursors.borrow_mut().remove(&token)
+    }
+
+    async fn start(&self, token: u64, parts: &[Json]) -> Option<Json> {
         let optargs = match parts.get(2) {
             None => serde_json::Map::new(),
             Some(Json::Object(optargs)) => optargs.clone(),
@@ -125,7 +169,7 @@ impl Session {
         (!noreply).then_some(response)
     }
 
-    async fn run(&mut self, token: u64, term: Option<&Json>, optargs: &serde_json::Map<String, Json>) -> Result<Json, ReqlError> {
+    async fn run(&self, token: u64, term: Option<&Json>, optargs: &serde_json::Map<String, Json>) -> Result<Json, ReqlError> {
         for name in optargs.keys() {
             if !GLOBAL_OPTARGS.contains(&name.as_str()) {
                 return Err(ReqlError::compile(format!("Unrecognized global optional argument `{name}`.")));
@@ -178,7 +222,7 @@ impl Session {
 
     /// The next batch of a stream. A partial batch keeps the cursor for
     /// CONTINUE; the last batch drops it.
-    async fn next_batch(&mut self, token: u64, mut cursor: Cursor, first: bool) -> Json {
+    async fn next_batch(&self, token: u64, mut cursor: Cursor, first: bool) -> Json {
         let (rows_limit, bytes_limit) = if first {
             (cursor.batch_rows.div_ceil(FIRST_BATCH_SCALEDOWN).max(1), (cursor.batch_bytes / FIRST_BATCH_SCALEDOWN).max(1))
         } else {
@@ -203,7 +247,7 @@ impl Session {
         }
         let response_kind = if more { response_type::SUCCESS_PARTIAL } else { response_type::SUCCESS_SEQUENCE };
         if more {
-            self.cursors.insert(token, cursor);
+            self.cursors.borrow_mut().insert(token, cursor);
         }
         json!({ "t": response_kind, "r": batch, "n": [] })
     }

@@ -1,21 +1,54 @@
 //! Buffered reading over a client connection.
+#![allow(async_fn_in_trait)] // Connections live on one shard; nothing here is Send.
 
 use std::io;
 
-use photondb_runtime::network::Connection;
+use photondb_runtime::network::{Connection, ConnectionReader, ConnectionWriter};
 
-pub struct Transport {
-    connection: Connection,
+/// Something bytes can be read from: a whole connection during the
+/// handshake, its read half afterwards.
+pub trait ReadSome {
+    async fn read_some(&mut self, buffer: &mut [u8]) -> io::Result<usize>;
+}
+
+impl ReadSome for Connection {
+    async fn read_some(&mut self, buffer: &mut [u8]) -> io::Result<usize> {
+        self.read(buffer).await
+    }
+}
+
+impl ReadSome for ConnectionReader {
+    async fn read_some(&mut self, buffer: &mut [u8]) -> io::Result<usize> {
+        self.read(buffer).await
+    }
+}
+
+pub struct Transport<R: ReadSome = Connection> {
+    connection: R,
     buffer: Vec<u8>,
     /// Bytes of `buffer` before this were consumed.
     start: usize,
 }
 
-impl Transport {
+impl Transport<Connection> {
     pub fn new(connection: Connection) -> Self {
         Transport { connection, buffer: Vec::with_capacity(64 * 1024), start: 0 }
     }
 
+    pub async fn write_all(&mut self, bytes: &[u8]) -> io::Result<()> {
+        self.connection.write_all(bytes).await?;
+        self.connection.flush().await
+    }
+
+    /// After the handshake: a buffered reader (keeping any bytes already
+    /// read) and a writer.
+    pub fn split(self) -> (Transport<ConnectionReader>, ConnectionWriter) {
+        let (reader, writer) = self.connection.split();
+        (Transport { connection: reader, buffer: self.buffer, start: self.start }, writer)
+    }
+}
+
+impl<R: ReadSome> Transport<R> {
     fn available(&self) -> &[u8] {
         &self.buffer[self.start..]
     }
@@ -30,7 +63,7 @@ impl Transport {
             self.start = 0;
         }
         let mut chunk = [0u8; 64 * 1024];
-        let count = self.connection.read(&mut chunk).await?;
+        let count = self.connection.read_some(&mut chunk).await?;
         if count == 0 {
             return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "connection closed"));
         }
@@ -60,10 +93,5 @@ impl Transport {
             }
             self.fill().await?;
         }
-    }
-
-    pub async fn write_all(&mut self, bytes: &[u8]) -> io::Result<()> {
-        self.connection.write_all(bytes).await?;
-        self.connection.flush().await
     }
 }

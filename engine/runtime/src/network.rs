@@ -46,6 +46,41 @@ impl Connection {
     pub fn shard(&self) -> usize {
         self.shard
     }
+
+    /// Separate halves, so one task can read queries while others write
+    /// answers. Both stay on this shard.
+    pub fn split(self) -> (ConnectionReader, ConnectionWriter) {
+        let (reader, writer) = futures_lite::io::split(self.stream);
+        (ConnectionReader { half: reader }, ConnectionWriter { half: writer })
+    }
+}
+
+pub struct ConnectionReader {
+    half: futures_lite::io::ReadHalf<TcpStream>,
+}
+
+impl ConnectionReader {
+    /// Reads some bytes; `Ok(0)` at end of stream.
+    pub async fn read(&mut self, buffer: &mut [u8]) -> io::Result<usize> {
+        self.half.read(buffer).await
+    }
+}
+
+pub struct ConnectionWriter {
+    half: futures_lite::io::WriteHalf<TcpStream>,
+}
+
+impl ConnectionWriter {
+    pub async fn write_all(&mut self, bytes: &[u8]) -> io::Result<()> {
+        self.half.write_all(bytes).await?;
+        self.half.flush().await
+    }
+}
+
+/// Runs `future` as a task of the current shard (call from a shard only,
+/// e.g. from a connection handler).
+pub fn spawn_local(future: impl Future<Output = ()> + 'static) {
+    glommio::spawn_local(future).detach();
 }
 
 /// Runs one connection to its end on the accepting shard.

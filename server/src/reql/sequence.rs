@@ -367,7 +367,9 @@ impl Context {
         let (rows, is_stream) = self.rows(args, 0).await?;
         let function = self.callable_argument(args, 1).await?;
         let mut out = Vec::new();
+        let mut budget = super::cooperate::Budget::default();
         for row in rows {
+            budget.tick().await;
             match function.call(self, row).await? {
                 Datum::Array(items) => out.extend(items),
                 other => return Err(ReqlError::logic(format!("Cannot convert {} to SEQUENCE", other.type_name()))),
@@ -387,7 +389,9 @@ impl Context {
         let Some(mut accumulator) = rows.next() else {
             return Err(ReqlError::new(ErrorClass::NonExistence, "Cannot reduce over an empty stream."));
         };
+        let mut budget = super::cooperate::Budget::default();
         for row in rows {
+            budget.tick().await;
             accumulator = function.call(self, vec![accumulator, row]).await?;
         }
         Ok(Value::Datum(accumulator))

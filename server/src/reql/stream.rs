@@ -78,6 +78,7 @@ pub struct Stream {
     /// Rows already produced, per `Skip`/`Limit` operation index.
     counters: Vec<usize>,
     exhausted: bool,
+    budget: super::cooperate::Budget,
 }
 
 impl Stream {
@@ -90,7 +91,7 @@ impl Stream {
     }
 
     fn new(source: Source) -> Stream {
-        Stream { source, operations: Vec::new(), pending: VecDeque::new(), counters: Vec::new(), exhausted: false }
+        Stream { source, operations: Vec::new(), pending: VecDeque::new(), counters: Vec::new(), exhausted: false, budget: Default::default() }
     }
 
     pub fn with(mut self, operation: Operation) -> Stream {
@@ -151,6 +152,7 @@ impl Stream {
     /// The next row that passes every operation, or `None` at the end.
     pub async fn next(&mut self, context: &Context) -> Result<Option<Datum>, ReqlError> {
         'rows: loop {
+            self.budget.tick().await;
             if self.limit_reached() {
                 return Ok(None);
             }

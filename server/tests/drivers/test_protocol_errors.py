@@ -117,3 +117,37 @@ def test_deep_queries_never_kill_the_server(server):
         pass  # refused with an error is fine; the server must live on
     assert r.expr("alive").run(connection) == "alive"
     connection.close()
+
+
+def read_frame(sock):
+    header = b""
+    while len(header) < 12:
+        header += sock.recv(12 - len(header))
+    token, length = struct.unpack("<QI", header)
+    data = b""
+    while len(data) < length:
+        data += sock.recv(length - len(data))
+    return token, json.loads(data)
+
+
+def test_queries_on_one_connection_run_concurrently(server):
+    connection = handshake(server.port)
+    sock = connection._instance._socket._socket
+    ten = [2, list(range(10))]
+    # A query that takes a while: 10^5 rows built by nested concat_maps.
+    body = ten
+    for _ in range(4):
+        body = [40, [body, [69, [[2, [1]], [2, list(range(10))]]]]]
+    slow = json.dumps([1, [43, [body]], {}]).encode()
+    fast = json.dumps([1, "quick", {}]).encode()
+    sock.sendall(struct.pack("<QI", 1, len(slow)) + slow + struct.pack("<QI", 2, len(fast)) + fast)
+    first = read_frame(sock)
+    second = read_frame(sock)
+    assert first == (2, {"t": 1, "r": ["quick"]}), "the quick query is answered before the slow one"
+    assert second[0] == 1 and second[1]["r"] == [100000]
+    # NOREPLY_WAIT answers only after earlier queries finished.
+    noreply = json.dumps([1, [43, [body]], {"noreply": True}]).encode()
+    wait = json.dumps([4]).encode()
+    sock.sendall(struct.pack("<QI", 3, len(noreply)) + noreply + struct.pack("<QI", 4, len(wait)) + wait)
+    assert read_frame(sock) == (4, {"t": 4, "r": []})
+    connection.close()
