@@ -149,6 +149,8 @@ impl Context {
             kind::BRANCH => self.branch(args).await,
             kind::DEFAULT => self.default_term(args).await,
             kind::ERROR => self.error_term(args).await,
+            kind::SPLIT => self.split(args).await,
+            kind::RANGE => self.range(args).await,
             _ => {
                 let (minimum, maximum) = simple_term_arity(term_type)?;
                 match arity(args, minimum, maximum) {
@@ -223,6 +225,44 @@ impl Context {
             Err(error) if error.class == ErrorClass::NonExistence => self.argument(args, 1).await,
             other => other,
         }
+    }
+
+    async fn split(&self, args: &[Term]) -> Result<Value, ReqlError> {
+        arity(args, 1, 3)?;
+        let text = match self.datum_argument(args, 0).await? {
+            Datum::String(text) => text,
+            other => return Err(type_error("STRING", &other).within(Frame::Position(0))),
+        };
+        let separator = match if args.len() > 1 { self.datum_argument(args, 1).await? } else { Datum::Null } {
+            Datum::Null => None,
+            Datum::String(separator) => Some(separator),
+            other => return Err(type_error("STRING", &other).within(Frame::Position(1))),
+        };
+        let limit = if args.len() > 2 {
+            match self.datum_argument(args, 2).await? {
+                Datum::Number(limit) if limit.fract() == 0.0 && limit >= -1.0 => (limit >= 0.0).then_some(limit as usize),
+                other => return Err(type_error("NUMBER", &other).within(Frame::Position(2))),
+            }
+        } else {
+            None
+        };
+        Ok(Value::Datum(Datum::Array(split_text(&text, separator.as_deref(), limit).into_iter().map(Datum::String).collect())))
+    }
+
+    async fn range(&self, args: &[Term]) -> Result<Value, ReqlError> {
+        arity(args, 0, 2)?;
+        let mut bounds = Vec::with_capacity(args.len());
+        for index in 0..args.len() {
+            let datum = self.datum_argument(args, index).await?;
+            bounds.push(range_integer(&datum).map_err(|error| error.within(Frame::Position(index)))?);
+        }
+        let stream = match bounds[..] {
+            [] => super::stream::Stream::range(0, None),
+            [end] => super::stream::Stream::range(0, Some(end)),
+            [start, end] => super::stream::Stream::range(start, Some(end)),
+            _ => unreachable!("arity checked"),
+        };
+        Ok(Value::Stream(stream))
     }
 
     async fn error_term(&self, args: &[Term]) -> Result<Value, ReqlError> {
@@ -364,6 +404,62 @@ impl Context {
     }
 }
 
+fn range_integer(datum: &Datum) -> Result<i64, ReqlError> {
+    let value = number(datum)?;
+    if value > 9_007_199_254_740_992.0 {
+        return Err(ReqlError::logic(format!("Number not an integer (>2^53): {}", to_json(datum))));
+    }
+    if value < -9_007_199_254_740_992.0 {
+        return Err(ReqlError::logic(format!("Number not an integer (<-2^53): {}", to_json(datum))));
+    }
+    if value.fract() != 0.0 {
+        return Err(ReqlError::logic(format!("Number not an integer: {}", to_json(datum))));
+    }
+    Ok(value as i64)
+}
+
+/// `split` as RethinkDB does it: no separator splits on runs of whitespace
+/// (dropping empty pieces), an empty one into characters, any other keeps
+/// empty pieces; `limit` caps the number of splits.
+fn split_text(text: &str, separator: Option<&str>, limit: Option<usize>) -> Vec<String> {
+    let limit = limit.unwrap_or(usize::MAX);
+    match separator {
+        None => {
+            let mut pieces = Vec::new();
+            let mut rest = text.trim_start();
+            while !rest.is_empty() {
+                if pieces.len() == limit {
+                    pieces.push(rest.to_owned());
+                    break;
+                }
+                let end = rest.find(char::is_whitespace).unwrap_or(rest.len());
+                pieces.push(rest[..end].to_owned());
+                rest = rest[end..].trim_start();
+            }
+            pieces
+        }
+        Some("") => {
+            let mut pieces = Vec::new();
+            let mut characters = text.char_indices();
+            while let Some((index, character)) = characters.next() {
+                if pieces.len() == limit {
+                    pieces.push(text[index..].to_owned());
+                    break;
+                }
+                pieces.push(character.to_string());
+            }
+            pieces
+        }
+        Some(separator) => {
+            if limit == usize::MAX {
+                text.split(separator).map(str::to_owned).collect()
+            } else {
+                text.splitn(limit + 1, separator).map(str::to_owned).collect()
+            }
+        }
+    }
+}
+
 /// Argument counts of the terms `simple_datum_term` evaluates; `None` for
 /// every other term.
 fn simple_term_arity(term_type: u64) -> Option<(usize, usize)> {
@@ -380,6 +476,17 @@ fn simple_term_arity(term_type: u64) -> Option<(usize, usize)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn split_matches_the_suite() {
+        let split = |text: &str, separator: Option<&str>, limit: Option<usize>| split_text(text, separator, limit);
+        assert_eq!(split("", None, None), Vec::<String>::new());
+        assert_eq!(split("", Some(" "), None), vec![""]);
+        assert_eq!(split("aaaa bbbb  cccc ", None, None), vec!["aaaa", "bbbb", "cccc"]);
+        assert_eq!(split("aaaa bbbb  cccc ", Some(" "), None), vec!["aaaa", "bbbb", "", "cccc", ""]);
+        assert_eq!(split("aaaa bbbb  cccc ", Some(""), Some(5)), vec!["a", "a", "a", "a", " ", "bbbb  cccc "]);
+        assert_eq!(split("aaaa bbbb  cccc ", Some("bb"), Some(3)), vec!["aaaa ", "", "  cccc "]);
+    }
 
     #[test]
     fn uuid_v5_matches_rethinkdb() {

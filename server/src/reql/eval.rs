@@ -418,6 +418,7 @@ impl Context {
                     | kind::PLUCK
                     | kind::WITHOUT
                     | kind::MERGE
+                    | kind::RANGE
             ),
             _ => false,
         }

@@ -23,6 +23,8 @@ pub enum Source {
     /// Rows of a table in primary-key order, from `start` to `end`.
     Table { table: TableConfig, start: Bound<Bytes>, end: Bound<Bytes>, finished: bool },
     Rows(VecDeque<Datum>),
+    /// `r.range`: integers from `next`, up to `end` (exclusive) or forever.
+    Range { next: i64, end: Option<i64> },
 }
 
 /// A row-by-row transformation with no function of the user's.
@@ -90,6 +92,21 @@ impl Stream {
         Stream::new(Source::Rows(rows.into()))
     }
 
+    pub fn range(start: i64, end: Option<i64>) -> Stream {
+        Stream::new(Source::Range { next: start, end })
+    }
+
+    /// An endless stream cannot be counted, reduced or made an array.
+    fn check_finite(&self) -> Result<(), ReqlError> {
+        let limited = self.operations.iter().any(|operation| matches!(operation, Operation::Limit(_)));
+        if matches!(self.source, Source::Range { end: None, .. }) && !limited {
+            return Err(ReqlError::logic(
+                "Cannot use an infinite stream with an aggregation function (`reduce`, `count`, etc.) or coerce it to an array.",
+            ));
+        }
+        Ok(())
+    }
+
     fn new(source: Source) -> Stream {
         Stream { source, operations: Vec::new(), pending: VecDeque::new(), counters: Vec::new(), exhausted: false, budget: Default::default() }
     }
@@ -122,6 +139,16 @@ impl Stream {
             Source::Rows(rows) => {
                 self.pending.extend(rows.drain(..));
                 self.exhausted = true;
+            }
+            Source::Range { next, end } => {
+                let stop = end.map_or(*next + FETCH_ROWS as i64, |end| end.min(*next + FETCH_ROWS as i64));
+                while *next < stop {
+                    self.pending.push_back(Datum::Number(*next as f64));
+                    *next += 1;
+                }
+                if end.is_some_and(|end| *next >= end) {
+                    self.exhausted = true;
+                }
             }
             Source::Table { table, start, end, finished } => {
                 if *finished {
@@ -211,6 +238,7 @@ impl Stream {
 
     /// Every remaining row, checked against `array_limit`.
     pub async fn collect(mut self, context: &Context) -> Result<Vec<Datum>, ReqlError> {
+        self.check_finite()?;
         let mut rows = Vec::new();
         while let Some(row) = self.next(context).await? {
             if rows.len() >= context.array_limit {
@@ -225,6 +253,7 @@ impl Stream {
     }
 
     pub async fn count(mut self, context: &Context) -> Result<u64, ReqlError> {
+        self.check_finite()?;
         if self.operations.is_empty() {
             if let Source::Table { table, start: Bound::Unbounded, end: Bound::Unbounded, .. } = &self.source {
                 return Ok(context.engine.count(table.id).await?);

@@ -70,6 +70,8 @@ pub const MAXVAL: u64 = 181;
 pub const BETWEEN: u64 = 182;
 pub const UPDATE: u64 = 53;
 pub const REPLACE: u64 = 55;
+pub const SPLIT: u64 = 149;
+pub const RANGE: u64 = 173;
 pub const PLUCK: u64 = 33;
 pub const WITHOUT: u64 = 34;
 pub const MERGE: u64 = 35;
@@ -163,6 +165,8 @@ pub fn name(term_type: u64) -> Option<&'static str> {
         MAP => "MAP",
         FILTER => "FILTER",
         CONCAT_MAP => "CONCAT_MAP",
+        SPLIT => "SPLIT",
+        RANGE => "RANGE",
         ORDER_BY => "ORDER_BY",
         DISTINCT => "DISTINCT",
         UNION => "UNION",
