@@ -219,11 +219,18 @@ impl Context {
 
     async fn default_term(&self, args: &[Term]) -> Result<Value, ReqlError> {
         arity(args, 2, 2)?;
-        match self.argument(args, 0).await {
-            Ok(Value::Datum(Datum::Null)) => self.argument(args, 1).await,
-            Ok(Value::SingleSelection { row: None, .. }) => self.argument(args, 1).await,
-            Err(error) if error.class == ErrorClass::NonExistence => self.argument(args, 1).await,
-            other => other,
+        let caught = match self.argument(args, 0).await {
+            Ok(Value::Datum(Datum::Null)) | Ok(Value::SingleSelection { row: None, .. }) => None,
+            Err(error) if error.class == ErrorClass::NonExistence => Some(error),
+            other => return other,
+        };
+        // The handler sees the error (or null); a function gets its message.
+        let mut handler_context = self.child();
+        handler_context.caught = Some(caught.clone());
+        let argument = caught.as_ref().map_or(Datum::Null, |error| Datum::String(error.message.clone()));
+        match handler_context.argument(args, 1).await? {
+            Value::Function(function) => function.call(&handler_context, vec![argument]).await.map(Value::Datum),
+            other => Ok(other),
         }
     }
 
@@ -268,9 +275,19 @@ impl Context {
     async fn error_term(&self, args: &[Term]) -> Result<Value, ReqlError> {
         arity(args, 0, 1)?;
         if args.is_empty() {
-            return Err(ReqlError::logic("Empty ERROR term outside a default block."));
+            return match &self.caught {
+                Some(Some(error)) => Err(error.clone()),
+                Some(None) => Ok(Value::Datum(Datum::Null)),
+                None => Err(ReqlError::logic("Empty ERROR term outside a default block.")),
+            };
         }
         let message = self.string_argument(args, 0).await?;
+        // `default(r.error)` rethrows what it caught, with its class.
+        if let Some(Some(error)) = &self.caught {
+            if error.message == message {
+                return Err(ReqlError::new(error.class, message));
+            }
+        }
         Err(ReqlError::new(ErrorClass::User, message))
     }
 

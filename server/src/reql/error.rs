@@ -57,8 +57,12 @@ impl ReqlError {
         ReqlError { class, message: message.into(), backtrace: Vec::new() }
     }
 
+    /// A logic error; a null found where a value was needed is a
+    /// non-existence error, as in RethinkDB (so `default` catches it).
     pub fn logic(message: impl Into<String>) -> Self {
-        Self::new(ErrorClass::QueryLogic, message)
+        let message = message.into();
+        let class = if message.ends_with("but found NULL.") { ErrorClass::NonExistence } else { ErrorClass::QueryLogic };
+        Self::new(class, message)
     }
 
     pub fn op_failed(message: impl Into<String>) -> Self {

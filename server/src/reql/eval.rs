@@ -65,6 +65,9 @@ pub struct Context {
     /// What `r.row` stands for: the argument of the innermost one-argument
     /// function.
     pub implicit: Option<Datum>,
+    /// Inside the handler of a `default`: the error it caught (`None` when
+    /// it caught a null). `r.error()` there rethrows it.
+    pub caught: Option<Option<ReqlError>>,
 }
 
 type Evaluation<'a> = Pin<Box<dyn Future<Output = Result<Value, ReqlError>> + 'a>>;
@@ -78,6 +81,7 @@ impl Context {
             array_limit: DEFAULT_ARRAY_LIMIT,
             variables: BTreeMap::new(),
             implicit: None,
+            caught: None,
         }
     }
 
