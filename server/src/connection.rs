@@ -210,6 +210,7 @@ impl Session {
             }
             Value::Table(table) => Stream::table(table, std::ops::Bound::Unbounded, std::ops::Bound::Unbounded),
             Value::Stream(stream) => stream,
+            Value::SystemTable(name) => Stream::rows(crate::reql::system::rows(&context, &name)?),
             other => {
                 return Err(ReqlError::logic(format!(
                     "Query result must be of type DATUM, GROUPED_DATA, or STREAM (got {}).",

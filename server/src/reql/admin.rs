@@ -62,13 +62,18 @@ pub async fn evaluate(context: &Context, term_type: u64, args: &[Term], optargs:
     match term_type {
         kind::DB_LIST => {
             arity(args, 0, 0)?;
-            let names = engine.catalog().databases.into_keys().map(Datum::String).collect();
-            Ok(Value::Datum(Datum::Array(names)))
+            let mut names: Vec<String> = engine.catalog().databases.into_keys().collect();
+            names.push(super::system::DATABASE.to_owned());
+            names.sort();
+            Ok(Value::Datum(Datum::Array(names.into_iter().map(Datum::String).collect())))
         }
         kind::DB_CREATE => {
             arity(args, 1, 1)?;
             let name = context.string_argument(args, 0).await?;
             check_name("Database", &name).map_err(|error| error.within(Frame::Position(0)))?;
+            if name == super::system::DATABASE {
+                return Err(ReqlError::op_failed(format!("Database `{name}` already exists.")));
+            }
             let database = engine.create_database(&name).await?;
             Ok(Value::Datum(object([
                 ("config_changes", change(Datum::Null, database_document(&database))),
@@ -78,6 +83,9 @@ pub async fn evaluate(context: &Context, term_type: u64, args: &[Term], optargs:
         kind::DB_DROP => {
             arity(args, 1, 1)?;
             let name = context.string_argument(args, 0).await?;
+            if name == super::system::DATABASE {
+                return Err(ReqlError::op_failed("Database `rethinkdb` is special; you can't delete it."));
+            }
             let (database, tables) = engine.drop_database(&name).await?;
             Ok(Value::Datum(object([
                 ("config_changes", change(database_document(&database), Datum::Null)),
@@ -88,6 +96,9 @@ pub async fn evaluate(context: &Context, term_type: u64, args: &[Term], optargs:
         kind::TABLE_LIST => {
             arity(args, 0, 1)?;
             let database = database_for(context, args, 1).await?;
+            if database.id == super::system::DATABASE_ID {
+                return Ok(Value::Datum(Datum::Array(super::system::TABLES.iter().map(|name| Datum::String((*name).into())).collect())));
+            }
             let names = engine
                 .catalog()
                 .tables
@@ -102,6 +113,9 @@ pub async fn evaluate(context: &Context, term_type: u64, args: &[Term], optargs:
             let database = database_for(context, args, 2).await?;
             let name = context.string_argument(args, args.len() - 1).await?;
             check_name("Table", &name).map_err(|error| error.within(Frame::Position(args.len() - 1)))?;
+            if database.id == super::system::DATABASE_ID {
+                return Err(ReqlError::op_failed("Database `rethinkdb` is special; you can't create new tables in it."));
+            }
             let primary_key = match context.optional_datum(optargs, "primary_key").await? {
                 None => "id".to_owned(),
                 Some(Datum::String(key)) => key,

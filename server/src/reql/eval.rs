@@ -32,6 +32,8 @@ pub enum Value {
     /// `table.get(key)`: the row (or null), and where it lives.
     SingleSelection { table: TableConfig, row: Option<Datum> },
     Stream(Stream),
+    /// A table of the `rethinkdb` system database, by name.
+    SystemTable(String),
     Function(Function),
     /// `r.minval` / `r.maxval`: bounds for `between`, nothing else.
     MinValue,
@@ -43,7 +45,7 @@ impl Value {
         match self {
             Value::Datum(datum) => datum.type_name(),
             Value::Database(_) => "DATABASE",
-            Value::Table(_) => "TABLE",
+            Value::Table(_) | Value::SystemTable(_) => "TABLE",
             Value::SingleSelection { .. } => "SELECTION<OBJECT>",
             Value::Stream(stream) if stream.selected_table().is_some() => "SELECTION<STREAM>",
             Value::Stream(_) => "STREAM",
@@ -109,6 +111,7 @@ impl Context {
             Value::Datum(datum) => Ok(datum),
             Value::SingleSelection { row, .. } => Ok(row.unwrap_or(Datum::Null)),
             Value::Stream(stream) => stream.collect(self).await.map(Datum::Array).map_err(|error| error.within(Frame::Position(index))),
+            Value::SystemTable(name) => super::system::rows(self, &name).map(Datum::Array),
             Value::Table(table) => Stream::table(table, std::ops::Bound::Unbounded, std::ops::Bound::Unbounded)
                 .collect(self)
                 .await
@@ -123,6 +126,7 @@ impl Context {
         match self.argument(args, index).await? {
             Value::Stream(stream) => Ok(stream),
             Value::Table(table) => Ok(Stream::table(table, std::ops::Bound::Unbounded, std::ops::Bound::Unbounded)),
+            Value::SystemTable(name) => Ok(Stream::rows(super::system::rows(self, &name)?)),
             Value::Datum(Datum::Array(items)) => Ok(Stream::rows(items)),
             other => Err(ReqlError::logic(format!("Cannot convert {} to SEQUENCE", other.type_name())).within(Frame::Position(index))),
         }
@@ -168,6 +172,9 @@ impl Context {
     }
 
     pub fn database_named(&self, name: &str) -> Result<DatabaseConfig, ReqlError> {
+        if name == super::system::DATABASE {
+            return Ok(super::system::database());
+        }
         self.engine.database(name).ok_or_else(|| ReqlError::op_failed(format!("Database `{name}` does not exist.")))
     }
 
@@ -261,6 +268,12 @@ impl Context {
                 } else {
                     (self.database_named(&self.default_database)?, self.string_argument(args, 0).await?)
                 };
+                if database.id == super::system::DATABASE_ID {
+                    if !super::system::TABLES.contains(&name.as_str()) {
+                        return Err(ReqlError::op_failed(format!("Table `{}.{name}` does not exist.", database.name)));
+                    }
+                    return Ok(Value::SystemTable(name));
+                }
                 let table = self
                     .engine
                     .table(&database.name, &name)
@@ -328,6 +341,7 @@ impl Context {
                 match self.argument(args, 0).await? {
                     Value::Table(table) => Ok(Value::Datum(Datum::Number(self.engine.count(table.id).await? as f64))),
                     Value::Stream(stream) => Ok(Value::Datum(Datum::Number(stream.count(self).await? as f64))),
+                    Value::SystemTable(name) => Ok(Value::Datum(Datum::Number(super::system::rows(self, &name)?.len() as f64))),
                     Value::Datum(Datum::Array(items)) => Ok(Value::Datum(Datum::Number(items.len() as f64))),
                     Value::Datum(Datum::String(text)) => Ok(Value::Datum(Datum::Number(text.chars().count() as f64))),
                     Value::Datum(Datum::Object(fields)) => Ok(Value::Datum(Datum::Number(fields.len() as f64))),
@@ -337,6 +351,7 @@ impl Context {
             }
             kind::INSERT => write::insert(self, args, optargs).await,
             kind::DELETE => write::delete(self, args, optargs).await,
+            kind::CONFIG | kind::STATUS | kind::WAIT | kind::INFO => self.meta_term(term_type, args).await,
             kind::SYNC => {
                 arity(args, 1, 1)?;
                 self.table_argument(args, 0).await?;
@@ -403,6 +418,57 @@ impl Context {
 }
 
 impl Context {
+    /// `config`, `status`, `wait` and `info`.
+    async fn meta_term(&self, term_type: u64, args: &[Term]) -> Result<Value, ReqlError> {
+        arity(args, 1, 1)?;
+        let value = self.argument(args, 0).await?;
+        let database_document = |database: &DatabaseConfig| super::admin::database_document(database);
+        Ok(Value::Datum(match (term_type, value) {
+            (kind::CONFIG, Value::Table(table)) => super::admin::table_document(&table, &self.database_name_of(&table)),
+            (kind::CONFIG, Value::Database(database)) => database_document(&database),
+            (kind::STATUS, Value::Table(table)) => super::system::table_status_document(&table, &self.database_name_of(&table)),
+            (kind::WAIT, Value::Table(_)) => object([("ready", Datum::Number(1.0))]),
+            (kind::WAIT, Value::Database(database)) => {
+                let tables = self.engine.catalog().tables.values().filter(|table| table.database == database.id).count();
+                object([("ready", Datum::Number(tables as f64))])
+            }
+            (kind::INFO, Value::Database(database)) => {
+                let mut info = match database_document(&database) {
+                    Datum::Object(fields) => fields,
+                    _ => unreachable!("a database document is an object"),
+                };
+                info.insert("type".into(), Datum::String("DB".into()));
+                Datum::Object(info)
+            }
+            (kind::INFO, Value::Table(table)) => {
+                let database = self.database_name_of(&table);
+                let count = self.engine.count(table.id).await?;
+                object([
+                    ("db", object([("id", Datum::String(photondb_storage::catalog::uuid_string(table.database))), ("name", Datum::String(database)), ("type", Datum::String("DB".into()))])),
+                    ("doc_count_estimates", Datum::Array(vec![Datum::Number(count as f64)])),
+                    ("id", Datum::String(photondb_storage::catalog::uuid_string(table.id.0))),
+                    ("indexes", Datum::Array(Vec::new())),
+                    ("name", Datum::String(table.name.clone())),
+                    ("primary_key", Datum::String(table.primary_key.clone())),
+                    ("type", Datum::String("TABLE".into())),
+                ])
+            }
+            (kind::INFO, Value::SystemTable(name)) => object([
+                ("db", object([("id", Datum::String(photondb_storage::catalog::uuid_string(super::system::DATABASE_ID))), ("name", Datum::String(super::system::DATABASE.into())), ("type", Datum::String("DB".into()))])),
+                ("id", Datum::String(super::system::table_id(&name))),
+                ("indexes", Datum::Array(Vec::new())),
+                ("name", Datum::String(name)),
+                ("primary_key", Datum::String("id".into())),
+                ("type", Datum::String("TABLE".into())),
+            ]),
+            (kind::INFO, Value::Datum(datum)) => super::system::datum_info(&datum),
+            (_, other) => {
+                let name = super::term_type::name(term_type).unwrap_or("term").to_ascii_lowercase();
+                return Err(ReqlError::logic(format!("Cannot call `{name}` on a value of type {}.", other.type_name())).within(Frame::Position(0)));
+            }
+        }))
+    }
+
     /// Whether argument 0 is, by its term type, a table or a stream.
     pub(super) fn is_stream_argument(&self, args: &[Term]) -> bool {
         match args.first() {

@@ -10,7 +10,8 @@
 //!   sequence terms.
 //! - [`admin`]: databases and tables (`db_create`, `table_list`, …).
 //! - [`datum_terms`]: terms on datums alone (`coerce_to`, `object`, `uuid`, …).
-//! - [`write`]: `insert` and `delete`.
+//! - [`write`]: writes, and `get_all`/`between`.
+//! - [`system`]: the `rethinkdb` system database.
 //! - [`term_type`]: term numbers from `ql2.proto`.
 
 pub mod admin;
@@ -21,6 +22,7 @@ pub mod eval;
 pub mod function;
 pub mod sequence;
 pub mod stream;
+pub mod system;
 pub mod term;
 pub mod term_type;
 pub mod write;

@@ -243,6 +243,7 @@ impl Context {
             Value::Datum(Datum::Array(items)) => Ok((items, false)),
             Value::Table(table) => Ok((Stream::table(table, Bound::Unbounded, Bound::Unbounded).collect(self).await?, true)),
             Value::Stream(stream) => Ok((stream.collect(self).await?, true)),
+            Value::SystemTable(name) => Ok((super::system::rows(self, &name)?, true)),
             other => Err(ReqlError::logic(format!("Cannot convert {} to SEQUENCE", other.type_name())).within(Frame::Position(index))),
         }
     }

@@ -28,7 +28,7 @@ def test_literals_come_back_as_sent(connection):
 
 
 def test_databases_and_tables(connection):
-    assert r.db_list().run(connection) == ["test"]
+    assert r.db_list().run(connection) == ["rethinkdb", "test"]
     created = r.db_create("shop").run(connection)
     assert created["dbs_created"] == 1
     assert created["config_changes"][0]["new_val"]["name"] == "shop"
@@ -38,6 +38,12 @@ def test_databases_and_tables(connection):
     assert table["tables_created"] == 1
     assert table["config_changes"][0]["new_val"]["primary_key"] == "order_id"
     assert r.db("shop").table_list().run(connection) == ["orders"]
+    configs = list(r.db("rethinkdb").table("table_config").run(connection))
+    assert [(config["db"], config["name"], config["primary_key"]) for config in configs] == [("shop", "orders", "order_id")]
+    assert r.db("shop").table("orders").config()["name"].run(connection) == "orders"
+    assert r.db("shop").table("orders").status()["status"]["ready_for_writes"].run(connection) is True
+    with pytest.raises(ReqlOpFailedError, match="is special"):
+        r.db_drop("rethinkdb").run(connection)
     dropped = r.db_drop("shop").run(connection)
     assert dropped["dbs_dropped"] == 1 and dropped["tables_dropped"] == 1
     with pytest.raises(ReqlOpFailedError, match="Database `shop` does not exist"):

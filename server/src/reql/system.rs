@@ -1,0 +1,100 @@
+//! The `rethinkdb` system database: tables generated from the catalog on
+//! every read. Reads only so far; writes (renaming through
+//! `table_config`, managing `users`) come with users and permissions.
+
+use photondb_datum::{json::to_json, Datum};
+use photondb_storage::catalog::{uuid_string, DatabaseConfig, TableConfig};
+
+use super::admin::{database_document, table_document, SERVER_NAME};
+use super::error::ReqlError;
+use super::eval::{object, Context};
+
+pub const DATABASE: &str = "rethinkdb";
+/// A fixed id for the system database (it is not in the catalog).
+pub const DATABASE_ID: u128 = 0x9c4b_1f5e_2d3a_4e6b_8f70_0000_0000_0001;
+const SERVER_ID: &str = "00000000-0000-4000-8000-000000000001";
+
+pub const TABLES: &[&str] = &[
+    "cluster_config",
+    "current_issues",
+    "db_config",
+    "jobs",
+    "logs",
+    "permissions",
+    "server_config",
+    "server_status",
+    "stats",
+    "table_config",
+    "table_status",
+    "users",
+];
+
+pub fn database() -> DatabaseConfig {
+    DatabaseConfig { id: DATABASE_ID, name: DATABASE.to_owned() }
+}
+
+/// A stable id for a system table, for `info()`.
+pub fn table_id(name: &str) -> String {
+    let hash = crc32c::crc32c(name.as_bytes()) as u128;
+    uuid_string(DATABASE_ID ^ (hash << 32) ^ 0x4000_0000_0000_0000_0000)
+}
+
+pub fn table_status_document(table: &TableConfig, database_name: &str) -> Datum {
+    let replica = object([("server", Datum::String(SERVER_NAME.into())), ("state", Datum::String("ready".into()))]);
+    let shard = object([
+        ("primary_replicas", Datum::Array(vec![Datum::String(SERVER_NAME.into())])),
+        ("replicas", Datum::Array(vec![replica])),
+    ]);
+    let status = object([
+        ("all_replicas_ready", Datum::Bool(true)),
+        ("ready_for_outdated_reads", Datum::Bool(true)),
+        ("ready_for_reads", Datum::Bool(true)),
+        ("ready_for_writes", Datum::Bool(true)),
+    ]);
+    object([
+        ("db", Datum::String(database_name.to_owned())),
+        ("id", Datum::String(uuid_string(table.id.0))),
+        ("name", Datum::String(table.name.clone())),
+        ("raft_leader", Datum::String(SERVER_NAME.into())),
+        ("shards", Datum::Array(vec![shard])),
+        ("status", status),
+    ])
+}
+
+/// The rows of system table `name`.
+pub fn rows(context: &Context, name: &str) -> Result<Vec<Datum>, ReqlError> {
+    let catalog = context.engine.catalog();
+    let database_name = |id: u128| catalog.databases.values().find(|database| database.id == id).map_or_else(String::new, |database| database.name.clone());
+    Ok(match name {
+        "db_config" => catalog.databases.values().map(database_document).collect(),
+        "table_config" => catalog.tables.values().map(|table| table_document(table, &database_name(table.database))).collect(),
+        "table_status" => catalog.tables.values().map(|table| table_status_document(table, &database_name(table.database))).collect(),
+        "server_config" => vec![object([
+            ("cache_size_mb", Datum::String("auto".into())),
+            ("id", Datum::String(SERVER_ID.into())),
+            ("name", Datum::String(SERVER_NAME.into())),
+            ("tags", Datum::Array(vec![Datum::String("default".into())])),
+        ])],
+        "server_status" => vec![object([
+            ("id", Datum::String(SERVER_ID.into())),
+            ("name", Datum::String(SERVER_NAME.into())),
+            (
+                "process",
+                object([
+                    ("argv", Datum::Array(std::env::args().map(Datum::String).collect())),
+                    ("pid", Datum::Number(std::process::id() as f64)),
+                    ("version", Datum::String(format!("PhotonDB {}", env!("CARGO_PKG_VERSION")))),
+                ]),
+            ),
+        ])],
+        "users" => vec![object([("id", Datum::String("admin".into())), ("password", Datum::Bool(false))])],
+        "cluster_config" => vec![object([("heartbeat_timeout_secs", Datum::Number(10.0)), ("id", Datum::String("heartbeat".into()))])],
+        "permissions" | "current_issues" | "jobs" | "stats" | "logs" => Vec::new(),
+        other => return Err(ReqlError::op_failed(format!("Table `{DATABASE}.{other}` does not exist."))),
+    })
+}
+
+/// `info()` of a datum: its type and its JSON.
+pub fn datum_info(datum: &Datum) -> Datum {
+    object([("type", Datum::String(datum.type_name().into())), ("value", Datum::String(to_json(datum).to_string()))])
+}
