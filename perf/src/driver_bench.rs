@@ -1,0 +1,236 @@
+//! The server through the RethinkDB wire protocol: point `get` over one
+//! connection with 64 queries in flight, and single-document hard-durability
+//! inserts from 64 connections, with HdrHistogram p50/p99/p99.9.
+//!
+//! ```text
+//! cargo build --release -p photondb -p photondb-perf
+//! target/release/driver-bench [--seconds 5] [--records 100000] [--binary target/release/photondb] [--dir PATH]
+//! ```
+//! It starts `photondb serve` on a free port with a fresh data directory and
+//! speaks the protocol itself (V1_0 handshake, SCRAM-SHA-256, frames), so
+//! no driver's overhead is measured. The PostgreSQL peer for whole-server
+//! figures arrives with the benchmark suite (`photondb bench`).
+
+mod machine;
+
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use hdrhistogram::Histogram;
+use hmac::{Hmac, Mac};
+use serde_json::{json, Value};
+use sha2::{Digest, Sha256};
+
+fn hmac(key: &[u8], message: &[u8]) -> [u8; 32] {
+    let mut mac = Hmac::<Sha256>::new_from_slice(key).expect("any key length");
+    mac.update(message);
+    mac.finalize().into_bytes().into()
+}
+
+/// A blocking V1_0 connection as user `admin` with an empty password.
+struct Connection {
+    stream: TcpStream,
+    reader: BufReader<TcpStream>,
+}
+
+impl Connection {
+    fn open(port: u16) -> Connection {
+        let stream = TcpStream::connect(("127.0.0.1", port)).expect("connect");
+        stream.set_nodelay(true).expect("nodelay");
+        let mut reader = BufReader::new(stream.try_clone().expect("clone"));
+        let mut writer = stream.try_clone().expect("clone");
+        let client_nonce = "photondbbenchnonce0123456";
+        let first_bare = format!("n=admin,r={client_nonce}");
+        let mut hello = 0x34c2_bdc3u32.to_le_bytes().to_vec();
+        hello.extend_from_slice(json!({"protocol_version": 0, "authentication_method": "SCRAM-SHA-256", "authentication": format!("n,,{first_bare}")}).to_string().as_bytes());
+        hello.push(0);
+        writer.write_all(&hello).expect("hello");
+        let read_message = |reader: &mut BufReader<TcpStream>| -> Value {
+            let mut bytes = Vec::new();
+            reader.read_until(0, &mut bytes).expect("handshake read");
+            bytes.pop();
+            serde_json::from_slice(&bytes).expect("handshake JSON")
+        };
+        let _server_hello = read_message(&mut reader);
+        let server_first = read_message(&mut reader)["authentication"].as_str().expect("server-first").to_owned();
+        let attributes: HashMap<&str, &str> = server_first.split(',').filter_map(|part| part.split_once('=')).collect();
+        let salt = photondb_datum::json::base64_decode(attributes["s"]).expect("salt");
+        let iterations: u32 = attributes["i"].parse().expect("iterations");
+        let mut salted = [0u8; 32];
+        pbkdf2::pbkdf2_hmac::<Sha256>(b"", &salt, iterations, &mut salted);
+        let client_key = hmac(&salted, b"Client Key");
+        let stored_key: [u8; 32] = Sha256::digest(client_key).into();
+        let without_proof = format!("c=biws,r={}", attributes["r"]);
+        let auth_message = format!("{first_bare},{server_first},{without_proof}");
+        let signature = hmac(&stored_key, auth_message.as_bytes());
+        let proof: Vec<u8> = client_key.iter().zip(signature.iter()).map(|(a, b)| a ^ b).collect();
+        let mut last = json!({"authentication": format!("{without_proof},p={}", photondb_datum::json::base64_encode(&proof))}).to_string().into_bytes();
+        last.push(0);
+        writer.write_all(&last).expect("client-final");
+        let done = read_message(&mut reader);
+        assert_eq!(done["success"], Value::Bool(true), "authentication failed: {done}");
+        Connection { stream, reader }
+    }
+
+    fn send(&mut self, token: u64, query: &Value) {
+        let body = query.to_string();
+        let mut frame = Vec::with_capacity(12 + body.len());
+        frame.extend_from_slice(&token.to_le_bytes());
+        frame.extend_from_slice(&(body.len() as u32).to_le_bytes());
+        frame.extend_from_slice(body.as_bytes());
+        self.stream.write_all(&frame).expect("send");
+    }
+
+    fn receive(&mut self) -> (u64, Value) {
+        let mut header = [0u8; 12];
+        self.reader.read_exact(&mut header).expect("response header");
+        let token = u64::from_le_bytes(header[..8].try_into().expect("8 bytes"));
+        let length = u32::from_le_bytes(header[8..].try_into().expect("4 bytes")) as usize;
+        let mut body = vec![0u8; length];
+        self.reader.read_exact(&mut body).expect("response body");
+        (token, serde_json::from_slice(&body).expect("response JSON"))
+    }
+
+    fn run(&mut self, query: Value) -> Value {
+        self.send(1, &json!([1, query, {}]));
+        let (_, response) = self.receive();
+        assert!(response["t"] == 1 || response["t"] == 2, "query failed: {response}");
+        response["r"][0].clone()
+    }
+}
+
+fn table(name: &str) -> Value {
+    json!([15, [[14, ["test"]], name]])
+}
+
+fn start_server(binary: &str, directory: &std::path::Path) -> (Child, u16) {
+    let port = std::net::TcpListener::bind("127.0.0.1:0").expect("probe").local_addr().expect("address").port();
+    let log = directory.join("server.log");
+    let mut child = Command::new(binary)
+        .args(["serve", "--data-dir", directory.join("data").to_str().expect("utf-8 path"), "--driver-port", &port.to_string()])
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).expect("log file"))
+        .spawn()
+        .expect("start photondb");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !std::fs::read_to_string(&log).unwrap_or_default().contains("listening for RethinkDB drivers") {
+        assert!(child.try_wait().expect("wait").is_none(), "server exited: {}", std::fs::read_to_string(&log).unwrap_or_default());
+        assert!(Instant::now() < deadline, "server did not start");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    (child, port)
+}
+
+fn report(name: &str, operations: u64, elapsed: Duration, latency: &Histogram<u64>) {
+    println!(
+        "| {name} | {:.0} | {:.1} | {:.1} | {:.1} | {:.1} |",
+        operations as f64 / elapsed.as_secs_f64(),
+        latency.value_at_quantile(0.5) as f64 / 1000.0,
+        latency.value_at_quantile(0.99) as f64 / 1000.0,
+        latency.value_at_quantile(0.999) as f64 / 1000.0,
+        latency.max() as f64 / 1000.0,
+    );
+}
+
+fn main() {
+    let arguments: Vec<String> = std::env::args().skip(1).collect();
+    let option = |name: &str, default: &str| -> String {
+        arguments.iter().position(|argument| argument == name).and_then(|index| arguments.get(index + 1).cloned()).unwrap_or_else(|| default.to_owned())
+    };
+    let seconds: f64 = option("--seconds", "5").parse().expect("--seconds");
+    let records: u64 = option("--records", "100000").parse().expect("--records");
+    let binary = option("--binary", "target/release/photondb");
+    let scratch = tempfile::tempdir_in(PathBuf::from(option("--dir", "."))).expect("scratch directory");
+    let machine = machine::describe(scratch.path());
+    let sync = machine::fdatasync_latency(scratch.path(), 1000);
+    let (write_bandwidth, _) = machine::direct_io_bandwidth(scratch.path(), 64);
+    let (mut server, port) = start_server(&binary, scratch.path());
+
+    let mut setup = Connection::open(port);
+    setup.run(json!([60, [[14, ["test"]], "bench"]]));
+    for chunk in (0..records).collect::<Vec<_>>().chunks(1000) {
+        let documents: Vec<Value> = chunk.iter().map(|id| json!({"id": id, "name": format!("user-{id}"), "payload": "x".repeat(150)})).collect();
+        setup.run(json!([56, [table("bench"), [2, documents]], {"durability": "soft"}]));
+    }
+    setup.run(json!([138, [table("bench")]]));
+
+    // Point gets, one connection, 64 in flight.
+    let mut connection = Connection::open(port);
+    let mut latency = Histogram::<u64>::new(3).expect("histogram");
+    let mut sent_at: HashMap<u64, Instant> = HashMap::new();
+    let mut next_token = 1u64;
+    let mut random = 0x2545_F491_4F6C_DD1Du64;
+    let started = Instant::now();
+    let deadline = started + Duration::from_secs_f64(seconds);
+    let mut completed = 0u64;
+    loop {
+        while sent_at.len() < 64 && Instant::now() < deadline {
+            random ^= random << 13;
+            random ^= random >> 7;
+            random ^= random << 17;
+            connection.send(next_token, &json!([1, [16, [table("bench"), random % records]], {}]));
+            sent_at.insert(next_token, Instant::now());
+            next_token += 1;
+        }
+        if sent_at.is_empty() {
+            break;
+        }
+        let (token, response) = connection.receive();
+        assert_eq!(response["t"], 1, "get failed: {response}");
+        let begun = sent_at.remove(&token).expect("a token we sent");
+        latency.record(begun.elapsed().as_nanos() as u64).expect("record");
+        completed += 1;
+    }
+    let gets = (completed, started.elapsed(), latency);
+
+    // Hard-durability inserts, 64 connections, one insert at a time each.
+    let stop = Arc::new(AtomicBool::new(false));
+    let merged = Arc::new(Mutex::new(Histogram::<u64>::new(3).expect("histogram")));
+    let started = Instant::now();
+    let threads: Vec<_> = (0..64u64)
+        .map(|writer| {
+            let (stop, merged) = (stop.clone(), merged.clone());
+            std::thread::spawn(move || {
+                let mut connection = Connection::open(port);
+                let mut latency = Histogram::<u64>::new(3).expect("histogram");
+                let mut sequence = 0u64;
+                while !stop.load(Ordering::Relaxed) {
+                    let document = json!({"id": format!("w{writer}-{sequence}"), "payload": "y".repeat(150)});
+                    let begun = Instant::now();
+                    let result = connection.run(json!([56, [table("bench"), document], {"durability": "hard"}]));
+                    assert_eq!(result["inserted"], 1, "insert failed: {result}");
+                    latency.record(begun.elapsed().as_nanos() as u64).expect("record");
+                    sequence += 1;
+                }
+                merged.lock().expect("merge lock").add(&latency).expect("merge");
+            })
+        })
+        .collect();
+    std::thread::sleep(Duration::from_secs_f64(seconds));
+    stop.store(true, Ordering::Relaxed);
+    for thread in threads {
+        thread.join().expect("writer");
+    }
+    let elapsed = started.elapsed();
+    let inserts = merged.lock().expect("merge lock").clone();
+
+    println!("## Server through the driver protocol\n");
+    println!(
+        "Machine: {} cores, {} GiB, kernel {}, {} on {}; fdatasync p50 {:.0} µs, p99 {:.0} µs; direct-I/O writes {write_bandwidth:.0} MB/s. {} documents preloaded.\n",
+        machine["cores"], machine["memory_gib"], machine["kernel"].as_str().unwrap_or(""), machine["file_system"].as_str().unwrap_or(""),
+        machine["device"].as_str().unwrap_or(""), sync.value_at_quantile(0.5) as f64 / 1000.0, sync.value_at_quantile(0.99) as f64 / 1000.0, records,
+    );
+    println!("| workload | ops/s | p50 µs | p99 µs | p99.9 µs | max µs |");
+    println!("|---|---:|---:|---:|---:|---:|");
+    report("get, 1 connection, 64 in flight", gets.0, gets.1, &gets.2);
+    report("insert, hard, 64 connections", inserts.len(), elapsed, &inserts);
+
+    let _ = server.kill();
+    let _ = server.wait();
+}
