@@ -179,6 +179,7 @@ impl Context {
     }
 
     async fn call(&self, term_type: u64, args: &[Term], optargs: &BTreeMap<String, Term>) -> Result<Value, ReqlError> {
+        check_optional_arguments(term_type, optargs)?;
         match term_type {
             kind::VAR => {
                 arity(args, 1, 1)?;
@@ -511,6 +512,31 @@ impl Context {
         }
         let _ = args;
         stream.collect(self).await.map(|rows| Value::Datum(Datum::Array(rows)))
+    }
+}
+
+/// The optional arguments each term accepts (for the terms evaluated here);
+/// any other name is a compile error, as in RethinkDB.
+fn check_optional_arguments(term_type: u64, optargs: &BTreeMap<String, Term>) -> Result<(), ReqlError> {
+    if optargs.is_empty() || term_type == kind::MAKE_OBJ {
+        return Ok(());
+    }
+    let allowed: &[&str] = match term_type {
+        kind::TABLE => &["read_mode", "identifier_format"],
+        kind::TABLE_CREATE => &["primary_key", "shards", "replicas", "primary_replica_tag", "nonvoting_replica_tags", "durability"],
+        kind::INSERT => &["conflict", "durability", "return_changes", "ignore_write_hook"],
+        kind::UPDATE | kind::REPLACE => &["durability", "return_changes", "non_atomic", "ignore_write_hook"],
+        kind::DELETE => &["durability", "return_changes", "ignore_write_hook"],
+        kind::FILTER => &["default"],
+        kind::BETWEEN => &["index", "left_bound", "right_bound"],
+        kind::GET_ALL | kind::ORDER_BY | kind::DISTINCT => &["index"],
+        kind::FUNC | kind::MAKE_ARRAY | kind::DB | kind::GET | kind::COUNT | kind::MAP | kind::DB_CREATE | kind::DB_DROP
+        | kind::DB_LIST | kind::TABLE_DROP | kind::TABLE_LIST | kind::SYNC => &[],
+        _ => return Ok(()),
+    };
+    match optargs.keys().find(|name| !allowed.contains(&name.as_str())) {
+        Some(name) => Err(ReqlError::compile(format!("Unrecognized optional argument `{name}`."))),
+        None => Ok(()),
     }
 }
 
