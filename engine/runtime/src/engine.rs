@@ -345,10 +345,42 @@ impl Engine {
             }
         }
         let fresh = loaded.databases.is_empty() && loaded.tables.is_empty();
+        let known: std::collections::BTreeSet<TableId> = loaded.tables.values().map(|table| table.id).collect();
         *self.inner.catalog.write().expect("catalog lock") = loaded;
+        block_on_thread(self.remove_orphaned_rows(known))?;
         if fresh {
             // A new cluster starts with database `test`, as RethinkDB's does.
             block_on_thread(self.create_database("test"))?;
+        }
+        Ok(())
+    }
+
+    /// Removes rows of tables the catalog no longer has. A drop removes the
+    /// catalog entry first, so a write racing it, or a crash between the two
+    /// steps, can leave rows nothing can reach; they go here, at startup.
+    async fn remove_orphaned_rows(&self, known: std::collections::BTreeSet<TableId>) -> Result<(), EngineError> {
+        let calls = (0..self.inner.partitions).map(|partition| {
+            let known = known.clone();
+            bus::call(self.inbox_for(partition), move |shard| async move {
+                let backend = shard.partition(partition).clone();
+                let orphans: Vec<Mutation> = backend
+                    .table_ids()
+                    .into_iter()
+                    .filter(|table| *table != TableId::CATALOG && !known.contains(table))
+                    .map(|table| Mutation::DropTable { table })
+                    .collect();
+                if orphans.is_empty() {
+                    return Ok(0);
+                }
+                let count = orphans.len();
+                backend.write(WriteBatch::new(orphans), Durability::Hard).await.map(|_| count)
+            })
+        });
+        for result in join_all(calls).await {
+            let removed = result??;
+            if removed > 0 {
+                tracing::info!(tables = removed, "removed rows of dropped tables");
+            }
         }
         Ok(())
     }

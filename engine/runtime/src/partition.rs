@@ -40,6 +40,10 @@ impl Backend for AnyBackend {
         delegate!(self, backend => backend.count(table))
     }
 
+    fn table_ids(&self) -> Vec<TableId> {
+        delegate!(self, backend => backend.table_ids())
+    }
+
     async fn flush(&self) -> StorageResult<()> {
         delegate!(self, backend => backend.flush().await)
     }

@@ -130,3 +130,19 @@ fn a_damaged_partition_stops_the_start_with_its_file_named() {
     let error = Engine::start(config(directory.path(), 1)).err().expect("start must fail");
     assert!(error.to_string().contains("partition-0002/superblock"), "{error}");
 }
+
+#[test]
+fn rows_of_a_table_missing_from_the_catalog_are_removed_at_startup() {
+    // A write that raced a drop (or a crash between the drop's catalog
+    // delete and its row removal) leaves rows no table name reaches.
+    let directory = tempfile::tempdir().unwrap();
+    let engine = Engine::start(config(directory.path(), 2)).unwrap();
+    let orphan = photondb_storage::TableId(0xDEAD_BEEF);
+    let mutations = (0..50).map(|id| photondb_storage::Mutation::Put { table: orphan, key: key_of(id), value: document_of(id), conflict: Conflict::Replace }).collect();
+    block_on_thread(engine.write(mutations, Durability::Hard)).unwrap();
+    assert_eq!(block_on_thread(engine.count(orphan)).unwrap(), 50);
+    engine.shutdown().unwrap();
+    let engine = Engine::start(config(directory.path(), 2)).unwrap();
+    assert_eq!(block_on_thread(engine.count(orphan)).unwrap(), 0);
+    engine.shutdown().unwrap();
+}

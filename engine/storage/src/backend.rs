@@ -50,6 +50,8 @@ pub trait Backend {
     fn get(&self, table: TableId, key: &[u8]) -> Result<Option<Bytes>>;
     fn scan(&self, table: TableId, range: &ScanRange) -> Result<Vec<(Bytes, Bytes)>>;
     fn count(&self, table: TableId) -> Result<u64>;
+    /// Tables with rows in this partition.
+    fn table_ids(&self) -> Vec<TableId>;
     /// Makes every write applied so far durable (soft writes included).
     async fn flush(&self) -> Result<()>;
     /// Writes a checkpoint so WAL space can be reused; a no-op in memory.

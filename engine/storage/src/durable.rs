@@ -291,6 +291,10 @@ impl<S: FileSystem> Backend for DurableBackend<S> {
         Ok(self.tables.borrow().count(table))
     }
 
+    fn table_ids(&self) -> Vec<TableId> {
+        self.tables.borrow().table_ids().collect()
+    }
+
     async fn flush(&self) -> Result<()> {
         self.wal.wait_durable(self.wal.appended_lsn()).await
     }

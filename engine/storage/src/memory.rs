@@ -37,6 +37,10 @@ impl Backend for MemoryBackend {
         Ok(self.tables.borrow().count(table))
     }
 
+    fn table_ids(&self) -> Vec<TableId> {
+        self.tables.borrow().table_ids().collect()
+    }
+
     async fn flush(&self) -> Result<()> {
         Ok(())
     }
