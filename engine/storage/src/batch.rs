@@ -28,6 +28,12 @@ pub enum Conflict {
 pub enum Mutation {
     Put { table: TableId, key: Bytes, value: Bytes, conflict: Conflict },
     Delete { table: TableId, key: Bytes },
+    /// Sets the row to `new` (`None` deletes it) only if it is still
+    /// `expected` (`None`: absent). Otherwise nothing changes and the outcome
+    /// is `conflicted`, carrying the row as it is now: the caller recomputes
+    /// and tries again. This makes read-modify-write atomic per document
+    /// without holding anything between the read and the write.
+    CompareAndSet { table: TableId, key: Bytes, expected: Option<Bytes>, new: Option<Bytes> },
     /// Removes every row of a table in this partition.
     DropTable { table: TableId },
 }
@@ -37,6 +43,7 @@ impl Mutation {
         match self {
             Mutation::Put { key, value, .. } => 25 + key.len() + value.len(),
             Mutation::Delete { key, .. } => 21 + key.len(),
+            Mutation::CompareAndSet { key, new, .. } => 25 + key.len() + new.as_ref().map_or(0, |value| value.len()),
             Mutation::DropTable { .. } => 17,
         }
     }

@@ -79,6 +79,28 @@ impl Tables {
                 let operation = WalOperation::Put { table, key, value: new.clone() };
                 (WriteOutcome { old, new: Some(new), conflicted: false }, Some(operation))
             }
+            Mutation::CompareAndSet { table, key, expected, new } => {
+                let current = self.get(table, &key);
+                if current != expected {
+                    return (WriteOutcome { old: current.clone(), new: current, conflicted: true }, None);
+                }
+                if current == new {
+                    return (WriteOutcome { old: current.clone(), new: current, conflicted: false }, None);
+                }
+                match &new {
+                    Some(value) => {
+                        self.tables.entry(table).or_default().insert(key.clone(), value.clone());
+                        let operation = WalOperation::Put { table, key, value: value.clone() };
+                        (WriteOutcome { old: current, new, conflicted: false }, Some(operation))
+                    }
+                    None => {
+                        if let Some(rows) = self.tables.get_mut(&table) {
+                            rows.remove(&key);
+                        }
+                        (WriteOutcome { old: current, new: None, conflicted: false }, Some(WalOperation::Delete { table, key }))
+                    }
+                }
+            }
             Mutation::Delete { table, key } => {
                 let old = self.tables.get_mut(&table).and_then(|rows| rows.remove(&key));
                 let operation = old.as_ref().map(|_| WalOperation::Delete { table, key });

@@ -21,6 +21,9 @@ const TABLES: [TableId; 2] = [TableId(7), TableId(9)];
 enum Operation {
     Put { table: usize, key: u8, length: usize, conflict: Conflict, durability: Durability },
     Delete { table: usize, key: u8 },
+    /// With `expect_current`, expects what the model holds (must apply);
+    /// otherwise something else (must conflict and change nothing).
+    CompareAndSet { table: usize, key: u8, expect_current: bool, new_length: Option<usize> },
     DropTable { table: usize },
     Scan { table: usize, from: u8, to: u8, descending: bool, limit: Option<usize> },
     Checkpoint,
@@ -62,6 +65,8 @@ fn operation() -> impl Strategy<Value = Operation> {
         30 => (0..2usize, 0..48u8, length(), conflict, durability)
             .prop_map(|(table, key, length, conflict, durability)| Operation::Put { table, key, length, conflict, durability }),
         8 => (0..2usize, 0..48u8).prop_map(|(table, key)| Operation::Delete { table, key }),
+        6 => (0..2usize, 0..48u8, any::<bool>(), proptest::option::of(length()))
+            .prop_map(|(table, key, expect_current, new_length)| Operation::CompareAndSet { table, key, expect_current, new_length }),
         1 => (0..2usize).prop_map(|table| Operation::DropTable { table }),
         4 => (0..2usize, 0..48u8, 0..48u8, any::<bool>(), proptest::option::of(1..6usize))
             .prop_map(|(table, from, to, descending, limit)| Operation::Scan { table, from, to, descending, limit }),
@@ -136,6 +141,23 @@ fn run(operations: Vec<Operation>) -> Result<(), TestCaseError> {
                 let outcomes = block_on(backend.write(WriteBatch::new(vec![Mutation::Delete { table, key: key.clone() }]), Durability::Hard))
                     .expect("delete");
                 prop_assert_eq!(&outcomes[0].old, &model.remove(&(table, key)));
+            }
+            Operation::CompareAndSet { table, key, expect_current, new_length } => {
+                let table = TABLES[table];
+                let key = key_bytes(key);
+                let current = model.get(&(table, key.clone())).cloned();
+                let expected = if expect_current { current.clone() } else { Some(Bytes::from_static(b"not what is stored")) };
+                let new = new_length.map(|length| document(seed, length));
+                let mutation = Mutation::CompareAndSet { table, key: key.clone(), expected, new: new.clone() };
+                let outcomes = block_on(backend.write(WriteBatch::new(vec![mutation]), Durability::Hard)).expect("compare and set");
+                prop_assert_eq!(&outcomes[0].old, &current);
+                prop_assert_eq!(outcomes[0].conflicted, !expect_current);
+                if expect_current {
+                    match new {
+                        Some(value) => model.insert((table, key), value),
+                        None => model.remove(&(table, key)),
+                    };
+                }
             }
             Operation::DropTable { table } => {
                 let table = TABLES[table];

@@ -291,51 +291,77 @@ pub async fn update_or_replace(context: &Context, term_type: u64, args: &[Term],
     let with_changes = return_changes(context, optargs).await?;
     let mut tally = Tally::default();
     while let Some(row) = rows.next(context).await? {
-        let outcome = apply_change(context, &table, term_type, &change, row.clone()).await;
-        let new = match outcome.and_then(|new| new.as_ref().map_or(Ok(()), check_storable).map(|()| new)) {
-            Ok(new) => new,
+        let (old, new) = match write_atomically(context, &table, term_type, &change, row, durability).await {
+            Ok(change) => change,
+            Err(error) if error.class == ErrorClass::OpIndeterminate || error.class == ErrorClass::OpFailed => return Err(error),
             Err(error) => {
                 tally.error(error.message);
                 continue;
             }
         };
-        let old = row;
         match (&old, &new) {
             (None, None) => {
                 tally.skipped += 1;
                 continue;
             }
-            (Some(old), Some(new)) if old == new => {
-                tally.unchanged += 1;
-                if with_changes {
-                    tally.changes.push(object([("new_val", new.clone()), ("old_val", old.clone())]));
-                }
-                continue;
-            }
-            _ => {}
-        }
-        match &new {
-            Some(document_value) => {
-                let key = primary_key_of(&table, document_value)?;
-                let encoded = Bytes::from(primary_key_bytes(&key)?);
-                context.engine.put(table.id, encoded, Bytes::from(document::encode(document_value)), Conflict::Replace, durability).await?;
-                if old.is_some() {
-                    tally.replaced += 1;
-                } else {
-                    tally.inserted += 1;
-                }
-            }
-            None => {
-                let key = primary_key_of(&table, old.as_ref().expect("checked above"))?;
-                context.engine.delete(table.id, Bytes::from(primary_key_bytes(&key)?), durability).await?;
-                tally.deleted += 1;
-            }
+            (Some(old), Some(new)) if old == new => tally.unchanged += 1,
+            (Some(_), Some(_)) => tally.replaced += 1,
+            (None, Some(_)) => tally.inserted += 1,
+            (Some(_), None) => tally.deleted += 1,
         }
         if with_changes {
             tally.changes.push(object([("new_val", new.unwrap_or(Datum::Null)), ("old_val", old.unwrap_or(Datum::Null))]));
         }
     }
     Ok(Value::Datum(tally.into_datum(with_changes)))
+}
+
+/// How often a document changed by another writer between our read and our
+/// write is re-read and recomputed before giving up.
+const ATTEMPTS: usize = 64;
+
+/// Applies `update`/`replace` to one document atomically: the change is
+/// computed from the row as read and written only if the row is still that
+/// (compare-and-set); otherwise it is recomputed from the row as it is now.
+/// Returns the document before and after.
+async fn write_atomically(
+    context: &Context,
+    table: &TableConfig,
+    term_type: u64,
+    change: &Callable,
+    row: Option<Datum>,
+    durability: Durability,
+) -> Result<(Option<Datum>, Option<Datum>), ReqlError> {
+    let mut current = row;
+    for _ in 0..ATTEMPTS {
+        let new = apply_change(context, table, term_type, change, current.clone()).await?;
+        if let Some(document_value) = &new {
+            check_storable(document_value)?;
+        }
+        let unchanged = match (&current, &new) {
+            (None, None) => true,
+            (Some(old), Some(new)) => old == new,
+            _ => false,
+        };
+        if unchanged {
+            return Ok((current, new));
+        }
+        let key_row = new.as_ref().or(current.as_ref()).expect("one of them exists when they differ");
+        let key = Bytes::from(primary_key_bytes(&primary_key_of(table, key_row)?)?);
+        let mutation = Mutation::CompareAndSet {
+            table: table.id,
+            key,
+            expected: current.as_ref().map(|row| Bytes::from(document::encode(row))),
+            new: new.as_ref().map(|row| Bytes::from(document::encode(row))),
+        };
+        let outcome = context.engine.write(vec![mutation], durability).await?.remove(0);
+        if !outcome.conflicted {
+            return Ok((current, new));
+        }
+        // Someone else wrote the document meanwhile: start again from it.
+        current = outcome.old.as_deref().map(decode).transpose()?;
+    }
+    Err(ReqlError::op_failed(format!("The document changed {ATTEMPTS} times while it was being updated; try again.")))
 }
 
 /// The new version of one row under `update` or `replace`; `None` deletes

@@ -122,3 +122,36 @@ def test_data_survives_a_clean_restart(data_dir):
     assert r.table("kept").get("a").run(connection) == {"id": "a", "value": 1}
     connection.close()
     server.stop()
+
+
+def test_concurrent_updates_of_one_document_lose_nothing(server):
+    """update() is atomic per document: increments from many connections
+    at once all count."""
+    import threading
+    setup = r.connect(port=server.port)
+    r.table_create("counters").run(setup)
+    r.table("counters").insert({"id": "hits", "n": 0}).run(setup)
+    errors = []
+
+    def bump():
+        connection = r.connect(port=server.port)
+        try:
+            for _ in range(40):
+                result = r.table("counters").get("hits").update({"n": r.row["n"] + 1}).run(connection)
+                assert result["replaced"] == 1, result
+        except Exception as error:  # collected and asserted below
+            errors.append(error)
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=bump) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == []
+    assert r.table("counters").get("hits")["n"].run(setup) == 8 * 40
+    # The same through a selection of the whole table.
+    r.table("counters").update({"n": r.row["n"] * 2}).run(setup)
+    assert r.table("counters").get("hits")["n"].run(setup) == 8 * 40 * 2
+    setup.close()
