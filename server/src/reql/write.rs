@@ -265,23 +265,6 @@ fn primary_key_of(table: &TableConfig, row: &Datum) -> Result<Datum, ReqlError> 
     }
 }
 
-/// RethinkDB's `update` merge: objects merge recursively.
-fn merge(old: Datum, patch: Datum) -> Datum {
-    match (old, patch) {
-        (Datum::Object(mut old), Datum::Object(patch)) => {
-            for (key, value) in patch {
-                let merged = match old.remove(&key) {
-                    Some(existing) => merge(existing, value),
-                    None => value,
-                };
-                old.insert(key, merged);
-            }
-            Datum::Object(old)
-        }
-        (_, patch) => patch,
-    }
-}
-
 pub async fn update_or_replace(context: &Context, term_type: u64, args: &[Term], optargs: &BTreeMap<String, Term>) -> Result<Value, ReqlError> {
     arity(args, 2, 2)?;
     let target = context.argument(args, 0).await?;
@@ -373,7 +356,7 @@ async fn apply_change(context: &Context, table: &TableConfig, term_type: u64, ch
         let patch = change.call(context, argument).await?;
         let new = match patch {
             Datum::Null => return Ok(Some(old)),
-            patch @ Datum::Object(_) => merge(old.clone(), patch),
+            patch @ Datum::Object(_) => super::sequence::merge(old.clone(), patch),
             other => return Err(ReqlError::logic(format!("Inserted value must be an OBJECT (got {}):\n{}", other.type_name(), pretty(&other)))),
         };
         check_primary_key_kept(table, &old, &new)?;

@@ -47,20 +47,25 @@ def test_malformed_handshake_json_is_refused(server):
         assert reply["success"] is False and reply["error_code"] == 4
 
 
+def read_frame(sock):
+    header = b""
+    while len(header) < 12:
+        header += sock.recv(12 - len(header))
+    token, length = struct.unpack("<QI", header)
+    data = b""
+    while len(data) < length:
+        data += sock.recv(length - len(data))
+    return token, json.loads(data)
+
+
 def query(connection, token, body):
     """Sends a raw query frame on the driver's authenticated socket."""
     payload = json.dumps(body).encode() if not isinstance(body, bytes) else body
     sock = connection._instance._socket._socket
     sock.sendall(struct.pack("<QI", token, len(payload)) + payload)
-    header = b""
-    while len(header) < 12:
-        header += sock.recv(12 - len(header))
-    reply_token, length = struct.unpack("<QI", header)
-    data = b""
-    while len(data) < length:
-        data += sock.recv(length - len(data))
+    reply_token, reply = read_frame(sock)
     assert reply_token == token
-    return json.loads(data)
+    return reply
 
 
 def test_bad_queries_get_errors_and_the_connection_stays_open(server):
@@ -117,17 +122,6 @@ def test_deep_queries_never_kill_the_server(server):
         pass  # refused with an error is fine; the server must live on
     assert r.expr("alive").run(connection) == "alive"
     connection.close()
-
-
-def read_frame(sock):
-    header = b""
-    while len(header) < 12:
-        header += sock.recv(12 - len(header))
-    token, length = struct.unpack("<QI", header)
-    data = b""
-    while len(data) < length:
-        data += sock.recv(length - len(data))
-    return token, json.loads(data)
 
 
 def test_queries_on_one_connection_run_concurrently(server):
