@@ -8,7 +8,6 @@
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::rc::Rc;
-use std::sync::Arc;
 
 use photondb_datum::json::to_json;
 use photondb_datum::Datum;
@@ -18,7 +17,7 @@ use photondb_storage::Durability;
 use serde_json::{json, Value as Json};
 
 use crate::protocol::frame::{self, query_type, response_type, MAX_QUERY_BYTES};
-use crate::protocol::handshake::{self, Users};
+use crate::protocol::handshake;
 use crate::reql::error::{ErrorClass, ReqlError};
 use crate::reql::eval::{Context, Value};
 use crate::reql::stream::Stream;
@@ -46,10 +45,10 @@ struct Cursor {
     batch_bytes: usize,
 }
 
-pub async fn serve(connection: Connection, engine: Engine, users: Arc<Users>) {
+pub async fn serve(connection: Connection, engine: Engine) {
     let peer = connection.peer_address();
     let mut transport = Transport::new(connection);
-    let user = match handshake::run(&mut transport, &users).await {
+    let user = match handshake::run(&mut transport, &engine).await {
         Ok(user) => user,
         Err(failure) => {
             tracing::debug!(?peer, ?failure, "handshake failed");
@@ -205,7 +204,7 @@ impl Session {
         }
         let stream = match context.eval(&term).await? {
             Value::Datum(datum) => return Ok(json!({ "t": response_type::SUCCESS_ATOM, "r": [to_json(&datum)] })),
-            Value::SingleSelection { row, .. } => {
+            Value::SingleSelection { row, .. } | Value::SystemSelection { row, .. } => {
                 return Ok(json!({ "t": response_type::SUCCESS_ATOM, "r": [to_json(&row.unwrap_or(Datum::Null))] }))
             }
             Value::Table(table) => Stream::table(table, std::ops::Bound::Unbounded, std::ops::Bound::Unbounded),

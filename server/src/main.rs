@@ -59,7 +59,9 @@ struct ServeArguments {
     /// Port for RethinkDB drivers.
     #[arg(long, env = "PHOTONDB_DRIVER_PORT", default_value_t = 28015)]
     driver_port: u16,
-    /// Password of the `admin` user (empty by default, as in RethinkDB).
+    /// Password of the `admin` user, set when a data directory is first
+    /// started (empty by default, as in RethinkDB); later starts keep the
+    /// stored one.
     #[arg(long, env = "PHOTONDB_INITIAL_PASSWORD", default_value = "", hide_env_values = true)]
     initial_password: String,
     /// WAL ring size per partition of a new data directory, in MiB.
@@ -104,12 +106,18 @@ fn serve(arguments: ServeArguments) -> anyhow::Result<()> {
         startup_ms = started.elapsed().as_millis() as u64,
         "PhotonDB is ready"
     );
-    let users = Arc::new(protocol::handshake::Users::with_admin(&arguments.initial_password));
+    if engine.user("admin").is_none() {
+        let admin = protocol::handshake::user_with_password("admin", &arguments.initial_password);
+        if let Err(error) = photondb_runtime::block_on_thread(engine.put_user(admin)) {
+            let _ = engine.shutdown();
+            return Err(anyhow::anyhow!(error)).context("storing the admin user");
+        }
+    } else if !arguments.initial_password.is_empty() {
+        tracing::warn!("the admin user exists already; --initial-password is ignored (change it through rethinkdb.users)");
+    }
     let driver_address = SocketAddr::new(arguments.bind, arguments.driver_port);
-    let handler: photondb_runtime::network::ConnectionHandler = Arc::new(move |connection, engine| {
-        let users = users.clone();
-        Box::pin(connection::serve(connection, engine, users))
-    });
+    let handler: photondb_runtime::network::ConnectionHandler =
+        Arc::new(move |connection, engine| Box::pin(connection::serve(connection, engine)));
     if let Err(error) = photondb_runtime::block_on_thread(engine.listen(driver_address, handler)) {
         let _ = engine.shutdown();
         return Err(anyhow::anyhow!(error)).context("starting the driver port");

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex, RwLock};
 
 use bytes::Bytes;
-use photondb_storage::catalog::{self, DatabaseConfig, Entry, TableConfig};
+use photondb_storage::catalog::{self, DatabaseConfig, Entry, TableConfig, UserConfig};
 use photondb_storage::{
     Backend, Conflict, Direction, Durability, Mutation, ScanRange, StorageError, TableId, WriteBatch, WriteOutcome,
 };
@@ -59,6 +59,7 @@ pub struct Catalog {
     pub databases: BTreeMap<String, DatabaseConfig>,
     /// Keyed by (database id, table name).
     pub tables: BTreeMap<(u128, String), TableConfig>,
+    pub users: BTreeMap<String, UserConfig>,
 }
 
 struct Inner {
@@ -343,6 +344,9 @@ impl Engine {
                 Some(Entry::Table(table)) => {
                     loaded.tables.insert((table.database, table.name.clone()), table);
                 }
+                Some(Entry::User(user)) => {
+                    loaded.users.insert(user.name.clone(), user);
+                }
                 None => tracing::warn!("skipping a catalog entry this build does not understand"),
             }
         }
@@ -400,6 +404,18 @@ impl Engine {
         let catalog = self.inner.catalog.read().expect("catalog lock");
         let database = catalog.databases.get(database)?;
         catalog.tables.get(&(database.id, name.to_owned())).cloned()
+    }
+
+    pub fn user(&self, name: &str) -> Option<UserConfig> {
+        self.inner.catalog.read().expect("catalog lock").users.get(name).cloned()
+    }
+
+    /// Creates or replaces a user (hard durability, before it is visible).
+    pub async fn put_user(&self, user: UserConfig) -> Result<(), EngineError> {
+        let key = Bytes::from(catalog::user_key(&user.name));
+        self.put(TableId::CATALOG, key, Bytes::from(user.encode()), Conflict::Replace, Durability::Hard).await?;
+        self.inner.catalog.write().expect("catalog lock").users.insert(user.name.clone(), user);
+        Ok(())
     }
 
     pub async fn create_database(&self, name: &str) -> Result<DatabaseConfig, EngineError> {

@@ -71,11 +71,43 @@ impl TableConfig {
     }
 }
 
+/// A user and what SCRAM-SHA-256 needs to check its password (never the
+/// password itself).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct UserConfig {
+    pub name: String,
+    pub salt: Vec<u8>,
+    pub iterations: u32,
+    pub stored_key: Vec<u8>,
+    pub server_key: Vec<u8>,
+    /// Whether a non-empty password is set (what `rethinkdb.users` shows).
+    pub has_password: bool,
+}
+
+pub fn user_key(name: &str) -> Vec<u8> {
+    key::encode(&Datum::Array(vec!["user".into(), Datum::String(name.to_owned())]))
+}
+
+impl UserConfig {
+    pub fn encode(&self) -> Vec<u8> {
+        object(&[
+            ("kind", "user".into()),
+            ("name", self.name.as_str().into()),
+            ("salt", Datum::Binary(self.salt.clone())),
+            ("iterations", Datum::Number(self.iterations as f64)),
+            ("stored_key", Datum::Binary(self.stored_key.clone())),
+            ("server_key", Datum::Binary(self.server_key.clone())),
+            ("has_password", Datum::Bool(self.has_password)),
+        ])
+    }
+}
+
 /// A catalog entry read back from storage.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Entry {
     Database(DatabaseConfig),
     Table(TableConfig),
+    User(UserConfig),
 }
 
 /// Decodes a catalog document; `None` if it is not one this build knows.
@@ -85,7 +117,22 @@ pub fn decode(bytes: &[u8]) -> Option<Entry> {
         Some(Datum::String(value)) => Some(value.clone()),
         _ => None,
     };
+    let binary = |name: &str| match fields.get(name) {
+        Some(Datum::Binary(bytes)) => Some(bytes.clone()),
+        _ => None,
+    };
     match text("kind")?.as_str() {
+        "user" => Some(Entry::User(UserConfig {
+            name: text("name")?,
+            salt: binary("salt")?,
+            iterations: match fields.get("iterations") {
+                Some(Datum::Number(count)) => *count as u32,
+                _ => return None,
+            },
+            stored_key: binary("stored_key")?,
+            server_key: binary("server_key")?,
+            has_password: matches!(fields.get("has_password"), Some(Datum::Bool(true))),
+        })),
         "db" => Some(Entry::Database(DatabaseConfig { id: parse_uuid(&text("id")?)?, name: text("name")? })),
         "table" => Some(Entry::Table(TableConfig {
             id: TableId(parse_uuid(&text("id")?)?),

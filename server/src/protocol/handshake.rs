@@ -4,6 +4,8 @@
 use std::collections::HashMap;
 
 use photondb_datum::json::{base64_decode, base64_encode};
+use photondb_runtime::Engine;
+use photondb_storage::catalog::UserConfig;
 use serde_json::{json, Value};
 
 use super::scram::{random_bytes, StoredCredentials, ITERATIONS};
@@ -15,19 +17,26 @@ const MESSAGE_LIMIT_BYTES: usize = 16 * 1024;
 /// The server version drivers are told.
 pub const SERVER_VERSION: &str = concat!("2.4.4-photondb-", env!("CARGO_PKG_VERSION"));
 
-/// Users and their SCRAM credentials.
-#[derive(Clone, Debug, Default)]
-pub struct Users {
-    credentials: HashMap<String, StoredCredentials>,
+/// SCRAM credentials of a new password, as the catalog stores them.
+pub fn user_with_password(name: &str, password: &str) -> UserConfig {
+    let credentials = StoredCredentials::derive(password, random_bytes(16), ITERATIONS);
+    UserConfig {
+        name: name.to_owned(),
+        salt: credentials.salt,
+        iterations: credentials.iterations,
+        stored_key: credentials.stored_key.to_vec(),
+        server_key: credentials.server_key.to_vec(),
+        has_password: !password.is_empty(),
+    }
 }
 
-impl Users {
-    /// `admin` with the given password (RethinkDB's default is empty).
-    pub fn with_admin(password: &str) -> Self {
-        let mut credentials = HashMap::new();
-        credentials.insert("admin".to_owned(), StoredCredentials::derive(password, random_bytes(16), ITERATIONS));
-        Users { credentials }
-    }
+fn credentials_of(user: &UserConfig) -> Option<StoredCredentials> {
+    Some(StoredCredentials {
+        salt: user.salt.clone(),
+        iterations: user.iterations,
+        stored_key: user.stored_key.clone().try_into().ok()?,
+        server_key: user.server_key.clone().try_into().ok()?,
+    })
 }
 
 /// Why a handshake ended without a session. The message has been sent to
@@ -46,7 +55,7 @@ impl From<std::io::Error> for Failure {
 }
 
 /// Runs the handshake; returns the authenticated user name.
-pub async fn run(transport: &mut Transport, users: &Users) -> Result<String, Failure> {
+pub async fn run(transport: &mut Transport, engine: &Engine) -> Result<String, Failure> {
     let magic = transport.read_exact(4).await?;
     let magic = u32::from_le_bytes(magic.try_into().expect("4 bytes"));
     if magic != MAGIC_V1_0 {
@@ -83,7 +92,7 @@ pub async fn run(transport: &mut Transport, users: &Users) -> Result<String, Fai
     let user = user.replace("=2C", ",").replace("=3D", "=");
     // An unknown user goes through the whole exchange with made-up
     // credentials, so the reply does not reveal which users exist.
-    let known = users.credentials.get(&user).cloned();
+    let known = engine.user(&user).as_ref().and_then(credentials_of);
     let credentials = known.clone().unwrap_or_else(|| StoredCredentials::derive(&base64_encode(&random_bytes(16)), random_bytes(16), ITERATIONS));
     let nonce = format!("{client_nonce}{}", base64_encode(&random_bytes(18)));
     let server_first = format!("r={nonce},s={},i={}", base64_encode(&credentials.salt), credentials.iterations);

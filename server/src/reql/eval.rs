@@ -34,6 +34,8 @@ pub enum Value {
     Stream(Stream),
     /// A table of the `rethinkdb` system database, by name.
     SystemTable(String),
+    /// `r.db('rethinkdb').table(t).get(key)`.
+    SystemSelection { table: String, row: Option<Datum> },
     Function(Function),
     /// `r.minval` / `r.maxval`: bounds for `between`, nothing else.
     MinValue,
@@ -46,7 +48,7 @@ impl Value {
             Value::Datum(datum) => datum.type_name(),
             Value::Database(_) => "DATABASE",
             Value::Table(_) | Value::SystemTable(_) => "TABLE",
-            Value::SingleSelection { .. } => "SELECTION<OBJECT>",
+            Value::SingleSelection { .. } | Value::SystemSelection { .. } => "SELECTION<OBJECT>",
             Value::Stream(stream) if stream.selected_table().is_some() => "SELECTION<STREAM>",
             Value::Stream(_) => "STREAM",
             Value::Function(_) => "FUNCTION",
@@ -109,7 +111,7 @@ impl Context {
     pub async fn datum_argument(&self, args: &[Term], index: usize) -> Result<Datum, ReqlError> {
         match self.argument(args, index).await? {
             Value::Datum(datum) => Ok(datum),
-            Value::SingleSelection { row, .. } => Ok(row.unwrap_or(Datum::Null)),
+            Value::SingleSelection { row, .. } | Value::SystemSelection { row, .. } => Ok(row.unwrap_or(Datum::Null)),
             Value::Stream(stream) => stream.collect(self).await.map(Datum::Array).map_err(|error| error.within(Frame::Position(index))),
             Value::SystemTable(name) => super::system::rows(self, &name).map(Datum::Array),
             Value::Table(table) => Stream::table(table, std::ops::Bound::Unbounded, std::ops::Bound::Unbounded)
@@ -280,6 +282,25 @@ impl Context {
                     .table(&database.name, &name)
                     .ok_or_else(|| ReqlError::op_failed(format!("Table `{}.{name}` does not exist.", database.name)))?;
                 Ok(Value::Table(table))
+            }
+            kind::GET if matches!(args.first(), Some(Term::Call { term_type: kind::TABLE, args: table_args, .. }) if table_args.len() == 2) => {
+                arity(args, 2, 2)?;
+                match self.argument(args, 0).await? {
+                    Value::SystemTable(table) => {
+                        let key = self.datum_argument(args, 1).await?;
+                        let row = super::system::rows(self, &table)?.into_iter().find(|row| match row {
+                            Datum::Object(fields) => fields.get("id") == Some(&key),
+                            _ => false,
+                        });
+                        Ok(Value::SystemSelection { table, row })
+                    }
+                    Value::Table(table) => {
+                        let key = self.datum_argument(args, 1).await?;
+                        let row = write::get(&self.engine, &table, &key).await.map_err(|error| error.within(Frame::Position(1)))?;
+                        Ok(Value::SingleSelection { table, row })
+                    }
+                    other => Err(ReqlError::logic(format!("Expected type TABLE but found {}.", other.type_name())).within(Frame::Position(0))),
+                }
             }
             kind::GET => {
                 arity(args, 2, 2)?;

@@ -87,11 +87,35 @@ pub fn rows(context: &Context, name: &str) -> Result<Vec<Datum>, ReqlError> {
                 ]),
             ),
         ])],
-        "users" => vec![object([("id", Datum::String("admin".into())), ("password", Datum::Bool(false))])],
+        "users" => catalog
+            .users
+            .values()
+            .map(|user| object([("id", Datum::String(user.name.clone())), ("password", Datum::Bool(user.has_password))]))
+            .collect(),
         "cluster_config" => vec![object([("heartbeat_timeout_secs", Datum::Number(10.0)), ("id", Datum::String("heartbeat".into()))])],
         "permissions" | "current_issues" | "jobs" | "stats" | "logs" => Vec::new(),
         other => return Err(ReqlError::op_failed(format!("Table `{DATABASE}.{other}` does not exist."))),
     })
+}
+
+/// Writes to `rethinkdb.users`: `insert({id, password})` creates a user,
+/// `get(name).update({password})` changes a password (`false` clears it).
+pub async fn write_user(context: &Context, name: &str, password: &Datum, create: bool) -> Result<(), ReqlError> {
+    let exists = context.engine.user(name).is_some();
+    if create && exists {
+        return Err(ReqlError::op_failed(format!("User `{name}` already exists.")));
+    }
+    if !create && !exists {
+        return Err(ReqlError::op_failed(format!("User `{name}` does not exist.")));
+    }
+    let password = match password {
+        Datum::String(password) => password.clone(),
+        Datum::Bool(false) => String::new(),
+        other => return Err(ReqlError::logic(format!("Expected a string or `false` for `password`, got {}.", other.type_name()))),
+    };
+    let user = crate::protocol::handshake::user_with_password(name, &password);
+    context.engine.put_user(user).await?;
+    Ok(())
 }
 
 /// `info()` of a datum: its type and its JSON.

@@ -127,7 +127,11 @@ impl Tally {
 
 pub async fn insert(context: &Context, args: &[Term], optargs: &BTreeMap<String, Term>) -> Result<Value, ReqlError> {
     arity(args, 2, 2)?;
-    let table = context.table_argument(args, 0).await?;
+    let table = match context.argument(args, 0).await? {
+        Value::Table(table) => table,
+        Value::SystemTable(name) => return insert_system(context, &name, context.datum_argument(args, 1).await?).await,
+        other => return Err(ReqlError::logic(format!("Expected type TABLE but found {}.", other.type_name())).within(Frame::Position(0))),
+    };
     let documents = match context.datum_argument(args, 1).await? {
         Datum::Array(items) => items,
         single => vec![single],
@@ -265,9 +269,69 @@ fn primary_key_of(table: &TableConfig, row: &Datum) -> Result<Datum, ReqlError> 
     }
 }
 
+/// Inserts into a system table: only `users` takes writes so far.
+async fn insert_system(context: &Context, table: &str, documents: Datum) -> Result<Value, ReqlError> {
+    if table != "users" {
+        return Err(ReqlError::op_failed(format!("Table `rethinkdb.{table}` cannot be written by PhotonDB yet.")));
+    }
+    let documents = match documents {
+        Datum::Array(items) => items,
+        single => vec![single],
+    };
+    let mut tally = Tally::default();
+    for document in documents {
+        let Datum::Object(fields) = document else {
+            tally.error("Expected type OBJECT.".into());
+            continue;
+        };
+        let Some(Datum::String(name)) = fields.get("id") else {
+            tally.error("A user needs a string `id`.".into());
+            continue;
+        };
+        let password = fields.get("password").cloned().unwrap_or(Datum::Bool(false));
+        match super::system::write_user(context, name, &password, true).await {
+            Ok(()) => tally.inserted += 1,
+            Err(error) => tally.error(error.message),
+        }
+    }
+    Ok(Value::Datum(tally.into_datum(false)))
+}
+
+/// `update` of one row of a system table: only a user's password so far.
+async fn update_system(context: &Context, table: &str, row: Option<Datum>, change: &Callable) -> Result<Value, ReqlError> {
+    let mut tally = Tally::default();
+    let Some(row) = row else {
+        tally.skipped += 1;
+        return Ok(Value::Datum(tally.into_datum(false)));
+    };
+    if table != "users" {
+        return Err(ReqlError::op_failed(format!("Table `rethinkdb.{table}` cannot be written by PhotonDB yet.")));
+    }
+    let Datum::Object(patch) = change.call(context, row.clone()).await? else {
+        return Err(ReqlError::logic("Expected an object to update a user with."));
+    };
+    let Datum::Object(fields) = &row else { unreachable!("system rows are objects") };
+    let Some(Datum::String(name)) = fields.get("id") else { unreachable!("user rows have an id") };
+    match patch.get("password") {
+        Some(password) => {
+            super::system::write_user(context, name, password, false).await?;
+            tally.replaced += 1;
+        }
+        None => tally.unchanged += 1,
+    }
+    Ok(Value::Datum(tally.into_datum(false)))
+}
+
 pub async fn update_or_replace(context: &Context, term_type: u64, args: &[Term], optargs: &BTreeMap<String, Term>) -> Result<Value, ReqlError> {
     arity(args, 2, 2)?;
     let target = context.argument(args, 0).await?;
+    if let Value::SystemSelection { table, row } = target {
+        if term_type != kind::UPDATE {
+            return Err(ReqlError::op_failed(format!("Table `rethinkdb.{table}` can only be updated by PhotonDB so far.")));
+        }
+        let change = context.callable_argument(args, 1).await?;
+        return update_system(context, &table, row, &change).await;
+    }
     let (table, mut rows) = rows_of(target).map_err(|error| error.within(Frame::Position(0)))?;
     let change = context.callable_argument(args, 1).await?;
     let durability = durability(context, optargs, &table).await?;

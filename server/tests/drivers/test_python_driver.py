@@ -155,3 +155,27 @@ def test_concurrent_updates_of_one_document_lose_nothing(server):
     r.table("counters").update({"n": r.row["n"] * 2}).run(setup)
     assert r.table("counters").get("hits")["n"].run(setup) == 8 * 40 * 2
     setup.close()
+
+
+def test_users_live_in_the_catalog_and_survive_restarts(data_dir):
+    server = Server(data_dir, password="first").start()
+    connection = r.connect(port=server.port, password="first")
+    users = r.db("rethinkdb").table("users")
+    assert list(users.run(connection)) == [{"id": "admin", "password": True}]
+    assert users.get("admin").update({"password": "second"}).run(connection)["replaced"] == 1
+    assert users.insert({"id": "bob", "password": "builder"}).run(connection)["inserted"] == 1
+    connection.close()
+    server.stop()
+    # --initial-password applies to a new data directory only.
+    server = Server(data_dir, port=server.port, password="ignored").start()
+    with pytest.raises(ReqlAuthError):
+        r.connect(port=server.port, password="first")
+    with pytest.raises(ReqlAuthError):
+        r.connect(port=server.port, password="ignored")
+    connection = r.connect(port=server.port, password="second")
+    assert sorted(row["id"] for row in r.db("rethinkdb").table("users").run(connection)) == ["admin", "bob"]
+    connection.close()
+    bob = r.connect(port=server.port, user="bob", password="builder")
+    assert r.expr(1).run(bob) == 1
+    bob.close()
+    server.stop()
