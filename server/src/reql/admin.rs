@@ -19,7 +19,7 @@ fn is_valid_name(name: &str) -> bool {
     !name.is_empty() && name.chars().all(|character| character.is_ascii_alphanumeric() || character == '_' || character == '-')
 }
 
-fn check_name(kind: &str, name: &str) -> Result<(), ReqlError> {
+pub fn check_name(kind: &str, name: &str) -> Result<(), ReqlError> {
     if is_valid_name(name) {
         Ok(())
     } else {

@@ -262,6 +262,7 @@ impl Context {
             kind::DB => {
                 arity(args, 1, 1)?;
                 let name = self.string_argument(args, 0).await?;
+                super::admin::check_name("Database", &name).map_err(|error| error.within(Frame::Position(0)))?;
                 Ok(Value::Database(self.database_named(&name)?))
             }
             kind::TABLE => {
@@ -271,6 +272,15 @@ impl Context {
                 } else {
                     (self.database_named(&self.default_database)?, self.string_argument(args, 0).await?)
                 };
+                super::admin::check_name("Table", &name).map_err(|error| error.within(Frame::Position(args.len() - 1)))?;
+                match self.optional_datum(optargs, "read_mode").await? {
+                    None => {}
+                    Some(Datum::String(mode)) if matches!(mode.as_str(), "single" | "majority" | "outdated") => {}
+                    Some(Datum::String(mode)) => {
+                        return Err(ReqlError::logic(format!("Read mode `{mode}` unrecognized (options are \"majority\", \"single\", and \"outdated\").")))
+                    }
+                    Some(other) => return Err(ReqlError::logic(format!("Expected type STRING but found {}.", other.type_name()))),
+                }
                 if database.id == super::system::DATABASE_ID {
                     if !super::system::TABLES.contains(&name.as_str()) {
                         return Err(ReqlError::op_failed(format!("Table `{}.{name}` does not exist.", database.name)));
@@ -641,6 +651,14 @@ pub fn pretty(datum: &Datum) -> String {
     out
 }
 
+fn contains_null_character(value: &Datum) -> bool {
+    match value {
+        Datum::String(text) => text.contains('\0'),
+        Datum::Array(items) => items.iter().any(contains_null_character),
+        _ => false,
+    }
+}
+
 /// The encoded storage key of a primary-key value, checked as RethinkDB does.
 pub fn primary_key_bytes(value: &Datum) -> Result<Vec<u8>, ReqlError> {
     match value {
@@ -650,6 +668,9 @@ pub fn primary_key_bytes(value: &Datum) -> Result<Vec<u8>, ReqlError> {
             pretty(value)
         ))),
         _ => {
+            if contains_null_character(value) {
+                return Err(ReqlError::logic(format!("Primary keys may not contain the null character: {}", pretty(value))));
+            }
             let encoded = key::encode(value);
             if encoded.len() > 127 + 3 {
                 return Err(ReqlError::logic(format!("Primary key too long (max 127 characters): {}", pretty(value))));

@@ -173,6 +173,14 @@ fn combine_write_results(total: &mut Object, result: Object) {
     }
 }
 
+fn whole_number(datum: &Datum) -> Result<i64, ReqlError> {
+    match datum {
+        Datum::Number(number) if number.fract() == 0.0 => Ok(*number as i64),
+        Datum::Number(number) => Err(ReqlError::logic(format!("Number not an integer: {number}"))),
+        other => Err(ReqlError::logic(format!("Expected type NUMBER but found {}.", other.type_name()))),
+    }
+}
+
 enum SortKey {
     Field(String),
     Function(Callable),
@@ -620,16 +628,17 @@ impl Context {
             Datum::Array(items) => items,
             other => return Err(ReqlError::logic(format!("Expected type ARRAY but found {}.", other.type_name())).within(Frame::Position(0))),
         };
-        let index = match self.datum_argument(args, 1).await? {
-            Datum::Number(index) if index.fract() == 0.0 => index as i64,
-            other => return Err(ReqlError::logic(format!("Expected type NUMBER but found {}.", other.type_name())).within(Frame::Position(1))),
-        };
+        let index = whole_number(&self.datum_argument(args, 1).await?).map_err(|error| error.within(Frame::Position(1)))?;
         let length = items.len() as i64;
         let inserting = matches!(term_type, kind::INSERT_AT | kind::SPLICE_AT);
-        let limit = if inserting { length } else { length - 1 };
+        // A range deletion may start at the end (deleting nothing).
+        let limit = if inserting || (term_type == kind::DELETE_AT && args.len() == 3) { length } else { length - 1 };
         let position = if index < 0 { length + index + i64::from(inserting) } else { index };
-        if position < 0 || position > limit {
-            return Err(ReqlError::new(ErrorClass::NonExistence, format!("Index `{index}` out of bounds for array of size: `{length}`.")));
+        if position < 0 {
+            return Err(ReqlError::new(ErrorClass::NonExistence, format!("Index out of bounds: {index}")).within(Frame::Position(0)));
+        }
+        if position > limit {
+            return Err(ReqlError::new(ErrorClass::NonExistence, format!("Index `{index}` out of bounds for array of size: `{length}`.")).within(Frame::Position(0)));
         }
         let position = position as usize;
         match term_type {

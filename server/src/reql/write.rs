@@ -136,24 +136,44 @@ pub async fn insert(context: &Context, args: &[Term], optargs: &BTreeMap<String,
         Datum::Array(items) => items,
         single => vec![single],
     };
-    let conflict = match context.optional_datum(optargs, "conflict").await? {
+    // `conflict` is a policy name or a function (id, old, new) -> document.
+    let mut resolver = None;
+    let conflict = match optargs.get("conflict") {
         None => Conflict::Error,
-        Some(Datum::String(text)) if text == "error" => Conflict::Error,
-        Some(Datum::String(text)) if text == "replace" => Conflict::Replace,
-        Some(Datum::String(text)) if text == "update" => Conflict::Update,
-        Some(other) => {
-            return Err(ReqlError::logic(format!("Conflict option `{}` unrecognized (options are \"error\", \"replace\" and \"update\").", option_text(&other)))
-                .within(Frame::Optional("conflict".into())))
-        }
+        Some(term) => match context.eval(term).await.map_err(|error| error.within(Frame::Optional("conflict".into())))? {
+            Value::Datum(Datum::String(text)) if text == "error" => Conflict::Error,
+            Value::Datum(Datum::String(text)) if text == "replace" => Conflict::Replace,
+            Value::Datum(Datum::String(text)) if text == "update" => Conflict::Update,
+            Value::Function(function) => {
+                if function.parameters.len() != 3 {
+                    return Err(ReqlError::logic("The conflict function passed to `insert` should expect 3 arguments."));
+                }
+                resolver = Some(function);
+                Conflict::Error
+            }
+            Value::Datum(other) => {
+                return Err(ReqlError::logic(format!("Conflict option `{}` unrecognized (options are \"error\", \"replace\" and \"update\").", option_text(&other)))
+                    .within(Frame::Optional("conflict".into())))
+            }
+            other => return Err(ReqlError::logic(format!("Expected type STRING but found {}.", other.type_name()))),
+        },
     };
     let durability = durability(context, optargs, &table).await?;
     let with_changes = return_changes(context, optargs).await?;
+    let always = matches!(context.optional_datum(optargs, "return_changes").await?, Some(Datum::String(text)) if text == "always");
     let mut tally = Tally::default();
     let mut mutations = Vec::with_capacity(documents.len());
     let mut written = Vec::with_capacity(documents.len());
+    // With `return_changes: "always"`, failed documents get a change entry too.
+    let failed = |tally: &mut Tally, message: String, old: Datum, new: Datum| {
+        if always {
+            tally.changes.push(object([("error", Datum::String(message.clone())), ("new_val", new), ("old_val", old)]));
+        }
+        tally.error(message);
+    };
     for document in documents {
         let Datum::Object(mut fields) = document else {
-            tally.error(format!("Expected type OBJECT but found {}.", document.type_name()));
+            failed(&mut tally, format!("Expected type OBJECT but found {}.", document.type_name()), Datum::Null, Datum::Null);
             continue;
         };
         let key = match fields.get(&table.primary_key) {
@@ -168,13 +188,13 @@ pub async fn insert(context: &Context, args: &[Term], optargs: &BTreeMap<String,
         let encoded = match primary_key_bytes(&key) {
             Ok(encoded) => encoded,
             Err(error) => {
-                tally.error(error.message);
+                failed(&mut tally, error.message, Datum::Null, Datum::Null);
                 continue;
             }
         };
         let value = Datum::Object(fields);
         if let Err(error) = check_storable(&value) {
-            tally.error(error.message);
+            failed(&mut tally, error.message, Datum::Null, Datum::Null);
             continue;
         }
         mutations.push(Mutation::Put { table: table.id, key: Bytes::from(encoded), value: Bytes::from(document::encode(&value)), conflict });
@@ -182,13 +202,30 @@ pub async fn insert(context: &Context, args: &[Term], optargs: &BTreeMap<String,
     }
     let outcomes = context.engine.write(mutations, durability).await?;
     for (outcome, new_document) in outcomes.into_iter().zip(written) {
-        let old = outcome.old.as_deref().map(decode).transpose()?;
+        let mut old = outcome.old.as_deref().map(decode).transpose()?;
+        let mut new = outcome.new.as_deref().map(decode).transpose()?;
         if outcome.conflicted {
-            let old = old.unwrap_or(Datum::Null);
-            tally.error(format!("Duplicate primary key `{}`:\n{}\n{}", table.primary_key, pretty(&old), pretty(&new_document)));
-            continue;
+            let existing = old.clone().unwrap_or(Datum::Null);
+            let Some(resolver) = &resolver else {
+                let message = format!("Duplicate primary key `{}`:\n{}\n{}", table.primary_key, pretty(&existing), pretty(&new_document));
+                failed(&mut tally, message, existing.clone(), existing);
+                continue;
+            };
+            match resolve_conflict(context, &table, resolver, old.clone(), new_document, durability).await {
+                Ok((before, after)) => (old, new) = (before, after),
+                Err(error) => {
+                    failed(&mut tally, error.message, existing.clone(), existing);
+                    continue;
+                }
+            }
+            if new.is_none() {
+                tally.deleted += 1;
+                if with_changes {
+                    tally.changes.push(object([("new_val", Datum::Null), ("old_val", old.unwrap_or(Datum::Null))]));
+                }
+                continue;
+            }
         }
-        let new = outcome.new.as_deref().map(decode).transpose()?;
         match (&old, &new) {
             (None, _) => tally.inserted += 1,
             (Some(old), Some(new)) if old == new => tally.unchanged += 1,
@@ -199,6 +236,56 @@ pub async fn insert(context: &Context, args: &[Term], optargs: &BTreeMap<String,
         }
     }
     Ok(Value::Datum(tally.into_datum(with_changes)))
+}
+
+/// Runs a conflict function `(id, old, new)` and writes its result over the
+/// stored document with a compare-and-set, recomputing if the document
+/// changes meanwhile. Returns the document before and after.
+async fn resolve_conflict(
+    context: &Context,
+    table: &TableConfig,
+    resolver: &super::function::Function,
+    mut old: Option<Datum>,
+    proposed: Datum,
+    durability: Durability,
+) -> Result<(Option<Datum>, Option<Datum>), ReqlError> {
+    let key_value = primary_key_of(table, &proposed)?;
+    let key = Bytes::from(primary_key_bytes(&key_value)?);
+    for _ in 0..ATTEMPTS {
+        let resolved = match &old {
+            // Gone meanwhile: the insert goes ahead as it was.
+            None => proposed.clone(),
+            Some(existing) => resolver.call(context, vec![key_value.clone(), existing.clone(), proposed.clone()]).await?,
+        };
+        let new = match resolved {
+            Datum::Null => None,
+            document @ Datum::Object(_) => {
+                if primary_key_of(table, &document)? != key_value {
+                    return Err(ReqlError::logic(format!(
+                        "Primary key `{}` cannot be changed (`{}` -> `{}`).",
+                        table.primary_key,
+                        pretty(old.as_ref().unwrap_or(&Datum::Null)),
+                        pretty(&document)
+                    )));
+                }
+                check_storable(&document)?;
+                Some(document)
+            }
+            other => return Err(ReqlError::logic(format!("Inserted value must be an OBJECT (got {}):\n{}", other.type_name(), pretty(&other)))),
+        };
+        let mutation = Mutation::CompareAndSet {
+            table: table.id,
+            key: key.clone(),
+            expected: old.as_ref().map(|row| Bytes::from(document::encode(row))),
+            new: new.as_ref().map(|row| Bytes::from(document::encode(row))),
+        };
+        let outcome = context.engine.write(vec![mutation], durability).await?.remove(0);
+        if !outcome.conflicted {
+            return Ok((old, new));
+        }
+        old = outcome.old.as_deref().map(decode).transpose()?;
+    }
+    Err(ReqlError::op_failed(format!("The document changed {ATTEMPTS} times while it was being inserted; try again.")))
 }
 
 pub async fn delete(context: &Context, args: &[Term], optargs: &BTreeMap<String, Term>) -> Result<Value, ReqlError> {
