@@ -150,7 +150,7 @@ def helpers():
         "wait": lambda seconds: time.sleep(min(float(seconds), 2.0)),
         "null": None, "nil": None, "true": True, "false": False,
         "long": int, "unicode": str, "xrange": range,
-        "r": r, "math": math, "datetime": __import__("datetime"),
+        "r": r, "math": math, "datetime": __import__("datetime"), "sys": sys,
     }
 
 

@@ -150,6 +150,8 @@ impl Context {
             kind::DEFAULT => self.default_term(args).await,
             kind::ERROR => self.error_term(args).await,
             kind::SPLIT => self.split(args).await,
+            kind::RANDOM => self.random(args, optargs).await,
+            kind::BIT_AND | kind::BIT_OR | kind::BIT_XOR | kind::BIT_NOT | kind::BIT_SAL | kind::BIT_SAR => self.bits(term_type, args).await,
             kind::RANGE => self.range(args).await,
             _ => {
                 let (minimum, maximum) = simple_term_arity(term_type)?;
@@ -254,6 +256,88 @@ impl Context {
             None
         };
         Ok(Value::Datum(Datum::Array(split_text(&text, separator.as_deref(), limit).into_iter().map(Datum::String).collect())))
+    }
+
+    async fn random(&self, args: &[Term], optargs: &BTreeMap<String, Term>) -> Result<Value, ReqlError> {
+        arity(args, 0, 2)?;
+        let float = matches!(self.optional_datum(optargs, "float").await?, Some(Datum::Bool(true)));
+        let mut bounds = Vec::with_capacity(2);
+        for index in 0..args.len() {
+            bounds.push(number(&self.datum_argument(args, index).await?).map_err(|error| error.within(Frame::Position(index)))?);
+        }
+        let unit = random_unit();
+        if float || args.is_empty() {
+            let (low, high) = match bounds[..] {
+                [] => (0.0, 1.0),
+                [high] => (0.0, high),
+                [low, high] => (low, high),
+                _ => unreachable!("arity checked"),
+            };
+            // Halves first: `high - low` can overflow for ±f64::MAX.
+            let value = low + (high / 2.0 - low / 2.0) * 2.0 * unit;
+            return Ok(Value::Datum(Datum::Number(if value.is_finite() { value } else { low })));
+        }
+        let (low, high) = match bounds[..] {
+            [high] => (0.0, high),
+            [low, high] => (low, high),
+            _ => return Err(ReqlError::logic("Generating a random integer requires one or two bounds.")),
+        };
+        let as_integer = |value: f64, which: &str| {
+            if value.fract() != 0.0 || value.abs() > 9_007_199_254_740_992.0 {
+                Err(ReqlError::logic(format!("{which} bound ({value}) could not be safely converted to an integer.")))
+            } else {
+                Ok(value as i64)
+            }
+        };
+        let (low, high) = (as_integer(low, "Lower")?, as_integer(high, "Upper")?);
+        if low >= high {
+            return Err(ReqlError::logic(format!("Lower bound ({low}) is not less than upper bound ({high}).")));
+        }
+        let span = (high - low) as f64;
+        Ok(Value::Datum(Datum::Number((low as f64 + (unit * span).floor()).min(high as f64 - 1.0))))
+    }
+
+    async fn bits(&self, term_type: u64, args: &[Term]) -> Result<Value, ReqlError> {
+        if term_type == kind::BIT_NOT {
+            arity(args, 1, 1)?;
+        } else if matches!(term_type, kind::BIT_SAL | kind::BIT_SAR) {
+            arity(args, 2, 2)?;
+        } else {
+            arity(args, 1, usize::MAX)?;
+        }
+        let mut values = Vec::with_capacity(args.len());
+        for index in 0..args.len() {
+            let datum = self.datum_argument(args, index).await?;
+            values.push(bit_integer(&datum).map_err(|error| error.within(Frame::Position(index)))?);
+        }
+        let result = match term_type {
+            kind::BIT_NOT => !values[0] as f64,
+            kind::BIT_SAL | kind::BIT_SAR => {
+                let (value, shift) = (values[0], values[1]);
+                if shift < 0 {
+                    return Err(ReqlError::logic("Cannot bit-shift by a negative value"));
+                }
+                if term_type == kind::BIT_SAR {
+                    (value >> shift.min(63)) as f64
+                } else if value == 0 {
+                    0.0
+                } else {
+                    value as f64 * 2f64.powi(shift.min(2048) as i32)
+                }
+            }
+            _ => {
+                let combine = |a: i64, b: i64| match term_type {
+                    kind::BIT_AND => a & b,
+                    kind::BIT_OR => a | b,
+                    _ => a ^ b,
+                };
+                values.into_iter().reduce(combine).expect("at least one argument") as f64
+            }
+        };
+        if !result.is_finite() {
+            return Err(ReqlError::logic("Number not finite."));
+        }
+        Ok(Value::Datum(Datum::Number(result)))
     }
 
     async fn range(&self, args: &[Term]) -> Result<Value, ReqlError> {
@@ -419,6 +503,30 @@ impl Context {
         };
         Ok(Value::Datum(result))
     }
+}
+
+/// A uniform float in [0, 1) from the kernel's random source.
+fn random_unit() -> f64 {
+    let bytes: [u8; 8] = crate::protocol::scram::random_bytes(8).try_into().expect("8 bytes");
+    (u64::from_le_bytes(bytes) >> 11) as f64 / (1u64 << 53) as f64
+}
+
+/// An integer operand of the bit terms: within ±2^53, as RethinkDB words it.
+fn bit_integer(datum: &Datum) -> Result<i64, ReqlError> {
+    let value = number(datum)?;
+    if value > 9_007_199_254_740_992.0 {
+        return Err(ReqlError::logic(format!("Number not an integer (>2^53): {}", to_json(datum))));
+    }
+    if value < -9_007_199_254_740_992.0 {
+        return Err(ReqlError::logic(format!("Number not an integer (<-2^53): {}", to_json(datum))));
+    }
+    if value.fract() != 0.0 {
+        return Err(ReqlError::logic(format!("Number not an integer: {value}")));
+    }
+    if value == 9_007_199_254_740_992.0 {
+        return Err(ReqlError::logic(format!("Integer too large: {}", to_json(datum))));
+    }
+    Ok(value as i64)
 }
 
 fn range_integer(datum: &Datum) -> Result<i64, ReqlError> {

@@ -200,6 +200,8 @@ impl Context {
             kind::REDUCE => self.reduce(args).await,
             kind::SUM | kind::AVG | kind::MIN | kind::MAX => self.aggregate(term_type, args).await,
             kind::FOR_EACH => self.for_each(args).await,
+            kind::SAMPLE => self.sample(args).await,
+            kind::ZIP => self.zip(args).await,
             kind::SET_INSERT | kind::SET_UNION | kind::SET_INTERSECTION | kind::SET_DIFFERENCE | kind::DIFFERENCE => self.set_operation(term_type, args).await,
             kind::INSERT_AT | kind::DELETE_AT | kind::CHANGE_AT | kind::SPLICE_AT => self.positional(term_type, args).await,
             kind::NTH | kind::IS_EMPTY | kind::CONTAINS if self.is_stream_argument(args) => self.stream_query(term_type, args).await,
@@ -476,6 +478,50 @@ impl Context {
                 }
             }
         }
+    }
+
+    async fn sample(&self, args: &[Term]) -> Result<Value, ReqlError> {
+        arity(args, 2, 2)?;
+        let (mut rows, is_stream) = self.rows(args, 0).await?;
+        let count = match self.datum_argument(args, 1).await? {
+            Datum::Number(count) if count < 0.0 => {
+                return Err(ReqlError::logic(format!("Number of items to sample must be non-negative, got `{count}`.")).within(Frame::Position(0)))
+            }
+            Datum::Number(count) if count.fract() == 0.0 => count as usize,
+            other => return Err(ReqlError::logic(format!("Expected type NUMBER but found {}.", other.type_name())).within(Frame::Position(1))),
+        };
+        // Partial Fisher-Yates; xorshift seeded from the kernel.
+        let take = count.min(rows.len());
+        let seed: [u8; 8] = crate::protocol::scram::random_bytes(8).try_into().expect("8 bytes");
+        let mut state = u64::from_le_bytes(seed) | 1;
+        for index in 0..take {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            let pick = index + (state % (rows.len() - index) as u64) as usize;
+            rows.swap(index, pick);
+        }
+        rows.truncate(take);
+        Ok(Self::sequence_value(rows, is_stream))
+    }
+
+    async fn zip(&self, args: &[Term]) -> Result<Value, ReqlError> {
+        arity(args, 1, 1)?;
+        let (rows, is_stream) = self.rows(args, 0).await?;
+        let mut zipped = Vec::with_capacity(rows.len());
+        for row in rows {
+            let Datum::Object(mut fields) = row else {
+                return Err(ReqlError::logic("ZIP can only be called on the result of a join."));
+            };
+            let (Some(left), right) = (fields.remove("left"), fields.remove("right")) else {
+                return Err(ReqlError::logic("ZIP can only be called on the result of a join."));
+            };
+            zipped.push(match right {
+                Some(right) => merge(left, right),
+                None => left,
+            });
+        }
+        Ok(Self::sequence_value(zipped, is_stream))
     }
 
     async fn for_each(&self, args: &[Term]) -> Result<Value, ReqlError> {
