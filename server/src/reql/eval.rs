@@ -521,6 +521,10 @@ impl Context {
                     | kind::WITHOUT
                     | kind::MERGE
                     | kind::RANGE
+                    | kind::EQ_JOIN
+                    | kind::INNER_JOIN
+                    | kind::OUTER_JOIN
+                    | kind::ZIP
             ),
             _ => false,
         }
@@ -561,6 +565,7 @@ fn check_optional_arguments(term_type: u64, optargs: &BTreeMap<String, Term>) ->
         kind::FILTER => &["default"],
         kind::BETWEEN => &["index", "left_bound", "right_bound"],
         kind::GET_ALL | kind::ORDER_BY | kind::DISTINCT => &["index"],
+        kind::EQ_JOIN => &["index", "ordered"],
         kind::FUNC | kind::MAKE_ARRAY | kind::DB | kind::GET | kind::COUNT | kind::MAP | kind::DB_CREATE | kind::DB_DROP
         | kind::DB_LIST | kind::TABLE_DROP | kind::TABLE_LIST | kind::SYNC => &[],
         _ => return Ok(()),

@@ -202,6 +202,8 @@ impl Context {
             kind::FOR_EACH => self.for_each(args).await,
             kind::SAMPLE => self.sample(args).await,
             kind::ZIP => self.zip(args).await,
+            kind::EQ_JOIN => self.eq_join(args, optargs).await,
+            kind::INNER_JOIN | kind::OUTER_JOIN => self.nested_join(term_type, args).await,
             kind::SET_INSERT | kind::SET_UNION | kind::SET_INTERSECTION | kind::SET_DIFFERENCE | kind::DIFFERENCE => self.set_operation(term_type, args).await,
             kind::INSERT_AT | kind::DELETE_AT | kind::CHANGE_AT | kind::SPLICE_AT => self.positional(term_type, args).await,
             kind::NTH | kind::IS_EMPTY | kind::CONTAINS if self.is_stream_argument(args) => self.stream_query(term_type, args).await,
@@ -503,6 +505,78 @@ impl Context {
         }
         rows.truncate(take);
         Ok(Self::sequence_value(rows, is_stream))
+    }
+
+    /// `left.eq_join(field_or_function, right_table)`: the right row whose
+    /// primary key equals the left row's value, as `{left, right}`.
+    async fn eq_join(&self, args: &[Term], optargs: &BTreeMap<String, Term>) -> Result<Value, ReqlError> {
+        arity(args, 3, 3)?;
+        let (rows, is_stream) = self.rows(args, 0).await?;
+        let key = match self.argument(args, 1).await? {
+            Value::Datum(Datum::String(field)) => SortKey::Field(field),
+            Value::Function(function) => SortKey::Function(Callable::Function(function)),
+            other => return Err(ReqlError::logic(format!("Expected type STRING but found {}.", other.type_name())).within(Frame::Position(1))),
+        };
+        let right = self.table_argument(args, 2).await?;
+        if let Some(index) = self.optional_datum(optargs, "index").await? {
+            if index != Datum::String(right.primary_key.clone()) {
+                return Err(ReqlError::op_failed(format!("Index `{}` was not found on table `{}.{}`.", super::write::option_text(&index), self.database_name_of(&right), right.name)));
+            }
+        }
+        let mut joined = Vec::new();
+        let mut budget = super::cooperate::Budget::default();
+        for row in rows {
+            budget.tick().await;
+            let value = match &key {
+                SortKey::Field(field) => match &row {
+                    Datum::Object(fields) => match fields.get(field) {
+                        Some(value) => value.clone(),
+                        None => continue,
+                    },
+                    other => return Err(ReqlError::logic(format!("Cannot perform get_field on a non-object non-sequence `{}`.", pretty(other)))),
+                },
+                SortKey::Function(function) => match function.call(self, row.clone()).await {
+                    Ok(value) => value,
+                    Err(error) if error.class == ErrorClass::NonExistence => continue,
+                    Err(error) => return Err(error),
+                },
+            };
+            if matches!(value, Datum::Null | Datum::Object(_)) {
+                continue;
+            }
+            if let Some(right_row) = super::write::get(&self.engine, &right, &value).await? {
+                joined.push(super::eval::object([("left", row), ("right", right_row)]));
+            }
+        }
+        Ok(Self::sequence_value(joined, is_stream))
+    }
+
+    /// `inner_join` and `outer_join`: every pair the predicate accepts;
+    /// the outer join keeps left rows with no match as `{left}`.
+    async fn nested_join(&self, term_type: u64, args: &[Term]) -> Result<Value, ReqlError> {
+        arity(args, 3, 3)?;
+        let (left_rows, left_stream) = self.rows(args, 0).await?;
+        let (right_rows, right_stream) = self.rows(args, 1).await?;
+        let predicate = match self.argument(args, 2).await? {
+            Value::Function(function) => function,
+            other => return Err(ReqlError::logic(format!("Expected type FUNCTION but found {}.", other.type_name())).within(Frame::Position(2))),
+        };
+        let mut joined = Vec::new();
+        let mut budget = super::cooperate::Budget::default();
+        for left in left_rows {
+            let mut matched = false;
+            for right in &right_rows {
+                budget.tick().await;
+                if truthy(&predicate.call(self, vec![left.clone(), right.clone()]).await?) {
+                    matched = true;
+                    joined.push(super::eval::object([("left", left.clone()), ("right", right.clone())]));
+                }
+            }
+            if !matched && term_type == kind::OUTER_JOIN {
+                joined.push(super::eval::object([("left", left)]));
+            }
+        }
+        Ok(Self::sequence_value(joined, left_stream || right_stream))
     }
 
     async fn zip(&self, args: &[Term]) -> Result<Value, ReqlError> {
