@@ -150,7 +150,10 @@ def helpers():
         "wait": lambda seconds: time.sleep(min(float(seconds), 2.0)),
         "null": None, "nil": None, "true": True, "false": False,
         "long": int, "unicode": str, "xrange": range,
-        "r": r, "math": math, "datetime": __import__("datetime"), "sys": sys,
+        "r": r, "math": math, "sys": sys,
+        # The suite's Python expects `from datetime import datetime, timedelta, tzinfo`.
+        "datetime": __import__("datetime").datetime, "timedelta": __import__("datetime").timedelta,
+        "tzinfo": __import__("datetime").tzinfo,
     }
 
 

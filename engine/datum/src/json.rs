@@ -58,7 +58,19 @@ fn time_from_json(fields: &Map<String, Value>) -> Result<Datum, DatumError> {
         None => "+00:00".to_owned(),
         Some(_) => return Err(DatumError::InvalidJson("Invalid time object: field `timezone` is not a string.".into())),
     };
-    Ok(Datum::Time { epoch_seconds, timezone })
+    Ok(Datum::Time { epoch_seconds: truncate_to_millis(epoch_seconds), timezone })
+}
+
+/// Times are kept to the millisecond, as RethinkDB keeps them: truncated,
+/// except that a value within a microsecond of a whole millisecond snaps to
+/// it (1.001 is 1.000999… in binary and must stay 1.001). Idempotent.
+pub fn truncate_to_millis(seconds: f64) -> f64 {
+    let millis = seconds * 1e3;
+    let nearest = millis.round();
+    // The product carries rounding error that grows with the magnitude.
+    let tolerance = (millis.abs() * 4.0 * f64::EPSILON).max(1e-3);
+    let millis = if (millis - nearest).abs() < tolerance { nearest } else { millis.floor() };
+    millis / 1e3
 }
 
 /// Converts a datum to JSON, pseudo-types in their raw `$reql_type$` form.

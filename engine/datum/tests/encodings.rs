@@ -27,8 +27,9 @@ fn any_datum() -> impl Strategy<Value = Datum> {
         any_number().prop_map(Datum::Number),
         any_text().prop_map(Datum::String),
         proptest::collection::vec(prop_oneof![Just(0u8), Just(1), Just(255), any::<u8>()], 0..4).prop_map(Datum::Binary),
-        (any_number(), prop_oneof![Just("+00:00"), Just("-07:00")])
-            .prop_map(|(epoch_seconds, timezone)| Datum::Time { epoch_seconds, timezone: timezone.into() }),
+        // Times are kept to the millisecond (JSON input is truncated to it).
+        (-1_000_000_000_000_000i64..1_000_000_000_000_000, prop_oneof![Just("+00:00"), Just("-07:00")])
+            .prop_map(|(millis, timezone)| Datum::Time { epoch_seconds: millis as f64 / 1000.0, timezone: timezone.into() }),
     ];
     leaf.prop_recursive(3, 24, 4, |inner| {
         prop_oneof![
@@ -121,6 +122,17 @@ fn integral_numbers_are_written_as_json_integers() {
     assert_eq!(json::to_json(&Datum::Number(1.0)).to_string(), "1");
     assert_eq!(json::to_json(&Datum::Number(-0.0)).to_string(), "-0.0");
     assert_eq!(json::to_json(&Datum::Number(1.5)).to_string(), "1.5");
+}
+
+#[test]
+fn times_from_json_keep_milliseconds() {
+    let parse = |epoch: f64| match json::from_json(&serde_json::json!({"$reql_type$": "TIME", "epoch_time": epoch, "timezone": "+00:00"})).unwrap() {
+        Datum::Time { epoch_seconds, .. } => epoch_seconds,
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(parse(1375445163.0872), 1375445163.087);
+    assert_eq!(parse(1.001), 1.001);
+    assert_eq!(parse(-1.0), -1.0);
 }
 
 #[test]

@@ -72,6 +72,8 @@ pub struct Context {
     /// Inside the handler of a `default`: the error it caught (`None` when
     /// it caught a null). `r.error()` there rethrows it.
     pub caught: Option<Option<ReqlError>>,
+    /// `r.now()`: fixed for the whole query, as in RethinkDB.
+    pub now: f64,
 }
 
 type Evaluation<'a> = Pin<Box<dyn Future<Output = Result<Value, ReqlError>> + 'a>>;
@@ -86,6 +88,9 @@ impl Context {
             variables: BTreeMap::new(),
             implicit: None,
             caught: None,
+            now: super::time::truncate_to_millis(
+                std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0.0, |elapsed| elapsed.as_secs_f64()),
+            ),
         }
     }
 
@@ -397,6 +402,9 @@ impl Context {
                 if let Some(result) = self.sequence_term(other, args, optargs).await {
                     return result;
                 }
+                if let Some(result) = self.time_term(other, args, optargs).await {
+                    return result;
+                }
                 if let Some(result) = self.datum_term(other, args, optargs).await {
                     return result;
                 }
@@ -415,6 +423,15 @@ impl Context {
             let operand = self.datum_argument(args, index).await?;
             accumulator = match (term_type, accumulator, operand) {
                 (kind::ADD, Datum::Number(a), Datum::Number(b)) => Datum::Number(a + b),
+                (kind::ADD, Datum::Time { epoch_seconds, timezone }, Datum::Number(seconds)) => {
+                    Datum::Time { epoch_seconds: super::time::truncate_to_millis(epoch_seconds + seconds), timezone }
+                }
+                (kind::SUB, Datum::Time { epoch_seconds, timezone }, Datum::Number(seconds)) => {
+                    Datum::Time { epoch_seconds: super::time::truncate_to_millis(epoch_seconds - seconds), timezone }
+                }
+                (kind::SUB, Datum::Time { epoch_seconds: a, .. }, Datum::Time { epoch_seconds: b, .. }) => {
+                    Datum::Number(super::time::truncate_to_millis(a - b))
+                }
                 (kind::ADD, Datum::String(a), Datum::String(b)) => Datum::String(a + &b),
                 (kind::ADD, Datum::Array(mut a), Datum::Array(b)) => {
                     a.extend(b);
@@ -615,12 +632,13 @@ fn get_field(object: &Datum, field: &Datum, term_name: &str) -> Result<Datum, Re
     }
 }
 
-/// RethinkDB's pretty-printing of datums in error messages: tab-indented.
+/// RethinkDB's pretty-printing of datums in error messages: tab-indented,
+/// pseudo-types shown as the objects they are on the wire.
 pub fn pretty(datum: &Datum) -> String {
-    fn write(datum: &Datum, indent: usize, out: &mut String) {
+    fn write(value: &serde_json::Value, indent: usize, out: &mut String) {
         let tabs = |count: usize| "\t".repeat(count);
-        match datum {
-            Datum::Object(fields) if !fields.is_empty() => {
+        match value {
+            serde_json::Value::Object(fields) if !fields.is_empty() => {
                 out.push_str("{\n");
                 for (index, (name, value)) in fields.iter().enumerate() {
                     out.push_str(&tabs(indent + 1));
@@ -635,7 +653,7 @@ pub fn pretty(datum: &Datum) -> String {
                 out.push_str(&tabs(indent));
                 out.push('}');
             }
-            Datum::Array(items) if !items.is_empty() => {
+            serde_json::Value::Array(items) if !items.is_empty() => {
                 out.push_str("[\n");
                 for (index, item) in items.iter().enumerate() {
                     out.push_str(&tabs(indent + 1));
@@ -648,11 +666,11 @@ pub fn pretty(datum: &Datum) -> String {
                 out.push_str(&tabs(indent));
                 out.push(']');
             }
-            other => out.push_str(&photondb_datum::json::to_json(other).to_string()),
+            other => out.push_str(&other.to_string()),
         }
     }
     let mut out = String::new();
-    write(datum, 0, &mut out);
+    write(&photondb_datum::json::to_json(datum), 0, &mut out);
     out
 }
 

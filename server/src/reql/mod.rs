@@ -12,6 +12,7 @@
 //! - [`datum_terms`]: terms on datums alone (`coerce_to`, `object`, `uuid`, …).
 //! - [`write`]: writes, and `get_all`/`between`.
 //! - [`system`]: the `rethinkdb` system database.
+//! - [`time`]: time terms and calendar arithmetic.
 //! - [`term_type`]: term numbers from `ql2.proto`.
 
 pub mod admin;
@@ -24,5 +25,6 @@ pub mod sequence;
 pub mod stream;
 pub mod system;
 pub mod term;
+pub mod time;
 pub mod term_type;
 pub mod write;
