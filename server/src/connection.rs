@@ -210,6 +210,10 @@ impl Session {
             Value::Table(table) => Stream::table(table, std::ops::Bound::Unbounded, std::ops::Bound::Unbounded),
             Value::Stream(stream) => stream,
             Value::SystemTable(name) => Stream::rows(crate::reql::system::rows(&context, &name)?),
+            Value::Grouped { groups, .. } => {
+                let data: Vec<Json> = groups.iter().map(|(group, value)| json!([to_json(group), to_json(value)])).collect();
+                return Ok(json!({ "t": response_type::SUCCESS_ATOM, "r": [{ "$reql_type$": "GROUPED_DATA", "data": data }] }));
+            }
             other => {
                 return Err(ReqlError::logic(format!(
                     "Query result must be of type DATUM, GROUPED_DATA, or STREAM (got {}).",

@@ -37,6 +37,9 @@ pub enum Value {
     /// `r.db('rethinkdb').table(t).get(key)`.
     SystemSelection { table: String, row: Option<Datum> },
     Function(Function),
+    /// The result of `group`: groups in order, each with its rows (or, after
+    /// a reduction, its value). `stream` is true until something reduced it.
+    Grouped { groups: Vec<(Datum, Datum)>, stream: bool },
     /// `r.minval` / `r.maxval`: bounds for `between`, nothing else.
     MinValue,
     MaxValue,
@@ -52,6 +55,8 @@ impl Value {
             Value::Stream(stream) if stream.selected_table().is_some() => "SELECTION<STREAM>",
             Value::Stream(_) => "STREAM",
             Value::Function(_) => "FUNCTION",
+            Value::Grouped { stream: true, .. } => "GROUPED_STREAM",
+            Value::Grouped { stream: false, .. } => "GROUPED_DATA",
             Value::MinValue | Value::MaxValue => "MINVAL",
         }
     }
@@ -103,6 +108,7 @@ impl Context {
         Box::pin(async move {
             match term {
                 Term::Datum(datum) => Ok(Value::Datum(datum.clone())),
+                Term::Evaluated(value) => Ok((**value).clone()),
                 Term::Call { term_type, args, optargs } => self.call(*term_type, args, optargs).await,
             }
         })
@@ -187,7 +193,43 @@ impl Context {
 
     async fn call(&self, term_type: u64, args: &[Term], optargs: &BTreeMap<String, Term>) -> Result<Value, ReqlError> {
         check_optional_arguments(term_type, optargs)?;
+        // Terms over grouped data run once per group.
+        if APPLIES_PER_GROUP.contains(&term_type) && matches!(args.first(), Some(Term::Call { .. })) {
+            let first = self.argument(args, 0).await?;
+            let mut rest = args.to_vec();
+            if let Value::Grouped { groups, .. } = first {
+                let mut results = Vec::with_capacity(groups.len());
+                for (group, rows) in groups {
+                    rest[0] = Term::Evaluated(Box::new(Value::Datum(rows)));
+                    let value = Box::pin(self.call(term_type, &rest, optargs)).await?;
+                    let value = match value {
+                        Value::Datum(datum) => datum,
+                        Value::SingleSelection { row, .. } => row.unwrap_or(Datum::Null),
+                        Value::Stream(stream) => Datum::Array(stream.collect(self).await?),
+                        other => return Err(ReqlError::logic(format!("Expected type DATUM but found {}.", other.type_name()))),
+                    };
+                    results.push((group, value));
+                }
+                return Ok(Value::Grouped { groups: results, stream: false });
+            }
+            rest[0] = Term::Evaluated(Box::new(first));
+            return Box::pin(self.call_term(term_type, &rest, optargs)).await;
+        }
+        self.call_term(term_type, args, optargs).await
+    }
+
+    async fn call_term(&self, term_type: u64, args: &[Term], optargs: &BTreeMap<String, Term>) -> Result<Value, ReqlError> {
         match term_type {
+            kind::GROUP => self.group(args, optargs).await,
+            kind::UNGROUP => {
+                arity(args, 1, 1)?;
+                match self.argument(args, 0).await? {
+                    Value::Grouped { groups, .. } => Ok(Value::Datum(Datum::Array(
+                        groups.into_iter().map(|(group, reduction)| object([("group", group), ("reduction", reduction)])).collect(),
+                    ))),
+                    other => Err(ReqlError::logic(format!("Expected type GROUPED_DATA but found {}.", other.type_name())).within(Frame::Position(0))),
+                }
+            }
             kind::VAR => {
                 arity(args, 1, 1)?;
                 let id = match &args[0] {
@@ -208,9 +250,20 @@ impl Context {
                     Value::Datum(datum) if args.len() == 1 => return Ok(Value::Datum(datum)),
                     other => return Err(ReqlError::logic(format!("Expected type FUNCTION but found {}.", other.type_name())).within(Frame::Position(0))),
                 };
+                // Each argument is evaluated once: it may be a write.
                 let mut arguments = Vec::with_capacity(args.len() - 1);
                 for index in 1..args.len() {
-                    arguments.push(self.datum_argument(args, index).await?);
+                    let value = self.argument(args, index).await?;
+                    // `grouped.do(f)` applies f to each group's value.
+                    if let (Value::Grouped { groups, .. }, 2) = (&value, args.len()) {
+                        let mut results = Vec::with_capacity(groups.len());
+                        for (group, value) in groups {
+                            results.push((group.clone(), function.call(self, vec![value.clone()]).await?));
+                        }
+                        return Ok(Value::Grouped { groups: results, stream: false });
+                    }
+                    let rest = [Term::Evaluated(Box::new(value))];
+                    arguments.push(self.datum_argument(&rest, 0).await.map_err(|error| error.within(Frame::Position(index)))?);
                 }
                 function.call(self, arguments).await.map(Value::Datum)
             }
@@ -567,6 +620,79 @@ impl Context {
     }
 }
 
+/// Terms that, given grouped data, apply to each group.
+const APPLIES_PER_GROUP: &[u64] = &[
+    kind::COUNT, kind::SUM, kind::AVG, kind::MIN, kind::MAX, kind::REDUCE, kind::MAP, kind::FILTER, kind::PLUCK,
+    kind::WITHOUT, kind::MERGE, kind::LIMIT, kind::SKIP, kind::NTH, kind::ORDER_BY, kind::DISTINCT, kind::CONCAT_MAP,
+    kind::CONTAINS, kind::IS_EMPTY, kind::BRACKET, kind::GET_FIELD, kind::SLICE, kind::UNION, kind::HAS_FIELDS,
+    kind::COERCE_TO,
+];
+
+impl Context {
+    /// `group(seq, field_or_function…, {multi})`.
+    async fn group(&self, args: &[Term], optargs: &BTreeMap<String, Term>) -> Result<Value, ReqlError> {
+        arity(args, 1, usize::MAX)?;
+        if args.len() == 1 && !optargs.contains_key("index") {
+            return Err(ReqlError::logic("Cannot group by nothing."));
+        }
+        let mut index_field = None;
+        if let Some(index) = self.optional_datum(optargs, "index").await? {
+            let table = match args.first() {
+                Some(Term::Call { term_type: kind::TABLE, .. }) => self.table_argument(args, 0).await?,
+                _ => return Err(ReqlError::logic("Expected type TABLE but found SEQUENCE.")),
+            };
+            if index != Datum::String(table.primary_key.clone()) {
+                return Err(ReqlError::compile("Grouping by a secondary index is not supported by PhotonDB yet."));
+            }
+            index_field = Some(table.primary_key.clone());
+        }
+        let multi = matches!(self.optional_datum(optargs, "multi").await?, Some(Datum::Bool(true)));
+        let stream = self.stream_argument(args, 0).await?;
+        let is_stream = stream.is_table_source();
+        let rows = stream.collect(self).await?;
+        let mut keys = Vec::with_capacity(args.len() - 1);
+        for index in 1..args.len() {
+            keys.push(match self.argument(args, index).await? {
+                Value::Function(function) => Callable::Function(function),
+                Value::Datum(datum) => Callable::Constant(datum),
+                other => return Err(ReqlError::logic(format!("Expected type STRING but found {}.", other.type_name())).within(Frame::Position(index))),
+            });
+        }
+        if let Some(field) = index_field {
+            keys.push(Callable::Constant(Datum::String(field)));
+        }
+        let mut groups: std::collections::BTreeMap<Datum, Vec<Datum>> = std::collections::BTreeMap::new();
+        for row in rows {
+            let mut values = Vec::with_capacity(keys.len());
+            for key in &keys {
+                let value = match key {
+                    Callable::Constant(Datum::String(field)) => match &row {
+                        Datum::Object(fields) => fields.get(field).cloned().unwrap_or(Datum::Null),
+                        _ => Datum::Null,
+                    },
+                    Callable::Constant(other) => other.clone(),
+                    function => match function.call(self, row.clone()).await {
+                        Ok(value) => value,
+                        Err(error) if error.class == ErrorClass::NonExistence => Datum::Null,
+                        Err(error) => return Err(error),
+                    },
+                };
+                values.push(value);
+            }
+            let group = if values.len() == 1 { values.pop().expect("one key") } else { Datum::Array(values) };
+            match (multi, group) {
+                (true, Datum::Array(members)) => {
+                    for member in members {
+                        groups.entry(member).or_default().push(row.clone());
+                    }
+                }
+                (_, group) => groups.entry(group).or_default().push(row),
+            }
+        }
+        Ok(Value::Grouped { groups: groups.into_iter().map(|(group, rows)| (group, Datum::Array(rows))).collect(), stream: is_stream })
+    }
+}
+
 /// The optional arguments each term accepts (for the terms evaluated here);
 /// any other name is a compile error, as in RethinkDB.
 fn check_optional_arguments(term_type: u64, optargs: &BTreeMap<String, Term>) -> Result<(), ReqlError> {
@@ -583,6 +709,7 @@ fn check_optional_arguments(term_type: u64, optargs: &BTreeMap<String, Term>) ->
         kind::BETWEEN => &["index", "left_bound", "right_bound"],
         kind::GET_ALL | kind::ORDER_BY | kind::DISTINCT => &["index"],
         kind::EQ_JOIN => &["index", "ordered"],
+        kind::GROUP => &["index", "multi"],
         kind::FUNC | kind::MAKE_ARRAY | kind::DB | kind::GET | kind::COUNT | kind::MAP | kind::DB_CREATE | kind::DB_DROP
         | kind::DB_LIST | kind::TABLE_DROP | kind::TABLE_LIST | kind::SYNC => &[],
         _ => return Ok(()),

@@ -13,6 +13,9 @@ use super::term_type;
 pub enum Term {
     Datum(Datum),
     Call { term_type: u64, args: Vec<Term>, optargs: BTreeMap<String, Term> },
+    /// An argument already evaluated by the caller (grouped data applies a
+    /// term once per group this way); never sent by a client.
+    Evaluated(Box<super::eval::Value>),
 }
 
 impl Term {

@@ -71,6 +71,8 @@ pub const BETWEEN: u64 = 182;
 pub const UPDATE: u64 = 53;
 pub const REPLACE: u64 = 55;
 pub const SPLIT: u64 = 149;
+pub const GROUP: u64 = 144;
+pub const UNGROUP: u64 = 150;
 pub const INNER_JOIN: u64 = 48;
 pub const OUTER_JOIN: u64 = 49;
 pub const EQ_JOIN: u64 = 50;
@@ -182,6 +184,8 @@ pub fn name(term_type: u64) -> Option<&'static str> {
         FILTER => "FILTER",
         CONCAT_MAP => "CONCAT_MAP",
         SPLIT => "SPLIT",
+        GROUP => "GROUP",
+        UNGROUP => "UNGROUP",
         INNER_JOIN => "INNER_JOIN",
         OUTER_JOIN => "OUTER_JOIN",
         EQ_JOIN => "EQ_JOIN",
