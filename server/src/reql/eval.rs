@@ -193,6 +193,25 @@ impl Context {
 
     async fn call(&self, term_type: u64, args: &[Term], optargs: &BTreeMap<String, Term>) -> Result<Value, ReqlError> {
         check_optional_arguments(term_type, optargs)?;
+        // `r.args(array)` splices the array's items into the argument list.
+        if args.iter().any(|arg| matches!(arg, Term::Call { term_type: kind::ARGS, .. })) {
+            let mut spliced = Vec::with_capacity(args.len());
+            for (index, arg) in args.iter().enumerate() {
+                match arg {
+                    Term::Call { term_type: kind::ARGS, args: inner, .. } => {
+                        arity(inner, 1, 1)?;
+                        match self.datum_argument(inner, 0).await.map_err(|error| error.within(Frame::Position(index)))? {
+                            Datum::Array(items) => spliced.extend(items.into_iter().map(Term::Datum)),
+                            other => {
+                                return Err(ReqlError::logic(format!("Expected type ARRAY but found {}.", other.type_name())).within(Frame::Position(index)))
+                            }
+                        }
+                    }
+                    other => spliced.push(other.clone()),
+                }
+            }
+            return Box::pin(self.call(term_type, &spliced, optargs)).await;
+        }
         // Terms over grouped data run once per group.
         if APPLIES_PER_GROUP.contains(&term_type) && matches!(args.first(), Some(Term::Call { .. })) {
             let first = self.argument(args, 0).await?;
@@ -574,6 +593,7 @@ impl Context {
     /// Whether argument 0 is, by its term type, a table or a stream.
     pub(super) fn is_stream_argument(&self, args: &[Term]) -> bool {
         match args.first() {
+            Some(Term::Evaluated(value)) => matches!(**value, Value::Stream(_) | Value::Table(_) | Value::SystemTable(_)),
             Some(Term::Call { term_type, .. }) => matches!(
                 *term_type,
                 kind::TABLE
@@ -595,6 +615,7 @@ impl Context {
                     | kind::INNER_JOIN
                     | kind::OUTER_JOIN
                     | kind::ZIP
+                    | kind::FOLD
             ),
             _ => false,
         }
@@ -710,6 +731,7 @@ fn check_optional_arguments(term_type: u64, optargs: &BTreeMap<String, Term>) ->
         kind::GET_ALL | kind::ORDER_BY | kind::DISTINCT => &["index"],
         kind::EQ_JOIN => &["index", "ordered"],
         kind::GROUP => &["index", "multi"],
+        kind::FOLD => &["emit", "final_emit"],
         kind::FUNC | kind::MAKE_ARRAY | kind::DB | kind::GET | kind::COUNT | kind::MAP | kind::DB_CREATE | kind::DB_DROP
         | kind::DB_LIST | kind::TABLE_DROP | kind::TABLE_LIST | kind::SYNC => &[],
         _ => return Ok(()),

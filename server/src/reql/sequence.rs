@@ -203,6 +203,7 @@ impl Context {
             kind::SAMPLE => self.sample(args).await,
             kind::ZIP => self.zip(args).await,
             kind::EQ_JOIN => self.eq_join(args, optargs).await,
+            kind::FOLD => self.fold(args, optargs).await,
             kind::INNER_JOIN | kind::OUTER_JOIN => self.nested_join(term_type, args).await,
             kind::SET_INSERT | kind::SET_UNION | kind::SET_INTERSECTION | kind::SET_DIFFERENCE | kind::DIFFERENCE => self.set_operation(term_type, args).await,
             kind::INSERT_AT | kind::DELETE_AT | kind::CHANGE_AT | kind::SPLICE_AT => self.positional(term_type, args).await,
@@ -577,6 +578,42 @@ impl Context {
             }
         }
         Ok(Self::sequence_value(joined, left_stream || right_stream))
+    }
+
+    /// `fold(base, combine, {emit, final_emit})`: without `emit`, the final
+    /// accumulator (through `final_emit`); with it, a stream of what `emit`
+    /// returns for each row.
+    async fn fold(&self, args: &[Term], optargs: &BTreeMap<String, Term>) -> Result<Value, ReqlError> {
+        arity(args, 3, 3)?;
+        let stream = self.stream_argument(args, 0).await?;
+        let base = self.datum_argument(args, 1).await?;
+        let function_of = |value: Value, index: Frame| match value {
+            Value::Function(function) => Ok(function),
+            other => Err(ReqlError::logic(format!("Expected type FUNCTION but found {}.", other.type_name())).within(index)),
+        };
+        let combine = function_of(self.argument(args, 2).await?, Frame::Position(2))?;
+        let optional_function = |name: &'static str| async move {
+            match optargs.get(name) {
+                None => Ok(None),
+                Some(term) => function_of(self.eval(term).await?, Frame::Optional(name.into())).map(Some),
+            }
+        };
+        let emit = optional_function("emit").await?;
+        let final_emit = optional_function("final_emit").await?;
+        if let Some(emit) = emit {
+            let folded = Stream::fold(super::stream::FoldSource { inner: stream, accumulator: base, combine, emit, final_emit });
+            return Ok(Value::Stream(folded));
+        }
+        stream.check_finite()?;
+        let mut stream = stream;
+        let mut accumulator = base;
+        while let Some(row) = stream.next(self).await? {
+            accumulator = combine.call(self, vec![accumulator, row]).await?;
+        }
+        match final_emit {
+            Some(final_emit) => final_emit.call(self, vec![accumulator]).await.map(Value::Datum),
+            None => Ok(Value::Datum(accumulator)),
+        }
     }
 
     async fn zip(&self, args: &[Term]) -> Result<Value, ReqlError> {

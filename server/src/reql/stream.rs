@@ -25,6 +25,18 @@ pub enum Source {
     Rows(VecDeque<Datum>),
     /// `r.range`: integers from `next`, up to `end` (exclusive) or forever.
     Range { next: i64, end: Option<i64> },
+    /// `fold` with `emit`: what `emit` returns for each row of `inner`, then
+    /// what `final_emit` returns for the final accumulator.
+    Fold(Box<FoldSource>),
+}
+
+#[derive(Clone, Debug)]
+pub struct FoldSource {
+    pub inner: Stream,
+    pub accumulator: Datum,
+    pub combine: Function,
+    pub emit: Function,
+    pub final_emit: Option<Function>,
 }
 
 /// A row-by-row transformation with no function of the user's.
@@ -96,10 +108,24 @@ impl Stream {
         Stream::new(Source::Range { next: start, end })
     }
 
-    /// An endless stream cannot be counted, reduced or made an array.
-    fn check_finite(&self) -> Result<(), ReqlError> {
+    pub fn fold(fold: FoldSource) -> Stream {
+        Stream::new(Source::Fold(Box::new(fold)))
+    }
+
+    /// Whether the stream never ends by itself.
+    pub fn is_endless(&self) -> bool {
         let limited = self.operations.iter().any(|operation| matches!(operation, Operation::Limit(_)));
-        if matches!(self.source, Source::Range { end: None, .. }) && !limited {
+        !limited
+            && match &self.source {
+                Source::Range { end: None, .. } => true,
+                Source::Fold(fold) => fold.inner.is_endless(),
+                _ => false,
+            }
+    }
+
+    /// An endless stream cannot be counted, reduced or made an array.
+    pub fn check_finite(&self) -> Result<(), ReqlError> {
+        if self.is_endless() {
             return Err(ReqlError::logic(
                 "Cannot use an infinite stream with an aggregation function (`reduce`, `count`, etc.) or coerce it to an array.",
             ));
@@ -139,6 +165,37 @@ impl Stream {
             Source::Rows(rows) => {
                 self.pending.extend(rows.drain(..));
                 self.exhausted = true;
+            }
+            Source::Fold(fold) => {
+                // Pull rows until one emits something or the input ends.
+                loop {
+                    match Box::pin(fold.inner.next(context)).await? {
+                        Some(row) => {
+                            let previous = fold.accumulator.clone();
+                            fold.accumulator = fold.combine.call(context, vec![previous.clone(), row.clone()]).await?;
+                            match fold.emit.call(context, vec![previous, row, fold.accumulator.clone()]).await? {
+                                Datum::Array(items) => {
+                                    let emitted = !items.is_empty();
+                                    self.pending.extend(items);
+                                    if emitted {
+                                        return Ok(());
+                                    }
+                                }
+                                other => return Err(ReqlError::logic(format!("Expected type ARRAY but found {}.", other.type_name()))),
+                            }
+                        }
+                        None => {
+                            if let Some(final_emit) = &fold.final_emit {
+                                match final_emit.call(context, vec![fold.accumulator.clone()]).await? {
+                                    Datum::Array(items) => self.pending.extend(items),
+                                    other => return Err(ReqlError::logic(format!("Expected type ARRAY but found {}.", other.type_name()))),
+                                }
+                            }
+                            self.exhausted = true;
+                            return Ok(());
+                        }
+                    }
+                }
             }
             Source::Range { next, end } => {
                 let stop = end.map_or(*next + FETCH_ROWS as i64, |end| end.min(*next + FETCH_ROWS as i64));

@@ -71,6 +71,8 @@ pub const BETWEEN: u64 = 182;
 pub const UPDATE: u64 = 53;
 pub const REPLACE: u64 = 55;
 pub const SPLIT: u64 = 149;
+pub const FOLD: u64 = 187;
+pub const ARGS: u64 = 154;
 pub const GROUP: u64 = 144;
 pub const UNGROUP: u64 = 150;
 pub const INNER_JOIN: u64 = 48;
@@ -184,6 +186,8 @@ pub fn name(term_type: u64) -> Option<&'static str> {
         FILTER => "FILTER",
         CONCAT_MAP => "CONCAT_MAP",
         SPLIT => "SPLIT",
+        FOLD => "FOLD",
+        ARGS => "ARGS",
         GROUP => "GROUP",
         UNGROUP => "UNGROUP",
         INNER_JOIN => "INNER_JOIN",
