@@ -324,11 +324,13 @@ def main():
     parser.add_argument("--floor-file")
     parser.add_argument("--only", nargs="*", default=[])
     parser.add_argument("--show", type=int, default=5, help="failures shown per file")
+    parser.add_argument("--markdown", help="also write the per-file table to this file")
     arguments = parser.parse_args()
 
     suite = pathlib.Path(arguments.suite)
     files = sorted(path for path in suite.rglob("*.yaml") if not arguments.only or any(part in str(path) for part in arguments.only))
     total_passed = total_failed = 0
+    per_file = []
     with tempfile.TemporaryDirectory(prefix="photondb-conformance-") as directory:
         process, port = start_server(arguments.binary, directory)
         try:
@@ -352,6 +354,7 @@ def main():
                     return 1
                 total_passed += passed
                 total_failed += failed
+                per_file.append((str(path.relative_to(suite)), passed, failed))
                 print("%-40s %4d passed, %4d failed" % (path.relative_to(suite), passed, failed))
                 for line in report:
                     print(line)
@@ -360,6 +363,13 @@ def main():
             process.send_signal(signal.SIGTERM)
             process.wait(timeout=60)
     print("conformance: %d passed, %d failed" % (total_passed, total_failed))
+    if arguments.markdown:
+        lines = ["| file | passed | of | % |", "|---|---:|---:|---:|"]
+        for name, passed, failed in per_file:
+            total = passed + failed
+            lines.append("| %s | %d | %d | %s |" % (name, passed, total, "%.0f" % (100.0 * passed / total) if total else "–"))
+        lines.append("| **all** | **%d** | **%d** | **%.0f** |" % (total_passed, total_passed + total_failed, 100.0 * total_passed / max(1, total_passed + total_failed)))
+        pathlib.Path(arguments.markdown).write_text("\n".join(lines) + "\n")
     if arguments.floor_file:
         floor = int(pathlib.Path(arguments.floor_file).read_text().split()[0])
         if total_passed < floor:
