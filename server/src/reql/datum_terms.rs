@@ -511,31 +511,34 @@ fn random_unit() -> f64 {
     (u64::from_le_bytes(bytes) >> 11) as f64 / (1u64 << 53) as f64
 }
 
-/// An integer operand of the bit terms: within ±2^53, as RethinkDB words it.
+/// An integer operand of the bit terms: as `range_integer`, and 2^53 itself
+/// is too large (its neighbours are not representable).
 fn bit_integer(datum: &Datum) -> Result<i64, ReqlError> {
-    let value = number(datum)?;
-    if value > 9_007_199_254_740_992.0 {
-        return Err(ReqlError::logic(format!("Number not an integer (>2^53): {}", to_json(datum))));
-    }
-    if value < -9_007_199_254_740_992.0 {
-        return Err(ReqlError::logic(format!("Number not an integer (<-2^53): {}", to_json(datum))));
-    }
-    if value.fract() != 0.0 {
-        return Err(ReqlError::logic(format!("Number not an integer: {value}")));
-    }
-    if value == 9_007_199_254_740_992.0 {
+    let value = range_integer(datum)?;
+    if value == 1 << 53 {
         return Err(ReqlError::logic(format!("Integer too large: {}", to_json(datum))));
     }
-    Ok(value as i64)
+    Ok(value)
 }
 
+/// A number as RethinkDB prints it in messages: integral values without a
+/// fraction, even past 2^53.
+fn number_text(value: f64) -> String {
+    if value.fract() == 0.0 && value.abs() < 1e18 {
+        format!("{}", value as i64)
+    } else {
+        format!("{value}")
+    }
+}
+
+/// An exact integer within ±2^53, with RethinkDB's messages.
 fn range_integer(datum: &Datum) -> Result<i64, ReqlError> {
     let value = number(datum)?;
     if value > 9_007_199_254_740_992.0 {
-        return Err(ReqlError::logic(format!("Number not an integer (>2^53): {}", to_json(datum))));
+        return Err(ReqlError::logic(format!("Number not an integer (>2^53): {}", number_text(value))));
     }
     if value < -9_007_199_254_740_992.0 {
-        return Err(ReqlError::logic(format!("Number not an integer (<-2^53): {}", to_json(datum))));
+        return Err(ReqlError::logic(format!("Number not an integer (<-2^53): {}", number_text(value))));
     }
     if value.fract() != 0.0 {
         return Err(ReqlError::logic(format!("Number not an integer: {}", to_json(datum))));
