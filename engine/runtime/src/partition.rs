@@ -55,4 +55,8 @@ impl Backend for AnyBackend {
     fn wants_checkpoint(&self) -> bool {
         delegate!(self, backend => backend.wants_checkpoint())
     }
+
+    fn wants_flush(&self) -> bool {
+        delegate!(self, backend => backend.wants_flush())
+    }
 }

@@ -58,4 +58,6 @@ pub trait Backend {
     async fn checkpoint(&self) -> Result<()>;
     /// Whether a checkpoint is due (WAL use past its threshold).
     fn wants_checkpoint(&self) -> bool;
+    /// Whether writes are waiting to reach the disk (soft ones, typically).
+    fn wants_flush(&self) -> bool;
 }

@@ -324,4 +324,9 @@ impl<S: FileSystem> Backend for DurableBackend<S> {
     fn wants_checkpoint(&self) -> bool {
         self.wal.used_bytes() > self.wal.ring_bytes() / 4
     }
+
+    fn wants_flush(&self) -> bool {
+        let stats = self.wal.stats();
+        stats.appended_lsn > stats.durable_lsn
+    }
 }

@@ -52,4 +52,8 @@ impl Backend for MemoryBackend {
     fn wants_checkpoint(&self) -> bool {
         false
     }
+
+    fn wants_flush(&self) -> bool {
+        false
+    }
 }
