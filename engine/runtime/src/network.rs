@@ -96,7 +96,7 @@ impl Engine {
             let bound = bus::call(self.shard_inbox(shard), move |state| async move {
                 let listener = TcpListener::bind(address).map_err(|error| format!("cannot listen on {address}: {error}"))?;
                 let shard = state.id;
-                glommio::spawn_local(async move {
+                let accepting = glommio::spawn_local(async move {
                     loop {
                         match listener.accept().await {
                             Ok(stream) => {
@@ -112,6 +112,7 @@ impl Engine {
                     }
                 })
                 .detach();
+                state.listeners.borrow_mut().push(accepting);
                 Ok::<(), String>(())
             })
             .await?;

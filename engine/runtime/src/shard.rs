@@ -26,6 +26,9 @@ const MAINTENANCE_INTERVAL_IDLE: Duration = Duration::from_millis(50);
 pub struct ShardState {
     pub id: usize,
     pub partitions: HashMap<u32, Rc<AnyBackend>>,
+    /// Accept loops of this shard; dropped (closing their sockets) first
+    /// thing at shutdown, so no new connection arrives while it checkpoints.
+    pub listeners: std::cell::RefCell<Vec<glommio::task::JoinHandle<()>>>,
 }
 
 impl ShardState {
@@ -74,7 +77,7 @@ pub fn start(plan: ShardPlan, inbox: flume::Receiver<Message>) -> Result<std::th
             };
             executor.run(async move {
                 let state = match open_partitions(&plan).await {
-                    Ok(partitions) => Rc::new(ShardState { id: plan.id, partitions }),
+                    Ok(partitions) => Rc::new(ShardState { id: plan.id, partitions, listeners: Default::default() }),
                     Err(error) => {
                         let _ = ready.send(Err(error));
                         return;
@@ -130,6 +133,9 @@ async fn serve(state: Rc<ShardState>, inbox: flume::Receiver<Message>) {
             Err(_) => break None,
         }
     };
+    for listener in state.listeners.borrow_mut().drain(..) {
+        listener.cancel();
+    }
     stopping.set(true);
     maintenance.await;
     let mut result = Ok(());
