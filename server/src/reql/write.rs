@@ -273,17 +273,10 @@ async fn resolve_conflict(
             }
             other => return Err(ReqlError::logic(format!("Inserted value must be an OBJECT (got {}):\n{}", other.type_name(), pretty(&other)))),
         };
-        let mutation = Mutation::CompareAndSet {
-            table: table.id,
-            key: key.clone(),
-            expected: old.as_ref().map(|row| Bytes::from(document::encode(row))),
-            new: new.as_ref().map(|row| Bytes::from(document::encode(row))),
-        };
-        let outcome = context.engine.write(vec![mutation], durability).await?.remove(0);
-        if !outcome.conflicted {
-            return Ok((old, new));
+        match compare_and_set(context, table, key.clone(), old.as_ref(), new.as_ref(), durability).await? {
+            None => return Ok((old, new)),
+            Some(current) => old = current,
         }
-        old = outcome.old.as_deref().map(decode).transpose()?;
     }
     Err(ReqlError::op_failed(format!("The document changed {ATTEMPTS} times while it was being inserted; try again.")))
 }
@@ -450,6 +443,29 @@ pub async fn update_or_replace(context: &Context, term_type: u64, args: &[Term],
     Ok(Value::Datum(tally.into_datum(with_changes)))
 }
 
+/// Writes `new` (or deletes, for `None`) where the row is still `expected`.
+/// `None` when written; otherwise the row as another writer left it.
+async fn compare_and_set(
+    context: &Context,
+    table: &TableConfig,
+    key: Bytes,
+    expected: Option<&Datum>,
+    new: Option<&Datum>,
+    durability: Durability,
+) -> Result<Option<Option<Datum>>, ReqlError> {
+    let mutation = Mutation::CompareAndSet {
+        table: table.id,
+        key,
+        expected: expected.map(|row| Bytes::from(document::encode(row))),
+        new: new.map(|row| Bytes::from(document::encode(row))),
+    };
+    let outcome = context.engine.write(vec![mutation], durability).await?.remove(0);
+    if !outcome.conflicted {
+        return Ok(None);
+    }
+    Ok(Some(outcome.old.as_deref().map(decode).transpose()?))
+}
+
 /// How often a document changed by another writer between our read and our
 /// write is re-read and recomputed before giving up.
 const ATTEMPTS: usize = 64;
@@ -482,18 +498,11 @@ async fn write_atomically(
         }
         let key_row = new.as_ref().or(current.as_ref()).expect("one of them exists when they differ");
         let key = Bytes::from(primary_key_bytes(&primary_key_of(table, key_row)?)?);
-        let mutation = Mutation::CompareAndSet {
-            table: table.id,
-            key,
-            expected: current.as_ref().map(|row| Bytes::from(document::encode(row))),
-            new: new.as_ref().map(|row| Bytes::from(document::encode(row))),
-        };
-        let outcome = context.engine.write(vec![mutation], durability).await?.remove(0);
-        if !outcome.conflicted {
-            return Ok((current, new));
+        match compare_and_set(context, table, key, current.as_ref(), new.as_ref(), durability).await? {
+            None => return Ok((current, new)),
+            // Someone else wrote the document meanwhile: start again from it.
+            Some(now) => current = now,
         }
-        // Someone else wrote the document meanwhile: start again from it.
-        current = outcome.old.as_deref().map(decode).transpose()?;
     }
     Err(ReqlError::op_failed(format!("The document changed {ATTEMPTS} times while it was being updated; try again.")))
 }
