@@ -71,7 +71,9 @@ pub async fn serve(connection: Connection, engine: Engine) {
             break;
         }
         let Ok(body) = reader.read_exact(length).await else { break };
-        if is_noreply_wait(&body) {
+        // Parsed once, here: the reader must see NOREPLY_WAIT itself.
+        let query = serde_json::from_slice::<Json>(&body).map_err(|error| format!("Failed to parse query: {error}."));
+        if is_noreply_wait(&query) {
             // Every query read before this one has finished once all slots
             // can be taken; then give them back.
             for _ in 0..MAX_QUERIES_IN_FLIGHT {
@@ -88,7 +90,7 @@ pub async fn serve(connection: Connection, engine: Engine) {
         }
         let (session, answers, freed) = (session.clone(), answers.clone(), freed.clone());
         spawn_local(async move {
-            if let Some(response) = session.handle(token, &body).await {
+            if let Some(response) = session.handle(token, query).await {
                 let _ = answers.send(frame::encode_response(token, &response));
             }
             let _ = freed.try_recv();
@@ -97,8 +99,9 @@ pub async fn serve(connection: Connection, engine: Engine) {
     tracing::debug!(?peer, "client disconnected");
 }
 
-fn is_noreply_wait(body: &[u8]) -> bool {
-    serde_json::from_slice::<Json>(body)
+fn is_noreply_wait(query: &Result<Json, String>) -> bool {
+    query
+        .as_ref()
         .ok()
         .and_then(|query| query.get(0).and_then(Json::as_u64))
         .is_some_and(|kind| kind == query_type::NOREPLY_WAIT)
@@ -124,10 +127,10 @@ struct Session {
 
 impl Session {
     /// Answers one query; `None` when nothing is to be sent (noreply).
-    async fn handle(&self, token: u64, body: &[u8]) -> Option<Json> {
-        let query: Json = match serde_json::from_slice(body) {
+    async fn handle(&self, token: u64, query: Result<Json, String>) -> Option<Json> {
+        let query = match query {
             Ok(query) => query,
-            Err(error) => return Some(client_error(&format!("Failed to parse query: {error}."))),
+            Err(message) => return Some(client_error(&message)),
         };
         let Some(parts) = query.as_array() else {
             return Some(client_error("Expected a query to be an array."));
