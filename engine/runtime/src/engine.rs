@@ -3,6 +3,7 @@
 use std::collections::BTreeMap;
 use std::ops::Bound;
 use std::path::PathBuf;
+use std::rc::Rc;
 use std::sync::{Arc, Mutex, RwLock};
 
 use bytes::Bytes;
@@ -299,36 +300,37 @@ impl Engine {
         self.scan(table, ScanRange { start, end: Bound::Unbounded, direction: Direction::Ascending, limit: Some(rows) }).await
     }
 
-    pub async fn count(&self, table: TableId) -> Result<u64, EngineError> {
+    /// Runs `work` on every partition at once, on the shards that own them,
+    /// and returns each partition's result (the first error otherwise).
+    async fn on_every_partition<R, W, F>(&self, work: W) -> Result<Vec<R>, EngineError>
+    where
+        R: Send + 'static,
+        W: Fn(Rc<PartitionBackend>) -> F + Clone + Send + 'static,
+        F: std::future::Future<Output = Result<R, StorageError>> + 'static,
+    {
         let calls = (0..self.inner.partitions).map(|partition| {
-            bus::call(self.inbox_for(partition), move |shard| async move { shard.partition(partition).count(table) })
+            let work = work.clone();
+            bus::call(self.inbox_for(partition), move |shard| work(shard.partition(partition).clone()))
         });
-        let mut total = 0;
+        let mut results = Vec::with_capacity(self.inner.partitions as usize);
         for result in join_all(calls).await {
-            total += result??;
+            results.push(result??);
         }
-        Ok(total)
+        Ok(results)
+    }
+
+    pub async fn count(&self, table: TableId) -> Result<u64, EngineError> {
+        let counts = self.on_every_partition(move |backend| async move { backend.count(table) }).await?;
+        Ok(counts.into_iter().sum())
     }
 
     /// Makes every write so far durable, soft ones included (ReQL `sync`).
     pub async fn sync(&self) -> Result<(), EngineError> {
-        let calls = (0..self.inner.partitions).map(|partition| {
-            bus::call(self.inbox_for(partition), move |shard| async move { shard.partition(partition).flush().await })
-        });
-        for result in join_all(calls).await {
-            result??;
-        }
-        Ok(())
+        self.on_every_partition(|backend| async move { backend.flush().await }).await.map(|_| ())
     }
 
     pub async fn checkpoint(&self) -> Result<(), EngineError> {
-        let calls = (0..self.inner.partitions).map(|partition| {
-            bus::call(self.inbox_for(partition), move |shard| async move { shard.partition(partition).checkpoint().await })
-        });
-        for result in join_all(calls).await {
-            result??;
-        }
-        Ok(())
+        self.on_every_partition(|backend| async move { backend.checkpoint().await }).await.map(|_| ())
     }
 
     // ----- catalog ---------------------------------------------------------
@@ -365,28 +367,27 @@ impl Engine {
     /// catalog entry first, so a write racing it, or a crash between the two
     /// steps, can leave rows nothing can reach; they go here, at startup.
     async fn remove_orphaned_rows(&self, known: std::collections::BTreeSet<TableId>) -> Result<(), EngineError> {
-        let calls = (0..self.inner.partitions).map(|partition| {
-            let known = known.clone();
-            bus::call(self.inbox_for(partition), move |shard| async move {
-                let backend = shard.partition(partition).clone();
-                let orphans: Vec<Mutation> = backend
-                    .table_ids()
-                    .into_iter()
-                    .filter(|table| *table != TableId::CATALOG && !known.contains(table))
-                    .map(|table| Mutation::DropTable { table })
-                    .collect();
-                if orphans.is_empty() {
-                    return Ok(0);
+        let removed = self
+            .on_every_partition(move |backend| {
+                let known = known.clone();
+                async move {
+                    let orphans: Vec<Mutation> = backend
+                        .table_ids()
+                        .into_iter()
+                        .filter(|table| *table != TableId::CATALOG && !known.contains(table))
+                        .map(|table| Mutation::DropTable { table })
+                        .collect();
+                    let count = orphans.len();
+                    if count > 0 {
+                        backend.write(WriteBatch::new(orphans), Durability::Hard).await?;
+                    }
+                    Ok(count)
                 }
-                let count = orphans.len();
-                backend.write(WriteBatch::new(orphans), Durability::Hard).await.map(|_| count)
             })
-        });
-        for result in join_all(calls).await {
-            let removed = result??;
-            if removed > 0 {
-                tracing::info!(tables = removed, "removed rows of dropped tables");
-            }
+            .await?;
+        let removed: usize = removed.into_iter().sum();
+        if removed > 0 {
+            tracing::info!(tables = removed, "removed rows of dropped tables");
         }
         Ok(())
     }
@@ -487,15 +488,10 @@ impl Engine {
         self.delete(TableId::CATALOG, Bytes::from(catalog::table_key(table.id)), Durability::Hard).await?;
         self.inner.catalog.write().expect("catalog lock").tables.remove(&(table.database, table.name.clone()));
         let id = table.id;
-        let calls = (0..self.inner.partitions).map(|partition| {
-            bus::call(self.inbox_for(partition), move |shard| async move {
-                let batch = WriteBatch::new(vec![Mutation::DropTable { table: id }]);
-                shard.partition(partition).write(batch, Durability::Hard).await
-            })
-        });
-        for result in join_all(calls).await {
-            result??;
-        }
+        self.on_every_partition(move |backend| async move {
+            backend.write(WriteBatch::new(vec![Mutation::DropTable { table: id }]), Durability::Hard).await
+        })
+        .await?;
         Ok(table)
     }
 }
