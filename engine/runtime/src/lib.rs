@@ -14,8 +14,9 @@
 //! - [`data_directory`]: the data directory's identity file (format version
 //!   and partition count).
 //!
-//! glommio appears only in `shard.rs` and `file.rs`: replacing the runtime
-//! (compio, say) touches those two files.
+//! glommio appears only in `shard.rs`, `file.rs` and `network.rs`: replacing
+//! the runtime
+//! (compio, say) touches those three files.
 
 mod bus;
 pub mod data_directory;
