@@ -15,8 +15,7 @@
 //!   and partition count).
 //!
 //! glommio appears only in `shard.rs`, `file.rs` and `network.rs`: replacing
-//! the runtime
-//! (compio, say) touches those three files.
+//! the runtime (compio, say) touches those three files.
 
 mod bus;
 pub mod data_directory;
