@@ -72,6 +72,10 @@ def _mapping(lines, index, indent):
         if not match:
             raise ValueError("line %d: expected `key:`, found %r" % (lines[index].number, lines[index].text))
         key, rest = match.group(1), (match.group(2) or "").strip()
+        if rest.startswith("#"):
+            # `py: # this form does not work in Python`: a comment, so the
+            # key has no value and the test is not for that language.
+            rest = ""
         if rest:
             mapping[key], index = _scalar(lines, index, indent, rest)
             continue

@@ -39,6 +39,17 @@ impl ScanRange {
     pub fn all() -> Self {
         ScanRange { start: Bound::Unbounded, end: Bound::Unbounded, direction: Direction::Ascending, limit: None }
     }
+
+    /// Whether no key can lie in the range (its start is above its end, or
+    /// they meet at a bound that excludes it). Ordered maps panic on such
+    /// ranges, and `between(2, 1)` asks for one.
+    pub fn is_empty(&self) -> bool {
+        match (&self.start, &self.end) {
+            (Bound::Unbounded, _) | (_, Bound::Unbounded) => false,
+            (Bound::Included(start), Bound::Included(end)) => start > end,
+            (Bound::Included(start) | Bound::Excluded(start), Bound::Included(end) | Bound::Excluded(end)) => start >= end,
+        }
+    }
 }
 
 /// One partition's storage. Single-threaded: all methods take `&self` and

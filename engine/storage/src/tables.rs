@@ -40,6 +40,9 @@ impl Tables {
 
     pub fn scan(&self, table: TableId, range: &ScanRange) -> Vec<(Bytes, Bytes)> {
         let Some(rows) = self.tables.get(&table) else { return Vec::new() };
+        if range.is_empty() {
+            return Vec::new();
+        }
         let bounds = (as_slice_bound(&range.start), as_slice_bound(&range.end));
         let limit = range.limit.unwrap_or(usize::MAX);
         let iter = rows.range::<_, [u8]>(bounds);

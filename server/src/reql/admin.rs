@@ -7,6 +7,7 @@ use photondb_datum::Datum;
 use photondb_storage::catalog::{uuid_string, DatabaseConfig, TableConfig};
 use photondb_storage::Durability;
 
+use super::eval::TypeMismatch;
 use super::error::{Frame, ReqlError};
 use super::eval::{arity, object, Context, Value};
 use super::term::Term;
@@ -120,7 +121,7 @@ pub async fn evaluate(context: &Context, term_type: u64, args: &[Term], optargs:
                 None => "id".to_owned(),
                 Some(Datum::String(key)) => key,
                 Some(other) => {
-                    return Err(ReqlError::logic(format!("Expected type STRING but found {}.", other.type_name()))
+                    return Err(other.wrong_type("STRING")
                         .within(Frame::Optional("primary_key".into())))
                 }
             };

@@ -8,7 +8,7 @@ use photondb_datum::{Datum, Object};
 use sha1::{Digest, Sha1};
 
 use super::error::{ErrorClass, Frame, ReqlError};
-use super::eval::{arity, pretty, truthy, Context, Value};
+use super::eval::{arity, pretty, truthy, Context, TypeMismatch, Value};
 use super::term::Term;
 use super::term_type as kind;
 
@@ -18,7 +18,7 @@ const UUID_NAMESPACE: [u8; 16] = [
 ];
 
 fn type_error(expected: &str, found: &Datum) -> ReqlError {
-    ReqlError::logic(format!("Expected type {expected} but found {}.", found.type_name()))
+    found.wrong_type(expected)
 }
 
 fn number(datum: &Datum) -> Result<f64, ReqlError> {

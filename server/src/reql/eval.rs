@@ -52,13 +52,59 @@ impl Value {
             Value::Database(_) => "DATABASE",
             Value::Table(_) | Value::SystemTable(_) => "TABLE",
             Value::SingleSelection { .. } | Value::SystemSelection { .. } => "SELECTION<OBJECT>",
+            Value::Stream(stream) if stream.is_table_slice() => "TABLE_SLICE",
             Value::Stream(stream) if stream.selected_table().is_some() => "SELECTION<STREAM>",
             Value::Stream(_) => "STREAM",
             Value::Function(_) => "FUNCTION",
             Value::Grouped { stream: true, .. } => "GROUPED_STREAM",
             Value::Grouped { stream: false, .. } => "GROUPED_DATA",
-            Value::MinValue | Value::MaxValue => "MINVAL",
+            Value::MinValue => "MINVAL",
+            Value::MaxValue => "MAXVAL",
         }
+    }
+}
+
+/// Types that exist only above datums. When one of them was expected and a
+/// datum came, RethinkDB names the datum `DATUM` and prints it.
+const NON_DATUM_TYPES: &[&str] =
+    &["TABLE", "TABLE_SLICE", "SELECTION", "DATABASE", "FUNCTION", "SEQUENCE", "STREAM", "GROUPED_DATA", "GROUPED_STREAM"];
+
+/// RethinkDB's "Expected type X but found Y" error, worded as RethinkDB
+/// words it: a datum type ends the sentence (`found NUMBER.`), anything
+/// else is followed by a colon and the value (`found TABLE:\n…`).
+pub trait TypeMismatch {
+    fn wrong_type(&self, expected: &str) -> ReqlError;
+}
+
+impl TypeMismatch for Datum {
+    fn wrong_type(&self, expected: &str) -> ReqlError {
+        if NON_DATUM_TYPES.contains(&expected) {
+            return ReqlError::logic(format!("Expected type {expected} but found DATUM:\n{}", pretty(self)));
+        }
+        ReqlError::logic(format!("Expected type {expected} but found {}.", self.type_name()))
+    }
+}
+
+impl TypeMismatch for Value {
+    fn wrong_type(&self, expected: &str) -> ReqlError {
+        let (kind, shown) = match self {
+            Value::Datum(datum) => return datum.wrong_type(expected),
+            Value::Database(database) => ("DATABASE", format!("r.db(\"{}\")", database.name)),
+            Value::Table(table) => ("TABLE", format!("r.table(\"{}\")", table.name)),
+            Value::SystemTable(name) => ("TABLE", format!("r.db(\"rethinkdb\").table(\"{name}\")")),
+            Value::SingleSelection { row, .. } | Value::SystemSelection { row, .. } => {
+                ("SELECTION", pretty(row.as_ref().unwrap_or(&Datum::Null)))
+            }
+            Value::Stream(stream) if stream.is_table_slice() => ("TABLE_SLICE", "table slice".to_owned()),
+            Value::Stream(stream) if stream.selected_table().is_some() => ("SELECTION", "selection".to_owned()),
+            Value::Stream(_) => ("SEQUENCE", "sequence".to_owned()),
+            Value::Function(_) => ("FUNCTION", "function".to_owned()),
+            Value::Grouped { stream: true, .. } => ("GROUPED_STREAM", "grouped stream".to_owned()),
+            Value::Grouped { stream: false, .. } => ("GROUPED_DATA", "grouped data".to_owned()),
+            Value::MinValue => ("DATUM", "r.minval".to_owned()),
+            Value::MaxValue => ("DATUM", "r.maxval".to_owned()),
+        };
+        ReqlError::logic(format!("Expected type {expected} but found {kind}:\n{shown}"))
     }
 }
 
@@ -130,7 +176,7 @@ impl Context {
                 .await
                 .map(Datum::Array)
                 .map_err(|error| error.within(Frame::Position(index))),
-            other => Err(ReqlError::logic(format!("Expected type DATUM but found {}.", other.type_name())).within(Frame::Position(index))),
+            other => Err(other.wrong_type("DATUM").within(Frame::Position(index))),
         }
     }
 
@@ -151,14 +197,14 @@ impl Context {
             Value::Function(function) => Ok(Callable::Function(function)),
             Value::Datum(datum) => Ok(Callable::Constant(datum)),
             Value::SingleSelection { row, .. } => Ok(Callable::Constant(row.unwrap_or(Datum::Null))),
-            other => Err(ReqlError::logic(format!("Expected type FUNCTION but found {}.", other.type_name())).within(Frame::Position(index))),
+            other => Err(other.wrong_type("FUNCTION").within(Frame::Position(index))),
         }
     }
 
     pub async fn string_argument(&self, args: &[Term], index: usize) -> Result<String, ReqlError> {
         match self.datum_argument(args, index).await? {
             Datum::String(text) => Ok(text),
-            other => Err(ReqlError::logic(format!("Expected type STRING but found {}.", other.type_name())).within(Frame::Position(index))),
+            other => Err(other.wrong_type("STRING").within(Frame::Position(index))),
         }
     }
 
@@ -166,21 +212,21 @@ impl Context {
         let Some(term) = optargs.get(name) else { return Ok(None) };
         match self.eval(term).await.map_err(|error| error.within(Frame::Optional(name.to_owned())))? {
             Value::Datum(datum) => Ok(Some(datum)),
-            other => Err(ReqlError::logic(format!("Expected type DATUM but found {}.", other.type_name())).within(Frame::Optional(name.to_owned()))),
+            other => Err(other.wrong_type("DATUM").within(Frame::Optional(name.to_owned()))),
         }
     }
 
     pub async fn table_argument(&self, args: &[Term], index: usize) -> Result<TableConfig, ReqlError> {
         match self.argument(args, index).await? {
             Value::Table(table) => Ok(table),
-            other => Err(ReqlError::logic(format!("Expected type TABLE but found {}.", other.type_name())).within(Frame::Position(index))),
+            other => Err(other.wrong_type("TABLE").within(Frame::Position(index))),
         }
     }
 
     pub async fn database_argument(&self, args: &[Term], index: usize) -> Result<DatabaseConfig, ReqlError> {
         match self.argument(args, index).await? {
             Value::Database(database) => Ok(database),
-            other => Err(ReqlError::logic(format!("Expected type DATABASE but found {}.", other.type_name())).within(Frame::Position(index))),
+            other => Err(other.wrong_type("DATABASE").within(Frame::Position(index))),
         }
     }
 
@@ -203,7 +249,7 @@ impl Context {
                         match self.datum_argument(inner, 0).await.map_err(|error| error.within(Frame::Position(index)))? {
                             Datum::Array(items) => spliced.extend(items.into_iter().map(Term::Datum)),
                             other => {
-                                return Err(ReqlError::logic(format!("Expected type ARRAY but found {}.", other.type_name())).within(Frame::Position(index)))
+                                return Err(other.wrong_type("ARRAY").within(Frame::Position(index)))
                             }
                         }
                     }
@@ -225,7 +271,7 @@ impl Context {
                         Value::Datum(datum) => datum,
                         Value::SingleSelection { row, .. } => row.unwrap_or(Datum::Null),
                         Value::Stream(stream) => Datum::Array(stream.collect(self).await?),
-                        other => return Err(ReqlError::logic(format!("Expected type DATUM but found {}.", other.type_name()))),
+                        other => return Err(other.wrong_type("DATUM")),
                     };
                     results.push((group, value));
                 }
@@ -246,7 +292,7 @@ impl Context {
                     Value::Grouped { groups, .. } => Ok(Value::Datum(Datum::Array(
                         groups.into_iter().map(|(group, reduction)| object([("group", group), ("reduction", reduction)])).collect(),
                     ))),
-                    other => Err(ReqlError::logic(format!("Expected type GROUPED_DATA but found {}.", other.type_name())).within(Frame::Position(0))),
+                    other => Err(other.wrong_type("GROUPED_DATA").within(Frame::Position(0))),
                 }
             }
             kind::VAR => {
@@ -267,7 +313,7 @@ impl Context {
                     Value::Function(function) => function,
                     // `r.do(value)`: a constant stands for a function returning it.
                     Value::Datum(datum) if args.len() == 1 => return Ok(Value::Datum(datum)),
-                    other => return Err(ReqlError::logic(format!("Expected type FUNCTION but found {}.", other.type_name())).within(Frame::Position(0))),
+                    other => return Err(other.wrong_type("FUNCTION").within(Frame::Position(0))),
                 };
                 // Each argument is evaluated once: it may be a write.
                 let mut arguments = Vec::with_capacity(args.len() - 1);
@@ -313,7 +359,7 @@ impl Context {
                         let name = if term_type == kind::SKIP { "SKIP" } else { "LIMIT" };
                         return Err(ReqlError::logic(format!("{name} takes a non-negative argument (got {count})")).within(Frame::Position(1)));
                     }
-                    other => return Err(ReqlError::logic(format!("Expected type NUMBER but found {}.", other.type_name())).within(Frame::Position(1))),
+                    other => return Err(other.wrong_type("NUMBER").within(Frame::Position(1))),
                 };
                 let operation = if term_type == kind::SKIP { Operation::Skip(count) } else { Operation::Limit(count) };
                 self.stream_result(args, stream.with(operation)).await
@@ -356,7 +402,7 @@ impl Context {
                     Some(Datum::String(mode)) => {
                         return Err(ReqlError::logic(format!("Read mode `{mode}` unrecognized (options are \"majority\", \"single\", and \"outdated\").")))
                     }
-                    Some(other) => return Err(ReqlError::logic(format!("Expected type STRING but found {}.", other.type_name()))),
+                    Some(other) => return Err(other.wrong_type("STRING")),
                 }
                 if database.id == super::system::DATABASE_ID {
                     if !super::system::TABLES.contains(&name.as_str()) {
@@ -386,7 +432,7 @@ impl Context {
                         let row = write::get(&self.engine, &table, &key).await.map_err(|error| error.within(Frame::Position(1)))?;
                         Ok(Value::SingleSelection { table, row })
                     }
-                    other => Err(ReqlError::logic(format!("Expected type TABLE but found {}.", other.type_name())).within(Frame::Position(0))),
+                    other => Err(other.wrong_type("TABLE").within(Frame::Position(0))),
                 }
             }
             kind::GET => {
@@ -516,16 +562,16 @@ impl Context {
                 }
                 (kind::DIV, Datum::Number(a), Datum::Number(b)) => Datum::Number(a / b),
                 (kind::ADD, Datum::String(_), other) => {
-                    return Err(ReqlError::logic(format!("Expected type STRING but found {}.", other.type_name())).within(Frame::Position(index)));
+                    return Err(other.wrong_type("STRING").within(Frame::Position(index)));
                 }
                 (kind::ADD, Datum::Array(_), other) => {
-                    return Err(ReqlError::logic(format!("Expected type ARRAY but found {}.", other.type_name())).within(Frame::Position(index)));
+                    return Err(other.wrong_type("ARRAY").within(Frame::Position(index)));
                 }
                 (_, Datum::Number(_), other) => {
-                    return Err(ReqlError::logic(format!("Expected type NUMBER but found {}.", other.type_name())).within(Frame::Position(index)));
+                    return Err(other.wrong_type("NUMBER").within(Frame::Position(index)));
                 }
                 (_, other, _) => {
-                    return Err(ReqlError::logic(format!("Expected type NUMBER but found {}.", other.type_name())).within(Frame::Position(index - 1)));
+                    return Err(other.wrong_type("NUMBER").within(Frame::Position(index - 1)));
                 }
             };
             if let Datum::Number(value) = accumulator {
@@ -676,7 +722,7 @@ impl Context {
             keys.push(match self.argument(args, index).await? {
                 Value::Function(function) => Callable::Function(function),
                 Value::Datum(datum) => Callable::Constant(datum),
-                other => return Err(ReqlError::logic(format!("Expected type STRING but found {}.", other.type_name())).within(Frame::Position(index))),
+                other => return Err(other.wrong_type("STRING").within(Frame::Position(index))),
             });
         }
         if let Some(field) = index_field {
@@ -776,7 +822,7 @@ fn get_field(object: &Datum, field: &Datum, term_name: &str) -> Result<Datum, Re
                 ReqlError::new(ErrorClass::NonExistence, format!("Index out of bounds: {index}"))
             })
         }
-        (Datum::Object(_), other) => Err(ReqlError::logic(format!("Expected type STRING but found {}.", other.type_name()))),
+        (Datum::Object(_), other) => Err(other.wrong_type("STRING")),
         (other, _) => Err(ReqlError::logic(format!("Cannot perform {term_name} on a non-object non-sequence `{}`.", pretty(other)))),
     }
 }

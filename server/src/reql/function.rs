@@ -4,6 +4,7 @@ use std::collections::BTreeMap;
 
 use photondb_datum::Datum;
 
+use super::eval::TypeMismatch;
 use super::error::{Frame, ReqlError};
 use super::eval::{Context, Value};
 use super::term::Term;
@@ -80,7 +81,7 @@ impl Function {
             Value::Datum(datum) => Ok(datum),
             Value::SingleSelection { row, .. } => Ok(row.unwrap_or(Datum::Null)),
             Value::Stream(stream) => stream.collect(&inner).await.map(Datum::Array),
-            other => Err(ReqlError::logic(format!("Expected type DATUM but found {}.", other.type_name()))),
+            other => Err(other.wrong_type("DATUM")),
         }
     }
 }

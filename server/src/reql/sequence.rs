@@ -9,6 +9,7 @@ use std::ops::Bound;
 
 use photondb_datum::{Datum, Object};
 
+use super::eval::TypeMismatch;
 use super::error::{ErrorClass, Frame, ReqlError};
 use super::eval::{arity, pretty, truthy, Context, Value};
 use super::function::Callable;
@@ -177,7 +178,7 @@ fn whole_number(datum: &Datum) -> Result<i64, ReqlError> {
     match datum {
         Datum::Number(number) if number.fract() == 0.0 => Ok(*number as i64),
         Datum::Number(number) => Err(ReqlError::logic(format!("Number not an integer: {number}"))),
-        other => Err(ReqlError::logic(format!("Expected type NUMBER but found {}.", other.type_name()))),
+        other => Err(other.wrong_type("NUMBER")),
     }
 }
 
@@ -246,7 +247,7 @@ impl Context {
             Value::SingleSelection { row, .. } => transform.apply(self, row.unwrap_or(Datum::Null)).await.map(Value::Datum),
             Value::Table(table) => Ok(Value::Stream(Stream::table(table, Bound::Unbounded, Bound::Unbounded).with(Operation::Transform(transform)))),
             Value::Stream(stream) => Ok(Value::Stream(stream.with(Operation::Transform(transform)))),
-            other => Err(ReqlError::logic(format!("Expected type OBJECT but found {}.", other.type_name()))),
+            other => Err(other.wrong_type("OBJECT")),
         }
     }
 
@@ -280,7 +281,7 @@ impl Context {
             let table = self.table_argument(args, 0).await?;
             let index = match self.eval(index_term).await? {
                 Value::Datum(Datum::String(index)) => index,
-                other => return Err(ReqlError::logic(format!("Expected type STRING but found {}.", other.type_name()))),
+                other => return Err(other.wrong_type("STRING")),
             };
             if index != table.primary_key {
                 return Err(ReqlError::op_failed(format!("Index `{index}` was not found on table `{}.{}`.", self.database_name_of(&table), table.name)));
@@ -314,26 +315,25 @@ impl Context {
             let key = match self.eval(term).await.map_err(|error| error.within(Frame::Position(index)))? {
                 Value::Datum(Datum::String(field)) => SortKey::Field(field),
                 Value::Function(function) => SortKey::Function(Callable::Function(function)),
-                other => return Err(ReqlError::logic(format!("Expected type STRING but found {}.", other.type_name())).within(Frame::Position(index))),
+                other => return Err(other.wrong_type("STRING").within(Frame::Position(index))),
             };
             keys.push((descending, key));
         }
+        // A key that does not exist (a missing field, a non-existence error
+        // in the function) sorts before every value ascending and after
+        // every value descending, as in RethinkDB; the row stays.
         let mut keyed = Vec::with_capacity(rows.len());
-        'rows: for row in rows {
-            let mut values = Vec::with_capacity(keys.len());
+        for row in rows {
+            let mut values: Vec<Option<Datum>> = Vec::with_capacity(keys.len());
             for (_, key) in &keys {
                 let value = match key {
                     SortKey::Field(field) => match &row {
-                        Datum::Object(fields) => match fields.get(field) {
-                            Some(value) => value.clone(),
-                            // RethinkDB leaves out rows without the field.
-                            None => continue 'rows,
-                        },
+                        Datum::Object(fields) => fields.get(field).cloned(),
                         other => return Err(ReqlError::logic(format!("Cannot perform get_field on a non-object non-sequence `{}`.", pretty(other)))),
                     },
                     SortKey::Function(function) => match function.call(self, row.clone()).await {
-                        Ok(value) => value,
-                        Err(error) if error.class == ErrorClass::NonExistence => continue 'rows,
+                        Ok(value) => Some(value),
+                        Err(error) if error.class == ErrorClass::NonExistence => None,
                         Err(error) => return Err(error),
                     },
                 };
@@ -343,7 +343,12 @@ impl Context {
         }
         keyed.sort_by(|(a, _), (b, _)| {
             for ((descending, _), (x, y)) in keys.iter().zip(a.iter().zip(b.iter())) {
-                let ordering = x.cmp_reql(y);
+                let ordering = match (x, y) {
+                    (Some(x), Some(y)) => x.cmp_reql(y),
+                    (None, None) => Ordering::Equal,
+                    (None, Some(_)) => Ordering::Less,
+                    (Some(_), None) => Ordering::Greater,
+                };
                 let ordering = if *descending { ordering.reverse() } else { ordering };
                 if ordering != Ordering::Equal {
                     return ordering;
@@ -397,7 +402,7 @@ impl Context {
         let (rows, _) = self.rows(args, 0).await?;
         let function = match self.argument(args, 1).await? {
             Value::Function(function) => function,
-            other => return Err(ReqlError::logic(format!("Expected type FUNCTION but found {}.", other.type_name())).within(Frame::Position(1))),
+            other => return Err(other.wrong_type("FUNCTION").within(Frame::Position(1))),
         };
         let mut rows = rows.into_iter();
         let Some(mut accumulator) = rows.next() else {
@@ -418,7 +423,7 @@ impl Context {
             match self.argument(args, 1).await? {
                 Value::Datum(Datum::String(field)) => Some(SortKey::Field(field)),
                 Value::Function(function) => Some(SortKey::Function(Callable::Function(function))),
-                other => return Err(ReqlError::logic(format!("Expected type STRING but found {}.", other.type_name())).within(Frame::Position(1))),
+                other => return Err(other.wrong_type("STRING").within(Frame::Position(1))),
             }
         } else {
             None
@@ -454,7 +459,7 @@ impl Context {
                 for (value, _) in &selected {
                     match value {
                         Datum::Number(number) => total += number,
-                        other => return Err(ReqlError::logic(format!("Expected type NUMBER but found {}.", other.type_name()))),
+                        other => return Err(other.wrong_type("NUMBER")),
                     }
                 }
                 if term_type == kind::SUM {
@@ -491,7 +496,7 @@ impl Context {
                 return Err(ReqlError::logic(format!("Number of items to sample must be non-negative, got `{count}`.")).within(Frame::Position(0)))
             }
             Datum::Number(count) if count.fract() == 0.0 => count as usize,
-            other => return Err(ReqlError::logic(format!("Expected type NUMBER but found {}.", other.type_name())).within(Frame::Position(1))),
+            other => return Err(other.wrong_type("NUMBER").within(Frame::Position(1))),
         };
         // Partial Fisher-Yates; xorshift seeded from the kernel.
         let take = count.min(rows.len());
@@ -516,7 +521,7 @@ impl Context {
         let key = match self.argument(args, 1).await? {
             Value::Datum(Datum::String(field)) => SortKey::Field(field),
             Value::Function(function) => SortKey::Function(Callable::Function(function)),
-            other => return Err(ReqlError::logic(format!("Expected type STRING but found {}.", other.type_name())).within(Frame::Position(1))),
+            other => return Err(other.wrong_type("STRING").within(Frame::Position(1))),
         };
         let right = self.table_argument(args, 2).await?;
         if let Some(index) = self.optional_datum(optargs, "index").await? {
@@ -560,7 +565,7 @@ impl Context {
         let (right_rows, right_stream) = self.rows(args, 1).await?;
         let predicate = match self.argument(args, 2).await? {
             Value::Function(function) => function,
-            other => return Err(ReqlError::logic(format!("Expected type FUNCTION but found {}.", other.type_name())).within(Frame::Position(2))),
+            other => return Err(other.wrong_type("FUNCTION").within(Frame::Position(2))),
         };
         let mut joined = Vec::new();
         let mut budget = super::cooperate::Budget::default();
@@ -589,7 +594,7 @@ impl Context {
         let base = self.datum_argument(args, 1).await?;
         let function_of = |value: Value, index: Frame| match value {
             Value::Function(function) => Ok(function),
-            other => Err(ReqlError::logic(format!("Expected type FUNCTION but found {}.", other.type_name())).within(index)),
+            other => Err(other.wrong_type("FUNCTION").within(index)),
         };
         let combine = function_of(self.argument(args, 2).await?, Frame::Position(2))?;
         let optional_function = |name: &'static str| async move {
@@ -667,7 +672,7 @@ impl Context {
                 arity(args, 2, 2)?;
                 let index = match self.datum_argument(args, 1).await? {
                     Datum::Number(index) if index.fract() == 0.0 => index as i64,
-                    other => return Err(ReqlError::logic(format!("Expected type NUMBER but found {}.", other.type_name())).within(Frame::Position(1))),
+                    other => return Err(other.wrong_type("NUMBER").within(Frame::Position(1))),
                 };
                 if index < 0 {
                     let rows = stream.collect(self).await?;
@@ -729,12 +734,12 @@ impl Context {
         arity(args, 2, 2)?;
         let items = match self.datum_argument(args, 0).await? {
             Datum::Array(items) => items,
-            other => return Err(ReqlError::logic(format!("Expected type ARRAY but found {}.", other.type_name())).within(Frame::Position(0))),
+            other => return Err(other.wrong_type("ARRAY").within(Frame::Position(0))),
         };
         let operand = self.datum_argument(args, 1).await?;
         let other = || match &operand {
             Datum::Array(other) => Ok(other.clone()),
-            found => Err(ReqlError::logic(format!("Expected type ARRAY but found {}.", found.type_name())).within(Frame::Position(1))),
+            found => Err(found.wrong_type("ARRAY").within(Frame::Position(1))),
         };
         let mut out: Vec<Datum> = Vec::new();
         let push_unique = |out: &mut Vec<Datum>, value: Datum| {
@@ -783,7 +788,7 @@ impl Context {
         arity(args, minimum, maximum)?;
         let mut items = match self.datum_argument(args, 0).await? {
             Datum::Array(items) => items,
-            other => return Err(ReqlError::logic(format!("Expected type ARRAY but found {}.", other.type_name())).within(Frame::Position(0))),
+            other => return Err(other.wrong_type("ARRAY").within(Frame::Position(0))),
         };
         let index = whole_number(&self.datum_argument(args, 1).await?).map_err(|error| error.within(Frame::Position(1)))?;
         let length = items.len() as i64;
@@ -805,7 +810,7 @@ impl Context {
                 Datum::Array(inserted) => {
                     items.splice(position..position, inserted);
                 }
-                other => return Err(ReqlError::logic(format!("Expected type ARRAY but found {}.", other.type_name())).within(Frame::Position(2))),
+                other => return Err(other.wrong_type("ARRAY").within(Frame::Position(2))),
             },
             _ => {
                 let end = if args.len() == 3 {
@@ -815,7 +820,7 @@ impl Context {
                             let end = if end < 0 { length + end } else { end };
                             (end.clamp(position as i64, length)) as usize
                         }
-                        other => return Err(ReqlError::logic(format!("Expected type NUMBER but found {}.", other.type_name())).within(Frame::Position(2))),
+                        other => return Err(other.wrong_type("NUMBER").within(Frame::Position(2))),
                     }
                 } else {
                     position + 1

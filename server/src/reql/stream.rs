@@ -11,6 +11,7 @@ use photondb_datum::{document, Datum};
 use photondb_storage::catalog::TableConfig;
 use photondb_storage::{Direction, ScanRange};
 
+use super::eval::TypeMismatch;
 use super::error::{ErrorClass, ReqlError};
 use super::eval::Context;
 use super::function::{Callable, Function};
@@ -23,6 +24,9 @@ pub enum Source {
     /// Rows of a table in primary-key order, from `start` to `end`.
     Table { table: TableConfig, start: Bound<Bytes>, end: Bound<Bytes>, finished: bool },
     Rows(VecDeque<Datum>),
+    /// `get_all` on the primary key: the rows of these keys, in this order,
+    /// read a batch at a time (missing keys yield nothing).
+    Keys { table: TableConfig, keys: VecDeque<Datum> },
     /// `r.range`: integers from `next`, up to `end` (exclusive) or forever.
     Range { next: i64, end: Option<i64> },
     /// `fold` with `emit`: what `emit` returns for each row of `inner`, then
@@ -64,7 +68,7 @@ impl Transform {
                 for patch in patches {
                     let patch = patch.call(context, row.clone()).await?;
                     if !matches!(patch, Datum::Object(_)) && !matches!(row, Datum::Object(_)) {
-                        return Err(ReqlError::logic(format!("Expected type OBJECT but found {}.", row.type_name())));
+                        return Err(row.wrong_type("OBJECT"));
                     }
                     row = super::sequence::merge(row, patch);
                 }
@@ -102,6 +106,10 @@ impl Stream {
 
     pub fn rows(rows: Vec<Datum>) -> Stream {
         Stream::new(Source::Rows(rows.into()))
+    }
+
+    pub fn keys(table: TableConfig, keys: Vec<Datum>) -> Stream {
+        Stream::new(Source::Keys { table, keys: keys.into() })
     }
 
     pub fn range(start: i64, end: Option<i64>) -> Stream {
@@ -147,7 +155,7 @@ impl Stream {
     /// (no `map` has changed the rows).
     pub fn selected_table(&self) -> Option<&TableConfig> {
         match &self.source {
-            Source::Table { table, .. }
+            Source::Table { table, .. } | Source::Keys { table, .. }
                 if !self.operations.iter().any(|operation| matches!(operation, Operation::Map(_) | Operation::Transform(_))) =>
             {
                 Some(table)
@@ -156,8 +164,16 @@ impl Stream {
         }
     }
 
+    /// Whether rows come from a table (so results stream to the client
+    /// rather than arriving as one array).
     pub fn is_table_source(&self) -> bool {
-        matches!(self.source, Source::Table { .. })
+        matches!(self.source, Source::Table { .. } | Source::Keys { .. })
+    }
+
+    /// A key range of a table with nothing applied yet: RethinkDB's
+    /// TABLE_SLICE, what `between` and `order_by(index=)` give.
+    pub fn is_table_slice(&self) -> bool {
+        matches!(self.source, Source::Table { .. }) && self.operations.is_empty()
     }
 
     async fn refill(&mut self, context: &Context) -> Result<(), ReqlError> {
@@ -181,20 +197,31 @@ impl Stream {
                                         return Ok(());
                                     }
                                 }
-                                other => return Err(ReqlError::logic(format!("Expected type ARRAY but found {}.", other.type_name()))),
+                                other => return Err(other.wrong_type("ARRAY")),
                             }
                         }
                         None => {
                             if let Some(final_emit) = &fold.final_emit {
                                 match final_emit.call(context, vec![fold.accumulator.clone()]).await? {
                                     Datum::Array(items) => self.pending.extend(items),
-                                    other => return Err(ReqlError::logic(format!("Expected type ARRAY but found {}.", other.type_name()))),
+                                    other => return Err(other.wrong_type("ARRAY")),
                                 }
                             }
                             self.exhausted = true;
                             return Ok(());
                         }
                     }
+                }
+            }
+            Source::Keys { table, keys } => {
+                let batch: Vec<Datum> = keys.drain(..keys.len().min(FETCH_ROWS)).collect();
+                for key in batch {
+                    if let Some(row) = super::write::get(&context.engine, table, &key).await? {
+                        self.pending.push_back(row);
+                    }
+                }
+                if keys.is_empty() {
+                    self.exhausted = true;
                 }
             }
             Source::Range { next, end } => {

@@ -11,6 +11,7 @@ use std::collections::BTreeMap;
 
 use photondb_datum::Datum;
 
+use super::eval::TypeMismatch;
 use super::error::{Frame, ReqlError};
 use super::eval::{arity, Context, Value};
 use super::term::Term;
@@ -170,7 +171,7 @@ fn expect_time(datum: Datum) -> Result<(f64, String), ReqlError> {
 fn number(datum: &Datum) -> Result<f64, ReqlError> {
     match datum {
         Datum::Number(value) => Ok(*value),
-        other => Err(ReqlError::logic(format!("Expected type NUMBER but found {}.", other.type_name()))),
+        other => Err(other.wrong_type("NUMBER")),
     }
 }
 
@@ -225,7 +226,7 @@ impl Context {
         let text = self.string_argument(args, 0).await?;
         let default = match self.optional_datum(optargs, "default_timezone").await? {
             Some(Datum::String(zone)) => Some(zone),
-            Some(other) => return Err(ReqlError::logic(format!("Expected type STRING but found {}.", other.type_name()))),
+            Some(other) => return Err(other.wrong_type("STRING")),
             None => None,
         };
         parse_iso8601(&text, default.as_deref()).map(Value::Datum)

@@ -10,6 +10,7 @@ use photondb_storage::{Conflict, Durability, Mutation};
 
 use std::ops::Bound;
 
+use super::eval::TypeMismatch;
 use super::error::{ErrorClass, Frame, ReqlError};
 use super::eval::{arity, object, pretty, primary_key_bytes, Context, Value};
 use super::function::Callable;
@@ -75,7 +76,7 @@ async fn return_changes(context: &Context, optargs: &BTreeMap<String, Term>) -> 
         Some(Datum::Bool(true)) => true,
         Some(Datum::String(text)) if text == "always" => true,
         Some(other) => {
-            return Err(ReqlError::logic(format!("Expected type BOOL but found {}.", other.type_name()))
+            return Err(other.wrong_type("BOOL")
                 .within(Frame::Optional("return_changes".into())))
         }
     })
@@ -130,7 +131,7 @@ pub async fn insert(context: &Context, args: &[Term], optargs: &BTreeMap<String,
     let table = match context.argument(args, 0).await? {
         Value::Table(table) => table,
         Value::SystemTable(name) => return insert_system(context, &name, context.datum_argument(args, 1).await?).await,
-        other => return Err(ReqlError::logic(format!("Expected type TABLE but found {}.", other.type_name())).within(Frame::Position(0))),
+        other => return Err(other.wrong_type("TABLE").within(Frame::Position(0))),
     };
     let documents = match context.datum_argument(args, 1).await? {
         Datum::Array(items) => items,
@@ -155,7 +156,7 @@ pub async fn insert(context: &Context, args: &[Term], optargs: &BTreeMap<String,
                 return Err(ReqlError::logic(format!("Conflict option `{}` unrecognized (options are \"error\", \"replace\" and \"update\").", option_text(&other)))
                     .within(Frame::Optional("conflict".into())))
             }
-            other => return Err(ReqlError::logic(format!("Expected type STRING but found {}.", other.type_name()))),
+            other => return Err(other.wrong_type("STRING")),
         },
     };
     let durability = durability(context, optargs, &table).await?;
@@ -335,7 +336,7 @@ fn rows_of(target: Value) -> Result<(TableConfig, Rows), ReqlError> {
             Some(table) => Ok((table, Rows::Stream(stream))),
             None => Err(ReqlError::logic("Expected type SELECTION but found SEQUENCE.")),
         },
-        other => Err(ReqlError::logic(format!("Expected type SELECTION but found {}.", other.type_name()))),
+        other => Err(other.wrong_type("SELECTION")),
     }
 }
 
@@ -345,7 +346,7 @@ fn primary_key_of(table: &TableConfig, row: &Datum) -> Result<Datum, ReqlError> 
             .get(&table.primary_key)
             .cloned()
             .ok_or_else(|| ReqlError::new(ErrorClass::Internal, format!("Stored row has no primary key `{}`.", table.primary_key))),
-        other => Err(ReqlError::logic(format!("Expected type OBJECT but found {}.", other.type_name()))),
+        other => Err(other.wrong_type("OBJECT")),
     }
 }
 
@@ -562,25 +563,24 @@ pub async fn get_all(context: &Context, args: &[Term], optargs: &BTreeMap<String
         }
     }
     let table = context.table_argument(args, 0).await?;
-    let mut rows = Vec::new();
+    let mut keys = Vec::with_capacity(args.len() - 1);
     let mut seen = std::collections::BTreeSet::new();
     for index in 1..args.len() {
         let key = context.datum_argument(args, index).await?;
         let encoded = primary_key_bytes(&key).map_err(|error| error.within(Frame::Position(index)))?;
-        if !seen.insert(encoded) {
-            continue;
-        }
-        if let Some(row) = get(&context.engine, &table, &key).await? {
-            rows.push(row);
+        if seen.insert(encoded) {
+            keys.push(key);
         }
     }
-    let _ = table;
-    Ok(Value::Stream(Stream::rows(rows)))
+    Ok(Value::Stream(Stream::keys(table, keys)))
 }
 
 pub async fn between(context: &Context, args: &[Term], optargs: &BTreeMap<String, Term>) -> Result<Value, ReqlError> {
     arity(args, 3, 3)?;
-    let table = context.table_argument(args, 0).await?;
+    let table = match context.argument(args, 0).await? {
+        Value::Table(table) => table,
+        other => return Err(other.wrong_type("TABLE_SLICE").within(Frame::Position(0))),
+    };
     if let Some(index) = context.optional_datum(optargs, "index").await? {
         if index != Datum::String(table.primary_key.clone()) {
             return Err(ReqlError::compile("Secondary indexes are not supported by PhotonDB yet."));
@@ -603,16 +603,20 @@ pub async fn between(context: &Context, args: &[Term], optargs: &BTreeMap<String
                 let encoded = Bytes::from(photondb_datum::key::encode(&datum));
                 Ok(if closed { Bound::Included(encoded) } else { Bound::Excluded(encoded) })
             }
-            other => Err(ReqlError::logic(format!("Expected type DATUM but found {}.", other.type_name())).within(Frame::Position(index))),
+            other => Err(other.wrong_type("DATUM").within(Frame::Position(index))),
         }
     };
     let lower = context.argument(args, 1).await?;
     let upper = context.argument(args, 2).await?;
-    let empty = matches!(lower, Value::MaxValue) || matches!(upper, Value::MinValue);
-    let start = bound(lower, left_closed, 1)?;
-    let end = bound(upper, right_closed, 2)?;
-    if empty {
-        return Ok(Value::Stream(Stream::rows(Vec::new())));
+    if matches!(lower, Value::Datum(Datum::Null)) || matches!(upper, Value::Datum(Datum::Null)) {
+        return Err(ReqlError::logic("Cannot use `null` in BETWEEN, use `r.minval` or `r.maxval` to denote unboundedness."));
     }
+    let empty = matches!(lower, Value::MaxValue) || matches!(upper, Value::MinValue);
+    let (start, end) = if empty {
+        // Still a table slice, of nothing.
+        (Bound::Excluded(Bytes::new()), Bound::Excluded(Bytes::new()))
+    } else {
+        (bound(lower, left_closed, 1)?, bound(upper, right_closed, 2)?)
+    };
     Ok(Value::Stream(Stream::table(table, start, end)))
 }
