@@ -212,7 +212,7 @@ impl Context {
             return Err(ReqlError::logic("Cannot call `branch` term with an even number of arguments."));
         }
         for pair in (0..args.len() - 1).step_by(2) {
-            if truthy(&self.datum_argument(args, pair).await?) {
+            if truthy(&self.strict_datum_argument(args, pair).await?) {
                 return self.argument(args, pair + 1).await;
             }
         }

@@ -165,18 +165,30 @@ impl Context {
         self.eval(&args[index]).await.map_err(|error| error.within(Frame::Position(index)))
     }
 
+    /// A datum argument; a selection gives its row, and a table or stream
+    /// is read into an array (terms over sequences accept them).
     pub async fn datum_argument(&self, args: &[Term], index: usize) -> Result<Datum, ReqlError> {
+        let value = self.argument(args, index).await?;
+        self.into_datum(value).await.map_err(|error| error.within(Frame::Position(index)))
+    }
+
+    /// A datum argument where a sequence is no substitute: a table there is
+    /// a type error (`r.expr(5) + tbl`, `r.branch(tbl, …)`), as in RethinkDB.
+    pub async fn strict_datum_argument(&self, args: &[Term], index: usize) -> Result<Datum, ReqlError> {
         match self.argument(args, index).await? {
+            value @ (Value::Table(_) | Value::SystemTable(_)) => Err(value.wrong_type("DATUM").within(Frame::Position(index))),
+            value => self.into_datum(value).await.map_err(|error| error.within(Frame::Position(index))),
+        }
+    }
+
+    async fn into_datum(&self, value: Value) -> Result<Datum, ReqlError> {
+        match value {
             Value::Datum(datum) => Ok(datum),
             Value::SingleSelection { row, .. } | Value::SystemSelection { row, .. } => Ok(row.unwrap_or(Datum::Null)),
-            Value::Stream(stream) => stream.collect(self).await.map(Datum::Array).map_err(|error| error.within(Frame::Position(index))),
+            Value::Stream(stream) => stream.collect(self).await.map(Datum::Array),
             Value::SystemTable(name) => super::system::rows(self, &name).map(Datum::Array),
-            Value::Table(table) => Stream::table(table, std::ops::Bound::Unbounded, std::ops::Bound::Unbounded)
-                .collect(self)
-                .await
-                .map(Datum::Array)
-                .map_err(|error| error.within(Frame::Position(index))),
-            other => Err(other.wrong_type("DATUM").within(Frame::Position(index))),
+            Value::Table(table) => Stream::table(table, std::ops::Bound::Unbounded, std::ops::Bound::Unbounded).collect(self).await.map(Datum::Array),
+            other => Err(other.wrong_type("DATUM")),
         }
     }
 
@@ -311,9 +323,9 @@ impl Context {
                 arity(args, 1, usize::MAX)?;
                 let function = match self.argument(args, 0).await? {
                     Value::Function(function) => function,
-                    // `r.do(value)`: a constant stands for a function returning it.
-                    Value::Datum(datum) if args.len() == 1 => return Ok(Value::Datum(datum)),
-                    other => return Err(other.wrong_type("FUNCTION").within(Frame::Position(0))),
+                    // `r.do(args…, value)`: anything but a function is the
+                    // result itself (it may be a write, evaluated once).
+                    other => return Ok(other),
                 };
                 // Each argument is evaluated once: it may be a write.
                 let mut arguments = Vec::with_capacity(args.len() - 1);
@@ -337,9 +349,9 @@ impl Context {
             kind::MAP => {
                 arity(args, 2, 2)?;
                 let stream = self.stream_argument(args, 0).await?;
-                let function = match self.callable_argument(args, 1).await? {
-                    Callable::Function(function) => function,
-                    Callable::Constant(datum) => Function::constant(datum),
+                let function = match self.argument(args, 1).await? {
+                    Value::Function(function) => function,
+                    other => return Err(other.wrong_type("FUNCTION").within(Frame::Position(1))),
                 };
                 self.stream_result(args, stream.with(Operation::Map(function))).await
             }
@@ -347,7 +359,9 @@ impl Context {
                 arity(args, 2, 2)?;
                 let stream = self.stream_argument(args, 0).await?;
                 let predicate = self.callable_argument(args, 1).await?;
-                let default = self.optional_datum(optargs, "default").await?;
+                // `default` is evaluated only when the predicate hits a
+                // missing value, and can rethrow it (`default=r.error()`).
+                let default = optargs.get("default").map(|term| Function::closure(term.clone(), self));
                 self.stream_result(args, stream.with(Operation::Filter { predicate, default })).await
             }
             kind::LIMIT | kind::SKIP if self.is_stream_argument(args) => {
@@ -536,9 +550,9 @@ impl Context {
 
     async fn arithmetic(&self, term_type: u64, args: &[Term]) -> Result<Value, ReqlError> {
         arity(args, 1, usize::MAX)?;
-        let mut accumulator = self.datum_argument(args, 0).await?;
+        let mut accumulator = self.strict_datum_argument(args, 0).await?;
         for index in 1..args.len() {
-            let operand = self.datum_argument(args, index).await?;
+            let operand = self.strict_datum_argument(args, index).await?;
             accumulator = match (term_type, accumulator, operand) {
                 (kind::ADD, Datum::Number(a), Datum::Number(b)) => Datum::Number(a + b),
                 (kind::ADD, Datum::Time { epoch_seconds, timezone }, Datum::Number(seconds)) => {
@@ -823,6 +837,12 @@ fn get_field(object: &Datum, field: &Datum, term_name: &str) -> Result<Datum, Re
             })
         }
         (Datum::Object(_), other) => Err(other.wrong_type("STRING")),
+        // A field of null does not exist (so `default` and `filter` treat it
+        // as missing); of anything else, it is a type error.
+        (Datum::Null, _) => Err(ReqlError::new(
+            ErrorClass::NonExistence,
+            format!("Cannot perform {term_name} on a non-object non-sequence `null`."),
+        )),
         (other, _) => Err(ReqlError::logic(format!("Cannot perform {term_name} on a non-object non-sequence `{}`.", pretty(other)))),
     }
 }

@@ -43,9 +43,9 @@ impl Function {
         Ok(Function { parameters, body: args[1].clone(), captured: context.variables.clone() })
     }
 
-    /// A function of any argument returning `datum`.
-    pub fn constant(datum: Datum) -> Function {
-        Function { parameters: Vec::new(), body: Term::Datum(datum), captured: BTreeMap::new() }
+    /// A term to evaluate later, with the variables in scope now.
+    pub fn closure(body: Term, context: &Context) -> Function {
+        Function { parameters: Vec::new(), body, captured: context.variables.clone() }
     }
 
     /// Calls the function. A function of one parameter also binds `r.row`.
@@ -59,6 +59,18 @@ impl Function {
     }
 
     async fn call_inner(&self, context: &Context, arguments: Vec<Datum>) -> Result<Datum, ReqlError> {
+        match self.call_value(context, arguments).await? {
+            (Value::Datum(datum), _) => Ok(datum),
+            (Value::SingleSelection { row, .. }, _) => Ok(row.unwrap_or(Datum::Null)),
+            (Value::Stream(stream), inner) => stream.collect(&inner).await.map(Datum::Array),
+            (other, _) => Err(other.wrong_type("DATUM")),
+        }
+    }
+
+    /// Calls the function and returns what its body evaluated to, whatever
+    /// kind of value that is, with the context it ran in (a stream it
+    /// returns is read there).
+    pub async fn call_value(&self, context: &Context, arguments: Vec<Datum>) -> Result<(Value, Context), ReqlError> {
         if arguments.len() != self.parameters.len() && !self.parameters.is_empty() {
             let plural = |count: usize| if count == 1 { "" } else { "s" };
             return Err(ReqlError::logic(format!(
@@ -77,12 +89,8 @@ impl Function {
         for (parameter, argument) in self.parameters.iter().zip(arguments) {
             inner.variables.insert(*parameter, argument);
         }
-        match inner.eval(&self.body).await? {
-            Value::Datum(datum) => Ok(datum),
-            Value::SingleSelection { row, .. } => Ok(row.unwrap_or(Datum::Null)),
-            Value::Stream(stream) => stream.collect(&inner).await.map(Datum::Array),
-            other => Err(other.wrong_type("DATUM")),
-        }
+        let value = inner.eval(&self.body).await?;
+        Ok((value, inner))
     }
 }
 

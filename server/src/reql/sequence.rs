@@ -645,17 +645,26 @@ impl Context {
         let (rows, _) = self.rows(args, 0).await?;
         let function = self.callable_argument(args, 1).await?;
         let mut total = Object::new();
+        const EXPECTS_WRITES: &str = "FOR_EACH expects one or more basic write queries.";
         for row in rows {
-            match function.call(self, row).await? {
+            let result = match &function {
+                Callable::Function(function) => match function.call_value(self, vec![row]).await? {
+                    (Value::Datum(datum), _) => datum,
+                    _ => return Err(ReqlError::logic(EXPECTS_WRITES)),
+                },
+                constant => constant.call(self, row).await?,
+            };
+            match result {
                 Datum::Object(result) => combine_write_results(&mut total, result),
                 Datum::Array(results) => {
                     for result in results {
-                        if let Datum::Object(result) = result {
-                            combine_write_results(&mut total, result);
+                        match result {
+                            Datum::Object(result) => combine_write_results(&mut total, result),
+                            other => return Err(ReqlError::logic(format!("{EXPECTS_WRITES}  Expected type OBJECT but found {}.", other.type_name()))),
                         }
                     }
                 }
-                _ => return Err(ReqlError::logic("FOR_EACH expects one or more basic write queries.")),
+                other => return Err(ReqlError::logic(format!("{EXPECTS_WRITES}  Expected type ARRAY but found {}.", other.type_name()))),
             }
         }
         Ok(Value::Datum(Datum::Object(total)))

@@ -80,7 +80,8 @@ impl Transform {
 
 #[derive(Clone, Debug)]
 pub enum Operation {
-    Filter { predicate: Callable, default: Option<Datum> },
+    /// `default` runs when the predicate meets a missing value.
+    Filter { predicate: Callable, default: Option<Function> },
     Map(Function),
     Transform(Transform),
     Skip(usize),
@@ -280,9 +281,14 @@ impl Stream {
                     Operation::Filter { predicate, default } => {
                         let accepted = match predicate.accepts(context, &row).await {
                             Ok(accepted) => accepted,
-                            // `filter(…, default=x)`: a missing field counts as x.
+                            // `filter(…, default=x)`: a missing field counts as
+                            // x; without it, as false.
                             Err(error) if error.class == ErrorClass::NonExistence => match default {
-                                Some(value) => super::eval::truthy(value),
+                                Some(handler) => {
+                                    let mut handler_context = context.child();
+                                    handler_context.caught = Some(Some(error));
+                                    super::eval::truthy(&handler.call(&handler_context, Vec::new()).await?)
+                                }
                                 None => false,
                             },
                             Err(error) => return Err(error),

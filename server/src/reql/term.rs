@@ -61,6 +61,50 @@ impl Term {
     }
 }
 
+impl Term {
+    /// RethinkDB's placement rule, checked before anything runs: a write or
+    /// meta operation may not sit in the function arguments of a stream
+    /// operation (`map(tbl.insert(…))`), where it would run once per row.
+    /// The sequence argument (position 0) is exempt; so is `for_each`.
+    pub fn check_write_placement(&self) -> Result<(), ReqlError> {
+        self.check_writes(true)
+    }
+
+    fn check_writes(&self, writes_legal: bool) -> Result<(), ReqlError> {
+        let Term::Call { term_type, args, optargs } = self else { return Ok(()) };
+        if !writes_legal && is_write_or_meta(*term_type) {
+            return Err(ReqlError::compile("Cannot nest writes or meta ops in stream operations.  Use FOR_EACH instead."));
+        }
+        let forbids = forbids_writes(*term_type);
+        for (index, arg) in args.iter().enumerate() {
+            arg.check_writes(writes_legal && (index == 0 || !forbids)).map_err(|error| error.within(Frame::Position(index)))?;
+        }
+        for (name, optarg) in optargs {
+            optarg.check_writes(writes_legal && !forbids).map_err(|error| error.within(Frame::Optional(name.clone())))?;
+        }
+        Ok(())
+    }
+}
+
+fn is_write_or_meta(term_type: u64) -> bool {
+    use term_type::*;
+    matches!(
+        term_type,
+        UPDATE | DELETE | INSERT | REPLACE | DB_CREATE | DB_DROP | TABLE_CREATE | TABLE_DROP | WAIT | RECONFIGURE
+            | REBALANCE | SYNC | INDEX_CREATE | INDEX_DROP | INDEX_WAIT | INDEX_RENAME
+    )
+}
+
+/// Terms that call their function arguments once per row.
+fn forbids_writes(term_type: u64) -> bool {
+    use term_type::*;
+    matches!(
+        term_type,
+        REDUCE | MAP | FILTER | CONCAT_MAP | GROUP | INNER_JOIN | OUTER_JOIN | EQ_JOIN | UPDATE | DELETE | REPLACE
+            | INSERT | COUNT | SUM | AVG | MIN | MAX
+    )
+}
+
 pub fn parse_optargs(fields: &serde_json::Map<String, Value>) -> Result<BTreeMap<String, Term>, ReqlError> {
     fields
         .iter()

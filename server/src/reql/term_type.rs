@@ -117,6 +117,19 @@ pub const INSERT_AT: u64 = 82;
 pub const DELETE_AT: u64 = 83;
 pub const CHANGE_AT: u64 = 84;
 pub const SPLICE_AT: u64 = 85;
+pub const JAVASCRIPT: u64 = 11;
+pub const HTTP: u64 = 153;
+pub const INDEX_CREATE: u64 = 75;
+pub const INDEX_DROP: u64 = 76;
+pub const INDEX_LIST: u64 = 77;
+pub const INDEX_STATUS: u64 = 139;
+pub const INDEX_WAIT: u64 = 140;
+pub const INDEX_RENAME: u64 = 156;
+pub const RECONFIGURE: u64 = 176;
+pub const REBALANCE: u64 = 179;
+pub const GRANT: u64 = 188;
+pub const SET_WRITE_HOOK: u64 = 189;
+pub const GET_WRITE_HOOK: u64 = 190;
 
 /// Names for error messages, from ql2.proto.
 pub fn name(term_type: u64) -> Option<&'static str> {
@@ -144,6 +157,19 @@ pub fn name(term_type: u64) -> Option<&'static str> {
         DELETE => "DELETE",
         INSERT => "INSERT",
         DB_CREATE => "DB_CREATE",
+        JAVASCRIPT => "JAVASCRIPT",
+        HTTP => "HTTP",
+        INDEX_CREATE => "INDEX_CREATE",
+        INDEX_DROP => "INDEX_DROP",
+        INDEX_LIST => "INDEX_LIST",
+        INDEX_STATUS => "INDEX_STATUS",
+        INDEX_WAIT => "INDEX_WAIT",
+        INDEX_RENAME => "INDEX_RENAME",
+        RECONFIGURE => "RECONFIGURE",
+        REBALANCE => "REBALANCE",
+        GRANT => "GRANT",
+        SET_WRITE_HOOK => "SET_WRITE_HOOK",
+        GET_WRITE_HOOK => "GET_WRITE_HOOK",
         DB_DROP => "DB_DROP",
         DB_LIST => "DB_LIST",
         TABLE_CREATE => "TABLE_CREATE",
