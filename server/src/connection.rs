@@ -218,6 +218,8 @@ impl Session {
                 let data: Vec<Json> = groups.iter().map(|(group, value)| json!([to_json(group), to_json(value)])).collect();
                 return Ok(json!({ "t": response_type::SUCCESS_ATOM, "r": [{ "$reql_type$": "GROUPED_DATA", "data": data }] }));
             }
+            Value::MinValue => return Err(ReqlError::logic("Cannot convert `r.minval` to JSON.")),
+            Value::MaxValue => return Err(ReqlError::logic("Cannot convert `r.maxval` to JSON.")),
             other => {
                 return Err(ReqlError::logic(format!(
                     "Query result must be of type DATUM, GROUPED_DATA, or STREAM (got {}).",

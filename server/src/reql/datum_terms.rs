@@ -188,9 +188,15 @@ impl Context {
                 other => return Err(type_error("STRING", &other).within(Frame::Position(pair))),
             };
             let value = self.datum_argument(args, pair + 1).await?;
-            if object.insert(key.clone(), value).is_some() {
-                return Err(ReqlError::logic(format!("Duplicate key `{key}` in object.  (got `{key}` and `{key}` as arguments)")));
+            if let Some(first) = object.get(&key) {
+                return Err(ReqlError::logic(format!(
+                    "Duplicate key {} in object.  (got {} and {} as values)",
+                    to_json(&Datum::String(key.clone())),
+                    json_text(first),
+                    json_text(&value)
+                )));
             }
+            object.insert(key, value);
         }
         Ok(Value::Datum(Datum::Object(object)))
     }

@@ -188,6 +188,8 @@ impl Context {
             Value::Stream(stream) => stream.collect(self).await.map(Datum::Array),
             Value::SystemTable(name) => super::system::rows(self, &name).map(Datum::Array),
             Value::Table(table) => Stream::table(table, std::ops::Bound::Unbounded, std::ops::Bound::Unbounded).collect(self).await.map(Datum::Array),
+            Value::MinValue => Err(ReqlError::logic("Cannot convert `r.minval` to JSON.")),
+            Value::MaxValue => Err(ReqlError::logic("Cannot convert `r.maxval` to JSON.")),
             other => Err(other.wrong_type("DATUM")),
         }
     }
@@ -571,6 +573,17 @@ impl Context {
                 }
                 (kind::SUB, Datum::Number(a), Datum::Number(b)) => Datum::Number(a - b),
                 (kind::MUL, Datum::Number(a), Datum::Number(b)) => Datum::Number(a * b),
+                // `[1, 2] * 3` repeats the array.
+                (kind::MUL, Datum::Array(items), Datum::Number(times)) | (kind::MUL, Datum::Number(times), Datum::Array(items)) => {
+                    if times.fract() != 0.0 {
+                        return Err(ReqlError::logic(format!("Number not an integer: {times}")).within(Frame::Position(index)));
+                    }
+                    let times = times.max(0.0) as usize;
+                    if items.len().saturating_mul(times) > self.array_limit {
+                        return Err(ReqlError::new(ErrorClass::ResourceLimit, format!("Array over size limit `{}`.", self.array_limit)));
+                    }
+                    Datum::Array(items.iter().cloned().cycle().take(items.len() * times).collect())
+                }
                 (kind::DIV, Datum::Number(_), Datum::Number(b)) if b == 0.0 => {
                     return Err(ReqlError::logic("Cannot divide by zero.").within(Frame::Position(index)));
                 }
@@ -779,6 +792,9 @@ impl Context {
 fn check_optional_arguments(term_type: u64, optargs: &BTreeMap<String, Term>) -> Result<(), ReqlError> {
     if optargs.is_empty() || term_type == kind::MAKE_OBJ {
         return Ok(());
+    }
+    if matches!(term_type, kind::INSERT | kind::UPDATE | kind::REPLACE | kind::DELETE) && optargs.contains_key("return_vals") {
+        return Err(ReqlError::logic("Error: encountered obsolete optarg `return_vals`.  Use `return_changes` instead."));
     }
     let allowed: &[&str] = match term_type {
         kind::TABLE => &["read_mode", "identifier_format"],

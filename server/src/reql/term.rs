@@ -86,6 +86,27 @@ impl Term {
     }
 }
 
+impl Term {
+    /// Whether evaluating the term twice must give the same result: no
+    /// table reads, no randomness, no JavaScript or HTTP. (`r.now()` is
+    /// fixed per query, so it counts as deterministic, as in RethinkDB.)
+    pub fn is_deterministic(&self) -> bool {
+        use term_type::*;
+        match self {
+            Term::Datum(_) => true,
+            Term::Evaluated(_) => false,
+            Term::Call { term_type, args, optargs } => {
+                let this = match *term_type {
+                    TABLE | DB | JAVASCRIPT | HTTP | RANDOM => false,
+                    UUID => !args.is_empty(),
+                    _ => true,
+                };
+                this && args.iter().all(Term::is_deterministic) && optargs.values().all(Term::is_deterministic)
+            }
+        }
+    }
+}
+
 fn is_write_or_meta(term_type: u64) -> bool {
     use term_type::*;
     matches!(

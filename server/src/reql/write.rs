@@ -70,11 +70,23 @@ async fn durability(context: &Context, optargs: &BTreeMap<String, Term>, table: 
     }
 }
 
-async fn return_changes(context: &Context, optargs: &BTreeMap<String, Term>) -> Result<bool, ReqlError> {
+/// What a write's `changes` array lists.
+#[derive(Clone, Copy, Default, PartialEq, Eq)]
+enum ReturnChanges {
+    #[default]
+    Never,
+    /// `return_changes=True`: the documents that changed.
+    Changed,
+    /// `return_changes='always'`: every document the write tried, with an
+    /// `error` field where it failed.
+    Always,
+}
+
+async fn return_changes(context: &Context, optargs: &BTreeMap<String, Term>) -> Result<ReturnChanges, ReqlError> {
     Ok(match context.optional_datum(optargs, "return_changes").await? {
-        None | Some(Datum::Bool(false)) => false,
-        Some(Datum::Bool(true)) => true,
-        Some(Datum::String(text)) if text == "always" => true,
+        None | Some(Datum::Bool(false)) => ReturnChanges::Never,
+        Some(Datum::Bool(true)) => ReturnChanges::Changed,
+        Some(Datum::String(text)) if text == "always" => ReturnChanges::Always,
         Some(other) => {
             return Err(other.wrong_type("BOOL")
                 .within(Frame::Optional("return_changes".into())))
@@ -92,16 +104,52 @@ struct Tally {
     errors: u64,
     first_error: Option<String>,
     generated_keys: Vec<Datum>,
+    return_changes: ReturnChanges,
     changes: Vec<Datum>,
 }
 
 impl Tally {
-    fn error(&mut self, message: String) {
+    fn new(return_changes: ReturnChanges) -> Tally {
+        Tally { return_changes, ..Tally::default() }
+    }
+
+    /// Counts a failed document; with `'always'`, lists it with its error.
+    fn error(&mut self, message: String, old: Option<Datum>, new: Option<Datum>) {
+        if self.return_changes == ReturnChanges::Always {
+            self.changes.push(object([
+                ("error", Datum::String(message.clone())),
+                ("new_val", new.unwrap_or(Datum::Null)),
+                ("old_val", old.unwrap_or(Datum::Null)),
+            ]));
+        }
         self.errors += 1;
         self.first_error.get_or_insert(message);
     }
 
-    fn into_datum(self, with_changes: bool) -> Datum {
+    /// Lists a document the write went through (the caller counts it).
+    fn change(&mut self, old: Option<Datum>, new: Option<Datum>) {
+        let changed = old != new;
+        if self.return_changes == ReturnChanges::Always || (self.return_changes == ReturnChanges::Changed && changed) {
+            self.changes.push(object([("new_val", new.unwrap_or(Datum::Null)), ("old_val", old.unwrap_or(Datum::Null))]));
+        }
+    }
+
+    /// Adds one document's result to the whole write's.
+    fn absorb(&mut self, other: Tally) {
+        self.inserted += other.inserted;
+        self.replaced += other.replaced;
+        self.unchanged += other.unchanged;
+        self.deleted += other.deleted;
+        self.skipped += other.skipped;
+        self.errors += other.errors;
+        if self.first_error.is_none() {
+            self.first_error = other.first_error;
+        }
+        self.changes.extend(other.changes);
+    }
+
+    fn into_datum(self) -> Datum {
+        let with_changes = self.return_changes != ReturnChanges::Never;
         let mut fields: photondb_datum::Object = [
             ("deleted", self.deleted),
             ("errors", self.errors),
@@ -146,6 +194,9 @@ pub async fn insert(context: &Context, args: &[Term], optargs: &BTreeMap<String,
             Value::Datum(Datum::String(text)) if text == "replace" => Conflict::Replace,
             Value::Datum(Datum::String(text)) if text == "update" => Conflict::Update,
             Value::Function(function) => {
+                if !term.is_deterministic() {
+                    return Err(ReqlError::logic("The conflict function passed to `insert` must be deterministic."));
+                }
                 if function.parameters.len() != 3 {
                     return Err(ReqlError::logic("The conflict function passed to `insert` should expect 3 arguments."));
                 }
@@ -160,21 +211,19 @@ pub async fn insert(context: &Context, args: &[Term], optargs: &BTreeMap<String,
         },
     };
     let durability = durability(context, optargs, &table).await?;
-    let with_changes = return_changes(context, optargs).await?;
-    let always = matches!(context.optional_datum(optargs, "return_changes").await?, Some(Datum::String(text)) if text == "always");
-    let mut tally = Tally::default();
+    let return_changes = return_changes(context, optargs).await?;
+    // Each document's result, in document order (changes are listed in the
+    // order the documents came, whether they failed before or after the
+    // write).
+    let mut results: Vec<Option<Tally>> = Vec::with_capacity(documents.len());
     let mut mutations = Vec::with_capacity(documents.len());
     let mut written = Vec::with_capacity(documents.len());
-    // With `return_changes: "always"`, failed documents get a change entry too.
-    let failed = |tally: &mut Tally, message: String, old: Datum, new: Datum| {
-        if always {
-            tally.changes.push(object([("error", Datum::String(message.clone())), ("new_val", new), ("old_val", old)]));
-        }
-        tally.error(message);
-    };
+    let mut generated_keys = Vec::new();
     for document in documents {
+        let mut result = Tally::new(return_changes);
         let Datum::Object(mut fields) = document else {
-            failed(&mut tally, format!("Expected type OBJECT but found {}.", document.type_name()), Datum::Null, Datum::Null);
+            result.error(format!("Expected type OBJECT but found {}.", document.type_name()), None, None);
+            results.push(Some(result));
             continue;
         };
         let key = match fields.get(&table.primary_key) {
@@ -182,61 +231,69 @@ pub async fn insert(context: &Context, args: &[Term], optargs: &BTreeMap<String,
             None => {
                 let generated = Datum::String(new_uuid());
                 fields.insert(table.primary_key.clone(), generated.clone());
-                tally.generated_keys.push(generated.clone());
+                generated_keys.push(generated.clone());
                 generated
             }
         };
-        let encoded = match primary_key_bytes(&key) {
-            Ok(encoded) => encoded,
-            Err(error) => {
-                failed(&mut tally, error.message, Datum::Null, Datum::Null);
-                continue;
-            }
-        };
         let value = Datum::Object(fields);
-        if let Err(error) = check_storable(&value) {
-            failed(&mut tally, error.message, Datum::Null, Datum::Null);
-            continue;
+        let checked = primary_key_bytes(&key).and_then(|encoded| check_storable(&value).map(|()| encoded));
+        match checked {
+            Ok(encoded) => {
+                mutations.push(Mutation::Put { table: table.id, key: Bytes::from(encoded), value: Bytes::from(document::encode(&value)), conflict });
+                written.push(value);
+                results.push(None);
+            }
+            Err(error) => {
+                result.error(error.message, None, None);
+                results.push(Some(result));
+            }
         }
-        mutations.push(Mutation::Put { table: table.id, key: Bytes::from(encoded), value: Bytes::from(document::encode(&value)), conflict });
-        written.push(value);
     }
     let outcomes = context.engine.write(mutations, durability).await?;
+    let mut written_results = Vec::with_capacity(outcomes.len());
     for (outcome, new_document) in outcomes.into_iter().zip(written) {
+        let mut result = Tally::new(return_changes);
         let mut old = outcome.old.as_deref().map(decode).transpose()?;
         let mut new = outcome.new.as_deref().map(decode).transpose()?;
         if outcome.conflicted {
-            let existing = old.clone().unwrap_or(Datum::Null);
+            let existing = old.clone();
             let Some(resolver) = &resolver else {
-                let message = format!("Duplicate primary key `{}`:\n{}\n{}", table.primary_key, pretty(&existing), pretty(&new_document));
-                failed(&mut tally, message, existing.clone(), existing);
+                let message = format!(
+                    "Duplicate primary key `{}`:\n{}\n{}",
+                    table.primary_key,
+                    pretty(existing.as_ref().unwrap_or(&Datum::Null)),
+                    pretty(&new_document)
+                );
+                result.error(message, existing.clone(), existing);
+                written_results.push(result);
                 continue;
             };
             match resolve_conflict(context, &table, resolver, old.clone(), new_document, durability).await {
                 Ok((before, after)) => (old, new) = (before, after),
                 Err(error) => {
-                    failed(&mut tally, error.message, existing.clone(), existing);
+                    result.error(error.message, existing.clone(), existing);
+                    written_results.push(result);
                     continue;
                 }
             }
-            if new.is_none() {
-                tally.deleted += 1;
-                if with_changes {
-                    tally.changes.push(object([("new_val", Datum::Null), ("old_val", old.unwrap_or(Datum::Null))]));
-                }
-                continue;
-            }
         }
         match (&old, &new) {
-            (None, _) => tally.inserted += 1,
-            (Some(old), Some(new)) if old == new => tally.unchanged += 1,
-            _ => tally.replaced += 1,
+            (_, None) => result.deleted += 1,
+            (None, _) => result.inserted += 1,
+            (Some(old), Some(new)) if old == new => result.unchanged += 1,
+            _ => result.replaced += 1,
         }
-        if with_changes {
-            tally.changes.push(object([("new_val", new.unwrap_or(Datum::Null)), ("old_val", old.unwrap_or(Datum::Null))]));
-        }
+        result.change(old, new);
+        written_results.push(result);
     }
-    Ok(Value::Datum(tally.into_datum(with_changes)))
+    let mut written_results = written_results.into_iter();
+    let mut tally = Tally::new(return_changes);
+    for result in results {
+        let result = result.or_else(|| written_results.next()).expect("one result per written document");
+        tally.absorb(result);
+    }
+    tally.generated_keys = generated_keys;
+    Ok(Value::Datum(tally.into_datum()))
 }
 
 /// Runs a conflict function `(id, old, new)` and writes its result over the
@@ -287,8 +344,7 @@ pub async fn delete(context: &Context, args: &[Term], optargs: &BTreeMap<String,
     let target = context.argument(args, 0).await?;
     let (table, mut rows) = rows_of(target).map_err(|error| error.within(Frame::Position(0)))?;
     let durability = durability(context, optargs, &table).await?;
-    let with_changes = return_changes(context, optargs).await?;
-    let mut tally = Tally::default();
+    let mut tally = Tally::new(return_changes(context, optargs).await?);
     while let Some(row) = rows.next(context).await? {
         let Some(row) = row else {
             tally.skipped += 1;
@@ -299,14 +355,12 @@ pub async fn delete(context: &Context, args: &[Term], optargs: &BTreeMap<String,
         match outcome.old.as_deref().map(decode).transpose()? {
             Some(old) => {
                 tally.deleted += 1;
-                if with_changes {
-                    tally.changes.push(object([("new_val", Datum::Null), ("old_val", old)]));
-                }
+                tally.change(Some(old), None);
             }
             None => tally.skipped += 1,
         }
     }
-    Ok(Value::Datum(tally.into_datum(with_changes)))
+    Ok(Value::Datum(tally.into_datum()))
 }
 
 /// The rows a write goes through: one (maybe missing) row, or a stream.
@@ -362,20 +416,20 @@ async fn insert_system(context: &Context, table: &str, documents: Datum) -> Resu
     let mut tally = Tally::default();
     for document in documents {
         let Datum::Object(fields) = document else {
-            tally.error("Expected type OBJECT.".into());
+            tally.error("Expected type OBJECT.".into(), None, None);
             continue;
         };
         let Some(Datum::String(name)) = fields.get("id") else {
-            tally.error("A user needs a string `id`.".into());
+            tally.error("A user needs a string `id`.".into(), None, None);
             continue;
         };
         let password = fields.get("password").cloned().unwrap_or(Datum::Bool(false));
         match super::system::write_user(context, name, &password, true).await {
             Ok(()) => tally.inserted += 1,
-            Err(error) => tally.error(error.message),
+            Err(error) => tally.error(error.message, None, None),
         }
     }
-    Ok(Value::Datum(tally.into_datum(false)))
+    Ok(Value::Datum(tally.into_datum()))
 }
 
 /// `update` of one row of a system table: only a user's password so far.
@@ -383,7 +437,7 @@ async fn update_system(context: &Context, table: &str, row: Option<Datum>, chang
     let mut tally = Tally::default();
     let Some(row) = row else {
         tally.skipped += 1;
-        return Ok(Value::Datum(tally.into_datum(false)));
+        return Ok(Value::Datum(tally.into_datum()));
     };
     if table != "users" {
         return Err(ReqlError::op_failed(format!("Table `rethinkdb.{table}` cannot be written by PhotonDB yet.")));
@@ -400,7 +454,7 @@ async fn update_system(context: &Context, table: &str, row: Option<Datum>, chang
         }
         None => tally.unchanged += 1,
     }
-    Ok(Value::Datum(tally.into_datum(false)))
+    Ok(Value::Datum(tally.into_datum()))
 }
 
 pub async fn update_or_replace(context: &Context, term_type: u64, args: &[Term], optargs: &BTreeMap<String, Term>) -> Result<Value, ReqlError> {
@@ -414,16 +468,27 @@ pub async fn update_or_replace(context: &Context, term_type: u64, args: &[Term],
         return update_system(context, &table, row, &change).await;
     }
     let (table, mut rows) = rows_of(target).map_err(|error| error.within(Frame::Position(0)))?;
-    let change = context.callable_argument(args, 1).await?;
+    // RethinkDB computes the change on the shard that owns the row, so it
+    // must give the same answer there as here: no reads, no randomness.
+    let non_atomic = matches!(context.optional_datum(optargs, "non_atomic").await?, Some(Datum::Bool(true)));
+    if !non_atomic && !args[1].is_deterministic() {
+        return Err(ReqlError::logic("Could not prove argument deterministic.  Maybe you want to use the non_atomic flag?").within(Frame::Position(1)));
+    }
+    // Anything but a function is still evaluated once per row, so an error
+    // in it fails that row (`first_error`), not the whole write.
+    let change = match &args[1] {
+        Term::Call { term_type: kind::FUNC, .. } => context.callable_argument(args, 1).await?,
+        Term::Datum(datum) => Callable::Constant(datum.clone()),
+        other => Callable::Function(super::function::Function::closure(other.clone(), context)),
+    };
     let durability = durability(context, optargs, &table).await?;
-    let with_changes = return_changes(context, optargs).await?;
-    let mut tally = Tally::default();
+    let mut tally = Tally::new(return_changes(context, optargs).await?);
     while let Some(row) = rows.next(context).await? {
-        let (old, new) = match write_atomically(context, &table, term_type, &change, row, durability).await {
+        let (old, new) = match write_atomically(context, &table, term_type, &change, row.clone(), durability).await {
             Ok(change) => change,
             Err(error) if error.class == ErrorClass::OpIndeterminate || error.class == ErrorClass::OpFailed => return Err(error),
             Err(error) => {
-                tally.error(error.message);
+                tally.error(error.message, row.clone(), row);
                 continue;
             }
         };
@@ -437,11 +502,9 @@ pub async fn update_or_replace(context: &Context, term_type: u64, args: &[Term],
             (None, Some(_)) => tally.inserted += 1,
             (Some(_), None) => tally.deleted += 1,
         }
-        if with_changes {
-            tally.changes.push(object([("new_val", new.unwrap_or(Datum::Null)), ("old_val", old.unwrap_or(Datum::Null))]));
-        }
+        tally.change(old, new);
     }
-    Ok(Value::Datum(tally.into_datum(with_changes)))
+    Ok(Value::Datum(tally.into_datum()))
 }
 
 /// Writes `new` (or deletes, for `None`) where the row is still `expected`.
