@@ -465,7 +465,7 @@ impl Engine {
             if catalog.tables.contains_key(&entry) {
                 return Err(EngineError::Catalog(format!("Table `{database}.{name}` already exists.")));
             }
-            let table = TableConfig { id: TableId(new_uuid()), database: database_id, name: name.to_owned(), primary_key: primary_key.to_owned(), durability };
+            let table = TableConfig { id: TableId(new_uuid()), database: database_id, name: name.to_owned(), primary_key: primary_key.to_owned(), durability, shards: 1 };
             catalog.tables.insert(entry, table.clone());
             table
         };
@@ -473,6 +473,39 @@ impl Engine {
         let written = self.put(TableId::CATALOG, key, Bytes::from(table.encode()), Conflict::Replace, Durability::Hard).await;
         if let Err(error) = written {
             self.inner.catalog.write().expect("catalog lock").tables.remove(&(table.database, table.name.clone()));
+            return Err(error);
+        }
+        Ok(table)
+    }
+
+    /// Replaces a table's configuration (its name, durability or shard
+    /// count; never its id, database or primary key), durably.
+    pub async fn update_table(&self, table: TableConfig) -> Result<TableConfig, EngineError> {
+        let previous = {
+            let mut catalog = self.inner.catalog.write().expect("catalog lock");
+            let previous = catalog
+                .tables
+                .values()
+                .find(|existing| existing.id == table.id)
+                .cloned()
+                .ok_or_else(|| EngineError::Catalog(format!("Table `{}` does not exist.", table.name)))?;
+            if previous.database != table.database || previous.primary_key != table.primary_key {
+                return Err(EngineError::Catalog("A table's database and primary key cannot be changed.".into()));
+            }
+            if previous.name != table.name && catalog.tables.contains_key(&(table.database, table.name.clone())) {
+                let database = catalog.databases.values().find(|database| database.id == table.database).map_or("?", |database| database.name.as_str());
+                return Err(EngineError::Catalog(format!("Table `{database}.{}` already exists.", table.name)));
+            }
+            catalog.tables.remove(&(previous.database, previous.name.clone()));
+            catalog.tables.insert((table.database, table.name.clone()), table.clone());
+            previous
+        };
+        let key = Bytes::from(catalog::table_key(table.id));
+        let written = self.put(TableId::CATALOG, key, Bytes::from(table.encode()), Conflict::Replace, Durability::Hard).await;
+        if let Err(error) = written {
+            let mut catalog = self.inner.catalog.write().expect("catalog lock");
+            catalog.tables.remove(&(table.database, table.name.clone()));
+            catalog.tables.insert((previous.database, previous.name.clone()), previous);
             return Err(error);
         }
         Ok(table)

@@ -22,6 +22,10 @@ pub struct TableConfig {
     pub name: String,
     pub primary_key: String,
     pub durability: Durability,
+    /// The shard count `reconfigure` asked for, as `table_config` reports
+    /// it. Placement does not follow it: every table's rows are spread
+    /// over all partitions by key hash.
+    pub shards: u32,
 }
 
 /// Formats a 128-bit id as a canonical UUID string.
@@ -67,6 +71,7 @@ impl TableConfig {
             ("name", self.name.as_str().into()),
             ("primary_key", self.primary_key.as_str().into()),
             ("durability", durability.into()),
+            ("shards", Datum::Number(self.shards as f64)),
         ])
     }
 }
@@ -140,6 +145,11 @@ pub fn decode(bytes: &[u8]) -> Option<Entry> {
             name: text("name")?,
             primary_key: text("primary_key")?,
             durability: if text("durability")? == "soft" { Durability::Soft } else { Durability::Hard },
+            // Written by every build since `reconfigure`; one shard before.
+            shards: match fields.get("shards") {
+                Some(Datum::Number(count)) if *count >= 1.0 => *count as u32,
+                _ => 1,
+            },
         })),
         _ => None,
     }

@@ -49,7 +49,7 @@ pub fn table_document(table: &TableConfig, database_name: &str) -> Datum {
         ("indexes", Datum::Array(Vec::new())),
         ("name", Datum::String(table.name.clone())),
         ("primary_key", Datum::String(table.primary_key.clone())),
-        ("shards", Datum::Array(vec![shard])),
+        ("shards", Datum::Array(vec![shard; table.shards.max(1) as usize])),
         ("write_acks", Datum::String("majority".into())),
     ])
 }

@@ -210,7 +210,7 @@ impl Context {
         match self.argument(args, index).await? {
             Value::Function(function) => Ok(Callable::Function(function)),
             Value::Datum(datum) => Ok(Callable::Constant(datum)),
-            Value::SingleSelection { row, .. } => Ok(Callable::Constant(row.unwrap_or(Datum::Null))),
+            Value::SingleSelection { row, .. } | Value::SystemSelection { row, .. } => Ok(Callable::Constant(row.unwrap_or(Datum::Null))),
             other => Err(other.wrong_type("FUNCTION").within(Frame::Position(index))),
         }
     }
@@ -529,6 +529,7 @@ impl Context {
                 self.engine.sync().await?;
                 Ok(Value::Datum(object([("synced", Datum::Number(1.0))])))
             }
+            kind::RECONFIGURE | kind::REBALANCE => super::reconfigure::evaluate(self, term_type, args, optargs).await,
             kind::DB_CREATE | kind::DB_DROP | kind::DB_LIST | kind::TABLE_CREATE | kind::TABLE_DROP | kind::TABLE_LIST => {
                 admin::evaluate(self, term_type, args, optargs).await
             }
@@ -617,9 +618,19 @@ impl Context {
         arity(args, 1, 1)?;
         let value = self.argument(args, 0).await?;
         let database_document = |database: &DatabaseConfig| super::admin::database_document(database);
+        // `config()` is the row of `rethinkdb.table_config` (or `db_config`),
+        // selected so that `config().update(…)` writes it.
+        let value = match (term_type, value) {
+            (kind::CONFIG, Value::Table(table)) => {
+                let row = super::admin::table_document(&table, &self.database_name_of(&table));
+                return Ok(Value::SystemSelection { table: "table_config".into(), row: Some(row) });
+            }
+            (kind::CONFIG, Value::Database(database)) => {
+                return Ok(Value::SystemSelection { table: "db_config".into(), row: Some(database_document(&database)) });
+            }
+            (_, value) => value,
+        };
         Ok(Value::Datum(match (term_type, value) {
-            (kind::CONFIG, Value::Table(table)) => super::admin::table_document(&table, &self.database_name_of(&table)),
-            (kind::CONFIG, Value::Database(database)) => database_document(&database),
             (kind::STATUS, Value::Table(table)) => super::system::table_status_document(&table, &self.database_name_of(&table)),
             (kind::WAIT, Value::Table(_)) => object([("ready", Datum::Number(1.0))]),
             (kind::WAIT, Value::Database(database)) => {

@@ -22,6 +22,7 @@ pub mod error;
 pub mod eval;
 pub mod function;
 pub mod sequence;
+pub mod reconfigure;
 pub mod stream;
 pub mod system;
 pub mod term;

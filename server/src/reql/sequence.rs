@@ -228,7 +228,7 @@ impl Context {
         let transform = if term_type == kind::PLUCK { Transform::Pluck(selectors) } else { Transform::Without(selectors) };
         match self.argument(args, 0).await? {
             Value::Datum(datum) => transform.apply(self, datum).await.map(Value::Datum),
-            Value::SingleSelection { row, .. } => transform.apply(self, row.unwrap_or(Datum::Null)).await.map(Value::Datum),
+            Value::SingleSelection { row, .. } | Value::SystemSelection { row, .. } => transform.apply(self, row.unwrap_or(Datum::Null)).await.map(Value::Datum),
             Value::Table(table) => Ok(Value::Stream(Stream::table(table, Bound::Unbounded, Bound::Unbounded).with(Operation::Transform(transform)))),
             Value::Stream(stream) => Ok(Value::Stream(stream.with(Operation::Transform(transform)))),
             other => Err(ReqlError::logic(format!("Cannot perform {} on a non-object non-sequence `{}`.", if term_type == kind::PLUCK { "pluck" } else { "without" }, other.type_name()))),
@@ -244,7 +244,7 @@ impl Context {
         let transform = Transform::Merge(patches);
         match self.argument(args, 0).await? {
             Value::Datum(datum) => transform.apply(self, datum).await.map(Value::Datum),
-            Value::SingleSelection { row, .. } => transform.apply(self, row.unwrap_or(Datum::Null)).await.map(Value::Datum),
+            Value::SingleSelection { row, .. } | Value::SystemSelection { row, .. } => transform.apply(self, row.unwrap_or(Datum::Null)).await.map(Value::Datum),
             Value::Table(table) => Ok(Value::Stream(Stream::table(table, Bound::Unbounded, Bound::Unbounded).with(Operation::Transform(transform)))),
             Value::Stream(stream) => Ok(Value::Stream(stream.with(Operation::Transform(transform)))),
             other => Err(other.wrong_type("OBJECT")),

@@ -439,6 +439,17 @@ async fn update_system(context: &Context, table: &str, row: Option<Datum>, chang
         tally.skipped += 1;
         return Ok(Value::Datum(tally.into_datum()));
     };
+    if table == "table_config" {
+        let patch = change.call(context, row.clone()).await?;
+        let new = super::sequence::merge(row.clone(), patch);
+        if new == row {
+            tally.unchanged += 1;
+        } else {
+            update_table_config(context, &row, &new).await?;
+            tally.replaced += 1;
+        }
+        return Ok(Value::Datum(tally.into_datum()));
+    }
     if table != "users" {
         return Err(ReqlError::op_failed(format!("Table `rethinkdb.{table}` cannot be written by PhotonDB yet.")));
     }
@@ -455,6 +466,55 @@ async fn update_system(context: &Context, table: &str, row: Option<Datum>, chang
         None => tally.unchanged += 1,
     }
     Ok(Value::Datum(tally.into_datum()))
+}
+
+/// Applies a changed `table_config` row: a new name, durability or shard
+/// count. Anything else in the row is fixed, and changing it is an error.
+async fn update_table_config(context: &Context, old: &Datum, new: &Datum) -> Result<(), ReqlError> {
+    let (Datum::Object(old_fields), Datum::Object(new_fields)) = (old, new) else {
+        return Err(ReqlError::logic("Expected type OBJECT."));
+    };
+    for field in ["id", "db", "primary_key", "indexes", "write_acks"] {
+        if old_fields.get(field) != new_fields.get(field) {
+            return Err(ReqlError::op_failed(format!("The `{field}` field of a table's configuration cannot be changed by PhotonDB.")));
+        }
+    }
+    if let Some(extra) = new_fields.keys().find(|name| !old_fields.contains_key(*name)) {
+        return Err(ReqlError::op_failed(format!("Unexpected key `{extra}` in a table configuration.")));
+    }
+    let id = match old_fields.get("id") {
+        Some(Datum::String(id)) => photondb_storage::catalog::parse_uuid(id),
+        _ => None,
+    };
+    let mut table = context
+        .engine
+        .catalog()
+        .tables
+        .into_values()
+        .find(|table| Some(table.id.0) == id)
+        .ok_or_else(|| ReqlError::op_failed("The table was dropped meanwhile."))?;
+    match new_fields.get("name") {
+        Some(Datum::String(name)) => {
+            super::admin::check_name("Table", name)?;
+            table.name = name.clone();
+        }
+        other => return Err(other.unwrap_or(&Datum::Null).wrong_type("STRING")),
+    }
+    table.durability = match new_fields.get("durability") {
+        Some(Datum::String(text)) if text == "hard" => Durability::Hard,
+        Some(Datum::String(text)) if text == "soft" => Durability::Soft,
+        other => {
+            let shown = other.map_or_else(|| "null".to_owned(), option_text);
+            return Err(ReqlError::logic(format!("Durability option `{shown}` unrecognized (options are \"hard\" and \"soft\").")));
+        }
+    };
+    match new_fields.get("shards") {
+        Some(Datum::Array(shards)) if !shards.is_empty() && shards.len() <= 64 => table.shards = shards.len() as u32,
+        Some(Datum::Array(_)) => return Err(ReqlError::logic("A table must have between 1 and 64 shards.")),
+        other => return Err(other.unwrap_or(&Datum::Null).wrong_type("ARRAY")),
+    }
+    context.engine.update_table(table).await?;
+    Ok(())
 }
 
 pub async fn update_or_replace(context: &Context, term_type: u64, args: &[Term], optargs: &BTreeMap<String, Term>) -> Result<Value, ReqlError> {
