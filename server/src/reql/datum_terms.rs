@@ -36,6 +36,34 @@ fn integer(datum: &Datum) -> Result<i64, ReqlError> {
     Ok(value as i64)
 }
 
+/// RethinkDB parses `r.json` with RapidJSON and quotes its messages; the
+/// same faults found by serde_json are worded the same way here.
+fn parse_error_message(text: &str, error: &serde_json::Error) -> &'static str {
+    let message = error.to_string();
+    let says = |phrase: &str| message.starts_with(phrase);
+    if text.trim().is_empty() {
+        "The document is empty."
+    } else if says("EOF while parsing a list") || says("expected `,` or `]`") {
+        "Missing a comma or ']' after an array element."
+    } else if says("EOF while parsing an object") || says("expected `,` or `}`") {
+        "Missing a comma or '}' after an object member."
+    } else if says("expected `:`") {
+        "Missing a colon after a name of object member."
+    } else if says("key must be a string") {
+        "Missing a name for object member."
+    } else if says("EOF while parsing a string") || says("control character") {
+        "Missing a closing quotation mark in string."
+    } else if says("invalid escape") {
+        "Invalid escape character in string."
+    } else if says("invalid unicode code point") || says("invalid hex") {
+        "Incorrect hex digit after \\u escape in string."
+    } else if says("trailing characters") {
+        "The document root must not be followed by other values."
+    } else {
+        "Invalid value."
+    }
+}
+
 /// Compact JSON as RethinkDB prints it in `coerce_to('string')`.
 pub fn json_text(datum: &Datum) -> String {
     to_json(datum).to_string()
@@ -408,7 +436,7 @@ impl Context {
             kind::JSON => match first {
                 Datum::String(text) => {
                     let parsed: serde_json::Value = serde_json::from_str(&text)
-                        .map_err(|error| ReqlError::logic(format!("Failed to parse \"{text}\" as JSON: {error}")))?;
+                        .map_err(|error| ReqlError::logic(format!("Failed to parse \"{text}\" as JSON: {}", parse_error_message(&text, &error))))?;
                     from_json(&parsed).map_err(|error| ReqlError::logic(error.to_string()))?
                 }
                 other => return Err(type_error("STRING", &other).within(Frame::Position(0))),
