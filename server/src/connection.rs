@@ -8,6 +8,8 @@
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::rc::Rc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
 
 use photondb_datum::json::to_json;
 use photondb_datum::Datum;
@@ -45,7 +47,42 @@ struct Cursor {
     batch_bytes: usize,
 }
 
-pub async fn serve(connection: Connection, engine: Engine) {
+/// What every connection shares with the shutdown path: whether the server
+/// is draining, and how many queries are running.
+#[derive(Default)]
+pub struct Drain {
+    draining: AtomicBool,
+    running: AtomicUsize,
+}
+
+impl Drain {
+    /// From now on, queries that arrive are refused; those running finish.
+    pub fn begin(&self) {
+        self.draining.store(true, Ordering::SeqCst);
+    }
+
+    pub fn running(&self) -> usize {
+        self.running.load(Ordering::SeqCst)
+    }
+}
+
+/// Counts a query as running until dropped.
+struct Running(Arc<Drain>);
+
+impl Running {
+    fn new(drain: &Arc<Drain>) -> Running {
+        drain.running.fetch_add(1, Ordering::SeqCst);
+        Running(drain.clone())
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        self.0.running.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+pub async fn serve(connection: Connection, engine: Engine, drain: Arc<Drain>) {
     let peer = connection.peer_address();
     let mut transport = Transport::new(connection);
     let user = match handshake::run(&mut transport, &engine).await {
@@ -85,15 +122,25 @@ pub async fn serve(connection: Connection, engine: Engine) {
             let _ = answers.send(frame::encode_response(token, &json!({ "t": response_type::WAIT_COMPLETE, "r": [] })));
             continue;
         }
+        if drain.draining.load(Ordering::SeqCst) {
+            // Shutting down: what runs finishes, nothing new starts. The
+            // query did not run, so it is safe for the client to retry it
+            // elsewhere (RethinkDB's OpFailed).
+            let refused = ReqlError::op_failed("The server is shutting down; the query was not run.");
+            let _ = answers.send(frame::encode_response(token, &refused.to_response()));
+            continue;
+        }
         if slots.send_async(()).await.is_err() {
             break;
         }
+        let running = Running::new(&drain);
         let (session, answers, freed) = (session.clone(), answers.clone(), freed.clone());
         spawn_local(async move {
             if let Some(response) = session.handle(token, query).await {
                 let _ = answers.send(frame::encode_response(token, &response));
             }
             let _ = freed.try_recv();
+            drop(running);
         });
     }
     tracing::debug!(?peer, "client disconnected");

@@ -2,6 +2,7 @@
 //!
 //! `photondb serve` opens the data directory (recovering every partition),
 //! starts one shard per core, and runs until SIGINT or SIGTERM, when it
+//! stops accepting, lets running queries finish (refusing new ones),
 //! checkpoints every partition and exits 0. The RethinkDB driver port and the
 //! HTTP API attach to the engine started here.
 
@@ -64,6 +65,10 @@ struct ServeArguments {
     /// stored one.
     #[arg(long, env = "PHOTONDB_INITIAL_PASSWORD", default_value = "", hide_env_values = true)]
     initial_password: String,
+    /// On SIGINT/SIGTERM, how long queries already running may take to
+    /// finish before the server stops anyway, in seconds.
+    #[arg(long, env = "PHOTONDB_SHUTDOWN_GRACE_SECONDS", default_value_t = 10)]
+    shutdown_grace_seconds: u64,
     /// WAL ring size per partition of a new data directory, in MiB.
     #[arg(long, env = "PHOTONDB_WAL_RING_MIB", default_value_t = 32)]
     wal_ring_mib: u64,
@@ -116,15 +121,31 @@ fn serve(arguments: ServeArguments) -> anyhow::Result<()> {
         tracing::warn!("the admin user exists already; --initial-password is ignored (change it through rethinkdb.users)");
     }
     let driver_address = SocketAddr::new(arguments.bind, arguments.driver_port);
+    let drain = Arc::new(connection::Drain::default());
+    let connection_drain = drain.clone();
     let handler: photondb_runtime::network::ConnectionHandler =
-        Arc::new(move |connection, engine| Box::pin(connection::serve(connection, engine)));
+        Arc::new(move |connection, engine| Box::pin(connection::serve(connection, engine, connection_drain.clone())));
     if let Err(error) = photondb_runtime::block_on_thread(engine.listen(driver_address, handler)) {
         let _ = engine.shutdown();
         return Err(anyhow::anyhow!(error)).context("starting the driver port");
     }
     tracing::info!(%driver_address, "listening for RethinkDB drivers");
     let signal = signals.forever().next();
-    tracing::info!(?signal, "shutting down: checkpointing every partition");
+    // Stop accepting, refuse new queries, let running ones finish (up to
+    // the grace period), then checkpoint every partition.
+    if let Err(error) = photondb_runtime::block_on_thread(engine.stop_listening()) {
+        tracing::warn!(%error, "closing the listening sockets failed");
+    }
+    drain.begin();
+    tracing::info!(?signal, running = drain.running(), "shutting down: no new connections or queries");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(arguments.shutdown_grace_seconds);
+    while drain.running() > 0 && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    match drain.running() {
+        0 => tracing::info!("every running query finished; checkpointing every partition"),
+        left => tracing::warn!(left, "grace period over; stopping with queries still running (their clients see the connection close)"),
+    }
     engine.shutdown().context("clean shutdown")?;
     tracing::info!("stopped cleanly");
     Ok(())

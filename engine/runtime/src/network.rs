@@ -87,6 +87,20 @@ pub fn spawn_local(future: impl Future<Output = ()> + 'static) {
 pub type ConnectionHandler = Arc<dyn Fn(Connection, Engine) -> Pin<Box<dyn Future<Output = ()>>> + Send + Sync>;
 
 impl Engine {
+    /// Closes every listening socket: connections already accepted go on,
+    /// new ones are refused. The first step of a clean shutdown.
+    pub async fn stop_listening(&self) -> Result<(), EngineError> {
+        for shard in 0..self.shards() {
+            bus::call(self.shard_inbox(shard), |state| async move {
+                for listener in state.listeners.borrow_mut().drain(..) {
+                    listener.cancel();
+                }
+            })
+            .await?;
+        }
+        Ok(())
+    }
+
     /// Listens on `address` on every shard; each accepted connection is run
     /// by `handler` as a task of the shard that accepted it. Returns once
     /// every shard is bound.

@@ -24,10 +24,11 @@ def free_port():
 
 
 class Server:
-    def __init__(self, data_dir, port=None, password=""):
+    def __init__(self, data_dir, port=None, password="", extra_args=()):
         self.data_dir = data_dir
         self.port = port or free_port()
         self.password = password
+        self.extra_args = list(extra_args)
         self.process = None
 
     def start(self):
@@ -36,7 +37,7 @@ class Server:
         self.log = tempfile.NamedTemporaryFile(prefix="photondb-", suffix=".log", delete=False)
         self.process = subprocess.Popen(
             [BINARY, "serve", "--data-dir", self.data_dir, "--driver-port", str(self.port),
-             "--initial-password", self.password, "--partitions", "4", "--wal-ring-mib", "4"],
+             "--initial-password", self.password, "--partitions", "4", "--wal-ring-mib", "4", *self.extra_args],
             stderr=self.log, stdout=subprocess.DEVNULL, env=dict(os.environ, PHOTONDB_LOG="debug"),
         )
         # Wait for the server to say it listens. (Probing with connect() can
@@ -50,6 +51,9 @@ class Server:
                 return self
             time.sleep(0.05)
         raise RuntimeError("server did not start listening")
+
+    def log_text(self):
+        return pathlib.Path(self.log.name).read_text(errors="replace")
 
     def kill(self):
         self.process.send_signal(signal.SIGKILL)
