@@ -93,7 +93,17 @@ pub fn rows(context: &Context, name: &str) -> Result<Vec<Datum>, ReqlError> {
             .map(|user| object([("id", Datum::String(user.name.clone())), ("password", Datum::Bool(user.has_password))]))
             .collect(),
         "cluster_config" => vec![object([("heartbeat_timeout_secs", Datum::Number(10.0)), ("id", Datum::String("heartbeat".into()))])],
-        "permissions" | "current_issues" | "jobs" | "stats" | "logs" => Vec::new(),
+        // Only `admin` holds permissions (all of them, global scope), as in
+        // a fresh RethinkDB; `grant` comes with permissions enforcement.
+        "permissions" => vec![object([
+            ("id", Datum::Array(vec![Datum::String("admin".into())])),
+            (
+                "permissions",
+                object([("config", Datum::Bool(true)), ("connect", Datum::Bool(true)), ("read", Datum::Bool(true)), ("write", Datum::Bool(true))]),
+            ),
+            ("user", Datum::String("admin".into())),
+        ])],
+        "current_issues" | "jobs" | "stats" | "logs" => Vec::new(),
         other => return Err(ReqlError::op_failed(format!("Table `{DATABASE}.{other}` does not exist."))),
     })
 }

@@ -179,3 +179,34 @@ def test_users_live_in_the_catalog_and_survive_restarts(data_dir):
     assert r.expr(1).run(bob) == 1
     bob.close()
     server.stop()
+
+
+def test_table_configuration_changes_are_durable(data_dir):
+    server = Server(data_dir).start()
+    try:
+        connection = r.connect(port=server.port)
+        r.table_create("logs").run(connection)
+        r.table("logs").insert({"id": 1}).run(connection)
+        renamed = r.table("logs").config().update({"name": "events", "durability": "soft"}).run(connection)
+        assert renamed["replaced"] == 1
+        reconfigured = r.table("events").reconfigure(shards=3, replicas=1).run(connection)
+        assert reconfigured["reconfigured"] == 1
+        assert len(reconfigured["config_changes"][0]["new_val"]["shards"]) == 3
+        with pytest.raises(ReqlOpFailedError, match="only 1 servers with the tag `default`"):
+            r.table("events").reconfigure(shards=1, replicas=2).run(connection)
+        with pytest.raises(ReqlOpFailedError, match="cannot be changed"):
+            r.table("events").config().update({"primary_key": "other"}).run(connection)
+        permissions = list(r.db("rethinkdb").table("permissions").run(connection))
+        assert permissions == [{"id": ["admin"], "user": "admin",
+                                "permissions": {"config": True, "connect": True, "read": True, "write": True}}]
+    finally:
+        server.stop()
+    server = Server(data_dir, port=server.port).start()
+    try:
+        connection = r.connect(port=server.port)
+        assert r.table_list().run(connection) == ["events"]
+        config = r.table("events").config().run(connection)
+        assert (config["durability"], len(config["shards"])) == ("soft", 3)
+        assert r.table("events").get(1).run(connection) == {"id": 1}
+    finally:
+        server.stop()
