@@ -21,7 +21,7 @@ use serde_json::{json, Value as Json};
 use crate::protocol::frame::{self, query_type, response_type, MAX_QUERY_BYTES};
 use crate::protocol::handshake;
 use crate::reql::error::{ErrorClass, ReqlError};
-use crate::reql::eval::{Context, Value};
+use crate::reql::eval::{Context, TypeMismatch, Value};
 use crate::reql::stream::Stream;
 use crate::reql::term::Term;
 use crate::transport::Transport;
@@ -33,18 +33,59 @@ const GLOBAL_OPTARGS: &[&str] = &[
     "first_batch_scaledown_factor", "use_outdated", "right_bound", "left_bound", "return_changes",
 ];
 
-const DEFAULT_BATCH_BYTES: usize = 1 << 20;
 /// Queries of one connection running at once (RethinkDB allows 1,024).
 const MAX_QUERIES_IN_FLIGHT: usize = 1024;
-const FIRST_BATCH_SCALEDOWN: usize = 4;
+
+/// When a batch of a stream is full, from the query's global optargs; the
+/// defaults are RethinkDB's.
+#[derive(Clone, Copy)]
+struct BatchLimits {
+    rows: usize,
+    bytes: usize,
+    /// A batch is sent once it has one row and this much time has passed,
+    /// so a slow filter does not keep the client waiting for a full batch.
+    time: std::time::Duration,
+    /// The first batch is this many times smaller, so the first rows come
+    /// back fast.
+    first_scaledown: usize,
+}
+
+impl Default for BatchLimits {
+    fn default() -> Self {
+        BatchLimits { rows: usize::MAX, bytes: 1 << 20, time: std::time::Duration::from_millis(500), first_scaledown: 4 }
+    }
+}
+
+impl BatchLimits {
+    async fn from_optargs(context: &Context, global: &std::collections::BTreeMap<String, Term>) -> Result<BatchLimits, ReqlError> {
+        let mut limits = BatchLimits::default();
+        let positive = |name: &'static str, value: Datum| match value {
+            Datum::Number(number) if number > 0.0 => Ok(number),
+            Datum::Number(_) => Err(ReqlError::logic(format!("`{name}` must be positive."))),
+            other => Err(other.wrong_type("NUMBER")),
+        };
+        if let Some(value) = context.optional_datum(global, "max_batch_rows").await? {
+            limits.rows = positive("max_batch_rows", value)?.max(1.0) as usize;
+        }
+        if let Some(value) = context.optional_datum(global, "max_batch_bytes").await? {
+            limits.bytes = positive("max_batch_bytes", value)?.max(1.0) as usize;
+        }
+        if let Some(value) = context.optional_datum(global, "max_batch_seconds").await? {
+            limits.time = std::time::Duration::from_secs_f64(positive("max_batch_seconds", value)?.min(86_400.0));
+        }
+        if let Some(value) = context.optional_datum(global, "first_batch_scaledown_factor").await? {
+            limits.first_scaledown = positive("first_batch_scaledown_factor", value)?.max(1.0) as usize;
+        }
+        Ok(limits)
+    }
+}
 
 /// A stream answered in batches; it keeps the query's context so that
 /// functions in it can run on CONTINUE.
 struct Cursor {
     stream: Stream,
     context: Context,
-    batch_rows: usize,
-    batch_bytes: usize,
+    limits: BatchLimits,
 }
 
 /// What every connection shares with the shutdown path: whether the server
@@ -211,10 +252,18 @@ impl Session {
             Some(_) => return Some(client_error("Expected global optional arguments to be an object.")),
         };
         let noreply = optargs.get("noreply").is_some_and(|value| value == &Json::Bool(true));
-        let response = match self.run(token, parts.get(1), &optargs).await {
+        let profile = optargs.get("profile").is_some_and(|value| value == &Json::Bool(true));
+        let started = std::time::Instant::now();
+        let mut response = match self.run(token, parts.get(1), &optargs).await {
             Ok(response) => response,
             Err(error) => error.to_response(),
         };
+        // `profile=True`: how long the query took on the server, in
+        // RethinkDB's shape (drivers hand it back beside the value).
+        if profile {
+            let elapsed_ms = started.elapsed().as_secs_f64() * 1000.0;
+            response["p"] = json!([{ "description": "Evaluating the query.", "duration(ms)": elapsed_ms, "sub_tasks": [] }]);
+        }
         (!noreply).then_some(response)
     }
 
@@ -240,14 +289,7 @@ impl Session {
             Some(Datum::String(text)) if text == "soft" => context.durability = Some(Durability::Soft),
             Some(_) => return Err(ReqlError::logic("Durability option must be \"hard\" or \"soft\".")),
         }
-        let batch_rows = match context.optional_datum(&global, "max_batch_rows").await? {
-            Some(Datum::Number(rows)) if rows >= 1.0 => rows as usize,
-            _ => usize::MAX,
-        };
-        let batch_bytes = match context.optional_datum(&global, "max_batch_bytes").await? {
-            Some(Datum::Number(bytes)) if bytes >= 1.0 => bytes as usize,
-            _ => DEFAULT_BATCH_BYTES,
-        };
+        let limits = BatchLimits::from_optargs(&context, &global).await?;
         if let Some(Datum::Number(limit)) = context.optional_datum(&global, "array_limit").await? {
             if limit >= 1.0 {
                 context.array_limit = limit as usize;
@@ -274,21 +316,23 @@ impl Session {
                 )))
             }
         };
-        Ok(self.next_batch(token, Cursor { stream, context, batch_rows, batch_bytes }, true).await)
+        Ok(self.next_batch(token, Cursor { stream, context, limits }, true).await)
     }
 
     /// The next batch of a stream. A partial batch keeps the cursor for
     /// CONTINUE; the last batch drops it.
     async fn next_batch(&self, token: u64, mut cursor: Cursor, first: bool) -> Json {
+        let limits = cursor.limits;
         let (rows_limit, bytes_limit) = if first {
-            (cursor.batch_rows.div_ceil(FIRST_BATCH_SCALEDOWN).max(1), (cursor.batch_bytes / FIRST_BATCH_SCALEDOWN).max(1))
+            (limits.rows.div_ceil(limits.first_scaledown).max(1), (limits.bytes / limits.first_scaledown).max(1))
         } else {
-            (cursor.batch_rows, cursor.batch_bytes)
+            (limits.rows, limits.bytes)
         };
+        let started = std::time::Instant::now();
         let mut batch = Vec::new();
         let mut bytes = 0;
         let mut more = true;
-        while batch.len() < rows_limit && bytes < bytes_limit {
+        while batch.len() < rows_limit && bytes < bytes_limit && (batch.is_empty() || started.elapsed() < limits.time) {
             match cursor.stream.next(&cursor.context).await {
                 Ok(Some(row)) => {
                     let json = to_json(&row);

@@ -145,3 +145,28 @@ def test_queries_on_one_connection_run_concurrently(server):
     sock.sendall(struct.pack("<QI", 3, len(noreply)) + noreply + struct.pack("<QI", 4, len(wait)) + wait)
     assert read_frame(sock) == (4, {"t": 4, "r": []})
     connection.close()
+
+
+def test_batch_options_shape_the_batches(server):
+    connection = handshake(server.port)
+    range_query = [173, [0, 100]]  # r.range(0, 100)
+    first = query(connection, 1000, [1, range_query, {"max_batch_rows": 8}])
+    assert first["t"] == 3 and first["r"] == list(range(2)), "first batch is scaled down 4x by default"
+    scaled = query(connection, 1001, [1, range_query, {"max_batch_rows": 8, "first_batch_scaledown_factor": 1}])
+    assert scaled["r"] == list(range(8))
+    following = query(connection, 1001, [2])
+    assert following["t"] == 3 and following["r"] == list(range(8, 16))
+    assert query(connection, 1001, [3])["t"] == 2, "STOP ends the stream"
+    bad = query(connection, 1002, [1, range_query, {"max_batch_rows": "many"}])
+    assert bad["t"] == 18 and bad["r"] == ["Expected type NUMBER but found STRING."]
+    connection.close()
+
+
+def test_profile_is_returned_when_asked(server):
+    connection = handshake(server.port)
+    result = r.expr(2).add(3).run(connection, profile=True)
+    assert result["value"] == 5
+    assert result["profile"][0]["duration(ms)"] >= 0
+    raw_reply = query(connection, 1100, [1, 1])
+    assert "p" not in raw_reply
+    connection.close()
