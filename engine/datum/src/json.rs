@@ -43,9 +43,7 @@ fn binary_from_json(fields: &Map<String, Value>) -> Result<Datum, DatumError> {
         Some(Value::String(data)) => data,
         _ => return Err(DatumError::InvalidJson("Invalid binary pseudotype: lacking `data` key.".into())),
     };
-    base64_decode(data)
-        .map(Datum::Binary)
-        .ok_or_else(|| DatumError::InvalidJson("Invalid base64 format, data found after padding character '='.".into()))
+    base64_decode(data).map(Datum::Binary).map_err(DatumError::InvalidJson)
 }
 
 fn time_from_json(fields: &Map<String, Value>) -> Result<Datum, DatumError> {
@@ -132,9 +130,9 @@ pub fn base64_encode(bytes: &[u8]) -> String {
     out
 }
 
-/// Decodes standard base64; whitespace is ignored, `None` on anything else
-/// that is not base64.
-pub fn base64_decode(text: &str) -> Option<Vec<u8>> {
+/// Decodes standard base64; whitespace is ignored. Anything else that is
+/// not base64 is an error worded as RethinkDB words it.
+pub fn base64_decode(text: &str) -> Result<Vec<u8>, String> {
     let mut out = Vec::with_capacity(text.len() / 4 * 3);
     let mut group = 0u32;
     let mut count: usize = 0;
@@ -150,10 +148,10 @@ pub fn base64_decode(text: &str) -> Option<Vec<u8>> {
                 padding += 1;
                 0
             }
-            _ => return None,
+            other => return Err(format!("Invalid base64 character found: '{}'.", other as char)),
         };
         if padding > 0 && byte != b'=' {
-            return None;
+            return Err("Invalid base64 format, data found after padding character '='.".into());
         }
         group = (group << 6) | u32::from(sextet);
         count += 1;
@@ -164,11 +162,14 @@ pub fn base64_decode(text: &str) -> Option<Vec<u8>> {
             count = 0;
         }
     }
+    if count == 1 {
+        return Err("Invalid base64 length: 1 character remaining, cannot decode a full byte.".into());
+    }
     if count != 0 {
         // Unpadded tail: keep the whole bytes it carries.
         group <<= 6 * (4 - count);
         let decoded = [(group >> 16) as u8, (group >> 8) as u8, group as u8];
         out.extend_from_slice(&decoded[..count.saturating_sub(1)]);
     }
-    Some(out)
+    Ok(out)
 }

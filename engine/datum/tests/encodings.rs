@@ -140,5 +140,7 @@ fn base64_matches_the_standard_alphabet() {
     assert_eq!(json::base64_encode(b"foobar"), "Zm9vYmFy");
     assert_eq!(json::base64_encode(b"fo"), "Zm8=");
     assert_eq!(json::base64_decode("Zm8=").unwrap(), b"fo");
-    assert!(json::base64_decode("Zm8=x").is_none());
+    assert!(json::base64_decode("Zm8=x").is_err());
+    assert_eq!(json::base64_decode("A^CD").unwrap_err(), "Invalid base64 character found: '^'.");
+    assert!(json::base64_decode("ABCDE").unwrap_err().starts_with("Invalid base64 length"));
 }

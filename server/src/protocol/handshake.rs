@@ -113,7 +113,7 @@ pub async fn run(transport: &mut Transport, engine: &Engine) -> Result<String, F
         return refuse(transport, 1, "Nonce mismatch.").await;
     }
     let auth_message = format!("{client_first_bare},{server_first},{without_proof}");
-    let signature = base64_decode(proof).and_then(|proof| credentials.verify(&auth_message, &proof));
+    let signature = base64_decode(proof).ok().and_then(|proof| credentials.verify(&auth_message, &proof));
     match (known, signature) {
         (Some(_), Some(signature)) => {
             send(transport, &json!({ "success": true, "authentication": format!("v={}", base64_encode(&signature)) })).await?;

@@ -36,6 +36,18 @@ fn integer(datum: &Datum) -> Result<i64, ReqlError> {
     Ok(value as i64)
 }
 
+/// Whether every named field is present and not null.
+fn has_fields(fields: &Object, names: &[Datum]) -> Result<bool, ReqlError> {
+    let mut present = true;
+    for (offset, field) in names.iter().enumerate() {
+        match field {
+            Datum::String(name) => present &= fields.get(name).is_some_and(|value| *value != Datum::Null),
+            other => return Err(ReqlError::logic(format!("Invalid path argument `{}`.", pretty(other))).within(Frame::Position(offset + 1))),
+        }
+    }
+    Ok(present)
+}
+
 /// RethinkDB parses `r.json` with RapidJSON and quotes its messages; the
 /// same faults found by serde_json are worded the same way here.
 fn parse_error_message(text: &str, error: &serde_json::Error) -> &'static str {
@@ -76,7 +88,11 @@ fn is_builtin_type(name: &str) -> bool {
 fn coerce(value: Datum, target: &str) -> Result<Datum, ReqlError> {
     let target = target.to_ascii_uppercase();
     let from = value.type_name();
-    let cannot = |value: &Datum| ReqlError::logic(format!("Cannot coerce {} to {target}.", value.type_name()));
+    // Binary is `PTYPE<BINARY>` to `type_of`, plain `BINARY` here.
+    let cannot = |value: &Datum| {
+        let name = if matches!(value, Datum::Binary(_)) { "BINARY" } else { value.type_name() };
+        ReqlError::logic(format!("Cannot coerce {name} to {target}."))
+    };
     if !is_builtin_type(&target) {
         return Err(ReqlError::logic(format!("Unknown Type: {target}")));
     }
@@ -517,15 +533,18 @@ impl Context {
                 }
             }
             kind::HAS_FIELDS => match first {
-                Datum::Object(fields) => {
-                    let mut present = true;
-                    for (offset, field) in values[1..].iter().enumerate() {
-                        match field {
-                            Datum::String(name) => present &= fields.get(name).is_some_and(|value| *value != Datum::Null),
-                            other => return Err(ReqlError::logic(format!("Invalid path argument `{}`.", pretty(other))).within(Frame::Position(offset + 1))),
+                Datum::Object(fields) => Datum::Bool(has_fields(&fields, &values[1..])?),
+                // On an array: the objects that have the fields.
+                Datum::Array(items) => {
+                    let mut kept = Vec::new();
+                    for item in items {
+                        if let Datum::Object(fields) = &item {
+                            if has_fields(fields, &values[1..])? {
+                                kept.push(item);
+                            }
                         }
                     }
-                    Datum::Bool(present)
+                    Datum::Array(kept)
                 }
                 other => return Err(ReqlError::logic(format!("Cannot perform has_fields on a non-object non-sequence `{}`.", pretty(&other))).within(Frame::Position(0))),
             },

@@ -108,6 +108,24 @@ impl TypeMismatch for Value {
     }
 }
 
+/// A comparison operand: a datum, or one of the bounds beyond every datum.
+enum Bound {
+    Min,
+    Datum(Datum),
+    Max,
+}
+
+impl Bound {
+    fn cmp(&self, other: &Bound) -> Ordering {
+        match (self, other) {
+            (Bound::Datum(a), Bound::Datum(b)) => a.cmp_reql(b),
+            (Bound::Min, Bound::Min) | (Bound::Max, Bound::Max) => Ordering::Equal,
+            (Bound::Min, _) | (_, Bound::Max) => Ordering::Less,
+            (Bound::Max, _) | (_, Bound::Min) => Ordering::Greater,
+        }
+    }
+}
+
 /// Per-query settings from the global optargs, and the variables in scope.
 #[derive(Clone)]
 pub struct Context {
@@ -380,6 +398,19 @@ impl Context {
                 let operation = if term_type == kind::SKIP { Operation::Skip(count) } else { Operation::Limit(count) };
                 self.stream_result(args, stream.with(operation)).await
             }
+            // `has_fields` on a sequence keeps the rows that have them (a
+            // selection stays a selection).
+            kind::HAS_FIELDS if self.is_stream_argument(args) => {
+                arity(args, 1, usize::MAX)?;
+                let stream = self.stream_argument(args, 0).await?;
+                const ROW: u64 = u64::MAX;
+                let mut check = vec![Term::Call { term_type: kind::VAR, args: vec![Term::Datum(Datum::Number(ROW as f64))], optargs: BTreeMap::new() }];
+                for index in 1..args.len() {
+                    check.push(Term::Datum(self.datum_argument(args, index).await?));
+                }
+                let predicate = Function { parameters: vec![ROW], body: Term::Call { term_type: kind::HAS_FIELDS, args: check, optargs: BTreeMap::new() }, captured: BTreeMap::new() };
+                self.stream_result(args, stream.with(Operation::Filter { predicate: Callable::Function(predicate), default: None })).await
+            }
             kind::GET_ALL => write::get_all(self, args, optargs).await,
             kind::BETWEEN => write::between(self, args, optargs).await,
             kind::UPDATE | kind::REPLACE => write::update_or_replace(self, term_type, args, optargs).await,
@@ -460,9 +491,14 @@ impl Context {
             }
             kind::EQ | kind::NE | kind::LT | kind::LE | kind::GT | kind::GE => {
                 arity(args, 1, usize::MAX)?;
+                // `r.minval`/`r.maxval` compare below/above every datum.
                 let mut values = Vec::with_capacity(args.len());
                 for index in 0..args.len() {
-                    values.push(self.datum_argument(args, index).await?);
+                    values.push(match self.argument(args, index).await? {
+                        Value::MinValue => Bound::Min,
+                        Value::MaxValue => Bound::Max,
+                        value => Bound::Datum(self.into_datum(value).await.map_err(|error| error.within(Frame::Position(index)))?),
+                    });
                 }
                 let holds = |ordering: Ordering| match term_type {
                     kind::EQ => ordering == Ordering::Equal,
@@ -473,9 +509,9 @@ impl Context {
                     _ => ordering != Ordering::Less,
                 };
                 let result = if term_type == kind::NE {
-                    !values.windows(2).all(|pair| pair[0].cmp_reql(&pair[1]) == Ordering::Equal)
+                    !values.windows(2).all(|pair| pair[0].cmp(&pair[1]) == Ordering::Equal)
                 } else {
-                    values.windows(2).all(|pair| holds(pair[0].cmp_reql(&pair[1])))
+                    values.windows(2).all(|pair| holds(pair[0].cmp(&pair[1])))
                 };
                 Ok(Value::Datum(Datum::Bool(result)))
             }
@@ -515,6 +551,11 @@ impl Context {
                     Value::SystemTable(name) => Ok(Value::Datum(Datum::Number(super::system::rows(self, &name)?.len() as f64))),
                     Value::Datum(Datum::Array(items)) => Ok(Value::Datum(Datum::Number(items.len() as f64))),
                     Value::Datum(Datum::String(text)) => Ok(Value::Datum(Datum::Number(text.chars().count() as f64))),
+                    Value::SingleSelection { row, .. } | Value::SystemSelection { row, .. } => match row {
+                        Some(Datum::Object(fields)) => Ok(Value::Datum(Datum::Number(fields.len() as f64))),
+                        _ => Err(ReqlError::logic("Cannot convert NULL to SEQUENCE")),
+                    },
+                    // An object counts its fields.
                     Value::Datum(Datum::Object(fields)) => Ok(Value::Datum(Datum::Number(fields.len() as f64))),
                     Value::Datum(Datum::Binary(bytes)) => Ok(Value::Datum(Datum::Number(bytes.len() as f64))),
                     other => Err(ReqlError::logic(format!("Cannot convert {} to SEQUENCE", other.type_name())).within(Frame::Position(0))),

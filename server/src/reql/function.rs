@@ -4,9 +4,8 @@ use std::collections::BTreeMap;
 
 use photondb_datum::Datum;
 
-use super::eval::TypeMismatch;
 use super::error::{Frame, ReqlError};
-use super::eval::{Context, Value};
+use super::eval::{Context, TypeMismatch, Value};
 use super::term::Term;
 
 /// A ReQL function: parameter ids, a body, and the variables it closed over.
@@ -111,15 +110,32 @@ impl Callable {
         }
     }
 
-    /// A filter predicate: functions by truthiness; objects by matching
-    /// every field they name.
+    /// A filter predicate. An object, given or returned by the function,
+    /// is a template: every field it names must be in the row with that
+    /// value (a field the row lacks is a non-existence error, so `default`
+    /// decides). Anything else counts by truthiness.
     pub async fn accepts(&self, context: &Context, row: &Datum) -> Result<bool, ReqlError> {
-        match self {
-            Callable::Constant(Datum::Object(wanted)) => Ok(match row {
-                Datum::Object(fields) => wanted.iter().all(|(name, value)| fields.get(name) == Some(value)),
-                _ => false,
-            }),
-            other => Ok(super::eval::truthy(&other.call(context, row.clone()).await?)),
+        match self.call(context, row.clone()).await? {
+            Datum::Object(wanted) => {
+                for (name, value) in &wanted {
+                    let found = match row {
+                        Datum::Object(fields) => fields.get(name),
+                        other => {
+                            return Err(ReqlError::logic(format!(
+                                "Cannot perform get_field on a non-object non-sequence `{}`.",
+                                super::eval::pretty(other)
+                            )))
+                        }
+                    };
+                    match found {
+                        None => return Err(ReqlError::new(super::error::ErrorClass::NonExistence, format!("No attribute `{name}` in object."))),
+                        Some(found) if found != value => return Ok(false),
+                        Some(_) => {}
+                    }
+                }
+                Ok(true)
+            }
+            other => Ok(super::eval::truthy(&other)),
         }
     }
 }

@@ -728,9 +728,15 @@ impl Context {
                 let predicate = self.callable_argument(args, 1).await?;
                 let mut count = 0u64;
                 while let Some(row) = stream.next(self).await? {
+                    // A function counts like `filter`: an object it returns
+                    // is a template, a missing field counts as no.
                     let hit = match &predicate {
                         Callable::Constant(value) => *value == row,
-                        function => truthy(&function.call(self, row).await?),
+                        function => match function.accepts(self, &row).await {
+                            Ok(hit) => hit,
+                            Err(error) if error.class == ErrorClass::NonExistence => false,
+                            Err(error) => return Err(error),
+                        },
                     };
                     count += u64::from(hit);
                 }
