@@ -274,7 +274,7 @@ impl Session {
             }
         }
         let term = Term::parse(term.ok_or_else(|| ReqlError::new(ErrorClass::Client, "START query without a term."))?)?;
-        term.check_write_placement()?;
+        term.check_placement()?;
         let global = crate::reql::term::parse_optargs(optargs)?;
         let mut context = Context::new(self.engine.clone());
         if let Some(database) = global.get("db") {

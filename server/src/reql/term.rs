@@ -62,25 +62,32 @@ impl Term {
 }
 
 impl Term {
-    /// RethinkDB's placement rule, checked before anything runs: a write or
-    /// meta operation may not sit in the function arguments of a stream
-    /// operation (`map(tbl.insert(…))`), where it would run once per row.
-    /// The sequence argument (position 0) is exempt; so is `for_each`.
-    pub fn check_write_placement(&self) -> Result<(), ReqlError> {
-        self.check_writes(true)
+    /// RethinkDB's placement rules, checked before anything runs:
+    /// - a write or meta operation may not sit in the function arguments of
+    ///   a stream operation (`map(tbl.insert(…))`), where it would run once
+    ///   per row; the sequence argument (position 0) is exempt, and so is
+    ///   `for_each`;
+    /// - `r.row` must belong to exactly one one-argument function: inside
+    ///   two, it would be ambiguous.
+    pub fn check_placement(&self) -> Result<(), ReqlError> {
+        self.check_within(true, 0)
     }
 
-    fn check_writes(&self, writes_legal: bool) -> Result<(), ReqlError> {
+    fn check_within(&self, writes_legal: bool, single_argument_functions: usize) -> Result<(), ReqlError> {
         let Term::Call { term_type, args, optargs } = self else { return Ok(()) };
         if !writes_legal && is_write_or_meta(*term_type) {
             return Err(ReqlError::compile("Cannot nest writes or meta ops in stream operations.  Use FOR_EACH instead."));
         }
+        if *term_type == term_type::IMPLICIT_VAR && single_argument_functions > 1 {
+            return Err(ReqlError::compile("Cannot use r.row in nested queries.  Use functions instead."));
+        }
+        let functions = single_argument_functions + usize::from(*term_type == term_type::FUNC && parameter_count(args) == Some(1));
         let forbids = forbids_writes(*term_type);
         for (index, arg) in args.iter().enumerate() {
-            arg.check_writes(writes_legal && (index == 0 || !forbids)).map_err(|error| error.within(Frame::Position(index)))?;
+            arg.check_within(writes_legal && (index == 0 || !forbids), functions).map_err(|error| error.within(Frame::Position(index)))?;
         }
         for (name, optarg) in optargs {
-            optarg.check_writes(writes_legal && !forbids).map_err(|error| error.within(Frame::Optional(name.clone())))?;
+            optarg.check_within(writes_legal && !forbids, functions).map_err(|error| error.within(Frame::Optional(name.clone())))?;
         }
         Ok(())
     }
@@ -104,6 +111,15 @@ impl Term {
                 this && args.iter().all(Term::is_deterministic) && optargs.values().all(Term::is_deterministic)
             }
         }
+    }
+}
+
+/// How many parameters a `FUNC` term's arguments declare.
+fn parameter_count(args: &[Term]) -> Option<usize> {
+    match args.first()? {
+        Term::Call { term_type: term_type::MAKE_ARRAY, args: parameters, .. } => Some(parameters.len()),
+        Term::Datum(photondb_datum::Datum::Array(parameters)) => Some(parameters.len()),
+        _ => None,
     }
 }
 
