@@ -150,7 +150,7 @@ pub async fn serve(connection: Connection, engine: Engine, drain: Arc<Drain>) {
         }
         let Ok(body) = reader.read_exact(length).await else { break };
         // Parsed once, here: the reader must see NOREPLY_WAIT itself.
-        let query = serde_json::from_slice::<Json>(&body).map_err(|error| format!("Failed to parse query: {error}."));
+        let query = parse_query(body);
         if is_noreply_wait(&query) {
             // Every query read before this one has finished once all slots
             // can be taken; then give them back.
@@ -185,6 +185,46 @@ pub async fn serve(connection: Connection, engine: Engine, drain: Arc<Drain>) {
         });
     }
     tracing::debug!(?peer, "client disconnected");
+}
+
+/// How deep a query may nest arrays and objects. Deeper JSON is refused
+/// before it is parsed, so neither the parser nor the evaluator can recurse
+/// their way through a shard's stack on a hostile query.
+const MAX_QUERY_DEPTH: usize = 1024;
+
+/// Parses a query frame's JSON with simd-json.
+fn parse_query(mut body: Vec<u8>) -> Result<Json, String> {
+    if nesting_depth(&body) > MAX_QUERY_DEPTH {
+        return Err(format!("Query is nested too deeply (more than {MAX_QUERY_DEPTH} levels of arrays and objects)."));
+    }
+    simd_json::serde::from_slice::<Json>(&mut body).map_err(|error| format!("Failed to parse query: {error}."))
+}
+
+/// The deepest nesting of `[`/`{` outside strings (a linear scan).
+fn nesting_depth(bytes: &[u8]) -> usize {
+    let (mut depth, mut deepest) = (0usize, 0usize);
+    let (mut in_string, mut escaped) = (false, false);
+    for &byte in bytes {
+        if in_string {
+            match byte {
+                _ if escaped => escaped = false,
+                b'\\' => escaped = true,
+                b'"' => in_string = false,
+                _ => {}
+            }
+            continue;
+        }
+        match byte {
+            b'"' => in_string = true,
+            b'[' | b'{' => {
+                depth += 1;
+                deepest = deepest.max(depth);
+            }
+            b']' | b'}' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    deepest
 }
 
 fn is_noreply_wait(query: &Result<Json, String>) -> bool {
@@ -351,5 +391,27 @@ impl Session {
             self.cursors.borrow_mut().insert(token, cursor);
         }
         json!({ "t": response_kind, "r": batch, "n": [] })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{nesting_depth, parse_query};
+
+    #[test]
+    fn nesting_depth_ignores_brackets_inside_strings() {
+        assert_eq!(nesting_depth(br#"[1, [2, {"a": [3]}]]"#), 4);
+        assert_eq!(nesting_depth(br#"["[[[", "\"[[", {"k\\": "{"}]"#), 2);
+        assert_eq!(nesting_depth(b"42"), 0);
+    }
+
+    #[test]
+    fn queries_nested_too_deeply_are_refused_before_parsing() {
+        let deep = format!("{}1{}", "[".repeat(2000), "]".repeat(2000));
+        let refused = parse_query(deep.into_bytes()).unwrap_err();
+        assert!(refused.contains("nested too deeply"), "{refused}");
+        let fine = format!("{}1{}", "[".repeat(100), "]".repeat(100));
+        assert!(parse_query(fine.into_bytes()).is_ok());
+        assert!(parse_query(b"[1, [".to_vec()).unwrap_err().starts_with("Failed to parse query"));
     }
 }
