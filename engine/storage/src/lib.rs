@@ -25,6 +25,7 @@
 
 pub mod backend;
 pub mod batch;
+pub mod btree;
 pub mod catalog;
 pub mod checkpoint;
 mod durable;

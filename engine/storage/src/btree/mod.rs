@@ -1,0 +1,7 @@
+//! The B+Tree each partition keeps its rows in, in 4 KiB pages of its data
+//! file. `node` is the page format, `tree` the copy-on-write algorithm over
+//! in-memory nodes, `pager` the data file: the page cache, page allocation
+//! and checkpoint writing.
+
+pub mod node;
+pub mod tree;

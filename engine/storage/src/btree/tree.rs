@@ -1,0 +1,557 @@
+//! The copy-on-write B+Tree, over nodes that are in memory.
+//!
+//! Every operation here is synchronous. A node not in memory is named by
+//! [`Missing`]; the caller loads it (asynchronously, through the pager) and
+//! tries again. Writes are applied only after [`Tree::missing`] found the
+//! whole path resident, in the same synchronous stretch, so a write is never
+//! half applied.
+//!
+//! Changing a node copies it (path copying): a node read from a page becomes
+//! a new in-memory node and its page is reported as retired; an in-memory
+//! node shared with a checkpoint being written is cloned by `Rc::make_mut`.
+//! So a checkpoint's frozen root keeps seeing exactly the tree it froze.
+//!
+//! Nodes split when their page form would exceed `Shape::node_bytes`. After
+//! a delete, an empty node is removed from its parent, and a node under a
+//! quarter full is merged with a neighbour when that neighbour is in memory
+//! and the two fit one page (merging never loads a page).
+
+use std::ops::Bound;
+use std::rc::Rc;
+
+use bytes::Bytes;
+
+use super::node::{Child, Node, PageId, Value};
+
+/// Nodes read from pages, when they are in memory.
+pub trait Resident {
+    fn resident(&self, page: PageId) -> Option<Rc<Node>>;
+}
+
+/// A page an operation needs that is not in memory.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Missing(pub PageId);
+
+/// Node sizing. `inline_limit` plus the longest key must stay under a
+/// third of `node_bytes` so that one split always yields two nodes that fit.
+#[derive(Clone, Copy, Debug)]
+pub struct Shape {
+    /// Largest page payload a node may have.
+    pub node_bytes: usize,
+    /// Values longer than this go to overflow pages when written.
+    pub inline_limit: usize,
+}
+
+pub struct Tree {
+    pub root: Child,
+    pub shape: Shape,
+}
+
+fn node_of(child: &Child, pages: &impl Resident) -> Result<Rc<Node>, Missing> {
+    match child {
+        Child::Memory(node) => Ok(node.clone()),
+        Child::Page(page) => pages.resident(*page).ok_or(Missing(*page)),
+    }
+}
+
+/// Which child of a branch holds `key`.
+fn child_index(separators: &[Bytes], key: &[u8]) -> usize {
+    separators.partition_point(|separator| separator.as_ref() <= key)
+}
+
+/// The node behind `child`, made writable: a page's node is copied into
+/// memory (its page retired), a shared in-memory node is cloned.
+fn writable<'a>(child: &'a mut Child, pages: &impl Resident, retired: &mut Vec<PageId>) -> &'a mut Node {
+    if let Child::Page(page) = *child {
+        let node = pages.resident(page).expect("the path of a write is loaded before the write");
+        retired.push(page);
+        *child = Child::Memory(Rc::new((*node).clone()));
+    }
+    match child {
+        Child::Memory(node) => Rc::make_mut(node),
+        Child::Page(_) => unreachable!("made an in-memory node above"),
+    }
+}
+
+impl Tree {
+    pub fn new(root: Child, shape: Shape) -> Tree {
+        Tree { root, shape }
+    }
+
+    pub fn get(&self, pages: &impl Resident, key: &[u8]) -> Result<Option<Value>, Missing> {
+        let mut node = node_of(&self.root, pages)?;
+        loop {
+            let next = match &*node {
+                Node::Leaf(entries) => {
+                    return Ok(entries.binary_search_by(|(entry, _)| entry.as_ref().cmp(key)).ok().map(|index| entries[index].1.clone()))
+                }
+                Node::Branch { separators, children } => node_of(&children[child_index(separators, key)], pages)?,
+            };
+            node = next;
+        }
+    }
+
+    /// The first page on the path to `key` that is not in memory.
+    pub fn missing(&self, pages: &impl Resident, key: &[u8]) -> Option<PageId> {
+        self.get(pages, key).err().map(|Missing(page)| page)
+    }
+
+    /// Inserts or replaces; returns the value replaced. The path to `key`
+    /// must be resident.
+    pub fn insert(&mut self, pages: &impl Resident, key: Bytes, value: Value, retired: &mut Vec<PageId>) -> Option<Value> {
+        let shape = self.shape;
+        let (old, split) = insert_into(&mut self.root, pages, key, value, shape, retired);
+        if let Some((separator, right)) = split {
+            let left = std::mem::replace(&mut self.root, Child::Page(0));
+            self.root = Child::Memory(Rc::new(Node::Branch { separators: vec![separator], children: vec![left, right] }));
+        }
+        old
+    }
+
+    /// Removes `key`; returns its value. The path to `key` must be resident.
+    pub fn remove(&mut self, pages: &impl Resident, key: &[u8], retired: &mut Vec<PageId>) -> Option<Value> {
+        // Nothing is copied for a key that is not there.
+        self.get(pages, key).expect("the path of a write is loaded before the write")?;
+        let shape = self.shape;
+        let old = remove_from(&mut self.root, pages, key, shape, retired);
+        // A root branch left with one child is replaced by that child.
+        loop {
+            let only_child = match &self.root {
+                Child::Memory(node) => match &**node {
+                    Node::Branch { children, .. } if children.len() == 1 => children[0].clone(),
+                    Node::Branch { children, .. } if children.is_empty() => Child::Memory(Rc::new(Node::empty_leaf())),
+                    _ => break,
+                },
+                Child::Page(_) => break,
+            };
+            self.root = only_child;
+        }
+        old
+    }
+
+    /// Appends to `out` the entries in `[start, end]` (bounds as given), in
+    /// key order or reversed, until `out` holds `limit` entries. On
+    /// [`Missing`], `out` holds a correct prefix of the answer: resume with
+    /// the bound moved past its last key.
+    pub fn scan(
+        &self,
+        pages: &impl Resident,
+        start: Bound<&[u8]>,
+        end: Bound<&[u8]>,
+        descending: bool,
+        limit: usize,
+        out: &mut Vec<(Bytes, Value)>,
+    ) -> Result<(), Missing> {
+        if out.len() >= limit {
+            return Ok(());
+        }
+        let root = node_of(&self.root, pages)?;
+        scan_node(&root, pages, (start, end), descending, limit, out).map(|_| ())
+    }
+}
+
+type Split = Option<(Bytes, Child)>;
+
+fn insert_into(child: &mut Child, pages: &impl Resident, key: Bytes, value: Value, shape: Shape, retired: &mut Vec<PageId>) -> (Option<Value>, Split) {
+    let node = writable(child, pages, retired);
+    let old = match node {
+        Node::Leaf(entries) => match entries.binary_search_by(|(entry, _)| entry.as_ref().cmp(key.as_ref())) {
+            Ok(index) => Some(std::mem::replace(&mut entries[index].1, value)),
+            Err(index) => {
+                entries.insert(index, (key, value));
+                None
+            }
+        },
+        Node::Branch { separators, children } => {
+            let index = child_index(separators, &key);
+            let (old, split) = insert_into(&mut children[index], pages, key, value, shape, retired);
+            if let Some((separator, right)) = split {
+                separators.insert(index, separator);
+                children.insert(index + 1, right);
+            }
+            old
+        }
+    };
+    (old, split_if_full(node, shape))
+}
+
+/// Splits an overfull node in two by bytes; returns the separator and the
+/// new right node.
+fn split_if_full(node: &mut Node, shape: Shape) -> Split {
+    if node.stored_bytes(shape.inline_limit) <= shape.node_bytes {
+        return None;
+    }
+    match node {
+        Node::Leaf(entries) => {
+            let sizes: Vec<usize> = entries.iter().map(|(key, value)| 2 + key.len() + value.stored_bytes(shape.inline_limit)).collect();
+            let total: usize = sizes.iter().sum();
+            let mut accumulated = 0;
+            let mut at = entries.len() - 1;
+            for (index, size) in sizes.iter().enumerate() {
+                accumulated += size;
+                if accumulated > total / 2 {
+                    at = index;
+                    break;
+                }
+            }
+            let at = at.clamp(1, entries.len() - 1);
+            let right = entries.split_off(at);
+            let separator = right[0].0.clone();
+            Some((separator, Child::Memory(Rc::new(Node::Leaf(right)))))
+        }
+        Node::Branch { separators, children } => {
+            let middle = separators.len() / 2;
+            let right_separators = separators.split_off(middle + 1);
+            let up = separators.pop().expect("a full branch has separators");
+            let right_children = children.split_off(middle + 1);
+            Some((up, Child::Memory(Rc::new(Node::Branch { separators: right_separators, children: right_children }))))
+        }
+    }
+}
+
+fn remove_from(child: &mut Child, pages: &impl Resident, key: &[u8], shape: Shape, retired: &mut Vec<PageId>) -> Option<Value> {
+    match writable(child, pages, retired) {
+        Node::Leaf(entries) => {
+            let index = entries.binary_search_by(|(entry, _)| entry.as_ref().cmp(key)).ok()?;
+            Some(entries.remove(index).1)
+        }
+        Node::Branch { separators, children } => {
+            let index = child_index(separators, key);
+            let old = remove_from(&mut children[index], pages, key, shape, retired)?;
+            rebalance(separators, children, index, pages, shape, retired);
+            Some(old)
+        }
+    }
+}
+
+/// After a delete below `children[index]`: drop it if empty, or merge it
+/// with an in-memory neighbour if it is under a quarter full and the two
+/// fit one node.
+fn rebalance(separators: &mut Vec<Bytes>, children: &mut Vec<Child>, index: usize, pages: &impl Resident, shape: Shape, retired: &mut Vec<PageId>) {
+    let Ok(node) = node_of(&children[index], pages) else { return };
+    if node.is_empty() {
+        children.remove(index);
+        if !separators.is_empty() {
+            separators.remove(index.saturating_sub(1));
+        }
+        return;
+    }
+    if node.stored_bytes(shape.inline_limit) >= shape.node_bytes / 4 || children.len() < 2 {
+        return;
+    }
+    // The right neighbour first, then the left one.
+    let candidates = [(index + 1 < children.len()).then_some(index), index.checked_sub(1)];
+    for left in candidates.into_iter().flatten() {
+        if merge_pair(separators, children, left, pages, shape, retired) {
+            return;
+        }
+    }
+}
+
+/// Merges `children[left]` and `children[left + 1]` if both are in memory
+/// and fit one node; returns whether it did.
+fn merge_pair(separators: &mut Vec<Bytes>, children: &mut Vec<Child>, left: usize, pages: &impl Resident, shape: Shape, retired: &mut Vec<PageId>) -> bool {
+    let right = left + 1;
+    let (Ok(left_node), Ok(right_node)) = (node_of(&children[left], pages), node_of(&children[right], pages)) else { return false };
+    let merged = match (&*left_node, &*right_node) {
+        (Node::Leaf(left_entries), Node::Leaf(right_entries)) => {
+            Node::Leaf(left_entries.iter().chain(right_entries).cloned().collect())
+        }
+        (Node::Branch { separators: left_separators, children: left_children }, Node::Branch { separators: right_separators, children: right_children }) => {
+            let mut merged_separators = left_separators.clone();
+            merged_separators.push(separators[left].clone());
+            merged_separators.extend(right_separators.iter().cloned());
+            Node::Branch { separators: merged_separators, children: left_children.iter().chain(right_children).cloned().collect() }
+        }
+        _ => return false, // siblings are always at the same height
+    };
+    if merged.stored_bytes(shape.inline_limit) > shape.node_bytes {
+        return false;
+    }
+    for side in [left, right] {
+        if let Child::Page(page) = children[side] {
+            retired.push(page);
+        }
+    }
+    children[left] = Child::Memory(Rc::new(merged));
+    children.remove(right);
+    separators.remove(left);
+    true
+}
+
+type Range<'a> = (Bound<&'a [u8]>, Bound<&'a [u8]>);
+
+fn before_start(key: &[u8], start: Bound<&[u8]>) -> bool {
+    match start {
+        Bound::Included(start) => key < start,
+        Bound::Excluded(start) => key <= start,
+        Bound::Unbounded => false,
+    }
+}
+
+fn after_end(key: &[u8], end: Bound<&[u8]>) -> bool {
+    match end {
+        Bound::Included(end) => key > end,
+        Bound::Excluded(end) => key >= end,
+        Bound::Unbounded => false,
+    }
+}
+
+/// Returns whether the scan is complete (`limit` reached).
+fn scan_node(node: &Node, pages: &impl Resident, range: Range, descending: bool, limit: usize, out: &mut Vec<(Bytes, Value)>) -> Result<bool, Missing> {
+    let (start, end) = range;
+    match node {
+        Node::Leaf(entries) => {
+            let in_range = entries.iter().filter(|(key, _)| !before_start(key, start) && !after_end(key, end));
+            let take = |entry: &(Bytes, Value), out: &mut Vec<(Bytes, Value)>| {
+                out.push(entry.clone());
+                out.len() >= limit
+            };
+            if descending {
+                for entry in in_range.rev() {
+                    if take(entry, out) {
+                        return Ok(true);
+                    }
+                }
+            } else {
+                for entry in in_range {
+                    if take(entry, out) {
+                        return Ok(true);
+                    }
+                }
+            }
+            Ok(false)
+        }
+        Node::Branch { separators, children } => {
+            // Child i holds keys in [separators[i-1], separators[i]).
+            let overlaps = |index: usize| {
+                let below_start = index < separators.len()
+                    && matches!(start, Bound::Included(start) | Bound::Excluded(start) if separators[index].as_ref() <= start);
+                let beyond_end = index > 0 && after_end(&separators[index - 1], end);
+                !below_start && !beyond_end
+            };
+            let order: Box<dyn Iterator<Item = usize>> = if descending { Box::new((0..children.len()).rev()) } else { Box::new(0..children.len()) };
+            for index in order {
+                if !overlaps(index) {
+                    continue;
+                }
+                let child = node_of(&children[index], pages)?;
+                if scan_node(&child, pages, range, descending, limit, out)? {
+                    return Ok(true);
+                }
+            }
+            Ok(false)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::{BTreeMap, HashMap};
+
+    use proptest::prelude::*;
+
+    use super::*;
+
+    /// Pages "on disk" for tests: every node written is kept, and a page
+    /// can be made non-resident to exercise `Missing`.
+    #[derive(Default)]
+    struct Pages {
+        nodes: HashMap<PageId, Rc<Node>>,
+    }
+
+    impl Resident for Pages {
+        fn resident(&self, page: PageId) -> Option<Rc<Node>> {
+            self.nodes.get(&page).cloned()
+        }
+    }
+
+    const SHAPE: Shape = Shape { node_bytes: 200, inline_limit: 24 };
+
+    fn key(number: u16) -> Bytes {
+        Bytes::from(format!("key{number:05}"))
+    }
+
+    fn value(number: u16, length: usize) -> Value {
+        Value::Inline(Bytes::from(vec![number as u8; length]))
+    }
+
+    /// Moves every in-memory node to "pages" (as a checkpoint does), so
+    /// later writes go through copy-on-write of page nodes.
+    fn persist(child: &mut Child, pages: &mut Pages, next: &mut PageId) {
+        if let Child::Memory(node) = child {
+            let mut node = (**node).clone();
+            if let Node::Branch { children, .. } = &mut node {
+                for child in children.iter_mut() {
+                    persist(child, pages, next);
+                }
+            }
+            *next += 1;
+            pages.nodes.insert(*next, Rc::new(node));
+            *child = Child::Page(*next);
+        }
+    }
+
+    fn check_structure(child: &Child, pages: &Pages, low: Option<&Bytes>, high: Option<&Bytes>, depth: usize, leaf_depth: &mut Option<usize>) {
+        let node = node_of(child, pages).expect("resident");
+        assert!(node.stored_bytes(SHAPE.inline_limit) <= SHAPE.node_bytes, "node over its size");
+        match &*node {
+            Node::Leaf(entries) => {
+                assert_eq!(*leaf_depth.get_or_insert(depth), depth, "leaves at one depth");
+                assert!(entries.windows(2).all(|pair| pair[0].0 < pair[1].0), "leaf sorted");
+                for (key, _) in entries {
+                    assert!(low.is_none_or(|low| key >= low) && high.is_none_or(|high| key < high), "key within its branch range");
+                }
+            }
+            Node::Branch { separators, children } => {
+                assert_eq!(children.len(), separators.len() + 1);
+                assert!(separators.windows(2).all(|pair| pair[0] < pair[1]));
+                for (index, child) in children.iter().enumerate() {
+                    let child_low = if index == 0 { low } else { Some(&separators[index - 1]) };
+                    let child_high = if index == separators.len() { high } else { Some(&separators[index]) };
+                    check_structure(child, pages, child_low, child_high, depth + 1, leaf_depth);
+                }
+            }
+        }
+    }
+
+    #[derive(Clone, Debug)]
+    enum Step {
+        Insert(u16, usize),
+        Remove(u16),
+        Persist,
+        Scan(u16, u16, bool, usize),
+    }
+
+    fn step() -> impl Strategy<Value = Step> {
+        prop_oneof![
+            6 => (0..300u16, 0..40usize).prop_map(|(key, length)| Step::Insert(key, length)),
+            4 => (0..300u16).prop_map(Step::Remove),
+            1 => Just(Step::Persist),
+            2 => (0..300u16, 0..300u16, any::<bool>(), 1..40usize).prop_map(|(from, to, descending, limit)| Step::Scan(from, to, descending, limit)),
+        ]
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(64))]
+        #[test]
+        fn matches_a_btreemap_through_splits_merges_and_copies(steps in proptest::collection::vec(step(), 1..400)) {
+            let mut pages = Pages::default();
+            let mut next_page = 0;
+            let mut tree = Tree::new(Child::Memory(Rc::new(Node::empty_leaf())), SHAPE);
+            let mut model: BTreeMap<Bytes, Value> = BTreeMap::new();
+            let mut retired = Vec::new();
+            for step in steps {
+                match step {
+                    Step::Insert(number, length) => {
+                        let old = tree.insert(&pages, key(number), value(number, length), &mut retired);
+                        prop_assert_eq!(old, model.insert(key(number), value(number, length)));
+                    }
+                    Step::Remove(number) => {
+                        prop_assert_eq!(tree.remove(&pages, &key(number), &mut retired), model.remove(&key(number)));
+                    }
+                    Step::Persist => persist(&mut tree.root, &mut pages, &mut next_page),
+                    Step::Scan(from, to, descending, limit) => {
+                        let (from, to) = (key(from.min(to)), key(from.max(to)));
+                        let mut out = Vec::new();
+                        tree.scan(&pages, Bound::Included(&from), Bound::Excluded(&to), descending, limit, &mut out).expect("resident");
+                        let expected: Vec<(Bytes, Value)> = if descending {
+                            model.range(from..to).rev().take(limit).map(|(key, value)| (key.clone(), value.clone())).collect()
+                        } else {
+                            model.range(from..to).take(limit).map(|(key, value)| (key.clone(), value.clone())).collect()
+                        };
+                        prop_assert_eq!(out, expected);
+                    }
+                }
+                let mut leaf_depth = None;
+                check_structure(&tree.root, &pages, None, None, 0, &mut leaf_depth);
+            }
+            for (key, value) in &model {
+                prop_assert_eq!(tree.get(&pages, key).expect("resident"), Some(value.clone()));
+            }
+            // Every retired page is one the live tree no longer reaches.
+            fn reachable(child: &Child, pages: &Pages, into: &mut Vec<PageId>) {
+                if let Child::Page(page) = child { into.push(*page); }
+                if let Node::Branch { children, .. } = &*node_of(child, pages).expect("resident") {
+                    for child in children { reachable(child, pages, into); }
+                }
+            }
+            let mut live = Vec::new();
+            reachable(&tree.root, &pages, &mut live);
+            prop_assert!(retired.iter().all(|page| !live.contains(page)));
+        }
+    }
+
+    #[test]
+    fn a_frozen_root_keeps_its_version() {
+        let pages = Pages::default();
+        let mut tree = Tree::new(Child::Memory(Rc::new(Node::empty_leaf())), SHAPE);
+        let mut retired = Vec::new();
+        for number in 0..200 {
+            tree.insert(&pages, key(number), value(number, 8), &mut retired);
+        }
+        let frozen = Tree::new(tree.root.clone(), SHAPE);
+        for number in 0..200 {
+            tree.remove(&pages, &key(number), &mut retired);
+        }
+        for number in 0..200 {
+            assert_eq!(frozen.get(&pages, &key(number)).unwrap(), Some(value(number, 8)));
+            assert_eq!(tree.get(&pages, &key(number)).unwrap(), None);
+        }
+    }
+
+    #[test]
+    fn deletes_merge_nodes_and_shrink_the_tree() {
+        let mut pages = Pages::default();
+        let mut next_page = 0;
+        let mut tree = Tree::new(Child::Memory(Rc::new(Node::empty_leaf())), SHAPE);
+        let mut retired = Vec::new();
+        for number in 0..500 {
+            tree.insert(&pages, key(number), value(number, 8), &mut retired);
+        }
+        persist(&mut tree.root, &mut pages, &mut next_page);
+        fn height(child: &Child, pages: &Pages) -> usize {
+            match &*node_of(child, pages).unwrap() {
+                Node::Leaf(_) => 1,
+                Node::Branch { children, .. } => 1 + height(&children[0], pages),
+            }
+        }
+        assert!(height(&tree.root, &pages) >= 3, "500 keys in 200-byte nodes make a deep tree");
+        for number in (0..500).filter(|number| number % 100 != 0) {
+            tree.remove(&pages, &key(number), &mut retired);
+        }
+        assert_eq!(height(&tree.root, &pages), 1, "five keys left fit one leaf again");
+        assert_eq!(tree.get(&pages, &key(400)).unwrap(), Some(value(400, 8)));
+    }
+
+    #[test]
+    fn missing_pages_are_named_and_scans_resume() {
+        let mut pages = Pages::default();
+        let mut next_page = 0;
+        let mut tree = Tree::new(Child::Memory(Rc::new(Node::empty_leaf())), SHAPE);
+        let mut retired = Vec::new();
+        for number in 0..100 {
+            tree.insert(&pages, key(number), value(number, 8), &mut retired);
+        }
+        persist(&mut tree.root, &mut pages, &mut next_page);
+        let mut evicted: HashMap<PageId, Rc<Node>> = pages.nodes.drain().collect();
+        let mut out = Vec::new();
+        let mut start: Option<Bytes> = None;
+        loop {
+            let bound = start.as_deref().map_or(Bound::Unbounded, Bound::Excluded);
+            let already = out.len();
+            match tree.scan(&pages, bound, Bound::Unbounded, false, usize::MAX, &mut out) {
+                Ok(()) => break,
+                Err(Missing(page)) => {
+                    pages.nodes.insert(page, evicted.remove(&page).expect("a real page"));
+                    if out.len() > already {
+                        start = Some(out.last().unwrap().0.clone());
+                    }
+                }
+            }
+        }
+        let keys: Vec<Bytes> = out.into_iter().map(|(key, _)| key).collect();
+        assert_eq!(keys, (0..100).map(key).collect::<Vec<_>>());
+        assert!(tree.missing(&pages, &key(5)).is_none());
+    }
+}
