@@ -236,10 +236,10 @@ fn photondb_local_gets(engine: &Engine, table: TableId, records: u64, gets_per_p
                 let key = &keys[(random.next() % keys.len() as u64) as usize];
                 if index % 16 == 0 {
                     let begun = Instant::now();
-                    found += u64::from(backend.get(table, key).expect("get").is_some());
+                    found += u64::from(backend.get(table, key).await.expect("get").is_some());
                     latency.record(begun.elapsed().as_nanos() as u64).expect("record");
                 } else {
-                    found += u64::from(backend.get(table, key).expect("get").is_some());
+                    found += u64::from(backend.get(table, key).await.expect("get").is_some());
                 }
             }
             assert_eq!(found, gets_per_partition, "every preloaded key is found");

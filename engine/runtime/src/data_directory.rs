@@ -1,7 +1,7 @@
 //! The data directory's identity.
 //!
 //! ```text
-//! <data-dir>/PHOTONDB          {"format_version": 1, "partitions": N}
+//! <data-dir>/PHOTONDB          {"format_version": 2, "partitions": N}
 //! <data-dir>/partition-NNNN/   one per partition (see photondb-storage)
 //! ```
 //! `PHOTONDB` is written last when a directory is initialised (temporary
@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 
 use crate::error::EngineError;
 
-pub const FORMAT_VERSION: u64 = 1;
+pub const FORMAT_VERSION: u64 = 2;
 const IDENTITY_FILE: &str = "PHOTONDB";
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -34,6 +34,8 @@ pub struct EngineConfig {
     pub partitions: u32,
     /// WAL ring size per partition for a new data directory.
     pub wal_ring_bytes: u64,
+    /// Memory for cached B-Tree pages, shared out evenly among partitions.
+    pub cache_bytes: u64,
     /// Pin shard threads to cores.
     pub pin_to_cores: bool,
 }
@@ -47,6 +49,7 @@ impl EngineConfig {
             storage: StorageKind::Durable,
             partitions: 8,
             wal_ring_bytes: 32 << 20,
+            cache_bytes: 1 << 30,
             pin_to_cores: true,
         }
     }
@@ -113,14 +116,18 @@ impl Engine {
             StorageKind::Memory => (config.partitions.max(1), PartitionStorage::Memory, true),
             StorageKind::Durable => {
                 let root = config.data_directory.clone();
+                let cache_for = |partitions: u32| (config.cache_bytes / u64::from(partitions.max(1))).max(1 << 20) as usize;
                 match data_directory::read(&root)? {
                     Some(identity) => {
-                        (identity.partitions, PartitionStorage::Durable { root, create: false, ring_bytes: 0 }, false)
+                        let cache_bytes = cache_for(identity.partitions);
+                        (identity.partitions, PartitionStorage::Durable { root, create: false, ring_bytes: 0, cache_bytes }, false)
                     }
                     None => {
                         data_directory::clear_incomplete(&root)?;
-                        let storage = PartitionStorage::Durable { root, create: true, ring_bytes: config.wal_ring_bytes };
-                        (config.partitions.max(1), storage, true)
+                        let partitions = config.partitions.max(1);
+                        let cache_bytes = cache_for(partitions);
+                        let storage = PartitionStorage::Durable { root, create: true, ring_bytes: config.wal_ring_bytes, cache_bytes };
+                        (partitions, storage, true)
                     }
                 }
             }
@@ -269,7 +276,7 @@ impl Engine {
 
     pub async fn get(&self, table: TableId, key: Bytes) -> Result<Option<Bytes>, EngineError> {
         let partition = self.route(table, &key);
-        let result = bus::call(self.inbox_for(partition), move |shard| async move { shard.partition(partition).get(table, &key) }).await?;
+        let result = bus::call(self.inbox_for(partition), move |shard| async move { shard.partition(partition).get(table, &key).await }).await?;
         Ok(result?)
     }
 
@@ -279,7 +286,7 @@ impl Engine {
         let partitions: Vec<u32> = if table == TableId::CATALOG { vec![0] } else { (0..self.inner.partitions).collect() };
         let calls = partitions.into_iter().map(|partition| {
             let range = range.clone();
-            bus::call(self.inbox_for(partition), move |shard| async move { shard.partition(partition).scan(table, &range) })
+            bus::call(self.inbox_for(partition), move |shard| async move { shard.partition(partition).scan(table, &range).await })
         });
         let mut rows = Vec::new();
         for result in join_all(calls).await {

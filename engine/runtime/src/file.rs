@@ -16,7 +16,11 @@ pub struct DirectIoFile {
 
 impl DirectFile for DirectIoFile {
     async fn read_at(&self, offset: u64, len: usize) -> io::Result<Vec<u8>> {
-        let result = self.file.read_at_aligned(offset, len).await?;
+        let result = self
+            .file
+            .read_at_aligned(offset, len)
+            .await
+            .map_err(|error| io::Error::other(format!("{error} (reading {len} bytes at offset {offset})")))?;
         Ok(result.to_vec())
     }
 
@@ -48,15 +52,47 @@ impl DirectFile for DirectIoFile {
     }
 }
 
+thread_local! {
+    /// Devices whose polled-I/O support glommio has probed on this thread.
+    static PROBED_DEVICES: std::cell::RefCell<std::collections::HashSet<u64>> = Default::default();
+}
+
+/// glommio decides, once per device and thread, whether reads may use the
+/// kernel's polled-I/O ring, by reading the first file it opens there. An
+/// empty file answers that read with success whatever the device supports,
+/// and on a device without polling every later read then fails with
+/// EOPNOTSUPP. So before the first file of a device is opened on a thread,
+/// open a file that holds data.
+async fn probe_device(directory: &Path) -> io::Result<()> {
+    use std::os::unix::fs::MetadataExt;
+    let device = std::fs::metadata(directory)?.dev();
+    if PROBED_DEVICES.with(|probed| probed.borrow().contains(&device)) {
+        return Ok(());
+    }
+    let probe = directory.join(format!(".photondb-probe-{}", std::process::id()));
+    std::fs::write(&probe, vec![0u8; 4096])?;
+    let opened = OpenOptions::new().read(true).dma_open(&probe).await;
+    let _ = std::fs::remove_file(&probe);
+    opened?.close().await?;
+    PROBED_DEVICES.with(|probed| probed.borrow_mut().insert(device));
+    Ok(())
+}
+
+fn parent_of(path: &Path) -> &Path {
+    path.parent().filter(|parent| !parent.as_os_str().is_empty()).unwrap_or(Path::new("."))
+}
+
 impl FileSystem for DirectFileSystem {
     type File = DirectIoFile;
 
     async fn open(&self, path: &Path) -> io::Result<DirectIoFile> {
+        probe_device(parent_of(path)).await?;
         let file = OpenOptions::new().read(true).write(true).dma_open(path).await?;
         Ok(DirectIoFile { file })
     }
 
     async fn create(&self, path: &Path) -> io::Result<DirectIoFile> {
+        probe_device(parent_of(path)).await?;
         let file = OpenOptions::new().read(true).write(true).create_new(true).dma_open(path).await?;
         Ok(DirectIoFile { file })
     }

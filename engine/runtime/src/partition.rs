@@ -28,12 +28,12 @@ impl Backend for AnyBackend {
         delegate!(self, backend => backend.write(batch, durability).await)
     }
 
-    fn get(&self, table: TableId, key: &[u8]) -> StorageResult<Option<Bytes>> {
-        delegate!(self, backend => backend.get(table, key))
+    async fn get(&self, table: TableId, key: &[u8]) -> StorageResult<Option<Bytes>> {
+        delegate!(self, backend => backend.get(table, key).await)
     }
 
-    fn scan(&self, table: TableId, range: &ScanRange) -> StorageResult<Vec<(Bytes, Bytes)>> {
-        delegate!(self, backend => backend.scan(table, range))
+    async fn scan(&self, table: TableId, range: &ScanRange) -> StorageResult<Vec<(Bytes, Bytes)>> {
+        delegate!(self, backend => backend.scan(table, range).await)
     }
 
     fn count(&self, table: TableId) -> StorageResult<u64> {

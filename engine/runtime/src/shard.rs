@@ -7,7 +7,7 @@ use std::rc::Rc;
 use std::time::Duration;
 
 use glommio::{LocalExecutorBuilder, Placement};
-use photondb_storage::{Backend, DurableBackend, DurableOptions, MemoryBackend};
+use photondb_storage::{StoreOptions, Backend, DurableBackend, DurableOptions, MemoryBackend};
 
 use crate::bus::Message;
 use crate::data_directory::partition_directory;
@@ -47,7 +47,7 @@ pub struct ShardPlan {
 #[derive(Clone)]
 pub enum PartitionStorage {
     Memory,
-    Durable { root: PathBuf, create: bool, ring_bytes: u64 },
+    Durable { root: PathBuf, create: bool, ring_bytes: u64, cache_bytes: usize },
 }
 
 /// Stack of a shard thread. Query evaluation recurses once per level of a
@@ -103,13 +103,17 @@ async fn open_partitions(plan: &ShardPlan) -> Result<HashMap<u32, Rc<AnyBackend>
     for &partition in &plan.partitions {
         let backend = match &plan.storage {
             PartitionStorage::Memory => AnyBackend::Memory(MemoryBackend::new()),
-            PartitionStorage::Durable { root, create, ring_bytes } => {
+            PartitionStorage::Durable { root, create, ring_bytes, cache_bytes } => {
                 let directory = partition_directory(root, partition);
                 let started = std::time::Instant::now();
+                let options = DurableOptions {
+                    ring_bytes: *ring_bytes,
+                    store: StoreOptions { cache_bytes: *cache_bytes, ..StoreOptions::default() },
+                };
                 let backend = if *create {
-                    DurableBackend::create(DirectFileSystem, &directory, partition, DurableOptions { ring_bytes: *ring_bytes }).await?
+                    DurableBackend::create(DirectFileSystem, &directory, partition, options).await?
                 } else {
-                    DurableBackend::open(DirectFileSystem, &directory, partition).await?
+                    DurableBackend::open(DirectFileSystem, &directory, partition, options).await?
                 };
                 tracing::info!(shard = plan.id, partition, elapsed_ms = started.elapsed().as_millis() as u64, "partition ready");
                 AnyBackend::Durable(backend)

@@ -58,8 +58,8 @@ pub trait Backend {
     /// Applies a batch atomically; the outcomes are in mutation order.
     /// Returns once the batch is as durable as `durability` asks.
     async fn write(&self, batch: WriteBatch, durability: Durability) -> Result<Vec<WriteOutcome>>;
-    fn get(&self, table: TableId, key: &[u8]) -> Result<Option<Bytes>>;
-    fn scan(&self, table: TableId, range: &ScanRange) -> Result<Vec<(Bytes, Bytes)>>;
+    async fn get(&self, table: TableId, key: &[u8]) -> Result<Option<Bytes>>;
+    async fn scan(&self, table: TableId, range: &ScanRange) -> Result<Vec<(Bytes, Bytes)>>;
     fn count(&self, table: TableId) -> Result<u64>;
     /// Tables with rows in this partition.
     fn table_ids(&self) -> Vec<TableId>;

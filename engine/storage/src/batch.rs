@@ -132,10 +132,6 @@ impl<'a> OperationReader<'a> {
         OperationReader { bytes, position: 0 }
     }
 
-    pub fn position(&self) -> usize {
-        self.position
-    }
-
     pub fn is_at_end(&self) -> bool {
         self.position == self.bytes.len()
     }
@@ -176,4 +172,78 @@ pub(crate) fn decode_operations(bytes: &[u8]) -> Option<Vec<WalOperation>> {
         operations.push(reader.operation()?);
     }
     reader.is_at_end().then_some(operations)
+}
+
+/// What one row mutation does to a row that is now `old`: its outcome, and
+/// the WAL operation that repeats it (none when nothing changes). Every
+/// backend decides the same way; only where rows live differs.
+pub(crate) fn decide(mutation: Mutation, old: Option<Bytes>) -> (WriteOutcome, Option<WalOperation>) {
+    match mutation {
+        Mutation::Put { table, key, value, conflict } => {
+            let new = match (&old, conflict) {
+                (Some(_), Conflict::Error) => return (WriteOutcome { old, new: None, conflicted: true }, None),
+                (Some(old), Conflict::Update) => merge_documents(old, &value),
+                _ => value,
+            };
+            if old.as_ref() == Some(&new) {
+                return (WriteOutcome { old: old.clone(), new: old, conflicted: false }, None);
+            }
+            let operation = WalOperation::Put { table, key, value: new.clone() };
+            (WriteOutcome { old, new: Some(new), conflicted: false }, Some(operation))
+        }
+        Mutation::CompareAndSet { table, key, expected, new } => {
+            if old != expected {
+                return (WriteOutcome { old: old.clone(), new: old, conflicted: true }, None);
+            }
+            if old == new {
+                return (WriteOutcome { old: old.clone(), new: old, conflicted: false }, None);
+            }
+            let operation = match &new {
+                Some(value) => WalOperation::Put { table, key, value: value.clone() },
+                None => WalOperation::Delete { table, key },
+            };
+            (WriteOutcome { old, new, conflicted: false }, Some(operation))
+        }
+        Mutation::Delete { table, key } => {
+            let operation = old.as_ref().map(|_| WalOperation::Delete { table, key });
+            (WriteOutcome { old, new: None, conflicted: false }, operation)
+        }
+        Mutation::DropTable { .. } => unreachable!("dropping a table is not a row mutation"),
+    }
+}
+
+impl Mutation {
+    /// The row a row mutation touches.
+    pub(crate) fn row(&self) -> Option<(TableId, &Bytes)> {
+        match self {
+            Mutation::Put { table, key, .. } | Mutation::Delete { table, key } | Mutation::CompareAndSet { table, key, .. } => Some((*table, key)),
+            Mutation::DropTable { .. } => None,
+        }
+    }
+}
+
+/// RethinkDB's `update` merge: objects merge recursively, anything else is
+/// replaced. Undecodable bytes (never produced by this crate) fall back to
+/// the new value rather than inventing one.
+fn merge_documents(old: &Bytes, patch: &Bytes) -> Bytes {
+    use photondb_datum::{document, Datum};
+    fn merge(old: Datum, patch: Datum) -> Datum {
+        match (old, patch) {
+            (Datum::Object(mut old_fields), Datum::Object(patch_fields)) => {
+                for (key, patch_value) in patch_fields {
+                    let merged = match old_fields.remove(&key) {
+                        Some(old_value) => merge(old_value, patch_value),
+                        None => patch_value,
+                    };
+                    old_fields.insert(key, merged);
+                }
+                Datum::Object(old_fields)
+            }
+            (_, patch) => patch,
+        }
+    }
+    match (document::decode(old), document::decode(patch)) {
+        (Ok(old), Ok(patch)) => Bytes::from(document::encode(&merge(old, patch))),
+        _ => patch.clone(),
+    }
 }

@@ -1,50 +1,55 @@
-//! The durable backend: tables in memory, made durable by the WAL ring and
-//! periodic checkpoints, rebuilt at open by loading the newest checkpoint and
-//! replaying the WAL after it.
+//! The durable backend: rows in a copy-on-write B+Tree of 4 KiB pages
+//! (`btree`), changes made durable by the WAL ring, and checkpoints that
+//! write the pages changed since the last one. At open, the newest valid
+//! checkpoint's tree is opened (pages load on demand) and the WAL after it
+//! replayed.
 //!
 //! Files in the partition directory:
 //! ```text
 //! wal.ring                  the WAL ring, preallocated and zero-filled
 //! superblock                two slots (see checkpoint::superblock)
-//! checkpoint-<seq>.dat      the newest two checkpoints
+//! data.pages                the B+Tree pages, overflow and metadata runs
 //! ```
 
-use std::cell::{Cell, RefCell};
+use std::cell::Cell;
 use std::path::{Path, PathBuf};
 
 use bytes::Bytes;
 
 use crate::backend::{Backend, Durability, ScanRange};
 use crate::batch::{decode_operations, encode_operations, Conflict, Mutation, WriteBatch, WriteOutcome};
+use crate::btree::store::{Store, StoreOptions, MAX_KEY_BYTES};
 use crate::checkpoint::superblock::{self, Superblock};
-use crate::checkpoint::file as checkpoint_file;
 use crate::error::{Result, StorageError};
 use crate::io::{read_whole, DirectFile, FileSystem, BLOCK_BYTES};
-use crate::tables::{TableId, Tables};
+use crate::tables::TableId;
 use crate::waiters::Waiters;
 use crate::wal::record::block_ceil;
 use crate::wal::{replay, Wal};
 
 const WAL_FILE: &str = "wal.ring";
 const SUPERBLOCK_FILE: &str = "superblock";
+const DATA_FILE: &str = "data.pages";
+/// Rows of a dropped table removed per batch.
+const DROP_BATCH_ROWS: usize = 256;
 
 #[derive(Clone, Copy, Debug)]
 pub struct DurableOptions {
     /// Size of the WAL ring file; fixed when the partition is created.
     pub ring_bytes: u64,
+    /// Node sizes and the page cache budget.
+    pub store: StoreOptions,
 }
 
 impl Default for DurableOptions {
     fn default() -> Self {
-        DurableOptions { ring_bytes: 64 << 20 }
+        DurableOptions { ring_bytes: 64 << 20, store: StoreOptions::default() }
     }
 }
 
 pub struct DurableBackend<S: FileSystem> {
-    fs: S,
-    directory: PathBuf,
     partition: u32,
-    tables: RefCell<Tables>,
+    store: Store<S::File>,
     wal: Wal<S::File>,
     superblock_file: S::File,
     superblock_path: PathBuf,
@@ -80,25 +85,29 @@ impl<S: FileSystem> DurableBackend<S> {
             wal_epoch: 1,
             partition,
             ring_bytes,
-            checkpoint_pages: 0,
-            checkpoint_entries: 0,
+            metadata_page: 0,
+            metadata_pages: 0,
+            metadata_bytes: 0,
         };
         let mut both_slots = vec![0u8; 2 * BLOCK_BYTES];
         both_slots[BLOCK_BYTES..].copy_from_slice(&first.encode());
         superblock_file.write_at(0, &both_slots).await.map_err(|error| StorageError::io(&superblock_path, error))?;
         superblock_file.sync_data().await.map_err(|error| StorageError::io(&superblock_path, error))?;
+        let data_path = directory.join(DATA_FILE);
+        let data_file = fs.create(&data_path).await.map_err(|error| StorageError::io(&data_path, error))?;
         fs.sync_directory(directory).await.map_err(|error| StorageError::io(directory, error))?;
         if let Some(parent) = directory.parent() {
             fs.sync_directory(parent).await.map_err(|error| StorageError::io(parent, error))?;
         }
         let wal = Wal::new(wal_file, wal_path, partition, ring_bytes, 0, 1, 0);
-        Ok(Self::assemble(fs, directory, partition, Tables::default(), wal, superblock_file, superblock_path, first))
+        let store = Store::create(data_file, data_path, options.store, first.sequence);
+        Ok(Self::assemble(partition, store, wal, superblock_file, superblock_path, first))
     }
 
     /// Opens an existing partition: loads the newest valid checkpoint and
     /// replays the WAL after it. Fails on any corruption, naming file and
     /// offset.
-    pub async fn open(fs: S, directory: &Path, partition: u32) -> Result<Self> {
+    pub async fn open(fs: S, directory: &Path, partition: u32, options: DurableOptions) -> Result<Self> {
         let superblock_path = directory.join(SUPERBLOCK_FILE);
         let superblock_file = fs.open(&superblock_path).await.map_err(|error| StorageError::io(&superblock_path, error))?;
         let loaded = superblock::load(&superblock_file, &superblock_path).await?;
@@ -109,11 +118,17 @@ impl<S: FileSystem> DurableBackend<S> {
                 detail: format!("holds partition {}, expected {partition}", newest.partition),
             });
         }
-        let mut tables = Tables::default();
-        if newest.checkpoint_pages > 0 || newest.checkpoint_entries > 0 {
-            checkpoint_file::read(&fs, directory, newest.sequence, newest.checkpoint_pages, newest.checkpoint_entries, &mut tables)
-                .await?;
-        }
+        let data_path = directory.join(DATA_FILE);
+        let data_file = fs.open(&data_path).await.map_err(|error| StorageError::io(&data_path, error))?;
+        let store = Store::open(
+            data_file,
+            data_path,
+            options.store,
+            newest.sequence,
+            (newest.metadata_page, newest.metadata_pages, newest.metadata_bytes),
+            loaded.older.map(|older| (older.metadata_page, older.metadata_pages)),
+        )
+        .await?;
 
         let wal_path = directory.join(WAL_FILE);
         let io_error = |error| StorageError::io(&wal_path, error);
@@ -127,41 +142,40 @@ impl<S: FileSystem> DurableBackend<S> {
             });
         }
         let ring = read_whole(&wal_file, size).await.map_err(io_error)?;
+        // The records are checked and decoded first, then applied (applying
+        // may read pages, which the replay callback cannot wait for).
+        let mut operations = Vec::new();
         let tail = replay(&wal_path, &ring, newest.checkpoint_lsn, newest.wal_epoch, |lsn, payload| {
-            let operations = decode_operations(payload).ok_or_else(|| StorageError::Corruption {
+            operations.extend(decode_operations(payload).ok_or_else(|| StorageError::Corruption {
                 path: wal_path.clone(),
                 offset: lsn % size,
                 detail: "WAL record passes its checksum but its operations do not decode".into(),
-            })?;
-            for operation in operations {
-                tables.replay(operation);
-            }
+            })?);
             Ok(())
         })?;
         drop(ring);
+        for operation in operations {
+            store.replay(operation).await?;
+        }
         tracing::debug!(partition, records = tail.records, end_lsn = tail.end_lsn, "WAL replayed");
         let reclaim = loaded.older.map_or(newest.checkpoint_lsn, |older| older.checkpoint_lsn.min(newest.checkpoint_lsn));
         let resume = block_ceil(tail.end_lsn);
         let wal = Wal::new(wal_file, wal_path, partition, newest.ring_bytes, resume, tail.epoch + 1, reclaim);
-        Ok(Self::assemble(fs, directory, partition, tables, wal, superblock_file, superblock_path, newest))
+        Ok(Self::assemble(partition, store, wal, superblock_file, superblock_path, newest))
     }
 
     #[allow(clippy::too_many_arguments)]
     fn assemble(
-        fs: S,
-        directory: &Path,
         partition: u32,
-        tables: Tables,
+        store: Store<S::File>,
         wal: Wal<S::File>,
         superblock_file: S::File,
         superblock_path: PathBuf,
         newest: Superblock,
     ) -> Self {
         DurableBackend {
-            fs,
-            directory: directory.to_owned(),
             partition,
-            tables: RefCell::new(tables),
+            store,
             wal,
             superblock_file,
             superblock_path,
@@ -186,6 +200,7 @@ impl<S: FileSystem> DurableBackend<S> {
         }
         let path = self.superblock_path.clone();
         self.superblock_file.close().await.map_err(|error| StorageError::io(&path, error))?;
+        self.store.close().await?;
         self.wal.close().await
     }
 
@@ -199,61 +214,71 @@ impl<S: FileSystem> DurableBackend<S> {
             return Ok(());
         }
         let epoch = self.wal.epoch();
-        let frozen = self.tables.borrow().clone();
-        self.wal.wait_durable(lsn).await?;
         let sequence = previous.sequence + 1;
-        let written = checkpoint_file::write(&self.fs, &self.directory, sequence, &frozen).await?;
-        drop(frozen);
+        let frozen = self.store.freeze(sequence);
+        self.wal.wait_durable(lsn).await?;
+        let written = self.store.write(&frozen).await?;
         let next = Superblock {
             sequence,
             checkpoint_lsn: lsn,
             wal_epoch: epoch,
             partition: self.partition,
             ring_bytes: self.wal.ring_bytes(),
-            checkpoint_pages: written.pages,
-            checkpoint_entries: written.entries,
+            metadata_page: written.metadata_page,
+            metadata_pages: written.metadata_pages,
+            metadata_bytes: written.metadata_bytes,
         };
         superblock::store(&self.superblock_file, &self.superblock_path, &next).await?;
         self.newest.set(next);
+        self.store.committed(frozen, written);
         self.wal.set_reclaim(previous.checkpoint_lsn);
-        self.remove_checkpoints_before(previous.sequence).await;
         Ok(())
     }
 
-    /// Old checkpoint files are garbage once a newer pair exists; failing to
-    /// remove one wastes space but loses nothing, so it is only logged.
-    async fn remove_checkpoints_before(&self, sequence: u64) {
-        let Ok(entries) = self.fs.list(&self.directory).await else { return };
-        for entry in entries {
-            let name = entry.to_string_lossy();
-            let Some(number) = name.strip_prefix("checkpoint-").and_then(|rest| rest.strip_suffix(".dat")) else {
-                continue;
-            };
-            if number.parse::<u64>().is_ok_and(|number| number < sequence) {
-                let path = self.directory.join(&entry);
-                if let Err(error) = self.fs.remove(&path).await {
-                    tracing::warn!(path = %path.display(), %error, "could not remove an old checkpoint");
-                }
+    /// Pages in the data file and how many are in use; bytes of clean
+    /// pages cached.
+    pub fn page_stats(&self) -> (u64, u64, usize) {
+        let (pages, used) = self.store.page_counts();
+        (pages, used, self.store.cached_bytes())
+    }
+
+    /// Removes a table's rows in batches, each logged like any delete, so
+    /// a crash in the middle leaves rows to remove again, never a half
+    /// applied batch. (The table is gone from the catalog already; startup
+    /// removes what a crash left.)
+    async fn drop_table(&self, table: TableId, durability: Durability) -> Result<()> {
+        loop {
+            let keys = self.store.first_keys(table, DROP_BATCH_ROWS).await?;
+            if keys.is_empty() {
+                return Ok(());
             }
+            let deletes = keys.into_iter().map(|key| Mutation::Delete { table, key }).collect();
+            self.write_rows(deletes, durability).await?;
         }
     }
-}
 
-impl<S: FileSystem> Backend for DurableBackend<S> {
-    async fn write(&self, batch: WriteBatch, durability: Durability) -> Result<Vec<WriteOutcome>> {
-        let bound = {
-            let tables = self.tables.borrow();
-            batch.payload_bound(|mutation| match mutation {
-                Mutation::Put { table, key, conflict: Conflict::Update, .. } => tables.get(*table, key).map_or(0, |old| old.len()),
+    /// Applies row mutations atomically and logs them as one record.
+    async fn write_rows(&self, mutations: Vec<Mutation>, durability: Durability) -> Result<Vec<WriteOutcome>> {
+        if let Some((_, key)) = mutations.iter().filter_map(Mutation::row).find(|(_, key)| key.len() > MAX_KEY_BYTES) {
+            return Err(StorageError::KeyTooLong { bytes: key.len(), limit: MAX_KEY_BYTES });
+        }
+        let batch = WriteBatch::new(mutations);
+        let prepared = loop {
+            let prepared = self.store.prepare(&batch.mutations).await?;
+            // Updates merge into the stored document, which may grow it.
+            let bound = batch.payload_bound(|mutation| match mutation {
+                Mutation::Put { key, conflict: Conflict::Update, .. } => key.len() + self.store.stored_length(&prepared, mutation),
                 _ => 0,
-            })
-        };
-        if bound > self.wal.max_payload_bytes() {
-            return Err(StorageError::WriteTooLarge { bytes: bound, limit: self.wal.max_payload_bytes() });
-        }
-        while !self.wal.has_room(bound) {
+            });
+            if bound > self.wal.max_payload_bytes() {
+                return Err(StorageError::WriteTooLarge { bytes: bound, limit: self.wal.max_payload_bytes() });
+            }
+            if self.wal.has_room(bound) {
+                break prepared;
+            }
+            drop(prepared);
             self.checkpoint().await?;
-        }
+        };
         // From here to the append nothing awaits: the batch is applied and
         // logged atomically with respect to every other task on this core.
         if let Some(error) = self.wal.poisoned() {
@@ -261,14 +286,12 @@ impl<S: FileSystem> Backend for DurableBackend<S> {
         }
         let mut outcomes = Vec::with_capacity(batch.mutations.len());
         let mut operations = Vec::with_capacity(batch.mutations.len());
-        {
-            let mut tables = self.tables.borrow_mut();
-            for mutation in batch.mutations {
-                let (outcome, operation) = tables.apply(mutation);
-                outcomes.push(outcome);
-                operations.extend(operation);
-            }
+        for mutation in batch.mutations {
+            let (outcome, operation) = self.store.apply(&prepared, mutation);
+            outcomes.push(outcome);
+            operations.extend(operation);
         }
+        drop(prepared);
         if operations.is_empty() {
             return Ok(outcomes);
         }
@@ -278,21 +301,44 @@ impl<S: FileSystem> Backend for DurableBackend<S> {
         }
         Ok(outcomes)
     }
+}
 
-    fn get(&self, table: TableId, key: &[u8]) -> Result<Option<Bytes>> {
-        Ok(self.tables.borrow().get(table, key))
+impl<S: FileSystem> Backend for DurableBackend<S> {
+    async fn write(&self, batch: WriteBatch, durability: Durability) -> Result<Vec<WriteOutcome>> {
+        if let Some(error) = self.wal.poisoned() {
+            return Err(error);
+        }
+        // Dropping a table takes many batches of its own.
+        if batch.mutations.iter().any(|mutation| matches!(mutation, Mutation::DropTable { .. })) {
+            let mut outcomes = Vec::with_capacity(batch.mutations.len());
+            for mutation in batch.mutations {
+                match mutation {
+                    Mutation::DropTable { table } => {
+                        self.drop_table(table, durability).await?;
+                        outcomes.push(WriteOutcome { old: None, new: None, conflicted: false });
+                    }
+                    row => outcomes.extend(self.write_rows(vec![row], durability).await?),
+                }
+            }
+            return Ok(outcomes);
+        }
+        self.write_rows(batch.mutations, durability).await
     }
 
-    fn scan(&self, table: TableId, range: &ScanRange) -> Result<Vec<(Bytes, Bytes)>> {
-        Ok(self.tables.borrow().scan(table, range))
+    async fn get(&self, table: TableId, key: &[u8]) -> Result<Option<Bytes>> {
+        self.store.get(table, key).await
+    }
+
+    async fn scan(&self, table: TableId, range: &ScanRange) -> Result<Vec<(Bytes, Bytes)>> {
+        self.store.scan(table, range).await
     }
 
     fn count(&self, table: TableId) -> Result<u64> {
-        Ok(self.tables.borrow().count(table))
+        Ok(self.store.count(table))
     }
 
     fn table_ids(&self) -> Vec<TableId> {
-        self.tables.borrow().table_ids().collect()
+        self.store.table_ids()
     }
 
     async fn flush(&self) -> Result<()> {

@@ -19,6 +19,9 @@ pub enum StorageError {
     /// One batch cannot fit in the WAL ring. The caller should split it.
     #[error("write of {bytes} bytes is larger than the largest WAL record ({limit} bytes)")]
     WriteTooLarge { bytes: usize, limit: usize },
+    /// A row key longer than the storage layer takes.
+    #[error("key of {bytes} bytes is longer than the longest key stored ({limit} bytes)")]
+    KeyTooLong { bytes: usize, limit: usize },
     /// The data directory was made by another format version or layout.
     #[error("data directory {path}: {detail}")]
     Incompatible { path: PathBuf, detail: String },

@@ -38,6 +38,8 @@ pub mod wal;
 
 pub use backend::{Backend, Direction, Durability, ScanRange};
 pub use batch::{Conflict, Mutation, WriteBatch, WriteOutcome};
+pub use btree::store::StoreOptions;
+pub use btree::tree::Shape;
 pub use durable::{DurableBackend, DurableOptions};
 pub use error::StorageError;
 pub use memory::MemoryBackend;

@@ -25,11 +25,11 @@ impl Backend for MemoryBackend {
         Ok(batch.mutations.into_iter().map(|mutation| tables.apply(mutation).0).collect())
     }
 
-    fn get(&self, table: TableId, key: &[u8]) -> Result<Option<Bytes>> {
+    async fn get(&self, table: TableId, key: &[u8]) -> Result<Option<Bytes>> {
         Ok(self.tables.borrow().get(table, key))
     }
 
-    fn scan(&self, table: TableId, range: &ScanRange) -> Result<Vec<(Bytes, Bytes)>> {
+    async fn scan(&self, table: TableId, range: &ScanRange) -> Result<Vec<(Bytes, Bytes)>> {
         Ok(self.tables.borrow().scan(table, range))
     }
 

@@ -11,7 +11,7 @@ use bytes::Bytes;
 use imbl::OrdMap;
 
 use crate::backend::{Direction, ScanRange};
-use crate::batch::{Conflict, Mutation, WalOperation, WriteOutcome};
+use crate::batch::{decide, Mutation, WalOperation, WriteOutcome};
 
 /// A table's identity: the 128 bits of its UUID.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -57,64 +57,20 @@ impl Tables {
         self.tables.keys().copied()
     }
 
-    pub fn rows(&self, table: TableId) -> impl Iterator<Item = (&Bytes, &Bytes)> {
-        self.tables.get(&table).into_iter().flat_map(|rows| rows.iter())
-    }
-
     /// Applies one mutation, returning what happened and the WAL operation
     /// that repeats it (none when nothing changed).
     pub fn apply(&mut self, mutation: Mutation) -> (WriteOutcome, Option<WalOperation>) {
-        match mutation {
-            Mutation::Put { table, key, value, conflict } => {
-                let rows = self.tables.entry(table).or_default();
-                let old = rows.get(&key).cloned();
-                let new = match (&old, conflict) {
-                    (Some(_), Conflict::Error) => {
-                        return (WriteOutcome { old, new: None, conflicted: true }, None);
-                    }
-                    (Some(old), Conflict::Update) => merge_documents(old, &value),
-                    _ => value,
-                };
-                if old.as_ref() == Some(&new) {
-                    return (WriteOutcome { old: old.clone(), new: old, conflicted: false }, None);
-                }
-                rows.insert(key.clone(), new.clone());
-                let operation = WalOperation::Put { table, key, value: new.clone() };
-                (WriteOutcome { old, new: Some(new), conflicted: false }, Some(operation))
-            }
-            Mutation::CompareAndSet { table, key, expected, new } => {
-                let current = self.get(table, &key);
-                if current != expected {
-                    return (WriteOutcome { old: current.clone(), new: current, conflicted: true }, None);
-                }
-                if current == new {
-                    return (WriteOutcome { old: current.clone(), new: current, conflicted: false }, None);
-                }
-                match &new {
-                    Some(value) => {
-                        self.tables.entry(table).or_default().insert(key.clone(), value.clone());
-                        let operation = WalOperation::Put { table, key, value: value.clone() };
-                        (WriteOutcome { old: current, new, conflicted: false }, Some(operation))
-                    }
-                    None => {
-                        if let Some(rows) = self.tables.get_mut(&table) {
-                            rows.remove(&key);
-                        }
-                        (WriteOutcome { old: current, new: None, conflicted: false }, Some(WalOperation::Delete { table, key }))
-                    }
-                }
-            }
-            Mutation::Delete { table, key } => {
-                let old = self.tables.get_mut(&table).and_then(|rows| rows.remove(&key));
-                let operation = old.as_ref().map(|_| WalOperation::Delete { table, key });
-                (WriteOutcome { old, new: None, conflicted: false }, operation)
-            }
-            Mutation::DropTable { table } => {
-                let existed = self.tables.remove(&table).is_some();
-                let operation = existed.then_some(WalOperation::DropTable { table });
-                (WriteOutcome { old: None, new: None, conflicted: false }, operation)
-            }
+        if let Mutation::DropTable { table } = mutation {
+            let existed = self.tables.remove(&table).is_some();
+            return (WriteOutcome { old: None, new: None, conflicted: false }, existed.then_some(WalOperation::DropTable { table }));
         }
+        let (table, key) = mutation.row().expect("a row mutation");
+        let old = self.get(table, key);
+        let (outcome, operation) = decide(mutation, old);
+        if let Some(operation) = &operation {
+            self.replay(operation.clone());
+        }
+        (outcome, operation)
     }
 
     /// Replays an operation read back from the WAL or a checkpoint.
@@ -140,31 +96,5 @@ fn as_slice_bound(bound: &Bound<Bytes>) -> Bound<&[u8]> {
         Bound::Included(key) => Bound::Included(key.as_ref()),
         Bound::Excluded(key) => Bound::Excluded(key.as_ref()),
         Bound::Unbounded => Bound::Unbounded,
-    }
-}
-
-/// RethinkDB's `update` merge: objects merge recursively, anything else is
-/// replaced. Undecodable bytes (never produced by this crate) fall back to
-/// the new value rather than inventing one.
-fn merge_documents(old: &Bytes, patch: &Bytes) -> Bytes {
-    use photondb_datum::{document, Datum};
-    fn merge(old: Datum, patch: Datum) -> Datum {
-        match (old, patch) {
-            (Datum::Object(mut old_fields), Datum::Object(patch_fields)) => {
-                for (key, patch_value) in patch_fields {
-                    let merged = match old_fields.remove(&key) {
-                        Some(old_value) => merge(old_value, patch_value),
-                        None => patch_value,
-                    };
-                    old_fields.insert(key, merged);
-                }
-                Datum::Object(old_fields)
-            }
-            (_, patch) => patch,
-        }
-    }
-    match (document::decode(old), document::decode(patch)) {
-        (Ok(old), Ok(patch)) => Bytes::from(document::encode(&merge(old, patch))),
-        _ => patch.clone(),
     }
 }

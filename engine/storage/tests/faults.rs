@@ -118,15 +118,21 @@ fn flipped_bit_in_the_last_flush_loses_only_that_flush() {
 
 #[test]
 fn flipped_bit_in_a_checkpoint_page_refuses_to_start() {
-    let fs = SimulatedFileSystem::new();
-    let backend = create(&fs, RING);
-    write_rows(&backend, &rows(0..30, 1000));
-    block_on(backend.checkpoint()).expect("checkpoint");
-    drop(backend);
-    let checkpoint = fs.paths().into_iter().find(|path| path.to_string_lossy().ends_with(".dat")).expect("a checkpoint file");
-    fs.flip_bit(&checkpoint, 4096 + 100, 5);
-    let message = assert_corruption_in(open(&fs.crash(CrashMode::DropUnsynced)), &checkpoint);
-    assert!(message.contains("offset 4096"), "{message}");
+    // Rows of 1,000 bytes live in overflow runs; small ones in leaves. A
+    // flipped bit in a leaf, in an overflow page and in a branch page is
+    // each found when the partition opens.
+    let mut rows = rows(0..30, 1000);
+    rows.extend((100..160).map(|key| (key, value_of(key as u64, 20))));
+    for page in [1u64, 2, 8, 20] {
+        let fs = SimulatedFileSystem::new();
+        let backend = create(&fs, RING);
+        write_rows(&backend, &rows);
+        block_on(backend.checkpoint()).expect("checkpoint");
+        drop(backend);
+        fs.flip_bit(&data_path(), page * 4096 + 100, 5);
+        let message = assert_corruption_in(open(&fs.crash(CrashMode::DropUnsynced)), &data_path());
+        assert!(message.contains(&format!("offset {}", page * 4096)), "{message}");
+    }
 }
 
 #[test]

@@ -172,7 +172,7 @@ fn run(operations: Vec<Operation>) -> Result<(), TestCaseError> {
                     direction: if descending { Direction::Descending } else { Direction::Ascending },
                     limit,
                 };
-                let actual = backend.scan(table, &range).expect("scan");
+                let actual = block_on(backend.scan(table, &range)).expect("scan");
                 let mut expected: Vec<(Bytes, Bytes)> = if from < to {
                     model.range((table, key_bytes(from))..(table, key_bytes(to))).map(|((_, key), value)| (key.clone(), value.clone())).collect()
                 } else {

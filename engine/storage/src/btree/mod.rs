@@ -5,3 +5,5 @@
 
 pub mod node;
 pub mod tree;
+pub mod pager;
+pub mod store;

@@ -3,15 +3,17 @@
 //! ```text
 //! offset size field
 //!      0    4 magic "PSUP"
-//!      4    4 format version (1)
+//!      4    4 format version (2)
 //!      8    8 sequence        (higher is newer)
 //!     16    8 checkpoint_lsn  WAL replay starts here
 //!     24    4 wal_epoch       epoch of the writer when the checkpoint was taken
 //!     28    4 partition
 //!     32    8 ring_bytes
-//!     40    8 checkpoint_pages   pages in checkpoint-<sequence>.dat (0: none)
-//!     48    8 checkpoint_entries
-//!     56    4 crc32c of bytes 0..56
+//!     40    8 metadata_page   first page of the checkpoint's metadata run in
+//!                             data.pages (0: the partition was empty)
+//!     48    8 metadata_pages  pages in that run
+//!     56    8 metadata_bytes  bytes of metadata in it
+//!     64    4 crc32c of bytes 0..64
 //! ```
 
 use std::path::Path;
@@ -20,8 +22,8 @@ use crate::error::{Result, StorageError};
 use crate::io::{DirectFile, BLOCK_BYTES};
 
 const MAGIC: u32 = u32::from_le_bytes(*b"PSUP");
-pub const FORMAT_VERSION: u32 = 1;
-const USED_BYTES: usize = 60;
+pub const FORMAT_VERSION: u32 = 2;
+const USED_BYTES: usize = 68;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Superblock {
@@ -30,8 +32,9 @@ pub struct Superblock {
     pub wal_epoch: u32,
     pub partition: u32,
     pub ring_bytes: u64,
-    pub checkpoint_pages: u64,
-    pub checkpoint_entries: u64,
+    pub metadata_page: u64,
+    pub metadata_pages: u64,
+    pub metadata_bytes: u64,
 }
 
 impl Superblock {
@@ -49,8 +52,9 @@ impl Superblock {
         out.extend_from_slice(&self.wal_epoch.to_le_bytes());
         out.extend_from_slice(&self.partition.to_le_bytes());
         out.extend_from_slice(&self.ring_bytes.to_le_bytes());
-        out.extend_from_slice(&self.checkpoint_pages.to_le_bytes());
-        out.extend_from_slice(&self.checkpoint_entries.to_le_bytes());
+        out.extend_from_slice(&self.metadata_page.to_le_bytes());
+        out.extend_from_slice(&self.metadata_pages.to_le_bytes());
+        out.extend_from_slice(&self.metadata_bytes.to_le_bytes());
         let crc = crc32c::crc32c(&out);
         out.extend_from_slice(&crc.to_le_bytes());
         out.resize(BLOCK_BYTES, 0);
@@ -71,7 +75,7 @@ impl Superblock {
         if u32_at(0) != MAGIC {
             return Err("bad magic".into());
         }
-        if crc32c::crc32c(&bytes[..56]) != u32_at(56) {
+        if crc32c::crc32c(&bytes[..64]) != u32_at(64) {
             return Err("checksum mismatch".into());
         }
         if u32_at(4) != FORMAT_VERSION {
@@ -83,8 +87,9 @@ impl Superblock {
             wal_epoch: u32_at(24),
             partition: u32_at(28),
             ring_bytes: u64_at(32),
-            checkpoint_pages: u64_at(40),
-            checkpoint_entries: u64_at(48),
+            metadata_page: u64_at(40),
+            metadata_pages: u64_at(48),
+            metadata_bytes: u64_at(56),
         }))
     }
 }

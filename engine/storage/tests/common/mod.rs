@@ -7,7 +7,8 @@ use std::path::{Path, PathBuf};
 use bytes::Bytes;
 use photondb_storage::io::simulated::SimulatedFileSystem;
 use photondb_storage::{
-    Backend, Conflict, DurableBackend, DurableOptions, Durability, Mutation, ScanRange, StorageError, TableId, WriteBatch,
+    Backend, Conflict, DurableBackend, DurableOptions, Durability, Mutation, ScanRange, Shape, StorageError, StoreOptions, TableId,
+    WriteBatch,
 };
 
 pub type Model = BTreeMap<(TableId, Bytes), Bytes>;
@@ -29,12 +30,23 @@ pub fn block_on<T>(future: impl std::future::Future<Output = T>) -> T {
     futures::executor::block_on(future)
 }
 
+pub fn data_path() -> PathBuf {
+    directory().join("data.pages")
+}
+
+/// Small nodes (many splits and merges with few rows), small inline values
+/// (overflow runs for anything over 100 bytes) and a cache of a few pages
+/// (nodes are evicted and read back all the time).
+pub fn options(ring_bytes: u64) -> DurableOptions {
+    DurableOptions { ring_bytes, store: StoreOptions { shape: Shape { node_bytes: 512, inline_limit: 100 }, cache_bytes: 8 << 10 } }
+}
+
 pub fn create(fs: &SimulatedFileSystem, ring_bytes: u64) -> Simulated {
-    block_on(DurableBackend::create(fs.clone(), &directory(), 0, DurableOptions { ring_bytes })).expect("create")
+    block_on(DurableBackend::create(fs.clone(), &directory(), 0, options(ring_bytes))).expect("create")
 }
 
 pub fn open(fs: &SimulatedFileSystem) -> Result<Simulated, StorageError> {
-    block_on(DurableBackend::open(fs.clone(), &directory(), 0))
+    block_on(DurableBackend::open(fs.clone(), &directory(), 0, options(0)))
 }
 
 pub fn put(backend: &Simulated, table: TableId, key: &[u8], value: &[u8]) -> Result<(), StorageError> {
@@ -46,7 +58,7 @@ pub fn put(backend: &Simulated, table: TableId, key: &[u8], value: &[u8]) -> Res
 pub fn contents(backend: &impl Backend, tables: &[TableId]) -> Model {
     let mut out = Model::new();
     for &table in tables {
-        for (key, value) in backend.scan(table, &ScanRange::all()).expect("scan") {
+        for (key, value) in block_on(backend.scan(table, &ScanRange::all())).expect("scan") {
             out.insert((table, key), value);
         }
     }

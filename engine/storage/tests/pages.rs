@@ -1,0 +1,69 @@
+//! The data file over time: a table many times the page cache stays
+//! correct, the cache stays within its budget, and pages the tree stops
+//! using are reused rather than the file growing without end.
+
+mod common;
+
+use bytes::Bytes;
+use common::*;
+use photondb_storage::io::simulated::{CrashMode, SimulatedFileSystem};
+use photondb_storage::{Backend, TableId};
+
+const TABLE: TableId = TableId(3);
+const RING: u64 = 1 << 20;
+
+fn key(number: u32) -> Vec<u8> {
+    format!("row-{number:06}").into_bytes()
+}
+
+#[test]
+fn a_table_many_times_the_cache_reads_back_whole_across_restarts() {
+    let fs = SimulatedFileSystem::new();
+    let backend = create(&fs, RING);
+    let value = |number: u32| value_of(number as u64, 40 + (number % 7) as usize * 30);
+    for number in 0..3000 {
+        put(&backend, TABLE, &key(number), &value(number)).expect("put");
+    }
+    block_on(backend.checkpoint()).expect("checkpoint");
+    let (_, _, cached) = backend.page_stats();
+    assert!(cached <= (8 << 10) + 4096, "the cache holds {cached} bytes, over its 8 KiB budget");
+    for number in (0..3000).step_by(7) {
+        assert_eq!(block_on(backend.get(TABLE, &key(number))).expect("get"), Some(value(number)));
+    }
+    drop(backend);
+    let backend = open(&fs.crash(CrashMode::DropUnsynced)).expect("reopen");
+    assert_eq!(backend.count(TABLE).expect("count"), 3000);
+    let rows = contents(&backend, &[TABLE]);
+    assert_eq!(rows.len(), 3000);
+    for number in 0..3000 {
+        assert_eq!(rows.get(&(TABLE, Bytes::from(key(number)))), Some(&value(number)));
+    }
+}
+
+#[test]
+fn pages_the_tree_stops_using_are_reused() {
+    let fs = SimulatedFileSystem::new();
+    let backend = create(&fs, RING);
+    let mut sizes = Vec::new();
+    for round in 0..24u32 {
+        // Rewrite every row (small ones in leaves, big ones in overflow
+        // runs), then checkpoint.
+        for number in 0..400 {
+            let length = if number % 10 == 0 { 3000 } else { 60 };
+            put(&backend, TABLE, &key(number), &value_of((round * 1000 + number) as u64, length)).expect("put");
+        }
+        block_on(backend.checkpoint()).expect("checkpoint");
+        sizes.push(backend.page_stats().0);
+    }
+    // Two checkpoints' worth of pages are kept back, so the file levels
+    // off after a few rounds instead of growing by a round's pages each time.
+    let settled = sizes[8];
+    let last = *sizes.last().unwrap();
+    assert!(last <= settled + settled / 4, "the data file kept growing: {sizes:?}");
+    drop(backend);
+    let backend = open(&fs.crash(CrashMode::DropUnsynced)).expect("reopen");
+    for number in 0..400 {
+        let length = if number % 10 == 0 { 3000 } else { 60 };
+        assert_eq!(block_on(backend.get(TABLE, &key(number))).expect("get"), Some(value_of((23 * 1000 + number) as u64, length)));
+    }
+}
