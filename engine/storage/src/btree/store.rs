@@ -38,7 +38,7 @@ pub struct StoreOptions {
 
 impl Default for StoreOptions {
     fn default() -> Self {
-        StoreOptions { shape: Shape { node_bytes: super::node::PAGE_PAYLOAD, inline_limit: 1024 }, cache_bytes: 64 << 20 }
+        StoreOptions { shape: Shape { node_bytes: super::node::PAGE_PAYLOAD, inline_limit: 2048 }, cache_bytes: 64 << 20 }
     }
 }
 
