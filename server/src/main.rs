@@ -69,6 +69,10 @@ struct ServeArguments {
     /// finish before the server stops anyway, in seconds.
     #[arg(long, env = "PHOTONDB_SHUTDOWN_GRACE_SECONDS", default_value_t = 10)]
     shutdown_grace_seconds: u64,
+    /// Memory for cached data pages, in MiB, shared by all partitions
+    /// (pages changed since the last checkpoint are held on top of it).
+    #[arg(long, env = "PHOTONDB_CACHE_SIZE_MB", default_value_t = 1024)]
+    cache_size_mb: u64,
     /// WAL ring size per partition of a new data directory, in MiB.
     #[arg(long, env = "PHOTONDB_WAL_RING_MIB", default_value_t = 32)]
     wal_ring_mib: u64,
@@ -98,6 +102,7 @@ fn serve(arguments: ServeArguments) -> anyhow::Result<()> {
     anyhow::ensure!((1..=4096).contains(&arguments.partitions), "--partitions must be between 1 and 4096");
     config.partitions = arguments.partitions;
     config.wal_ring_bytes = arguments.wal_ring_mib.max(1) << 20;
+    config.cache_bytes = arguments.cache_size_mb.max(1) << 20;
     config.storage = match arguments.storage {
         Storage::Durable => StorageKind::Durable,
         Storage::Memory => StorageKind::Memory,
