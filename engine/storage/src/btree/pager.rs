@@ -8,7 +8,6 @@
 //! are written with every checkpoint, in its metadata run.
 
 use std::cell::{Cell, RefCell};
-use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 use std::rc::Rc;
 
@@ -29,63 +28,68 @@ pub struct Pager<F: DirectFile> {
     commits: Cell<u64>,
 }
 
-/// Clean nodes read from pages, least recently used first out once over
-/// budget. A node some task still holds (`Rc` count above one) stays.
+/// Clean nodes read from pages, evicted by the CLOCK algorithm (an
+/// approximation of least-recently-used that costs a flag store per hit)
+/// once over budget. A node some task still holds (`Rc` count above one)
+/// stays.
 struct Cache {
     budget: usize,
     bytes: usize,
-    tick: u64,
-    nodes: HashMap<PageId, (Rc<Node>, u64, usize)>,
-    order: BTreeMap<u64, PageId>,
+    nodes: hashbrown::HashMap<PageId, CacheEntry>,
+    /// Every cached page, in the order the clock hand visits them.
+    ring: Vec<PageId>,
+    hand: usize,
+}
+
+struct CacheEntry {
+    node: Rc<Node>,
+    size: usize,
+    referenced: Cell<bool>,
+    /// Position in `ring`.
+    slot: usize,
 }
 
 impl Cache {
-    fn get(&mut self, page: PageId) -> Option<Rc<Node>> {
-        let (node, tick, _) = self.nodes.get_mut(&page)?;
-        self.order.remove(tick);
-        self.tick += 1;
-        *tick = self.tick;
-        self.order.insert(self.tick, page);
-        Some(node.clone())
-    }
-
-    fn peek(&self, page: PageId) -> Option<Rc<Node>> {
-        self.nodes.get(&page).map(|(node, _, _)| node.clone())
+    fn get(&self, page: PageId) -> Option<Rc<Node>> {
+        let entry = self.nodes.get(&page)?;
+        entry.referenced.set(true);
+        Some(entry.node.clone())
     }
 
     fn insert(&mut self, page: PageId, node: Rc<Node>) {
         self.remove(page);
         let size = node.stored_bytes(usize::MAX) + 128;
-        self.tick += 1;
-        self.nodes.insert(page, (node, self.tick, size));
-        self.order.insert(self.tick, page);
+        self.nodes.insert(page, CacheEntry { node, size, referenced: Cell::new(true), slot: self.ring.len() });
+        self.ring.push(page);
         self.bytes += size;
         self.evict();
     }
 
     fn remove(&mut self, page: PageId) {
-        if let Some((_, tick, size)) = self.nodes.remove(&page) {
-            self.order.remove(&tick);
-            self.bytes -= size;
+        let Some(entry) = self.nodes.remove(&page) else { return };
+        self.bytes -= entry.size;
+        self.ring.swap_remove(entry.slot);
+        if let Some(moved) = self.ring.get(entry.slot) {
+            self.nodes.get_mut(moved).expect("ring and map agree").slot = entry.slot;
         }
     }
 
     fn evict(&mut self) {
-        if self.bytes <= self.budget {
-            return;
-        }
-        let candidates: Vec<(u64, PageId)> = self.order.iter().map(|(tick, page)| (*tick, *page)).collect();
-        for (tick, page) in candidates {
-            if self.bytes <= self.budget {
-                break;
+        // Two sweeps clear every reference flag; anything still here after
+        // that is pinned.
+        let mut steps = 2 * self.ring.len();
+        while self.bytes > self.budget && steps > 0 && !self.ring.is_empty() {
+            steps -= 1;
+            if self.hand >= self.ring.len() {
+                self.hand = 0;
             }
-            let (node, _, size) = &self.nodes[&page];
-            if Rc::strong_count(node) > 1 {
-                continue; // in use by a write being prepared, or a reader
+            let page = self.ring[self.hand];
+            let entry = &self.nodes[&page];
+            if entry.referenced.replace(false) || Rc::strong_count(&entry.node) > 1 {
+                self.hand += 1;
+                continue;
             }
-            self.bytes -= size;
-            self.nodes.remove(&page);
-            self.order.remove(&tick);
+            self.remove(page);
         }
     }
 }
@@ -152,7 +156,7 @@ pub struct Written {
 
 impl<F: DirectFile> Resident for Pager<F> {
     fn resident(&self, page: PageId) -> Option<Rc<Node>> {
-        self.cache.borrow_mut().get(page)
+        self.cache.borrow().get(page)
     }
 }
 
@@ -161,7 +165,7 @@ impl<F: DirectFile> Pager<F> {
         Pager {
             file,
             path,
-            cache: RefCell::new(Cache { budget: cache_budget, bytes: 0, tick: 0, nodes: HashMap::new(), order: BTreeMap::new() }),
+            cache: RefCell::new(Cache { budget: cache_budget, bytes: 0, nodes: hashbrown::HashMap::new(), ring: Vec::new(), hand: 0 }),
             allocation: RefCell::new(Allocation { used: vec![true], waiting: Vec::new(), cursor: 1 }),
             commits: Cell::new(0),
         }
@@ -197,7 +201,7 @@ impl<F: DirectFile> Pager<F> {
 
     /// The node of `page`, from the cache or the file.
     pub async fn load(&self, page: PageId) -> Result<Rc<Node>> {
-        if let Some(node) = self.cache.borrow_mut().get(page) {
+        if let Some(node) = self.cache.borrow().get(page) {
             return Ok(node);
         }
         let bytes = self.read_pages(page, 1).await?;
@@ -333,10 +337,6 @@ impl<F: DirectFile> Pager<F> {
     pub fn page_counts(&self) -> (u64, u64) {
         let allocation = self.allocation.borrow();
         (allocation.used.len() as u64, allocation.used.iter().filter(|&&used| used).count() as u64)
-    }
-
-    pub fn is_cached(&self, page: PageId) -> bool {
-        self.cache.borrow().peek(page).is_some()
     }
 
     pub async fn close(self) -> Result<()> {

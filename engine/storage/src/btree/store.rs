@@ -178,12 +178,23 @@ impl<F: DirectFile> Store<F> {
     }
 
     pub async fn get(&self, table: TableId, key: &[u8]) -> Result<Option<Bytes>> {
-        let key = composite_key(table, key);
+        // On the stack for the usual key lengths: gets are the hot path.
+        let mut buffer = [0u8; 16 + 240];
+        let heap;
+        let key: &[u8] = if key.len() <= 240 {
+            buffer[..16].copy_from_slice(&table.0.to_be_bytes());
+            buffer[16..16 + key.len()].copy_from_slice(key);
+            &buffer[..16 + key.len()]
+        } else {
+            heap = composite_key(table, key);
+            &heap
+        };
         loop {
             let commits = self.pager.commits();
-            let found = self.tree.borrow().get(&self.pager, &key);
+            let found = self.tree.borrow().get(&self.pager, key);
             match found {
                 Ok(None) => return Ok(None),
+                Ok(Some(Value::Inline(bytes))) => return Ok(Some(bytes)),
                 Ok(Some(value)) => {
                     let bytes = self.pager.read_value(&value).await?;
                     // A run read after two checkpoints committed may have
