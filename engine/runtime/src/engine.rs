@@ -135,6 +135,7 @@ impl Engine {
         let cores = std::thread::available_parallelism().map_or(1, |count| count.get());
         let mut inboxes = Vec::with_capacity(shards);
         let mut threads = Vec::with_capacity(shards);
+        let mesh = shard::new_mesh(shards);
         for id in 0..shards {
             let (sender, receiver) = flume::unbounded();
             let plan = ShardPlan {
@@ -142,6 +143,7 @@ impl Engine {
                 core: config.pin_to_cores.then_some(id % cores),
                 partitions: (0..partitions).filter(|partition| *partition as usize % shards == id).collect(),
                 storage: storage.clone(),
+                mesh: mesh.clone(),
             };
             match shard::start(plan, receiver) {
                 Ok(thread) => {
@@ -196,8 +198,12 @@ impl Engine {
         &self.inner.inboxes[shard]
     }
 
+    fn shard_of(&self, partition: u32) -> usize {
+        partition as usize % self.inner.inboxes.len()
+    }
+
     fn inbox_for(&self, partition: u32) -> &flume::Sender<Message> {
-        &self.inner.inboxes[partition as usize % self.inner.inboxes.len()]
+        &self.inner.inboxes[self.shard_of(partition)]
     }
 
     fn route(&self, table: TableId, key: &[u8]) -> u32 {
@@ -219,7 +225,7 @@ impl Engine {
         if partition >= self.inner.partitions {
             return Err(EngineError::Catalog(format!("partition {partition} does not exist")));
         }
-        bus::call(self.inbox_for(partition), move |shard| work(shard.partition(partition).clone())).await
+        bus::call(self.shard_of(partition), self.inbox_for(partition), move |shard| work(shard.partition(partition).clone())).await
     }
 
     // ----- documents -------------------------------------------------------
@@ -245,7 +251,7 @@ impl Engine {
         }
         let mut pending = Vec::with_capacity(by_partition.len());
         for (partition, (indexes, batch)) in by_partition {
-            let call = bus::call(self.inbox_for(partition), move |shard| async move {
+            let call = bus::call(self.shard_of(partition), self.inbox_for(partition), move |shard| async move {
                 let backend = shard.partition(partition).clone();
                 backend.write(WriteBatch::new(batch), durability).await
             });
@@ -276,7 +282,7 @@ impl Engine {
 
     pub async fn get(&self, table: TableId, key: Bytes) -> Result<Option<Bytes>, EngineError> {
         let partition = self.route(table, &key);
-        let result = bus::call(self.inbox_for(partition), move |shard| async move { shard.partition(partition).get(table, &key).await }).await?;
+        let result = bus::call(self.shard_of(partition), self.inbox_for(partition), move |shard| async move { shard.partition(partition).get(table, &key).await }).await?;
         Ok(result?)
     }
 
@@ -286,7 +292,7 @@ impl Engine {
         let partitions: Vec<u32> = if table == TableId::CATALOG { vec![0] } else { (0..self.inner.partitions).collect() };
         let calls = partitions.into_iter().map(|partition| {
             let range = range.clone();
-            bus::call(self.inbox_for(partition), move |shard| async move { shard.partition(partition).scan(table, &range).await })
+            bus::call(self.shard_of(partition), self.inbox_for(partition), move |shard| async move { shard.partition(partition).scan(table, &range).await })
         });
         let mut rows = Vec::new();
         for result in join_all(calls).await {
@@ -317,7 +323,7 @@ impl Engine {
     {
         let calls = (0..self.inner.partitions).map(|partition| {
             let work = work.clone();
-            bus::call(self.inbox_for(partition), move |shard| work(shard.partition(partition).clone()))
+            bus::call(self.shard_of(partition), self.inbox_for(partition), move |shard| work(shard.partition(partition).clone()))
         });
         let mut results = Vec::with_capacity(self.inner.partitions as usize);
         for result in join_all(calls).await {

@@ -91,7 +91,7 @@ impl Engine {
     /// new ones are refused. The first step of a clean shutdown.
     pub async fn stop_listening(&self) -> Result<(), EngineError> {
         for shard in 0..self.shards() {
-            bus::call(self.shard_inbox(shard), |state| async move {
+            bus::call(shard, self.shard_inbox(shard), |state| async move {
                 for listener in state.listeners.borrow_mut().drain(..) {
                     listener.cancel();
                 }
@@ -107,7 +107,7 @@ impl Engine {
     pub async fn listen(&self, address: SocketAddr, handler: ConnectionHandler) -> Result<(), EngineError> {
         for shard in 0..self.shards() {
             let (engine, handler) = (self.clone(), handler.clone());
-            let bound = bus::call(self.shard_inbox(shard), move |state| async move {
+            let bound = bus::call(shard, self.shard_inbox(shard), move |state| async move {
                 let listener = TcpListener::bind(address).map_err(|error| format!("cannot listen on {address}: {error}"))?;
                 let shard = state.id;
                 let accepting = glommio::spawn_local(async move {

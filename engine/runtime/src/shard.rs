@@ -6,10 +6,11 @@ use std::path::PathBuf;
 use std::rc::Rc;
 use std::time::Duration;
 
+use glommio::channels::channel_mesh::{Full, MeshBuilder, Senders};
 use glommio::{LocalExecutorBuilder, Placement};
 use photondb_storage::{StoreOptions, Backend, DurableBackend, DurableOptions, MemoryBackend};
 
-use crate::bus::Message;
+use crate::bus::{Job, Message};
 use crate::data_directory::partition_directory;
 use crate::error::EngineError;
 use crate::file::DirectFileSystem;
@@ -42,6 +43,47 @@ pub struct ShardPlan {
     pub core: Option<usize>,
     pub partitions: Vec<u32>,
     pub storage: PartitionStorage,
+    /// The shard-to-shard channels, joined by every shard once started.
+    pub mesh: MeshBuilder<Job, Full>,
+}
+
+/// Jobs in flight from one shard to another, per pair of shards; a sender
+/// past this waits (backpressure) instead of growing a queue.
+pub const MESH_CHANNEL_JOBS: usize = 1024;
+
+/// The mesh every shard of one engine joins.
+pub fn new_mesh(shards: usize) -> MeshBuilder<Job, Full> {
+    MeshBuilder::full(shards, MESH_CHANNEL_JOBS)
+}
+
+/// This thread's shard, once it serves: its state and its mesh senders.
+struct Local {
+    state: Rc<ShardState>,
+    senders: Option<Rc<Senders<Job>>>,
+}
+
+thread_local! {
+    static LOCAL: std::cell::RefCell<Option<Local>> = const { std::cell::RefCell::new(None) };
+}
+
+/// The state of shard `target` if the caller runs on it.
+pub(crate) fn current(target: usize) -> Option<Rc<ShardState>> {
+    LOCAL.with(|local| local.borrow().as_ref().filter(|local| local.state.id == target).map(|local| local.state.clone()))
+}
+
+/// Sends a job to shard `target` over the mesh; gives it back when the
+/// caller is not on a shard whose mesh is up.
+pub(crate) async fn send_over_mesh(target: usize, job: Job) -> Result<(), Job> {
+    let senders = LOCAL.with(|local| local.borrow().as_ref().and_then(|local| local.senders.clone()));
+    let Some(senders) = senders else { return Err(job) };
+    // A shard that stopped takes no more jobs: they fail like a closed inbox.
+    match senders.send_to(target, job).await {
+        Ok(()) => Ok(()),
+        Err(error) => {
+            tracing::debug!(target, %error, "shard-to-shard send failed");
+            Ok(())
+        }
+    }
 }
 
 #[derive(Clone)]
@@ -84,7 +126,10 @@ pub fn start(plan: ShardPlan, inbox: flume::Receiver<Message>) -> Result<std::th
                     }
                 };
                 let _ = ready.send(Ok(()));
+                LOCAL.with(|local| *local.borrow_mut() = Some(Local { state: state.clone(), senders: None }));
+                glommio::spawn_local(join_mesh(plan.mesh, state.clone())).detach();
                 serve(state, inbox).await;
+                LOCAL.with(|local| local.borrow_mut().take());
             });
         })
         .map_err(|error| EngineError::Startup(format!("shard {id}: {error}")))?;
@@ -122,6 +167,30 @@ async fn open_partitions(plan: &ShardPlan) -> Result<HashMap<u32, Rc<AnyBackend>
         partitions.insert(partition, Rc::new(backend));
     }
     Ok(partitions)
+}
+
+/// Joins the shard-to-shard mesh (which completes once every shard has
+/// started) and runs the jobs other shards send. Until then, and if a
+/// shard never starts, jobs go through the inboxes.
+async fn join_mesh(mesh: MeshBuilder<Job, Full>, state: Rc<ShardState>) {
+    let Ok((senders, mut receivers)) = mesh.join().await else {
+        tracing::warn!(shard = state.id, "could not join the shard mesh; jobs go through inboxes");
+        return;
+    };
+    for (_, receiver) in receivers.streams() {
+        let state = state.clone();
+        glommio::spawn_local(async move {
+            while let Some(job) = receiver.recv().await {
+                glommio::spawn_local(job(state.clone())).detach();
+            }
+        })
+        .detach();
+    }
+    LOCAL.with(|local| {
+        if let Some(local) = local.borrow_mut().as_mut() {
+            local.senders = Some(Rc::new(senders));
+        }
+    });
 }
 
 async fn serve(state: Rc<ShardState>, inbox: flume::Receiver<Message>) {

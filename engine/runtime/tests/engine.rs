@@ -146,3 +146,35 @@ fn rows_of_a_table_missing_from_the_catalog_are_removed_at_startup() {
     assert_eq!(block_on_thread(engine.count(orphan)).unwrap(), 0);
     engine.shutdown().unwrap();
 }
+
+#[test]
+fn shards_call_each_other_and_themselves() {
+    // A job on each partition's shard reads and writes keys of every other
+    // partition: calls to the other shard go over the shard mesh, calls to
+    // its own shard run in place. Every answer must be the right one.
+    let directory = tempfile::tempdir().unwrap();
+    let engine = Engine::start(config(directory.path(), 2)).unwrap();
+    let table = block_on_thread(engine.create_table("test", "mesh", "id", Durability::Hard)).unwrap();
+    for id in 0..200 {
+        block_on_thread(engine.put(table.id, key_of(id), document_of(id), Conflict::Error, Durability::Hard)).unwrap();
+    }
+    let mut checks = Vec::new();
+    for partition in 0..engine.partitions() {
+        let inner = engine.clone();
+        let table = table.id;
+        checks.push(block_on_thread(engine.run_on_partition(partition, move |_backend| async move {
+            let mut found = 0;
+            for id in 0..200 {
+                if inner.get(table, key_of(id)).await.unwrap() == Some(document_of(id)) {
+                    found += 1;
+                }
+            }
+            let id = 1000 + i64::from(partition);
+            inner.put(table, key_of(id), document_of(id), Conflict::Error, Durability::Hard).await.unwrap();
+            found
+        })).unwrap());
+    }
+    assert_eq!(checks, vec![200; engine.partitions() as usize]);
+    assert_eq!(block_on_thread(engine.count(table.id)).unwrap(), 200 + u64::from(engine.partitions()));
+    engine.shutdown().unwrap();
+}
