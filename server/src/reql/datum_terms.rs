@@ -194,6 +194,7 @@ impl Context {
             kind::DEFAULT => self.default_term(args).await,
             kind::ERROR => self.error_term(args).await,
             kind::SPLIT => self.split(args).await,
+            kind::MATCH => self.match_term(args).await,
             kind::RANDOM => self.random(args, optargs).await,
             kind::BIT_AND | kind::BIT_OR | kind::BIT_XOR | kind::BIT_NOT | kind::BIT_SAL | kind::BIT_SAR => self.bits(term_type, args).await,
             kind::RANGE => self.range(args).await,
@@ -306,6 +307,37 @@ impl Context {
             None
         };
         Ok(Value::Datum(Datum::Array(split_text(&text, separator.as_deref(), limit).into_iter().map(Datum::String).collect())))
+    }
+
+    /// `string.match(regex)`: RethinkDB's match object (`str`, `start`,
+    /// `end`, and `groups`, null for a group that took no part), or null.
+    /// Offsets are in bytes, as RE2 reports them to RethinkDB.
+    async fn match_term(&self, args: &[Term]) -> Result<Value, ReqlError> {
+        arity(args, 2, 2)?;
+        let text = match self.datum_argument(args, 0).await? {
+            Datum::String(text) => text,
+            other => return Err(type_error("STRING", &other).within(Frame::Position(0))),
+        };
+        let pattern = match self.datum_argument(args, 1).await? {
+            Datum::String(pattern) => pattern,
+            other => return Err(type_error("STRING", &other).within(Frame::Position(1))),
+        };
+        let regex = regex::Regex::new(&pattern).map_err(|error| {
+            let detail = error.to_string().lines().last().unwrap_or_default().trim_start_matches("error: ").to_owned();
+            ReqlError::logic(format!("Error in regexp `{pattern}`: {detail}"))
+        })?;
+        let Some(captures) = regex.captures(&text) else { return Ok(Value::Datum(Datum::Null)) };
+        let part = |found: regex::Match| {
+            let mut fields = Object::new();
+            fields.insert("str".into(), Datum::String(found.as_str().to_owned()));
+            fields.insert("start".into(), Datum::Number(found.start() as f64));
+            fields.insert("end".into(), Datum::Number(found.end() as f64));
+            fields
+        };
+        let mut whole = part(captures.get(0).expect("group 0 is the match"));
+        let groups = captures.iter().skip(1).map(|group| group.map_or(Datum::Null, |group| Datum::Object(part(group)))).collect();
+        whole.insert("groups".into(), Datum::Array(groups));
+        Ok(Value::Datum(Datum::Object(whole)))
     }
 
     async fn random(&self, args: &[Term], optargs: &BTreeMap<String, Term>) -> Result<Value, ReqlError> {

@@ -110,13 +110,21 @@ impl Callable {
         }
     }
 
-    /// A filter predicate. An object, given or returned by the function,
-    /// is a template: every field it names must be in the row with that
-    /// value (a field the row lacks is a non-existence error, so `default`
-    /// decides). Anything else counts by truthiness.
+    /// A filter predicate. An object given as the predicate, or written as
+    /// the whole body of the function (`lambda row: {'a': 1}`), is a
+    /// template: every field it names must be in the row with that value (a
+    /// field the row lacks is a non-existence error, so `default` decides).
+    /// Anything else counts by truthiness, objects computed by the function
+    /// (a `match` result) included, as in RethinkDB.
     pub async fn accepts(&self, context: &Context, row: &Datum) -> Result<bool, ReqlError> {
+        let template = match self {
+            Callable::Constant(_) => true,
+            Callable::Function(function) => {
+                matches!(function.body, Term::Datum(_) | Term::Call { term_type: super::term_type::MAKE_OBJ, .. })
+            }
+        };
         match self.call(context, row.clone()).await? {
-            Datum::Object(wanted) => {
+            Datum::Object(wanted) if template => {
                 for (name, value) in &wanted {
                     let found = match row {
                         Datum::Object(fields) => fields.get(name),
