@@ -187,6 +187,22 @@ enum SortKey {
     Function(Callable),
 }
 
+fn compare_sort_values(keys: &[(bool, SortKey)], a: &[Option<Datum>], b: &[Option<Datum>]) -> Ordering {
+    for ((descending, _), (x, y)) in keys.iter().zip(a.iter().zip(b.iter())) {
+        let ordering = match (x, y) {
+            (Some(x), Some(y)) => x.cmp_reql(y),
+            (None, None) => Ordering::Equal,
+            (None, Some(_)) => Ordering::Less,
+            (Some(_), None) => Ordering::Greater,
+        };
+        let ordering = if *descending { ordering.reverse() } else { ordering };
+        if ordering != Ordering::Equal {
+            return ordering;
+        }
+    }
+    Ordering::Equal
+}
+
 impl Context {
     /// Evaluates the sequence terms; `None` for any other term.
     pub async fn sequence_term(&self, term_type: u64, args: &[Term], optargs: &BTreeMap<String, Term>) -> Option<Result<Value, ReqlError>> {
@@ -196,7 +212,7 @@ impl Context {
             kind::MERGE => self.merge_term(args).await,
             kind::ORDER_BY => self.order_by(args, optargs).await,
             kind::DISTINCT => self.distinct(args).await,
-            kind::UNION => self.union(args).await,
+            kind::UNION => self.union(args, optargs).await,
             kind::CONCAT_MAP => self.concat_map(args).await,
             kind::REDUCE => self.reduce(args).await,
             kind::SUM | kind::AVG | kind::MIN | kind::MAX => self.aggregate(term_type, args).await,
@@ -307,56 +323,52 @@ impl Context {
     async fn sort(&self, rows: Vec<Datum>, args: &[Term], is_stream: bool) -> Result<Value, ReqlError> {
         let mut keys = Vec::new();
         for index in 1..args.len() {
-            let (descending, term) = match &args[index] {
-                Term::Call { term_type: kind::DESC, args: inner, .. } if inner.len() == 1 => (true, &inner[0]),
-                Term::Call { term_type: kind::ASC, args: inner, .. } if inner.len() == 1 => (false, &inner[0]),
-                other => (false, other),
-            };
-            let key = match self.eval(term).await.map_err(|error| error.within(Frame::Position(index)))? {
-                Value::Datum(Datum::String(field)) => SortKey::Field(field),
-                Value::Function(function) => SortKey::Function(Callable::Function(function)),
-                other => return Err(other.wrong_type("STRING").within(Frame::Position(index))),
-            };
-            keys.push((descending, key));
+            keys.push(self.sort_key(&args[index]).await.map_err(|error| error.within(Frame::Position(index)))?);
         }
-        // A key that does not exist (a missing field, a non-existence error
-        // in the function) sorts before every value ascending and after
-        // every value descending, as in RethinkDB; the row stays.
         let mut keyed = Vec::with_capacity(rows.len());
         for row in rows {
-            let mut values: Vec<Option<Datum>> = Vec::with_capacity(keys.len());
-            for (_, key) in &keys {
-                let value = match key {
-                    SortKey::Field(field) => match &row {
-                        Datum::Object(fields) => fields.get(field).cloned(),
-                        other => return Err(ReqlError::logic(format!("Cannot perform get_field on a non-object non-sequence `{}`.", pretty(other)))),
-                    },
-                    SortKey::Function(function) => match function.call(self, row.clone()).await {
-                        Ok(value) => Some(value),
-                        Err(error) if error.class == ErrorClass::NonExistence => None,
-                        Err(error) => return Err(error),
-                    },
-                };
-                values.push(value);
-            }
-            keyed.push((values, row));
+            keyed.push((self.sort_values(&keys, &row).await?, row));
         }
-        keyed.sort_by(|(a, _), (b, _)| {
-            for ((descending, _), (x, y)) in keys.iter().zip(a.iter().zip(b.iter())) {
-                let ordering = match (x, y) {
-                    (Some(x), Some(y)) => x.cmp_reql(y),
-                    (None, None) => Ordering::Equal,
-                    (None, Some(_)) => Ordering::Less,
-                    (Some(_), None) => Ordering::Greater,
-                };
-                let ordering = if *descending { ordering.reverse() } else { ordering };
-                if ordering != Ordering::Equal {
-                    return ordering;
-                }
-            }
-            Ordering::Equal
-        });
+        keyed.sort_by(|(a, _), (b, _)| compare_sort_values(&keys, a, b));
         Ok(Self::sequence_value(keyed.into_iter().map(|(_, row)| row).collect(), is_stream))
+    }
+
+    /// One ordering of `order_by` (or `union`'s `interleave`): a field name
+    /// or a function, wrapped in `r.asc`/`r.desc` or not.
+    async fn sort_key(&self, term: &Term) -> Result<(bool, SortKey), ReqlError> {
+        let (descending, term) = match term {
+            Term::Call { term_type: kind::DESC, args: inner, .. } if inner.len() == 1 => (true, &inner[0]),
+            Term::Call { term_type: kind::ASC, args: inner, .. } if inner.len() == 1 => (false, &inner[0]),
+            other => (false, other),
+        };
+        let key = match self.eval(term).await? {
+            Value::Datum(Datum::String(field)) => SortKey::Field(field),
+            Value::Function(function) => SortKey::Function(Callable::Function(function)),
+            other => return Err(other.wrong_type("STRING")),
+        };
+        Ok((descending, key))
+    }
+
+    /// A row's values under each ordering. A key that does not exist (a
+    /// missing field, a non-existence error in the function) is `None`: it
+    /// sorts before every value ascending and after every value
+    /// descending, as in RethinkDB; the row stays.
+    async fn sort_values(&self, keys: &[(bool, SortKey)], row: &Datum) -> Result<Vec<Option<Datum>>, ReqlError> {
+        let mut values = Vec::with_capacity(keys.len());
+        for (_, key) in keys {
+            values.push(match key {
+                SortKey::Field(field) => match row {
+                    Datum::Object(fields) => fields.get(field).cloned(),
+                    other => return Err(ReqlError::logic(format!("Cannot perform get_field on a non-object non-sequence `{}`.", pretty(other)))),
+                },
+                SortKey::Function(function) => match function.call(self, row.clone()).await {
+                    Ok(value) => Some(value),
+                    Err(error) if error.class == ErrorClass::NonExistence => None,
+                    Err(error) => return Err(error),
+                },
+            });
+        }
+        Ok(values)
     }
 
     async fn distinct(&self, args: &[Term]) -> Result<Value, ReqlError> {
@@ -367,18 +379,69 @@ impl Context {
         Ok(Self::sequence_value(rows, is_stream))
     }
 
-    async fn union(&self, args: &[Term]) -> Result<Value, ReqlError> {
-        let mut all = Vec::new();
+    async fn union(&self, args: &[Term], optargs: &BTreeMap<String, Term>) -> Result<Value, ReqlError> {
+        let mut sequences = Vec::with_capacity(args.len());
         let mut any_stream = false;
+        let mut total = 0;
         for index in 0..args.len() {
             let (rows, is_stream) = self.rows(args, index).await?;
             any_stream |= is_stream;
-            all.extend(rows);
-            if all.len() > self.array_limit && !any_stream {
+            total += rows.len();
+            if total > self.array_limit && !any_stream {
                 return Err(ReqlError::new(ErrorClass::ResourceLimit, format!("Array over size limit `{}`.", self.array_limit)));
             }
+            sequences.push(rows);
         }
-        Ok(Self::sequence_value(all, any_stream))
+        // `interleave`: true or absent (any order; here, one after the
+        // other), false (one after the other), or an ordering the inputs
+        // follow, which the result then follows too (a merge).
+        let keys = match optargs.get("interleave") {
+            None => Vec::new(),
+            Some(term) => match term {
+                Term::Call { term_type: kind::MAKE_ARRAY, args: orderings, .. } => {
+                    let mut keys = Vec::with_capacity(orderings.len());
+                    for ordering in orderings {
+                        keys.push(self.sort_key(ordering).await.map_err(|error| error.within(Frame::Optional("interleave".into())))?);
+                    }
+                    keys
+                }
+                single => match self.eval(single).await.map_err(|error| error.within(Frame::Optional("interleave".into())))? {
+                    Value::Datum(Datum::Bool(_)) => Vec::new(),
+                    _ => vec![self.sort_key(single).await.map_err(|error| error.within(Frame::Optional("interleave".into())))?],
+                },
+            },
+        };
+        if keys.is_empty() {
+            return Ok(Self::sequence_value(sequences.into_iter().flatten().collect(), any_stream));
+        }
+        let mut keyed = Vec::with_capacity(sequences.len());
+        for rows in sequences {
+            let mut entries: Vec<(Vec<Option<Datum>>, Datum)> = Vec::with_capacity(rows.len());
+            for row in rows {
+                let values = self.sort_values(&keys, &row).await?;
+                if let Some((previous, _)) = entries.last() {
+                    if compare_sort_values(&keys, previous, &values) == Ordering::Greater {
+                        return Err(ReqlError::logic("The streams given as arguments are not ordered by given ordering."));
+                    }
+                }
+                entries.push((values, row));
+            }
+            keyed.push(std::collections::VecDeque::from(entries));
+        }
+        // Merge: the smallest head next; on a tie, the earlier input.
+        let mut merged = Vec::with_capacity(total);
+        loop {
+            let mut best: Option<usize> = None;
+            for (index, entries) in keyed.iter().enumerate() {
+                let Some((values, _)) = entries.front() else { continue };
+                if best.is_none_or(|best| compare_sort_values(&keys, values, &keyed[best].front().expect("a head").0) == Ordering::Less) {
+                    best = Some(index);
+                }
+            }
+            let Some(best) = best else { break };
+            merged.push(keyed[best].pop_front().expect("a head").1);
+        }
+        Ok(Self::sequence_value(merged, any_stream))
     }
 
     async fn concat_map(&self, args: &[Term]) -> Result<Value, ReqlError> {

@@ -68,26 +68,33 @@ impl Term {
     ///   per row; the sequence argument (position 0) is exempt, and so is
     ///   `for_each`;
     /// - `r.row` must belong to exactly one one-argument function: inside
-    ///   two, it would be ambiguous.
+    ///   two, it would be ambiguous;
+    /// - `r.asc`/`r.desc` only mean something to `order_by` and `union`.
     pub fn check_placement(&self) -> Result<(), ReqlError> {
-        self.check_within(true, 0)
+        self.check_within(true, 0, None)
     }
 
-    fn check_within(&self, writes_legal: bool, single_argument_functions: usize) -> Result<(), ReqlError> {
+    /// `parent`: the nearest enclosing term that is not an array literal.
+    fn check_within(&self, writes_legal: bool, single_argument_functions: usize, parent: Option<u64>) -> Result<(), ReqlError> {
         let Term::Call { term_type, args, optargs } = self else { return Ok(()) };
         if !writes_legal && is_write_or_meta(*term_type) {
             return Err(ReqlError::compile("Cannot nest writes or meta ops in stream operations.  Use FOR_EACH instead."));
         }
+        if matches!(*term_type, term_type::ASC | term_type::DESC) && !matches!(parent, Some(term_type::ORDER_BY | term_type::UNION)) {
+            let name = if *term_type == term_type::ASC { "ASC" } else { "DESC" };
+            return Err(ReqlError::compile(format!("{name} may only be used as an argument to ORDER_BY or UNION.")));
+        }
+        let parent = if *term_type == term_type::MAKE_ARRAY { parent } else { Some(*term_type) };
         if *term_type == term_type::IMPLICIT_VAR && single_argument_functions > 1 {
             return Err(ReqlError::compile("Cannot use r.row in nested queries.  Use functions instead."));
         }
         let functions = single_argument_functions + usize::from(*term_type == term_type::FUNC && parameter_count(args) == Some(1));
         let forbids = forbids_writes(*term_type);
         for (index, arg) in args.iter().enumerate() {
-            arg.check_within(writes_legal && (index == 0 || !forbids), functions).map_err(|error| error.within(Frame::Position(index)))?;
+            arg.check_within(writes_legal && (index == 0 || !forbids), functions, parent).map_err(|error| error.within(Frame::Position(index)))?;
         }
         for (name, optarg) in optargs {
-            optarg.check_within(writes_legal && !forbids, functions).map_err(|error| error.within(Frame::Optional(name.clone())))?;
+            optarg.check_within(writes_legal && !forbids, functions, parent).map_err(|error| error.within(Frame::Optional(name.clone())))?;
         }
         Ok(())
     }
