@@ -214,12 +214,17 @@ impl Context {
 
     /// A sequence argument as a stream: tables, streams and arrays.
     pub async fn stream_argument(&self, args: &[Term], index: usize) -> Result<Stream, ReqlError> {
-        match self.argument(args, index).await? {
+        let value = self.argument(args, index).await?;
+        self.into_stream(value).map_err(|error| error.within(Frame::Position(index)))
+    }
+
+    pub fn into_stream(&self, value: Value) -> Result<Stream, ReqlError> {
+        match value {
             Value::Stream(stream) => Ok(stream),
             Value::Table(table) => Ok(Stream::table(table, std::ops::Bound::Unbounded, std::ops::Bound::Unbounded)),
             Value::SystemTable(name) => Ok(Stream::rows(super::system::rows(self, &name)?)),
             Value::Datum(Datum::Array(items)) => Ok(Stream::rows(items)),
-            other => Err(ReqlError::logic(format!("Cannot convert {} to SEQUENCE", other.type_name())).within(Frame::Position(index))),
+            other => Err(ReqlError::logic(format!("Cannot convert {} to SEQUENCE", other.type_name()))),
         }
     }
 
@@ -367,13 +372,39 @@ impl Context {
             kind::MINVAL => Ok(Value::MinValue),
             kind::MAXVAL => Ok(Value::MaxValue),
             kind::MAP => {
-                arity(args, 2, 2)?;
-                let stream = self.stream_argument(args, 0).await?;
-                let function = match self.argument(args, 1).await? {
+                // `map(sequence…, function)`: with several sequences the
+                // function gets one item of each, until the shortest ends.
+                arity(args, 2, usize::MAX)?;
+                let last = args.len() - 1;
+                let function = match self.argument(args, last).await? {
                     Value::Function(function) => function,
-                    other => return Err(other.wrong_type("FUNCTION").within(Frame::Position(1))),
+                    other => return Err(other.wrong_type("FUNCTION").within(Frame::Position(last))),
                 };
-                self.stream_result(args, stream.with(Operation::Map(function))).await
+                if !function.parameters.is_empty() && function.parameters.len() != last {
+                    let plural = |count: usize, word: &str| if count == 1 { format!("{count} {word}") } else { format!("{count} {word}s") };
+                    return Err(ReqlError::logic(format!(
+                        "The function passed to `map` expects {}, but {} {} found.",
+                        plural(function.parameters.len(), "argument"),
+                        plural(last, "sequence"),
+                        if last == 1 { "was" } else { "were" }
+                    )));
+                }
+                if last == 1 {
+                    let stream = self.stream_argument(args, 0).await?;
+                    return self.stream_result(args, stream.with(Operation::Map(function))).await;
+                }
+                let mut streams = Vec::with_capacity(last);
+                let mut any_stream = false;
+                for index in 0..last {
+                    let value = self.argument(args, index).await?;
+                    any_stream |= !matches!(value, Value::Datum(_));
+                    streams.push(self.into_stream(value).map_err(|error| error.within(Frame::Position(index)))?);
+                }
+                let zipped = Stream::zip(streams, function);
+                if any_stream {
+                    return Ok(Value::Stream(zipped));
+                }
+                zipped.collect(self).await.map(|rows| Value::Datum(Datum::Array(rows)))
             }
             kind::FILTER => {
                 arity(args, 2, 2)?;

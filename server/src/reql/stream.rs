@@ -32,6 +32,9 @@ pub enum Source {
     /// `fold` with `emit`: what `emit` returns for each row of `inner`, then
     /// what `final_emit` returns for the final accumulator.
     Fold(Box<FoldSource>),
+    /// `map` over several sequences: the function of one item of each, until
+    /// the shortest ends.
+    Zip(Box<(Vec<Stream>, Function)>),
 }
 
 #[derive(Clone, Debug)]
@@ -117,6 +120,10 @@ impl Stream {
         Stream::new(Source::Range { next: start, end })
     }
 
+    pub fn zip(streams: Vec<Stream>, function: Function) -> Stream {
+        Stream::new(Source::Zip(Box::new((streams, function))))
+    }
+
     pub fn fold(fold: FoldSource) -> Stream {
         Stream::new(Source::Fold(Box::new(fold)))
     }
@@ -128,6 +135,7 @@ impl Stream {
             && match &self.source {
                 Source::Range { end: None, .. } => true,
                 Source::Fold(fold) => fold.inner.is_endless(),
+                Source::Zip(zip) => zip.0.iter().all(Stream::is_endless),
                 _ => false,
             }
     }
@@ -224,6 +232,20 @@ impl Stream {
                 if keys.is_empty() {
                     self.exhausted = true;
                 }
+            }
+            Source::Zip(zip) => {
+                let (streams, function) = &mut **zip;
+                let mut items = Vec::with_capacity(streams.len());
+                for stream in streams.iter_mut() {
+                    match Box::pin(stream.next(context)).await? {
+                        Some(item) => items.push(item),
+                        None => {
+                            self.exhausted = true;
+                            return Ok(());
+                        }
+                    }
+                }
+                self.pending.push_back(function.call(context, items).await?);
             }
             Source::Range { next, end } => {
                 let stop = end.map_or(*next + FETCH_ROWS as i64, |end| end.min(*next + FETCH_ROWS as i64));
