@@ -170,6 +170,21 @@ fn uuid_v5(name: &str) -> String {
 
 /// A slice of `length` items by RethinkDB's bounds (negative from the end,
 /// `left_bound`/`right_bound` "closed" or "open").
+/// `slice`'s `left_bound` and `right_bound` options: whether the left end is
+/// open and the right end closed (by default the left is closed, the right
+/// open).
+pub async fn slice_bound_options(context: &Context, optargs: &BTreeMap<String, Term>) -> Result<(bool, bool), ReqlError> {
+    let closed = |name: &'static str, default: bool| async move {
+        match context.optional_datum(optargs, name).await? {
+            None => Ok(default),
+            Some(Datum::String(text)) if text == "closed" => Ok(true),
+            Some(Datum::String(text)) if text == "open" => Ok(false),
+            Some(other) => Err(ReqlError::logic(format!("Expected `open` or `closed` for optarg `{name}` (got `{}`).", pretty(&other)))),
+        }
+    };
+    Ok((!closed("left_bound", true).await?, closed("right_bound", false).await?))
+}
+
 fn slice_bounds(length: usize, start: i64, end: Option<i64>, left_open: bool, right_closed: bool) -> (usize, usize) {
     let resolve = |index: i64| if index < 0 { (length as i64 + index).max(0) } else { index.min(length as i64) } as usize;
     let mut from = resolve(start);
@@ -547,18 +562,19 @@ impl Context {
             kind::SLICE => {
                 let start = integer(&values[1]).map_err(at(1))?;
                 let end = values.get(2).map(integer).transpose().map_err(at(2))?;
+                let (left_open, right_closed) = slice_bound_options(self, _optargs).await?;
                 match first {
                     Datum::Array(items) => {
-                        let (from, to) = slice_bounds(items.len(), start, end, false, false);
+                        let (from, to) = slice_bounds(items.len(), start, end, left_open, right_closed);
                         Datum::Array(items[from..to].to_vec())
                     }
                     Datum::String(text) => {
                         let characters: Vec<char> = text.chars().collect();
-                        let (from, to) = slice_bounds(characters.len(), start, end, false, false);
+                        let (from, to) = slice_bounds(characters.len(), start, end, left_open, right_closed);
                         Datum::String(characters[from..to].iter().collect())
                     }
                     Datum::Binary(bytes) => {
-                        let (from, to) = slice_bounds(bytes.len(), start, end, false, false);
+                        let (from, to) = slice_bounds(bytes.len(), start, end, left_open, right_closed);
                         Datum::Binary(bytes[from..to].to_vec())
                     }
                     other => return Err(ReqlError::logic(format!("Cannot convert {} to SEQUENCE", other.type_name())).within(Frame::Position(0))),

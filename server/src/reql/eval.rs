@@ -415,11 +415,46 @@ impl Context {
                 let default = optargs.get("default").map(|term| Function::closure(term.clone(), self));
                 self.stream_result(args, stream.with(Operation::Filter { predicate, default })).await
             }
+            // A slice of a stream stays a lazy stream (a selection stays a
+            // selection); its bounds cannot count from the end.
+            kind::SLICE if self.is_stream_argument(args) => {
+                arity(args, 2, 3)?;
+                let stream = self.stream_argument(args, 0).await?;
+                let index_at = |datum: Datum, index: usize| match datum {
+                    Datum::Number(number) if number.fract() == 0.0 => Ok(number as i64),
+                    Datum::Number(number) => Err(ReqlError::logic(format!("Number not an integer: {number}")).within(Frame::Position(index))),
+                    other => Err(other.wrong_type("NUMBER").within(Frame::Position(index))),
+                };
+                let start = index_at(self.datum_argument(args, 1).await?, 1)?;
+                let end = if args.len() == 3 { Some(index_at(self.datum_argument(args, 2).await?, 2)?) } else { None };
+                let (left_open, right_closed) = super::datum_terms::slice_bound_options(self, optargs).await?;
+                if start < 0 {
+                    return Err(ReqlError::logic("Cannot use a negative left index on a stream."));
+                }
+                let from = start as usize + usize::from(left_open);
+                let to = match end {
+                    None => None,
+                    Some(end) if end < -1 => return Err(ReqlError::logic("Cannot use a right index < -1 on a stream.")),
+                    Some(-1) if !right_closed => return Err(ReqlError::logic("Cannot slice to an open right index of -1 on a stream.")),
+                    Some(-1) => None,
+                    Some(end) => Some(end as usize + usize::from(right_closed)),
+                };
+                let mut sliced = stream.with(Operation::Skip(from));
+                if let Some(to) = to {
+                    sliced = sliced.with(Operation::Limit(to.saturating_sub(from)));
+                }
+                self.stream_result(args, sliced).await
+            }
             kind::LIMIT | kind::SKIP if self.is_stream_argument(args) => {
                 arity(args, 2, 2)?;
                 let stream = self.stream_argument(args, 0).await?;
                 let count = match self.datum_argument(args, 1).await? {
                     Datum::Number(count) if count >= 0.0 && count.fract() == 0.0 => count as usize,
+                    // `skip` is a slice from the left, which cannot count
+                    // from a stream's end.
+                    Datum::Number(count) if term_type == kind::SKIP && count < 0.0 => {
+                        return Err(ReqlError::logic("Cannot use a negative left index on a stream."));
+                    }
                     Datum::Number(count) => {
                         let name = if term_type == kind::SKIP { "SKIP" } else { "LIMIT" };
                         return Err(ReqlError::logic(format!("{name} takes a non-negative argument (got {count})")).within(Frame::Position(1)));
