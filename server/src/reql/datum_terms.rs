@@ -36,18 +36,6 @@ fn integer(datum: &Datum) -> Result<i64, ReqlError> {
     Ok(value as i64)
 }
 
-/// Whether every named field is present and not null.
-fn has_fields(fields: &Object, names: &[Datum]) -> Result<bool, ReqlError> {
-    let mut present = true;
-    for (offset, field) in names.iter().enumerate() {
-        match field {
-            Datum::String(name) => present &= fields.get(name).is_some_and(|value| *value != Datum::Null),
-            other => return Err(ReqlError::logic(format!("Invalid path argument `{}`.", pretty(other))).within(Frame::Position(offset + 1))),
-        }
-    }
-    Ok(present)
-}
-
 /// RethinkDB parses `r.json` with RapidJSON and quotes its messages; the
 /// same faults found by serde_json are worded the same way here.
 fn parse_error_message(text: &str, error: &serde_json::Error) -> &'static str {
@@ -581,15 +569,13 @@ impl Context {
                 }
             }
             kind::HAS_FIELDS => match first {
-                Datum::Object(fields) => Datum::Bool(has_fields(&fields, &values[1..])?),
+                Datum::Object(fields) => Datum::Bool(super::sequence::has_selectors(&Datum::Object(fields), &values[1..])?),
                 // On an array: the objects that have the fields.
                 Datum::Array(items) => {
                     let mut kept = Vec::new();
                     for item in items {
-                        if let Datum::Object(fields) = &item {
-                            if has_fields(fields, &values[1..])? {
-                                kept.push(item);
-                            }
+                        if matches!(item, Datum::Object(_)) && super::sequence::has_selectors(&item, &values[1..])? {
+                            kept.push(item);
                         }
                     }
                     Datum::Array(kept)

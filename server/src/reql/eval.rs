@@ -971,6 +971,17 @@ fn get_field(object: &Datum, field: &Datum, term_name: &str) -> Result<Datum, Re
             })
         }
         (Datum::Object(_), other) => Err(other.wrong_type("STRING")),
+        // A field of an array: that field of each object that has it.
+        (Datum::Array(items), Datum::String(name)) => {
+            let mut values = Vec::with_capacity(items.len());
+            for item in items {
+                match item {
+                    Datum::Object(fields) => values.extend(fields.get(name).cloned()),
+                    other => return Err(ReqlError::logic(format!("Cannot perform {term_name} on a non-object non-sequence `{}`.", pretty(other)))),
+                }
+            }
+            Ok(Datum::Array(values))
+        }
         // A field of null does not exist (so `default` and `filter` treat it
         // as missing); of anything else, it is a type error.
         (Datum::Null, _) => Err(ReqlError::new(

@@ -79,6 +79,37 @@ fn strip_literals(datum: Datum) -> Datum {
     }
 }
 
+/// Whether a row has every field the selectors name (nested selectors
+/// look inside), none of them null: `has_fields` and `with_fields`.
+pub fn has_selectors(row: &Datum, selectors: &[Datum]) -> Result<bool, ReqlError> {
+    let Datum::Object(fields) = row else {
+        return Err(ReqlError::logic(format!("Cannot perform has_fields on a non-object non-sequence `{}`.", pretty(row))));
+    };
+    for selector in selectors {
+        let present = match selector {
+            Datum::String(name) => fields.get(name).is_some_and(|value| *value != Datum::Null),
+            Datum::Array(nested) => has_selectors(row, nested)?,
+            Datum::Object(paths) => {
+                let mut all = true;
+                for (name, sub) in paths {
+                    all &= match fields.get(name) {
+                        None | Some(Datum::Null) => false,
+                        Some(_) if *sub == Datum::Bool(true) => true,
+                        Some(value @ Datum::Object(_)) => has_selectors(value, std::slice::from_ref(sub))?,
+                        Some(_) => false,
+                    };
+                }
+                all
+            }
+            other => return Err(ReqlError::logic(format!("Invalid path argument `{}`.", pretty(other)))),
+        };
+        if !present {
+            return Ok(false);
+        }
+    }
+    Ok(true)
+}
+
 pub fn pluck(value: &Datum, selectors: &[Datum]) -> Result<Datum, ReqlError> {
     match value {
         Datum::Array(items) => items.iter().map(|item| pluck(item, selectors)).collect::<Result<_, _>>().map(Datum::Array),
@@ -209,6 +240,7 @@ impl Context {
         Some(match term_type {
             kind::LITERAL => self.literal_term(args).await,
             kind::PLUCK | kind::WITHOUT => self.pluck_or_without(term_type, args).await,
+            kind::WITH_FIELDS => self.with_fields(args).await,
             kind::MERGE => self.merge_term(args).await,
             kind::ORDER_BY => self.order_by(args, optargs).await,
             kind::DISTINCT => self.distinct(args).await,
@@ -224,7 +256,8 @@ impl Context {
             kind::INNER_JOIN | kind::OUTER_JOIN => self.nested_join(term_type, args).await,
             kind::SET_INSERT | kind::SET_UNION | kind::SET_INTERSECTION | kind::SET_DIFFERENCE | kind::DIFFERENCE => self.set_operation(term_type, args).await,
             kind::INSERT_AT | kind::DELETE_AT | kind::CHANGE_AT | kind::SPLICE_AT => self.positional(term_type, args).await,
-            kind::NTH | kind::IS_EMPTY | kind::CONTAINS if self.is_stream_argument(args) => self.stream_query(term_type, args).await,
+            kind::NTH | kind::IS_EMPTY if self.is_stream_argument(args) => self.stream_query(term_type, args).await,
+            kind::CONTAINS => self.stream_query(term_type, args).await,
             _ => return None,
         })
     }
@@ -233,6 +266,26 @@ impl Context {
         arity(args, 0, 1)?;
         let value = if args.is_empty() { None } else { Some(self.datum_argument(args, 0).await?) };
         Ok(Value::Datum(literal(value)))
+    }
+
+    /// `with_fields(selectors…)`: the rows that have every field, plucked.
+    async fn with_fields(&self, args: &[Term]) -> Result<Value, ReqlError> {
+        arity(args, 1, usize::MAX)?;
+        let mut selectors = Vec::with_capacity(args.len() - 1);
+        for index in 1..args.len() {
+            selectors.push(self.datum_argument(args, index).await?);
+        }
+        let is_stream = self.is_stream_argument(args);
+        let stream = match self.argument(args, 0).await? {
+            Value::Datum(Datum::Array(items)) => Stream::rows(items),
+            Value::Datum(other) => return Err(ReqlError::logic(format!("Cannot perform has_fields on a non-object non-sequence `{}`.", pretty(&other)))),
+            value => self.into_stream(value).map_err(|error| error.within(Frame::Position(0)))?,
+        };
+        let stream = stream.with(Operation::WithFields(selectors));
+        if is_stream {
+            return Ok(Value::Stream(stream));
+        }
+        stream.collect(self).await.map(|rows| Value::Datum(Datum::Array(rows)))
     }
 
     async fn pluck_or_without(&self, term_type: u64, args: &[Term]) -> Result<Value, ReqlError> {
@@ -766,14 +819,21 @@ impl Context {
                 for index in 1..args.len() {
                     wanted.push(self.callable_argument(args, index).await?);
                 }
+                // Each row satisfies at most one of the values or predicates
+                // (so `contains(2, 2)` needs two 2s), as in RethinkDB.
                 let mut found = vec![false; wanted.len()];
                 while let Some(row) = stream.next(self).await? {
                     for (slot, predicate) in wanted.iter().enumerate() {
-                        if !found[slot] {
-                            found[slot] = match predicate {
-                                Callable::Constant(value) => *value == row,
-                                function => truthy(&function.call(self, row.clone()).await?),
-                            };
+                        if found[slot] {
+                            continue;
+                        }
+                        let hit = match predicate {
+                            Callable::Constant(value) => *value == row,
+                            function => truthy(&function.call(self, row.clone()).await?),
+                        };
+                        if hit {
+                            found[slot] = true;
+                            break;
                         }
                     }
                     if found.iter().all(|&hit| hit) {

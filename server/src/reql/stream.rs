@@ -87,6 +87,8 @@ pub enum Operation {
     Filter { predicate: Callable, default: Option<Function> },
     Map(Function),
     Transform(Transform),
+    /// `with_fields`: rows with every selected field, plucked to them.
+    WithFields(Vec<Datum>),
     Skip(usize),
     Limit(usize),
 }
@@ -165,7 +167,7 @@ impl Stream {
     pub fn selected_table(&self) -> Option<&TableConfig> {
         match &self.source {
             Source::Table { table, .. } | Source::Keys { table, .. }
-                if !self.operations.iter().any(|operation| matches!(operation, Operation::Map(_) | Operation::Transform(_))) =>
+                if !self.operations.iter().any(|operation| matches!(operation, Operation::Map(_) | Operation::Transform(_) | Operation::WithFields(_))) =>
             {
                 Some(table)
             }
@@ -321,6 +323,12 @@ impl Stream {
                     }
                     Operation::Map(function) => row = function.call(context, vec![row]).await?,
                     Operation::Transform(transform) => row = transform.apply(context, row).await?,
+                    Operation::WithFields(selectors) => {
+                        if !super::sequence::has_selectors(&row, selectors)? {
+                            continue 'rows;
+                        }
+                        row = super::sequence::pluck(&row, selectors)?;
+                    }
                     Operation::Skip(count) => {
                         if self.counters[index] < *count {
                             self.counters[index] += 1;

@@ -72,6 +72,7 @@ pub const UPDATE: u64 = 53;
 pub const REPLACE: u64 = 55;
 pub const SPLIT: u64 = 149;
 pub const MATCH: u64 = 97;
+pub const WITH_FIELDS: u64 = 96;
 pub const FOLD: u64 = 187;
 pub const ARGS: u64 = 154;
 pub const GROUP: u64 = 144;
@@ -160,6 +161,7 @@ pub fn name(term_type: u64) -> Option<&'static str> {
         DB_CREATE => "DB_CREATE",
         JAVASCRIPT => "JAVASCRIPT",
         MATCH => "MATCH",
+        WITH_FIELDS => "WITH_FIELDS",
         HTTP => "HTTP",
         INDEX_CREATE => "INDEX_CREATE",
         INDEX_DROP => "INDEX_DROP",
