@@ -302,6 +302,13 @@ impl Context {
             if let Value::Grouped { groups, .. } = first {
                 let mut results = Vec::with_capacity(groups.len());
                 for (group, rows) in groups {
+                    if matches!(term_type, kind::SUM | kind::AVG | kind::MIN | kind::MAX) {
+                        let Datum::Array(rows) = rows else { return Err(rows.wrong_type("ARRAY")) };
+                        if let Some(value) = self.aggregate_group(term_type, &rest, rows).await? {
+                            results.push((group, value));
+                        }
+                        continue;
+                    }
                     rest[0] = Term::Evaluated(Box::new(Value::Datum(rows)));
                     let value = Box::pin(self.call(term_type, &rest, optargs)).await?;
                     let value = match value {
@@ -891,14 +898,39 @@ impl Context {
                 };
                 values.push(value);
             }
-            let group = if values.len() == 1 { values.pop().expect("one key") } else { Datum::Array(values) };
-            match (multi, group) {
-                (true, Datum::Array(members)) => {
-                    for member in members {
-                        groups.entry(member).or_default().push(row.clone());
-                    }
+            if !multi {
+                let group = if values.len() == 1 { values.pop().expect("one key") } else { Datum::Array(values) };
+                groups.entry(group).or_default().push(row);
+                continue;
+            }
+            // `multi`: a key that is an array puts the row in a group per
+            // element (an empty array counts as null); with several keys,
+            // in every combination.
+            let mut combinations: Vec<Vec<Datum>> = vec![Vec::new()];
+            for value in values {
+                let choices = match value {
+                    Datum::Array(items) if items.is_empty() => vec![Datum::Null],
+                    Datum::Array(items) => items,
+                    other => vec![other],
+                };
+                combinations = combinations
+                    .into_iter()
+                    .flat_map(|prefix| {
+                        choices.iter().map(move |choice| {
+                            let mut combination = prefix.clone();
+                            combination.push(choice.clone());
+                            combination
+                        })
+                    })
+                    .collect();
+            }
+            // A row lands in a group once, however many ways lead there.
+            let mut joined = std::collections::BTreeSet::new();
+            for mut combination in combinations {
+                let group = if combination.len() == 1 { combination.pop().expect("one key") } else { Datum::Array(combination) };
+                if joined.insert(group.clone()) {
+                    groups.entry(group).or_default().push(row.clone());
                 }
-                (_, group) => groups.entry(group).or_default().push(row),
             }
         }
         Ok(Value::Grouped { groups: groups.into_iter().map(|(group, rows)| (group, Datum::Array(rows))).collect(), stream: is_stream })

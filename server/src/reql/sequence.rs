@@ -247,7 +247,7 @@ impl Context {
             kind::UNION => self.union(args, optargs).await,
             kind::CONCAT_MAP => self.concat_map(args).await,
             kind::REDUCE => self.reduce(args).await,
-            kind::SUM | kind::AVG | kind::MIN | kind::MAX => self.aggregate(term_type, args).await,
+            kind::SUM | kind::AVG | kind::MIN | kind::MAX => self.aggregate(term_type, args, optargs).await,
             kind::FOR_EACH => self.for_each(args).await,
             kind::SAMPLE => self.sample(args).await,
             kind::ZIP => self.zip(args).await,
@@ -532,9 +532,52 @@ impl Context {
         Ok(Value::Datum(accumulator))
     }
 
-    async fn aggregate(&self, term_type: u64, args: &[Term]) -> Result<Value, ReqlError> {
+    async fn aggregate(&self, term_type: u64, args: &[Term], optargs: &BTreeMap<String, Term>) -> Result<Value, ReqlError> {
         arity(args, 1, 2)?;
+        // `min()`/`max()` of a table without a field: by primary key, as
+        // RethinkDB reads them from the primary index.
+        if args.len() == 1 && matches!(term_type, kind::MIN | kind::MAX) && matches!(args[0], Term::Call { term_type: kind::TABLE, .. }) {
+            let table = self.table_argument(args, 0).await?;
+            if let Some(index) = self.optional_datum(optargs, "index").await? {
+                if index != Datum::String(table.primary_key.clone()) {
+                    return Err(ReqlError::op_failed(format!("Index `{}` was not found on table `{}.{}`.", super::write::option_text(&index), self.database_name_of(&table), table.name)));
+                }
+            }
+            let direction = if term_type == kind::MIN { photondb_storage::Direction::Ascending } else { photondb_storage::Direction::Descending };
+            let range = photondb_storage::ScanRange { start: Bound::Unbounded, end: Bound::Unbounded, direction, limit: Some(1) };
+            let row = self.engine.scan(table.id, range).await?.into_iter().next();
+            return match row {
+                Some((_, bytes)) => photondb_datum::document::decode(&bytes)
+                    .map(Value::Datum)
+                    .map_err(|error| ReqlError::new(ErrorClass::Internal, format!("Stored document is unreadable: {error}"))),
+                None => {
+                    let name = if term_type == kind::MIN { "min" } else { "max" };
+                    Err(ReqlError::new(ErrorClass::NonExistence, format!("Cannot take the {name} of an empty stream.  (If you passed `{name}` a field name, it may be that no elements of the stream had that field.)")))
+                }
+            };
+        }
         let (rows, _) = self.rows(args, 0).await?;
+        let selected = self.aggregate_select(args, rows).await?;
+        self.aggregate_selected(term_type, selected)
+    }
+
+    /// `group(…).sum('field')` and kin, one group at a time: a group in which
+    /// no row has the field (or the function found nothing) drops out of
+    /// the result, as in RethinkDB, instead of failing or summing to 0.
+    pub(super) async fn aggregate_group(&self, term_type: u64, args: &[Term], rows: Vec<Datum>) -> Result<Option<Datum>, ReqlError> {
+        let selected = self.aggregate_select(args, rows).await?;
+        if args.len() == 2 && selected.is_empty() {
+            return Ok(None);
+        }
+        match self.aggregate_selected(term_type, selected)? {
+            Value::Datum(datum) => Ok(Some(datum)),
+            other => Err(other.wrong_type("DATUM")),
+        }
+    }
+
+    /// Each row with the value the aggregation looks at (the row itself,
+    /// its field, or the function's result); rows without one are left out.
+    async fn aggregate_select(&self, args: &[Term], rows: Vec<Datum>) -> Result<Vec<(Datum, Datum)>, ReqlError> {
         let key = if args.len() == 2 {
             match self.argument(args, 1).await? {
                 Value::Datum(Datum::String(field)) => Some(SortKey::Field(field)),
@@ -563,6 +606,10 @@ impl Context {
             };
             selected.push((value, row));
         }
+        Ok(selected)
+    }
+
+    fn aggregate_selected(&self, term_type: u64, selected: Vec<(Datum, Datum)>) -> Result<Value, ReqlError> {
         let name = match term_type {
             kind::SUM => "sum",
             kind::AVG => "avg",
