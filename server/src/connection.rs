@@ -330,10 +330,13 @@ impl Session {
             Some(_) => return Err(ReqlError::logic("Durability option must be \"hard\" or \"soft\".")),
         }
         let limits = BatchLimits::from_optargs(&context, &global).await?;
-        if let Some(Datum::Number(limit)) = context.optional_datum(&global, "array_limit").await? {
-            if limit >= 1.0 {
-                context.array_limit = limit as usize;
+        match context.optional_datum(&global, "array_limit").await? {
+            None => {}
+            Some(Datum::Number(limit)) if limit >= 1.0 => context.array_limit = limit as usize,
+            Some(Datum::Number(limit)) => {
+                return Err(ReqlError::logic(format!("Illegal array size limit `{}`.  (Must be >= 1.)", to_json(&Datum::Number(limit)))))
             }
+            Some(other) => return Err(other.wrong_type("NUMBER")),
         }
         let stream = match context.eval(&term).await? {
             Value::Datum(datum) => return Ok(json!({ "t": response_type::SUCCESS_ATOM, "r": [to_json(&datum)] })),

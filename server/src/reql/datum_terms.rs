@@ -262,7 +262,8 @@ impl Context {
     }
 
     async fn branch(&self, args: &[Term]) -> Result<Value, ReqlError> {
-        if args.len() < 3 || args.len() % 2 == 0 {
+        arity(args, 3, usize::MAX)?;
+        if args.len() % 2 == 0 {
             return Err(ReqlError::logic("Cannot call `branch` term with an even number of arguments."));
         }
         for pair in (0..args.len() - 1).step_by(2) {

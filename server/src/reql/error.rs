@@ -69,6 +69,16 @@ impl ReqlError {
         Self::new(ErrorClass::OpFailed, message)
     }
 
+    /// A result grew past the query's `array_limit`.
+    pub fn array_limit(limit: usize) -> Self {
+        Self::new(
+            ErrorClass::ResourceLimit,
+            format!(
+                "Array over size limit `{limit}`.  To raise the number of allowed elements, modify the `array_limit` option to `.run` (not available in the Data Explorer), or use an index."
+            ),
+        )
+    }
+
     pub fn compile(message: impl Into<String>) -> Self {
         Self::new(ErrorClass::Compile, message)
     }

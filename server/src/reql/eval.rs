@@ -293,7 +293,14 @@ impl Context {
                     other => spliced.push(other.clone()),
                 }
             }
-            return Box::pin(self.call(term_type, &spliced, optargs)).await;
+            // Argument counts known only now are runtime errors, as in RethinkDB.
+            return Box::pin(self.call(term_type, &spliced, optargs)).await.map_err(|error| {
+                if error.class == ErrorClass::Compile && error.message.starts_with("Expected ") && error.message.contains("argument") {
+                    ReqlError::new(ErrorClass::QueryLogic, error.message)
+                } else {
+                    error
+                }
+            });
         }
         // Terms over grouped data run once per group.
         if APPLIES_PER_GROUP.contains(&term_type) && matches!(args.first(), Some(Term::Call { .. })) {
@@ -488,6 +495,9 @@ impl Context {
             kind::BETWEEN => write::between(self, args, optargs).await,
             kind::UPDATE | kind::REPLACE => write::update_or_replace(self, term_type, args, optargs).await,
             kind::MAKE_ARRAY => {
+                if args.len() > self.array_limit {
+                    return Err(ReqlError::array_limit(self.array_limit));
+                }
                 let mut items = Vec::with_capacity(args.len());
                 for index in 0..args.len() {
                     items.push(self.datum_argument(args, index).await?);
@@ -616,6 +626,7 @@ impl Context {
                 Ok(Value::Datum(Datum::String(value.type_name().to_owned())))
             }
             kind::COUNT if args.len() == 2 => self.stream_query(term_type, args).await,
+            kind::COUNT if args.len() > 2 => Err(arity(args, 1, 2).expect_err("more than two arguments")),
             kind::COUNT => {
                 arity(args, 1, 1)?;
                 match self.argument(args, 0).await? {
@@ -695,7 +706,7 @@ impl Context {
                     }
                     let times = times.max(0.0) as usize;
                     if items.len().saturating_mul(times) > self.array_limit {
-                        return Err(ReqlError::new(ErrorClass::ResourceLimit, format!("Array over size limit `{}`.", self.array_limit)));
+                        return Err(ReqlError::array_limit(self.array_limit));
                     }
                     Datum::Array(items.iter().cloned().cycle().take(items.len() * times).collect())
                 }

@@ -441,7 +441,7 @@ impl Context {
             any_stream |= is_stream;
             total += rows.len();
             if total > self.array_limit && !any_stream {
-                return Err(ReqlError::new(ErrorClass::ResourceLimit, format!("Array over size limit `{}`.", self.array_limit)));
+                return Err(ReqlError::array_limit(self.array_limit));
             }
             sequences.push(rows);
         }

@@ -362,10 +362,7 @@ impl Stream {
         let mut rows = Vec::new();
         while let Some(row) = self.next(context).await? {
             if rows.len() >= context.array_limit {
-                return Err(ReqlError::new(
-                    ErrorClass::ResourceLimit,
-                    format!("Array over size limit `{}`.", context.array_limit),
-                ));
+                return Err(ReqlError::array_limit(context.array_limit));
             }
             rows.push(row);
         }

@@ -83,8 +83,15 @@ pub fn parse_timezone(text: &str) -> Result<(i64, String), ReqlError> {
     }
     let hours: i64 = digits[..2].parse().map_err(|_| invalid())?;
     let minutes: i64 = if digits.len() == 4 { digits[2..].parse().map_err(|_| invalid())? } else { 0 };
-    if hours > 23 || minutes > 59 {
-        return Err(invalid());
+    if hours > 23 {
+        return Err(ReqlError::logic(format!("Hours out of range in `{text}`.")));
+    }
+    if minutes > 59 {
+        return Err(ReqlError::logic(format!("Minutes out of range in `{text}`.")));
+    }
+    // RFC 3339: "-00:00" means an unknown offset, which a time cannot have.
+    if sign < 0 && hours == 0 && minutes == 0 {
+        return Err(ReqlError::logic(format!("`{text}` is not a valid time offset.")));
     }
     let offset = sign * (hours * 3600 + minutes * 60);
     let canonical = format!("{}{:02}:{:02}", if sign < 0 { '-' } else { '+' }, hours, minutes);
@@ -236,6 +243,10 @@ impl Context {
         arity(args, 1, 1)?;
         let (epoch, timezone) = expect_time(self.datum_argument(args, 0).await?).map_err(|error| error.within(Frame::Position(0)))?;
         let (year, month, day, seconds_of_day) = local_parts(epoch, &timezone);
+        // RethinkDB's calendar (boost's) covers these years only.
+        if !(1400..=10000).contains(&year) && !matches!(term_type, TO_EPOCH_TIME | TIMEZONE) {
+            return Err(ReqlError::logic("Error in time logic: Year is out of valid range: 1400..10000."));
+        }
         let days = days_from_civil(year, month, day);
         Ok(Value::Datum(match term_type {
             TO_ISO8601 => Datum::String(to_iso8601(epoch, &timezone)?),
