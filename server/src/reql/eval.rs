@@ -318,6 +318,11 @@ impl Context {
                     }
                     rest[0] = Term::Evaluated(Box::new(Value::Datum(rows)));
                     let value = Box::pin(self.call(term_type, &rest, optargs)).await?;
+                    // `count(value or predicate)` filters first: a group it
+                    // leaves empty drops out, as in RethinkDB.
+                    if term_type == kind::COUNT && rest.len() == 2 && matches!(value, Value::Datum(Datum::Number(count)) if count == 0.0) {
+                        continue;
+                    }
                     let value = match value {
                         Value::Datum(datum) => datum,
                         Value::SingleSelection { row, .. } => row.unwrap_or(Datum::Null),
@@ -617,6 +622,9 @@ impl Context {
                 arity(args, 2, 2)?;
                 let object = self.datum_argument(args, 0).await?;
                 let field = self.datum_argument(args, 1).await?;
+                if term_type == kind::BRACKET && !matches!(field, Datum::Number(_) | Datum::String(_)) {
+                    return Err(ReqlError::logic(format!("Expected NUMBER or STRING as second argument to `bracket` but found {}.", field.type_name())));
+                }
                 let name = if term_type == kind::BRACKET { "bracket" } else { "get_field" };
                 get_field(&object, &field, name).map(Value::Datum)
             }

@@ -257,7 +257,7 @@ impl Context {
             kind::SET_INSERT | kind::SET_UNION | kind::SET_INTERSECTION | kind::SET_DIFFERENCE | kind::DIFFERENCE => self.set_operation(term_type, args).await,
             kind::INSERT_AT | kind::DELETE_AT | kind::CHANGE_AT | kind::SPLICE_AT => self.positional(term_type, args).await,
             kind::NTH | kind::IS_EMPTY if self.is_stream_argument(args) => self.stream_query(term_type, args).await,
-            kind::CONTAINS => self.stream_query(term_type, args).await,
+            kind::CONTAINS | kind::OFFSETS_OF => self.stream_query(term_type, args).await,
             _ => return None,
         })
     }
@@ -536,8 +536,9 @@ impl Context {
         arity(args, 1, 2)?;
         // `min()`/`max()` of a table without a field: by primary key, as
         // RethinkDB reads them from the primary index.
-        if args.len() == 1 && matches!(term_type, kind::MIN | kind::MAX) && matches!(args[0], Term::Call { term_type: kind::TABLE, .. }) {
-            let table = self.table_argument(args, 0).await?;
+        let input = self.argument(args, 0).await?;
+        if let (1, kind::MIN | kind::MAX, Value::Table(table)) = (args.len(), term_type, &input) {
+            let table = table.clone();
             if let Some(index) = self.optional_datum(optargs, "index").await? {
                 if index != Datum::String(table.primary_key.clone()) {
                     return Err(ReqlError::op_failed(format!("Index `{}` was not found on table `{}.{}`.", super::write::option_text(&index), self.database_name_of(&table), table.name)));
@@ -556,7 +557,7 @@ impl Context {
                 }
             };
         }
-        let (rows, _) = self.rows(args, 0).await?;
+        let rows = self.into_stream(input).map_err(|error| error.within(Frame::Position(0)))?.collect(self).await?;
         let selected = self.aggregate_select(args, rows).await?;
         self.aggregate_selected(term_type, selected)
     }
@@ -859,6 +860,23 @@ impl Context {
                     }
                 }
                 stream.next(self).await?.map(Value::Datum).ok_or_else(|| ReqlError::new(ErrorClass::NonExistence, format!("Index out of bounds: {index}")))
+            }
+            kind::OFFSETS_OF => {
+                arity(args, 2, 2)?;
+                let wanted = self.callable_argument(args, 1).await?;
+                let mut offsets = Vec::new();
+                let mut position = 0u64;
+                while let Some(row) = stream.next(self).await? {
+                    let hit = match &wanted {
+                        Callable::Constant(value) => *value == row,
+                        function => truthy(&function.call(self, row).await?),
+                    };
+                    if hit {
+                        offsets.push(Datum::Number(position as f64));
+                    }
+                    position += 1;
+                }
+                Ok(Value::Datum(Datum::Array(offsets)))
             }
             kind::CONTAINS => {
                 arity(args, 1, usize::MAX)?;

@@ -72,6 +72,7 @@ pub const UPDATE: u64 = 53;
 pub const REPLACE: u64 = 55;
 pub const SPLIT: u64 = 149;
 pub const MATCH: u64 = 97;
+pub const OFFSETS_OF: u64 = 87;
 pub const WITH_FIELDS: u64 = 96;
 pub const FOLD: u64 = 187;
 pub const ARGS: u64 = 154;
@@ -161,6 +162,7 @@ pub fn name(term_type: u64) -> Option<&'static str> {
         DB_CREATE => "DB_CREATE",
         JAVASCRIPT => "JAVASCRIPT",
         MATCH => "MATCH",
+        OFFSETS_OF => "OFFSETS_OF",
         WITH_FIELDS => "WITH_FIELDS",
         HTTP => "HTTP",
         INDEX_CREATE => "INDEX_CREATE",
