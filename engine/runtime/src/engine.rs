@@ -555,7 +555,7 @@ fn stop_shards(inboxes: &[flume::Sender<Message>], threads: Vec<std::thread::Joi
 }
 
 /// Polls several futures concurrently on the current task.
-async fn join_all<F: std::future::Future>(futures: impl IntoIterator<Item = F>) -> Vec<F::Output> {
+pub async fn join_all<F: std::future::Future>(futures: impl IntoIterator<Item = F>) -> Vec<F::Output> {
     use std::pin::Pin;
     use std::task::Poll;
     let mut futures: Vec<Pin<Box<F>>> = futures.into_iter().map(Box::pin).collect();

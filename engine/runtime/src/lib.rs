@@ -26,6 +26,6 @@ pub mod network;
 mod partition;
 mod shard;
 
-pub use engine::{block_on_thread, partition_of, Catalog, Engine, EngineConfig, StorageKind};
+pub use engine::{block_on_thread, join_all, partition_of, Catalog, Engine, EngineConfig, StorageKind};
 pub use error::EngineError;
 pub use partition::AnyBackend as PartitionBackend;

@@ -376,10 +376,70 @@ impl Stream {
                 return Ok(context.engine.count(table.id).await?);
             }
         }
+        // A count of a table (range) through filters runs on every
+        // partition's own core at once; only the counts travel.
+        let only_filters = self.operations.iter().all(|operation| matches!(operation, Operation::Filter { .. }));
+        if let (true, Source::Table { table, start, end, finished: false }) = (only_filters, &self.source) {
+            if self.pending.is_empty() {
+                return count_on_partitions(context, table.id, start.clone(), end.clone(), self.operations).await;
+            }
+        }
         let mut count = 0;
         while self.next(context).await?.is_some() {
             count += 1;
         }
         Ok(count)
     }
+}
+
+/// Rows decoded and filtered per round on a partition.
+const PARTITION_SCAN_ROWS: usize = 1024;
+
+/// Counts the rows of `table` in `[start, end)` that pass `filters`, each
+/// partition on its own shard, in parallel.
+async fn count_on_partitions(
+    context: &Context,
+    table: photondb_storage::TableId,
+    start: Bound<Bytes>,
+    end: Bound<Bytes>,
+    filters: Vec<Operation>,
+) -> Result<u64, ReqlError> {
+    let calls = (0..context.engine.partitions()).map(|partition| {
+        let (inner, start, end, filters) = (context.clone(), start.clone(), end.clone(), filters.clone());
+        context.engine.run_on_partition(partition, move |backend| async move {
+            let context = inner;
+            use photondb_storage::Backend;
+            let mut count = 0u64;
+            let mut from = start;
+            loop {
+                let range = ScanRange { start: from.clone(), end: end.clone(), direction: Direction::Ascending, limit: Some(PARTITION_SCAN_ROWS) };
+                let rows = backend.scan(table, &range).await.map_err(|error| ReqlError::from(photondb_runtime::EngineError::from(error)))?;
+                let Some((last, _)) = rows.last() else { break };
+                from = Bound::Excluded(last.clone());
+                let full = rows.len() == PARTITION_SCAN_ROWS;
+                let mut decoded = Vec::with_capacity(rows.len());
+                for (_, value) in rows {
+                    decoded.push(
+                        document::decode(&value)
+                            .map_err(|error| ReqlError::new(ErrorClass::Internal, format!("Stored document is unreadable: {error}")))?,
+                    );
+                }
+                let mut batch = Stream::rows(decoded);
+                batch.operations = filters.clone();
+                batch.counters = vec![0; filters.len()];
+                while batch.next(&context).await?.is_some() {
+                    count += 1;
+                }
+                if !full {
+                    break;
+                }
+            }
+            Ok::<u64, ReqlError>(count)
+        })
+    });
+    let mut total = 0;
+    for counted in photondb_runtime::join_all(calls).await {
+        total += counted??;
+    }
+    Ok(total)
 }

@@ -210,3 +210,20 @@ def test_table_configuration_changes_are_durable(data_dir):
         assert r.table("events").get(1).run(connection) == {"id": 1}
     finally:
         server.stop()
+
+
+def test_filtered_counts_over_every_partition(connection):
+    # Counted on each partition's own core and summed; the answers must be
+    # those of the rows themselves, missing fields and `default` included.
+    r.table_create("counted").run(connection)
+    rows = [{"id": i, "n": i % 10} if i % 7 else {"id": i} for i in range(2000)]
+    r.table("counted").insert(rows).run(connection)
+    table = r.table("counted")
+    assert table.filter(lambda row: row["n"] > 5).count().run(connection) == sum(1 for row in rows if row.get("n", -1) > 5)
+    assert table.filter(lambda row: row["n"] > 5, default=True).count().run(connection) == sum(
+        1 for row in rows if "n" not in row or row["n"] > 5)
+    assert table.filter({"n": 3}).count().run(connection) == sum(1 for row in rows if row.get("n") == 3)
+    assert table.between(100, 200).filter(r.row["n"].eq(0)).count().run(connection) == sum(
+        1 for row in rows if 100 <= row["id"] < 200 and row.get("n") == 0)
+    with pytest.raises(ReqlQueryLogicError):
+        table.filter(lambda row: row["n"] + "x").count().run(connection)
