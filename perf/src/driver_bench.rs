@@ -189,6 +189,29 @@ fn main() {
     }
     let gets = (completed, started.elapsed(), latency);
 
+    // Scans (before the inserts below add rows with other ids): the whole
+    // table counted, counted through a filter, and grouped and counted; documents scanned per second, and per core.
+    let id_of_row = json!([170, [[10, [1]], "id"]]);
+    let scans = [
+        ("count()", json!([43, [table("bench")]])),
+        ("filter(id % 2 == 0).count()", json!([43, [[39, [table("bench"), [69, [[2, [1]], [17, [[28, [id_of_row, 2]], 0]]]]]]]])),
+        ("group(id % 10).count()", json!([43, [[144, [table("bench"), [69, [[2, [1]], [28, [id_of_row, 10]]]]]]]])),
+    ];
+    let documents = setup.run(json!([43, [table("bench")]])).as_u64().expect("a count");
+    let mut scan_rows = Vec::new();
+    for (name, query) in scans {
+        let mut latency = Histogram::<u64>::new(3).expect("histogram");
+        let started = Instant::now();
+        let mut runs = 0u64;
+        while runs < 3 || started.elapsed() < Duration::from_secs_f64(seconds.min(10.0)) {
+            let begun = Instant::now();
+            setup.run(query.clone());
+            latency.record(begun.elapsed().as_nanos() as u64).expect("record");
+            runs += 1;
+        }
+        scan_rows.push((name, runs, started.elapsed(), latency));
+    }
+
     // Hard-durability inserts, 64 connections, one insert at a time each.
     let stop = Arc::new(AtomicBool::new(false));
     let merged = Arc::new(Mutex::new(Histogram::<u64>::new(3).expect("histogram")));
@@ -230,6 +253,19 @@ fn main() {
     println!("|---|---:|---:|---:|---:|---:|");
     report("get, 1 connection, 64 in flight", gets.0, gets.1, &gets.2);
     report("insert, hard, 64 connections", inserts.len(), elapsed, &inserts);
+    let cores = machine["cores"].as_u64().unwrap_or(1).max(1) as f64;
+    println!("\nScans of the {documents}-document table (one query at a time):\n");
+    println!("| query | queries/s | p50 ms | documents/s | per core |");
+    println!("|---|---:|---:|---:|---:|");
+    for (name, runs, elapsed, latency) in scan_rows {
+        let per_second = runs as f64 * documents as f64 / elapsed.as_secs_f64();
+        println!(
+            "| {name} | {:.2} | {:.1} | {per_second:.0} | {:.0} |",
+            runs as f64 / elapsed.as_secs_f64(),
+            latency.value_at_quantile(0.5) as f64 / 1e6,
+            per_second / cores
+        );
+    }
 
     let _ = server.kill();
     let _ = server.wait();

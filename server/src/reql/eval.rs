@@ -302,6 +302,42 @@ impl Context {
                 }
             });
         }
+        // A reduction of a grouped table read runs on the partitions.
+        if let Some(Term::Call { term_type: kind::GROUP, args: group_args, optargs: group_optargs }) = args.first() {
+            let eligible = matches!(term_type, kind::COUNT | kind::SUM | kind::AVG | kind::MIN | kind::MAX)
+                && args.len() <= 2
+                && group_args.len() >= 2
+                && !group_optargs.contains_key("index")
+                && !matches!(group_args[0], Term::Evaluated(_));
+            if eligible {
+                let source = self.argument(group_args, 0).await.map_err(|error| error.within(Frame::Position(0)))?;
+                let read = match &source {
+                    Value::Table(table) => Some(Stream::table(table.clone(), std::ops::Bound::Unbounded, std::ops::Bound::Unbounded)),
+                    Value::Stream(stream) => Some(stream.clone()),
+                    _ => None,
+                };
+                if let Some((table, start, end, filters)) = read.as_ref().and_then(Stream::table_filters) {
+                    let mut keys = Vec::with_capacity(group_args.len() - 1);
+                    for index in 1..group_args.len() {
+                        keys.push(match self.argument(group_args, index).await? {
+                            Value::Function(function) => Callable::Function(function),
+                            Value::Datum(datum) => Callable::Constant(datum),
+                            other => return Err(other.wrong_type("STRING").within(Frame::Position(index))),
+                        });
+                    }
+                    let multi = matches!(self.optional_datum(group_optargs, "multi").await?, Some(Datum::Bool(true)));
+                    let reduction = self.reduction(term_type, args).await?;
+                    let groups = super::aggregate::grouped_on_partitions(self, table, start, end, filters, keys, multi, reduction).await?;
+                    return Ok(Value::Grouped { groups, stream: false });
+                }
+                // Not a plain table read: group as usual, the source evaluated once.
+                let mut evaluated = group_args.clone();
+                evaluated[0] = Term::Evaluated(Box::new(source));
+                let mut rest = args.to_vec();
+                rest[0] = Term::Call { term_type: kind::GROUP, args: evaluated, optargs: group_optargs.clone() };
+                return Box::pin(self.call(term_type, &rest, optargs)).await;
+            }
+        }
         // Terms over grouped data run once per group.
         if APPLIES_PER_GROUP.contains(&term_type) && matches!(args.first(), Some(Term::Call { .. })) {
             let first = self.argument(args, 0).await?;
@@ -807,6 +843,29 @@ impl Context {
         }))
     }
 
+    /// The per-group reduction `count`/`sum`/`avg`/`min`/`max` asks for.
+    async fn reduction(&self, term_type: u64, args: &[Term]) -> Result<super::aggregate::Reduction, ReqlError> {
+        use super::aggregate::{Reduction, Selector};
+        if term_type == kind::COUNT {
+            return Ok(if args.len() == 2 { Reduction::CountMatching(self.callable_argument(args, 1).await?) } else { Reduction::Count });
+        }
+        let selector = if args.len() == 2 {
+            match self.argument(args, 1).await? {
+                Value::Datum(Datum::String(field)) => Selector::Field(field),
+                Value::Function(function) => Selector::Function(Callable::Function(function)),
+                other => return Err(other.wrong_type("STRING").within(Frame::Position(1))),
+            }
+        } else {
+            Selector::Row
+        };
+        Ok(match term_type {
+            kind::SUM => Reduction::Sum(selector),
+            kind::AVG => Reduction::Avg(selector),
+            kind::MIN => Reduction::Min(selector),
+            _ => Reduction::Max(selector),
+        })
+    }
+
     /// Whether argument 0 is, by its term type, a table or a stream.
     pub(super) fn is_stream_argument(&self, args: &[Term]) -> bool {
         match args.first() {
@@ -901,59 +960,64 @@ impl Context {
         }
         let mut groups: std::collections::BTreeMap<Datum, Vec<Datum>> = std::collections::BTreeMap::new();
         for row in rows {
-            let mut values = Vec::with_capacity(keys.len());
-            for key in &keys {
-                let value = match key {
-                    Callable::Constant(Datum::String(field)) => match &row {
-                        Datum::Object(fields) => fields.get(field).cloned().unwrap_or(Datum::Null),
-                        _ => Datum::Null,
-                    },
-                    Callable::Constant(other) => other.clone(),
-                    function => match function.call(self, row.clone()).await {
-                        Ok(value) => value,
-                        Err(error) if error.class == ErrorClass::NonExistence => Datum::Null,
-                        Err(error) => return Err(error),
-                    },
-                };
-                values.push(value);
-            }
-            if !multi {
-                let group = if values.len() == 1 { values.pop().expect("one key") } else { Datum::Array(values) };
-                groups.entry(group).or_default().push(row);
-                continue;
-            }
-            // `multi`: a key that is an array puts the row in a group per
-            // element (an empty array counts as null); with several keys,
-            // in every combination.
-            let mut combinations: Vec<Vec<Datum>> = vec![Vec::new()];
-            for value in values {
-                let choices = match value {
-                    Datum::Array(items) if items.is_empty() => vec![Datum::Null],
-                    Datum::Array(items) => items,
-                    other => vec![other],
-                };
-                combinations = combinations
-                    .into_iter()
-                    .flat_map(|prefix| {
-                        choices.iter().map(move |choice| {
-                            let mut combination = prefix.clone();
-                            combination.push(choice.clone());
-                            combination
-                        })
-                    })
-                    .collect();
-            }
-            // A row lands in a group once, however many ways lead there.
-            let mut joined = std::collections::BTreeSet::new();
-            for mut combination in combinations {
-                let group = if combination.len() == 1 { combination.pop().expect("one key") } else { Datum::Array(combination) };
-                if joined.insert(group.clone()) {
-                    groups.entry(group).or_default().push(row.clone());
-                }
+            for group in group_keys(self, &keys, multi, &row).await? {
+                groups.entry(group).or_default().push(row.clone());
             }
         }
         Ok(Value::Grouped { groups: groups.into_iter().map(|(group, rows)| (group, Datum::Array(rows))).collect(), stream: is_stream })
     }
+}
+
+/// The groups a row belongs to under `group(keys…, multi)`: one, or with
+/// `multi` one per element of array keys (every combination when there are
+/// several keys; an empty array counts as null), each at most once.
+pub async fn group_keys(context: &Context, keys: &[Callable], multi: bool, row: &Datum) -> Result<Vec<Datum>, ReqlError> {
+    let mut values = Vec::with_capacity(keys.len());
+    for key in keys {
+        let value = match key {
+            Callable::Constant(Datum::String(field)) => match row {
+                Datum::Object(fields) => fields.get(field).cloned().unwrap_or(Datum::Null),
+                _ => Datum::Null,
+            },
+            Callable::Constant(other) => other.clone(),
+            function => match function.call(context, row.clone()).await {
+                Ok(value) => value,
+                Err(error) if error.class == ErrorClass::NonExistence => Datum::Null,
+                Err(error) => return Err(error),
+            },
+        };
+        values.push(value);
+    }
+    if !multi {
+        return Ok(vec![if values.len() == 1 { values.pop().expect("one key") } else { Datum::Array(values) }]);
+    }
+    let mut combinations: Vec<Vec<Datum>> = vec![Vec::new()];
+    for value in values {
+        let choices = match value {
+            Datum::Array(items) if items.is_empty() => vec![Datum::Null],
+            Datum::Array(items) => items,
+            other => vec![other],
+        };
+        combinations = combinations
+            .into_iter()
+            .flat_map(|prefix| {
+                choices.iter().map(move |choice| {
+                    let mut combination = prefix.clone();
+                    combination.push(choice.clone());
+                    combination
+                })
+            })
+            .collect();
+    }
+    let mut groups = Vec::with_capacity(combinations.len());
+    let mut joined = std::collections::BTreeSet::new();
+    for mut combination in combinations {
+        let group = if combination.len() == 1 { combination.pop().expect("one key") } else { Datum::Array(combination) };
+        if joined.insert(group.clone()) {
+            groups.push(group);
+        }
+    }
+    Ok(groups)
 }
 
 /// The optional arguments each term accepts (for the terms evaluated here);

@@ -16,6 +16,7 @@
 //! - [`term_type`]: term numbers from `ql2.proto`.
 
 pub mod admin;
+pub mod aggregate;
 pub mod cooperate;
 pub mod datum_terms;
 pub mod error;

@@ -303,21 +303,7 @@ impl Stream {
             for index in 0..self.operations.len() {
                 match &self.operations[index] {
                     Operation::Filter { predicate, default } => {
-                        let accepted = match predicate.accepts(context, &row).await {
-                            Ok(accepted) => accepted,
-                            // `filter(…, default=x)`: a missing field counts as
-                            // x; without it, as false.
-                            Err(error) if error.class == ErrorClass::NonExistence => match default {
-                                Some(handler) => {
-                                    let mut handler_context = context.child();
-                                    handler_context.caught = Some(Some(error));
-                                    super::eval::truthy(&handler.call(&handler_context, Vec::new()).await?)
-                                }
-                                None => false,
-                            },
-                            Err(error) => return Err(error),
-                        };
-                        if !accepted {
+                        if !filter_accepts(context, predicate, default.as_ref(), &row).await? {
                             continue 'rows;
                         }
                     }
@@ -345,6 +331,27 @@ impl Stream {
             }
             return Ok(Some(row));
         }
+    }
+
+    /// The table, key range and filters of a stream that reads a table
+    /// through filters only (and has not started), for work that runs on
+    /// the partitions themselves.
+    pub fn table_filters(&self) -> Option<(photondb_storage::TableId, Bound<Bytes>, Bound<Bytes>, Vec<Operation>)> {
+        let Source::Table { table, start, end, finished: false } = &self.source else { return None };
+        let only_filters = self.operations.iter().all(|operation| matches!(operation, Operation::Filter { .. }));
+        (only_filters && self.pending.is_empty()).then(|| (table.id, start.clone(), end.clone(), self.operations.clone()))
+    }
+
+    /// Whether a row passes every one of `filters` (filter operations).
+    pub async fn passes(context: &Context, filters: &[Operation], row: &Datum) -> Result<bool, ReqlError> {
+        for filter in filters {
+            if let Operation::Filter { predicate, default } = filter {
+                if !filter_accepts(context, predicate, default.as_ref(), row).await? {
+                    return Ok(false);
+                }
+            }
+        }
+        Ok(true)
     }
 
     fn limit_reached(&self) -> bool {
@@ -378,11 +385,8 @@ impl Stream {
         }
         // A count of a table (range) through filters runs on every
         // partition's own core at once; only the counts travel.
-        let only_filters = self.operations.iter().all(|operation| matches!(operation, Operation::Filter { .. }));
-        if let (true, Source::Table { table, start, end, finished: false }) = (only_filters, &self.source) {
-            if self.pending.is_empty() {
-                return count_on_partitions(context, table.id, start.clone(), end.clone(), self.operations).await;
-            }
+        if let Some((table, start, end, filters)) = self.table_filters() {
+            return count_on_partitions(context, table, start, end, filters).await;
         }
         let mut count = 0;
         while self.next(context).await?.is_some() {
@@ -417,18 +421,12 @@ async fn count_on_partitions(
                 let Some((last, _)) = rows.last() else { break };
                 from = Bound::Excluded(last.clone());
                 let full = rows.len() == PARTITION_SCAN_ROWS;
-                let mut decoded = Vec::with_capacity(rows.len());
                 for (_, value) in rows {
-                    decoded.push(
-                        document::decode(&value)
-                            .map_err(|error| ReqlError::new(ErrorClass::Internal, format!("Stored document is unreadable: {error}")))?,
-                    );
-                }
-                let mut batch = Stream::rows(decoded);
-                batch.operations = filters.clone();
-                batch.counters = vec![0; filters.len()];
-                while batch.next(&context).await?.is_some() {
-                    count += 1;
+                    let row = document::decode(&value)
+                        .map_err(|error| ReqlError::new(ErrorClass::Internal, format!("Stored document is unreadable: {error}")))?;
+                    if Stream::passes(&context, &filters, &row).await? {
+                        count += 1;
+                    }
                 }
                 if !full {
                     break;
@@ -442,4 +440,21 @@ async fn count_on_partitions(
         total += counted??;
     }
     Ok(total)
+}
+
+/// `filter(predicate, default=…)` on one row: a missing field counts as the
+/// default (evaluated only then, and able to rethrow), or as false.
+async fn filter_accepts(context: &Context, predicate: &Callable, default: Option<&Function>, row: &Datum) -> Result<bool, ReqlError> {
+    match predicate.accepts(context, row).await {
+        Ok(accepted) => Ok(accepted),
+        Err(error) if error.class == ErrorClass::NonExistence => match default {
+            Some(handler) => {
+                let mut handler_context = context.child();
+                handler_context.caught = Some(Some(error));
+                Ok(super::eval::truthy(&handler.call(&handler_context, Vec::new()).await?))
+            }
+            None => Ok(false),
+        },
+        Err(error) => Err(error),
+    }
 }

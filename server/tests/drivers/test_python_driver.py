@@ -227,3 +227,29 @@ def test_filtered_counts_over_every_partition(connection):
         1 for row in rows if 100 <= row["id"] < 200 and row.get("n") == 0)
     with pytest.raises(ReqlQueryLogicError):
         table.filter(lambda row: row["n"] + "x").count().run(connection)
+
+
+def test_grouped_reductions_over_every_partition(connection):
+    # Reduced per group on each partition's core, then merged; compared with
+    # the same reductions done here, and beyond array_limit per group.
+    r.table_create("grouped").run(connection)
+    rows = [{"id": i, "k": i % 3, "v": i % 11, "tags": ["a", "b"] if i % 2 else ["a"]} for i in range(3000)]
+    rows += [{"id": 5000 + i, "k": 9} for i in range(10)]  # a group with no `v`
+    r.table("grouped").insert(rows).run(connection)
+    table = r.table("grouped")
+    by_key = {}
+    for row in rows:
+        by_key.setdefault(row["k"], []).append(row)
+    assert table.group("k").count().run(connection) == {key: len(members) for key, members in by_key.items()}
+    assert table.group("k").sum("v").run(connection) == {
+        key: sum(row["v"] for row in members) for key, members in by_key.items() if any("v" in row for row in members)}
+    averages = table.group("k").avg("v").run(connection)
+    assert averages.keys() == {0, 1, 2} and abs(averages[1] - sum(row["v"] for row in by_key[1]) / len(by_key[1])) < 1e-9
+    assert table.group("k").max("v").run(connection)[0]["v"] == 10
+    assert table.group("k").min("v").run(connection)[0] == {"id": 0, "k": 0, "v": 0, "tags": ["a"]}
+    assert table.filter(r.row["v"] > 5).group("k").count().run(connection) == {
+        key: sum(1 for row in members if row.get("v", 0) > 5) for key, members in by_key.items() if key != 9}
+    assert table.group("tags", multi=True).count().run(connection) == {"a": 3000, "b": 1500, None: 10}
+    assert table.group("k").count(lambda row: row["v"].eq(3)).run(connection) == {
+        key: sum(1 for row in members if row.get("v") == 3) for key, members in by_key.items() if key != 9}
+    assert table.group("k").count().run(connection, array_limit=100)[0] == 1000

@@ -1,0 +1,229 @@
+//! Grouped reductions of tables, computed where the rows are.
+//!
+//! `table.filter(…).group(…).count()` (and `sum`, `avg`, `min`, `max`)
+//! runs on every partition's own shard at once: each reads its rows, keeps
+//! a partial result per group, and sends only those partials to the
+//! coordinator, which merges them. No document crosses between cores and
+//! no group is ever held as an array, so `array_limit` does not apply to a
+//! group's size, as in RethinkDB.
+
+use std::collections::BTreeMap;
+use std::ops::Bound;
+
+use bytes::Bytes;
+use photondb_datum::{document, Datum};
+use photondb_storage::{Backend, Direction, ScanRange, TableId};
+
+use super::error::{ErrorClass, ReqlError};
+use super::eval::{group_keys, Context, TypeMismatch};
+use super::function::Callable;
+use super::stream::{Operation, Stream};
+
+/// Rows read and decoded per round on a partition.
+const SCAN_ROWS: usize = 1024;
+
+/// What is computed per group.
+#[derive(Clone, Debug)]
+pub enum Reduction {
+    Count,
+    /// `count(value)` or `count(predicate)`.
+    CountMatching(Callable),
+    Sum(Selector),
+    Avg(Selector),
+    Min(Selector),
+    Max(Selector),
+}
+
+/// The value a reduction looks at in a row: a field, or a function's
+/// result. A row without one is left out.
+#[derive(Clone, Debug)]
+pub enum Selector {
+    /// The row itself (`min()` with nothing to look at).
+    Row,
+    Field(String),
+    Function(Callable),
+}
+
+impl Selector {
+    async fn select(&self, context: &Context, row: &Datum) -> Result<Option<Datum>, ReqlError> {
+        match self {
+            Selector::Row => Ok(Some(row.clone())),
+            Selector::Field(field) => match row {
+                Datum::Object(fields) => Ok(fields.get(field).cloned()),
+                other => Err(ReqlError::logic(format!(
+                    "Cannot perform get_field on a non-object non-sequence `{}`.",
+                    super::eval::pretty(other)
+                ))),
+            },
+            Selector::Function(function) => match function.call(context, row.clone()).await {
+                Ok(value) => Ok(Some(value)),
+                Err(error) if error.class == ErrorClass::NonExistence => Ok(None),
+                Err(error) => Err(error),
+            },
+        }
+    }
+}
+
+/// A group's partial result on one partition.
+#[derive(Debug)]
+enum Partial {
+    Count(u64),
+    Sum { total: f64, rows: u64 },
+    /// The best value so far, with its row's key (ties go to the smaller
+    /// key, as rows come in key order) and the row.
+    Best(Option<(Datum, Bytes, Datum)>),
+}
+
+impl Reduction {
+    fn empty(&self) -> Partial {
+        match self {
+            Reduction::Count | Reduction::CountMatching(_) => Partial::Count(0),
+            Reduction::Sum(_) | Reduction::Avg(_) => Partial::Sum { total: 0.0, rows: 0 },
+            Reduction::Min(_) | Reduction::Max(_) => Partial::Best(None),
+        }
+    }
+
+    fn better(&self, candidate: &Datum, best: &Datum) -> bool {
+        let ordering = candidate.cmp_reql(best);
+        match self {
+            Reduction::Min(_) => ordering == std::cmp::Ordering::Less,
+            _ => ordering == std::cmp::Ordering::Greater,
+        }
+    }
+
+    async fn add(&self, context: &Context, partial: &mut Partial, key: &Bytes, row: &Datum) -> Result<(), ReqlError> {
+        match (self, partial) {
+            (Reduction::Count, Partial::Count(count)) => *count += 1,
+            (Reduction::CountMatching(wanted), Partial::Count(count)) => {
+                // As `filter(predicate).count()`: a missing field is a no.
+                let hit = match wanted {
+                    Callable::Constant(value) => value == row,
+                    function => match function.accepts(context, row).await {
+                        Ok(hit) => hit,
+                        Err(error) if error.class == ErrorClass::NonExistence => false,
+                        Err(error) => return Err(error),
+                    },
+                };
+                *count += u64::from(hit);
+            }
+            (Reduction::Sum(selector) | Reduction::Avg(selector), Partial::Sum { total, rows }) => {
+                if let Some(value) = selector.select(context, row).await? {
+                    match value {
+                        Datum::Number(number) => *total += number,
+                        other => return Err(other.wrong_type("NUMBER")),
+                    }
+                    *rows += 1;
+                }
+            }
+            (Reduction::Min(selector) | Reduction::Max(selector), Partial::Best(best)) => {
+                if let Some(value) = selector.select(context, row).await? {
+                    let replace = match best {
+                        None => true,
+                        Some((current, current_key, _)) => {
+                            self.better(&value, current) || (value.cmp_reql(current).is_eq() && key < current_key)
+                        }
+                    };
+                    if replace {
+                        *best = Some((value, key.clone(), row.clone()));
+                    }
+                }
+            }
+            _ => unreachable!("partials are made by their reduction"),
+        }
+        Ok(())
+    }
+
+    fn merge(&self, into: &mut Partial, other: Partial) {
+        match (into, other) {
+            (Partial::Count(count), Partial::Count(more)) => *count += more,
+            (Partial::Sum { total, rows }, Partial::Sum { total: more, rows: more_rows }) => {
+                *total += more;
+                *rows += more_rows;
+            }
+            (Partial::Best(best), Partial::Best(Some((value, key, row)))) => {
+                let replace = match best {
+                    None => true,
+                    Some((current, current_key, _)) => self.better(&value, current) || (value.cmp_reql(current).is_eq() && key < *current_key),
+                };
+                if replace {
+                    *best = Some((value, key, row));
+                }
+            }
+            (Partial::Best(_), Partial::Best(None)) => {}
+            _ => unreachable!("partials of one reduction merge"),
+        }
+    }
+
+    /// The group's result; `None` drops the group (nothing to aggregate,
+    /// as RethinkDB drops groups a field or filter left empty).
+    fn finish(&self, partial: Partial) -> Option<Datum> {
+        match (self, partial) {
+            (Reduction::Count, Partial::Count(count)) => Some(Datum::Number(count as f64)),
+            (Reduction::CountMatching(_), Partial::Count(0)) => None,
+            (Reduction::CountMatching(_), Partial::Count(count)) => Some(Datum::Number(count as f64)),
+            (_, Partial::Sum { rows: 0, .. }) => None,
+            (Reduction::Sum(_), Partial::Sum { total, .. }) => Some(Datum::Number(total)),
+            (Reduction::Avg(_), Partial::Sum { total, rows }) => Some(Datum::Number(total / rows as f64)),
+            (_, Partial::Best(best)) => best.map(|(_, _, row)| row),
+            _ => unreachable!("partials are made by their reduction"),
+        }
+    }
+}
+
+/// Groups the rows of `table` in `[start, end)` that pass `filters` by
+/// `keys` and reduces each group, every partition on its own shard.
+#[allow(clippy::too_many_arguments)]
+pub async fn grouped_on_partitions(
+    context: &Context,
+    table: TableId,
+    start: Bound<Bytes>,
+    end: Bound<Bytes>,
+    filters: Vec<Operation>,
+    keys: Vec<Callable>,
+    multi: bool,
+    reduction: Reduction,
+) -> Result<Vec<(Datum, Datum)>, ReqlError> {
+    let calls = (0..context.engine.partitions()).map(|partition| {
+        let inner = context.clone();
+        let (start, end, filters, keys, reduction) = (start.clone(), end.clone(), filters.clone(), keys.clone(), reduction.clone());
+        context.engine.run_on_partition(partition, move |backend| async move {
+            let context = inner;
+            let mut partials: BTreeMap<Datum, Partial> = BTreeMap::new();
+            let mut from = start;
+            loop {
+                let range = ScanRange { start: from.clone(), end: end.clone(), direction: Direction::Ascending, limit: Some(SCAN_ROWS) };
+                let rows = backend.scan(table, &range).await.map_err(|error| ReqlError::from(photondb_runtime::EngineError::from(error)))?;
+                let Some((last, _)) = rows.last() else { break };
+                from = Bound::Excluded(last.clone());
+                let full = rows.len() == SCAN_ROWS;
+                for (key, bytes) in rows {
+                    let row = document::decode(&bytes)
+                        .map_err(|error| ReqlError::new(ErrorClass::Internal, format!("Stored document is unreadable: {error}")))?;
+                    if !filters.is_empty() && !Stream::passes(&context, &filters, &row).await? {
+                        continue;
+                    }
+                    for group in group_keys(&context, &keys, multi, &row).await? {
+                        let partial = partials.entry(group).or_insert_with(|| reduction.empty());
+                        reduction.add(&context, partial, &key, &row).await?;
+                    }
+                }
+                if !full {
+                    break;
+                }
+            }
+            Ok::<_, ReqlError>(partials)
+        })
+    });
+    let mut merged: BTreeMap<Datum, Partial> = BTreeMap::new();
+    for partials in photondb_runtime::join_all(calls).await {
+        for (group, partial) in partials?? {
+            match merged.get_mut(&group) {
+                Some(into) => reduction.merge(into, partial),
+                None => {
+                    merged.insert(group, partial);
+                }
+            }
+        }
+    }
+    Ok(merged.into_iter().filter_map(|(group, partial)| reduction.finish(partial).map(|value| (group, value))).collect())
+}
