@@ -1,6 +1,7 @@
 //! Grouped reductions of tables, computed where the rows are.
 //!
-//! `table.filter(…).group(…).count()` (and `sum`, `avg`, `min`, `max`)
+//! `table.filter(…).group(…).count()` (and `sum`, `avg`, `min`, `max`;
+//! a filtered `count()` is the same with one group)
 //! runs on every partition's own shard at once: each reads its rows, keeps
 //! a partial result per group, and sends only those partials to the
 //! coordinator, which merges them. No document crosses between cores and

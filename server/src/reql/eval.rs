@@ -317,14 +317,7 @@ impl Context {
                     _ => None,
                 };
                 if let Some((table, start, end, filters)) = read.as_ref().and_then(Stream::table_filters) {
-                    let mut keys = Vec::with_capacity(group_args.len() - 1);
-                    for index in 1..group_args.len() {
-                        keys.push(match self.argument(group_args, index).await? {
-                            Value::Function(function) => Callable::Function(function),
-                            Value::Datum(datum) => Callable::Constant(datum),
-                            other => return Err(other.wrong_type("STRING").within(Frame::Position(index))),
-                        });
-                    }
+                    let keys = self.group_key_arguments(group_args).await?;
                     let multi = matches!(self.optional_datum(group_optargs, "multi").await?, Some(Datum::Bool(true)));
                     let reduction = self.reduction(term_type, args).await?;
                     let groups = super::aggregate::grouped_on_partitions(self, table, start, end, filters, keys, multi, reduction).await?;
@@ -843,6 +836,19 @@ impl Context {
         }))
     }
 
+    /// `group`'s keys (arguments 1…): field names, values or functions.
+    async fn group_key_arguments(&self, args: &[Term]) -> Result<Vec<Callable>, ReqlError> {
+        let mut keys = Vec::with_capacity(args.len().saturating_sub(1));
+        for index in 1..args.len() {
+            keys.push(match self.argument(args, index).await? {
+                Value::Function(function) => Callable::Function(function),
+                Value::Datum(datum) => Callable::Constant(datum),
+                other => return Err(other.wrong_type("STRING").within(Frame::Position(index))),
+            });
+        }
+        Ok(keys)
+    }
+
     /// The per-group reduction `count`/`sum`/`avg`/`min`/`max` asks for.
     async fn reduction(&self, term_type: u64, args: &[Term]) -> Result<super::aggregate::Reduction, ReqlError> {
         use super::aggregate::{Reduction, Selector};
@@ -947,14 +953,7 @@ impl Context {
         let stream = self.stream_argument(args, 0).await?;
         let is_stream = stream.is_table_source();
         let rows = stream.collect(self).await?;
-        let mut keys = Vec::with_capacity(args.len() - 1);
-        for index in 1..args.len() {
-            keys.push(match self.argument(args, index).await? {
-                Value::Function(function) => Callable::Function(function),
-                Value::Datum(datum) => Callable::Constant(datum),
-                other => return Err(other.wrong_type("STRING").within(Frame::Position(index))),
-            });
-        }
+        let mut keys = self.group_key_arguments(args).await?;
         if let Some(field) = index_field {
             keys.push(Callable::Constant(Datum::String(field)));
         }

@@ -386,7 +386,13 @@ impl Stream {
         // A count of a table (range) through filters runs on every
         // partition's own core at once; only the counts travel.
         if let Some((table, start, end, filters)) = self.table_filters() {
-            return count_on_partitions(context, table, start, end, filters).await;
+            // One group for every row: the grouped count does the work.
+            let everything = vec![Callable::Constant(Datum::Null)];
+            let counted = super::aggregate::grouped_on_partitions(context, table, start, end, filters, everything, false, super::aggregate::Reduction::Count).await?;
+            return Ok(match counted.first() {
+                Some((_, Datum::Number(count))) => *count as u64,
+                _ => 0,
+            });
         }
         let mut count = 0;
         while self.next(context).await?.is_some() {
@@ -394,52 +400,6 @@ impl Stream {
         }
         Ok(count)
     }
-}
-
-/// Rows decoded and filtered per round on a partition.
-const PARTITION_SCAN_ROWS: usize = 1024;
-
-/// Counts the rows of `table` in `[start, end)` that pass `filters`, each
-/// partition on its own shard, in parallel.
-async fn count_on_partitions(
-    context: &Context,
-    table: photondb_storage::TableId,
-    start: Bound<Bytes>,
-    end: Bound<Bytes>,
-    filters: Vec<Operation>,
-) -> Result<u64, ReqlError> {
-    let calls = (0..context.engine.partitions()).map(|partition| {
-        let (inner, start, end, filters) = (context.clone(), start.clone(), end.clone(), filters.clone());
-        context.engine.run_on_partition(partition, move |backend| async move {
-            let context = inner;
-            use photondb_storage::Backend;
-            let mut count = 0u64;
-            let mut from = start;
-            loop {
-                let range = ScanRange { start: from.clone(), end: end.clone(), direction: Direction::Ascending, limit: Some(PARTITION_SCAN_ROWS) };
-                let rows = backend.scan(table, &range).await.map_err(|error| ReqlError::from(photondb_runtime::EngineError::from(error)))?;
-                let Some((last, _)) = rows.last() else { break };
-                from = Bound::Excluded(last.clone());
-                let full = rows.len() == PARTITION_SCAN_ROWS;
-                for (_, value) in rows {
-                    let row = document::decode(&value)
-                        .map_err(|error| ReqlError::new(ErrorClass::Internal, format!("Stored document is unreadable: {error}")))?;
-                    if Stream::passes(&context, &filters, &row).await? {
-                        count += 1;
-                    }
-                }
-                if !full {
-                    break;
-                }
-            }
-            Ok::<u64, ReqlError>(count)
-        })
-    });
-    let mut total = 0;
-    for counted in photondb_runtime::join_all(calls).await {
-        total += counted??;
-    }
-    Ok(total)
 }
 
 /// `filter(predicate, default=…)` on one row: a missing field counts as the
