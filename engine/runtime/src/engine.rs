@@ -306,6 +306,14 @@ impl Engine {
         Ok(rows)
     }
 
+    /// An ordered scan of one partition's part of a table, for callers
+    /// that merge partitions themselves (each row fetched once).
+    pub async fn scan_partition(&self, table: TableId, partition: u32, range: ScanRange) -> Result<Vec<(Bytes, Bytes)>, EngineError> {
+        let result = bus::call(self.shard_of(partition), self.inbox_for(partition), move |shard| async move { shard.partition(partition).scan(table, &range).await })
+            .await?;
+        Ok(result?)
+    }
+
     /// The next batch of a full-table scan in key order, after `after`
     /// (exclusive). An empty batch means the scan is complete.
     pub async fn scan_batch(&self, table: TableId, after: Option<Bytes>, rows: usize) -> Result<Vec<(Bytes, Bytes)>, EngineError> {

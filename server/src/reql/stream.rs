@@ -21,8 +21,10 @@ const FETCH_ROWS: usize = 256;
 
 #[derive(Clone, Debug)]
 pub enum Source {
-    /// Rows of a table in primary-key order, from `start` to `end`.
-    Table { table: TableConfig, start: Bound<Bytes>, end: Bound<Bytes>, finished: bool },
+    /// Rows of a table in primary-key order, from `start` to `end`: each
+    /// partition read a batch at a time (`partitions`, once started) and
+    /// the batches merged by key, so every row is fetched once.
+    Table { table: TableConfig, start: Bound<Bytes>, end: Bound<Bytes>, finished: bool, partitions: Option<Vec<PartitionCursor>> },
     Rows(VecDeque<Datum>),
     /// `get_all` on the primary key: the rows of these keys, in this order,
     /// read a batch at a time (missing keys yield nothing).
@@ -35,6 +37,15 @@ pub enum Source {
     /// `map` over several sequences: the function of one item of each, until
     /// the shortest ends.
     Zip(Box<(Vec<Stream>, Function)>),
+}
+
+/// Where the read of one partition's part of a table stands.
+#[derive(Clone, Debug)]
+pub struct PartitionCursor {
+    from: Bound<Bytes>,
+    /// Fetched and not yet merged, in key order.
+    buffer: VecDeque<(Bytes, Bytes)>,
+    done: bool,
 }
 
 #[derive(Clone, Debug)]
@@ -107,7 +118,7 @@ pub struct Stream {
 
 impl Stream {
     pub fn table(table: TableConfig, start: Bound<Bytes>, end: Bound<Bytes>) -> Stream {
-        Stream::new(Source::Table { table, start, end, finished: false })
+        Stream::new(Source::Table { table, start, end, finished: false, partitions: None })
     }
 
     pub fn rows(rows: Vec<Datum>) -> Stream {
@@ -259,20 +270,45 @@ impl Stream {
                     self.exhausted = true;
                 }
             }
-            Source::Table { table, start, end, finished } => {
+            Source::Table { table, start, end, finished, partitions } => {
                 if *finished {
                     self.exhausted = true;
                     return Ok(());
                 }
-                let range = ScanRange { start: start.clone(), end: end.clone(), direction: Direction::Ascending, limit: Some(FETCH_ROWS) };
-                let rows = context.engine.scan(table.id, range).await?;
-                if rows.len() < FETCH_ROWS {
-                    *finished = true;
+                let count = context.engine.partitions();
+                let cursors = partitions.get_or_insert_with(|| {
+                    (0..count).map(|_| PartitionCursor { from: start.clone(), buffer: VecDeque::new(), done: false }).collect()
+                });
+                // Refill, at once, every partition whose batch is used up.
+                let needed: Vec<usize> = (0..cursors.len()).filter(|&index| cursors[index].buffer.is_empty() && !cursors[index].done).collect();
+                let fetches = needed.iter().map(|&index| {
+                    let range = ScanRange { start: cursors[index].from.clone(), end: end.clone(), direction: Direction::Ascending, limit: Some(FETCH_ROWS) };
+                    context.engine.scan_partition(table.id, index as u32, range)
+                });
+                let fetched = photondb_runtime::join_all(fetches).await;
+                for (index, rows) in needed.into_iter().zip(fetched) {
+                    let rows = rows?;
+                    let cursor = &mut cursors[index];
+                    cursor.done = rows.len() < FETCH_ROWS;
+                    if let Some((last, _)) = rows.last() {
+                        cursor.from = Bound::Excluded(last.clone());
+                    }
+                    cursor.buffer.extend(rows);
                 }
-                if let Some((last, _)) = rows.last() {
-                    *start = Bound::Excluded(last.clone());
-                }
-                for (_, value) in rows {
+                // Merge while every partition still reading has rows here
+                // (so the smallest key is known), up to a batch.
+                while self.pending.len() < FETCH_ROWS {
+                    if cursors.iter().any(|cursor| cursor.buffer.is_empty() && !cursor.done) {
+                        break;
+                    }
+                    let smallest = (0..cursors.len())
+                        .filter(|&index| !cursors[index].buffer.is_empty())
+                        .min_by(|&a, &b| cursors[a].buffer[0].0.cmp(&cursors[b].buffer[0].0));
+                    let Some(index) = smallest else {
+                        *finished = true;
+                        break;
+                    };
+                    let (_, value) = cursors[index].buffer.pop_front().expect("a row");
                     let row = document::decode(&value)
                         .map_err(|error| ReqlError::new(ErrorClass::Internal, format!("Stored document is unreadable: {error}")))?;
                     self.pending.push_back(row);
@@ -337,7 +373,7 @@ impl Stream {
     /// through filters only (and has not started), for work that runs on
     /// the partitions themselves.
     pub fn table_filters(&self) -> Option<(photondb_storage::TableId, Bound<Bytes>, Bound<Bytes>, Vec<Operation>)> {
-        let Source::Table { table, start, end, finished: false } = &self.source else { return None };
+        let Source::Table { table, start, end, finished: false, partitions: None } = &self.source else { return None };
         let only_filters = self.operations.iter().all(|operation| matches!(operation, Operation::Filter { .. }));
         (only_filters && self.pending.is_empty()).then(|| (table.id, start.clone(), end.clone(), self.operations.clone()))
     }
@@ -379,7 +415,7 @@ impl Stream {
     pub async fn count(mut self, context: &Context) -> Result<u64, ReqlError> {
         self.check_finite()?;
         if self.operations.is_empty() {
-            if let Source::Table { table, start: Bound::Unbounded, end: Bound::Unbounded, .. } = &self.source {
+            if let Source::Table { table, start: Bound::Unbounded, end: Bound::Unbounded, partitions: None, .. } = &self.source {
                 return Ok(context.engine.count(table.id).await?);
             }
         }
