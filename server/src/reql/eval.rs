@@ -168,6 +168,33 @@ impl Context {
         self.clone()
     }
 
+    /// A context for a function's body: these settings, `variables` in
+    /// scope instead of the caller's (which are not copied).
+    pub fn with_variables(&self, variables: BTreeMap<u64, Datum>) -> Context {
+        Context {
+            engine: self.engine.clone(),
+            default_database: self.default_database.clone(),
+            durability: self.durability,
+            array_limit: self.array_limit,
+            variables,
+            implicit: None,
+            caught: self.caught.clone(),
+            now: self.now,
+        }
+    }
+
+    /// The datum a `VAR` or `IMPLICIT_VAR` term names, borrowed.
+    fn variable(&self, term: &Term) -> Option<&Datum> {
+        match term {
+            Term::Call { term_type: kind::IMPLICIT_VAR, args, .. } if args.is_empty() => self.implicit.as_ref(),
+            Term::Call { term_type: kind::VAR, args, .. } => match args.as_slice() {
+                [Term::Datum(Datum::Number(id))] => self.variables.get(&(*id as u64)),
+                _ => None,
+            },
+            _ => None,
+        }
+    }
+
     pub fn eval<'a>(&'a self, term: &'a Term) -> Evaluation<'a> {
         Box::pin(async move {
             match term {
@@ -647,6 +674,15 @@ impl Context {
                 Ok(Value::Datum(last))
             }
             kind::ADD | kind::SUB | kind::MUL | kind::DIV => self.arithmetic(term_type, args).await,
+            // `row['field']` of a variable reads the field in place instead
+            // of copying the whole row first (the common predicate shape).
+            kind::GET_FIELD | kind::BRACKET
+                if args.len() == 2 && matches!(&args[1], Term::Datum(Datum::String(_))) && self.variable(&args[0]).is_some() =>
+            {
+                let (Some(object), Term::Datum(field)) = (self.variable(&args[0]), &args[1]) else { unreachable!("checked above") };
+                let name = if term_type == kind::BRACKET { "bracket" } else { "get_field" };
+                get_field(object, field, name).map(Value::Datum)
+            }
             kind::GET_FIELD | kind::BRACKET => {
                 arity(args, 2, 2)?;
                 let object = self.datum_argument(args, 0).await?;

@@ -80,11 +80,10 @@ impl Function {
                 plural(self.parameters.len())
             )));
         }
-        let mut inner = context.child();
-        inner.variables = self.captured.clone();
-        if arguments.len() == 1 {
-            inner.implicit = Some(arguments[0].clone());
-        }
+        let mut inner = context.with_variables(self.captured.clone());
+        // `r.row` is this function's argument when it takes one; otherwise
+        // it stays what it was around the call.
+        inner.implicit = if arguments.len() == 1 { Some(arguments[0].clone()) } else { context.implicit.clone() };
         for (parameter, argument) in self.parameters.iter().zip(arguments) {
             inner.variables.insert(*parameter, argument);
         }
