@@ -339,7 +339,12 @@ impl Session {
             Some(other) => return Err(other.wrong_type("NUMBER")),
         }
         let stream = match context.eval(&term).await? {
-            Value::Datum(datum) => return Ok(json!({ "t": response_type::SUCCESS_ATOM, "r": [to_json(&datum)] })),
+            Value::Datum(datum) => {
+                if crate::reql::sequence::contains_literal(&datum) {
+                    return Err(crate::reql::sequence::stray_literal());
+                }
+                return Ok(json!({ "t": response_type::SUCCESS_ATOM, "r": [to_json(&datum)] }));
+            }
             Value::SingleSelection { row, .. } | Value::SystemSelection { row, .. } => {
                 return Ok(json!({ "t": response_type::SUCCESS_ATOM, "r": [to_json(&row.unwrap_or(Datum::Null))] }))
             }

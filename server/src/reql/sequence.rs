@@ -30,7 +30,22 @@ pub fn literal(value: Option<Datum>) -> Datum {
     Datum::Object(fields)
 }
 
-fn as_literal(datum: &Datum) -> Option<Option<&Datum>> {
+/// RethinkDB's error for an `r.literal` anywhere but inside the object given
+/// to `merge` or `update`.
+pub fn stray_literal() -> ReqlError {
+    ReqlError::logic("Stray literal keyword found: literal is only legal inside of the object passed to merge or update and cannot nest inside other literals.")
+}
+
+/// Whether a datum holds an `r.literal` anywhere.
+pub fn contains_literal(datum: &Datum) -> bool {
+    match datum {
+        Datum::Object(fields) => as_literal(datum).is_some() || fields.values().any(contains_literal),
+        Datum::Array(items) => items.iter().any(contains_literal),
+        _ => false,
+    }
+}
+
+pub fn as_literal(datum: &Datum) -> Option<Option<&Datum>> {
     match datum {
         Datum::Object(fields) if fields.get("$reql_type$") == Some(&Datum::String(LITERAL_TYPE.into())) => Some(fields.get("value")),
         _ => None,
@@ -265,6 +280,9 @@ impl Context {
     async fn literal_term(&self, args: &[Term]) -> Result<Value, ReqlError> {
         arity(args, 0, 1)?;
         let value = if args.is_empty() { None } else { Some(self.datum_argument(args, 0).await?) };
+        if value.as_ref().is_some_and(contains_literal) {
+            return Err(stray_literal());
+        }
         Ok(Value::Datum(literal(value)))
     }
 

@@ -81,6 +81,9 @@ impl Transform {
                 let mut row = row;
                 for patch in patches {
                     let patch = patch.call(context, row.clone()).await?;
+                    if super::sequence::as_literal(&patch).is_some() {
+                        return Err(super::sequence::stray_literal());
+                    }
                     if !matches!(patch, Datum::Object(_)) && !matches!(row, Datum::Object(_)) {
                         return Err(row.wrong_type("OBJECT"));
                     }
