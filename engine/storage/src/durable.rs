@@ -267,7 +267,7 @@ impl<S: FileSystem> DurableBackend<S> {
             let prepared = self.store.prepare(&batch.mutations).await?;
             // Updates merge into the stored document, which may grow it.
             let bound = batch.payload_bound(|mutation| match mutation {
-                Mutation::Put { key, conflict: Conflict::Update, .. } => key.len() + self.store.stored_length(&prepared, mutation),
+                Mutation::Put { key, conflict: Conflict::Update, .. } => key.len() + self.store.stored_length(mutation),
                 _ => 0,
             });
             if bound > self.wal.max_payload_bytes() {

@@ -285,16 +285,14 @@ impl<F: DirectFile> Store<F> {
         }
     }
 
-    /// The stored length of a mutation's row (0 when absent), once prepared.
-    pub fn stored_length(&self, prepared: &Prepared, mutation: &Mutation) -> usize {
+    /// The stored length of a mutation's row (0 when absent). Call it once
+    /// prepared: the path is then in memory.
+    pub fn stored_length(&self, mutation: &Mutation) -> usize {
         let Some((table, key)) = mutation.row() else { return 0 };
         match self.tree.borrow().get(&self.pager, &composite_key(table, key)) {
             Ok(Some(Value::Inline(bytes))) => bytes.len(),
             Ok(Some(Value::Overflow { length, .. })) => length as usize,
-            _ => {
-                let _ = prepared;
-                0
-            }
+            _ => 0,
         }
     }
 
@@ -320,13 +318,13 @@ impl<F: DirectFile> Store<F> {
     fn apply_operation(&self, operation: &WalOperation) {
         let mut retired = Vec::new();
         let mut tree = self.tree.borrow_mut();
-        let (table, old) = match operation {
+        let old = match operation {
             WalOperation::Put { table, key, value } => {
                 let old = tree.insert(&self.pager, composite_key(*table, key), Value::Inline(value.clone()), &mut retired);
                 if old.is_none() {
                     *self.counts.borrow_mut().entry(*table).or_default() += 1;
                 }
-                (*table, old)
+                old
             }
             WalOperation::Delete { table, key } => {
                 let old = tree.remove(&self.pager, &composite_key(*table, key), &mut retired);
@@ -338,11 +336,10 @@ impl<F: DirectFile> Store<F> {
                         counts.remove(table);
                     }
                 }
-                (*table, old)
+                old
             }
             WalOperation::DropTable { .. } => unreachable!("tables are dropped row by row"),
         };
-        let _ = table;
         let free_after = self.in_view.get() + 2;
         if let Some(Value::Overflow { first, pages, .. }) = old {
             self.pager.retire(first, u64::from(pages), free_after);
