@@ -238,9 +238,10 @@ impl Engine {
         let count = mutations.len();
         for (index, mutation) in mutations.into_iter().enumerate() {
             let partition = match &mutation {
-                Mutation::Put { table, key, .. } | Mutation::Delete { table, key } | Mutation::CompareAndSet { table, key, .. } => {
-                    self.route(*table, key)
-                }
+                Mutation::Put { table, key, .. }
+                | Mutation::Delete { table, key }
+                | Mutation::CompareAndSet { table, key, .. }
+                | Mutation::Reindex { table, key, .. } => self.route(*table, key),
                 Mutation::DropTable { .. } => {
                     return Err(EngineError::Catalog("tables are dropped with Engine::drop_table".into()));
                 }

@@ -44,6 +44,10 @@ impl Backend for AnyBackend {
         delegate!(self, backend => backend.table_ids())
     }
 
+    fn set_indexes(&self, table: TableId, indexes: Vec<photondb_storage::Index>) {
+        delegate!(self, backend => backend.set_indexes(table, indexes))
+    }
+
     async fn flush(&self) -> StorageResult<()> {
         delegate!(self, backend => backend.flush().await)
     }

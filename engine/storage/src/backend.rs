@@ -6,6 +6,7 @@ use bytes::Bytes;
 
 use crate::batch::{WriteBatch, WriteOutcome};
 use crate::error::Result;
+use crate::index::Index;
 use crate::tables::TableId;
 
 /// When a write is acknowledged (RethinkDB's `durability` option).
@@ -61,8 +62,12 @@ pub trait Backend {
     async fn get(&self, table: TableId, key: &[u8]) -> Result<Option<Bytes>>;
     async fn scan(&self, table: TableId, range: &ScanRange) -> Result<Vec<(Bytes, Bytes)>>;
     fn count(&self, table: TableId) -> Result<u64>;
-    /// Tables with rows in this partition.
+    /// Tables (and indexes) with rows in this partition.
     fn table_ids(&self) -> Vec<TableId>;
+    /// Sets the secondary indexes every later write to `table` keeps in
+    /// step (none: the table has no indexes). Entries of rows written
+    /// before are not touched; see [`crate::Mutation::Reindex`].
+    fn set_indexes(&self, table: TableId, indexes: Vec<Index>);
     /// Makes every write applied so far durable (soft writes included).
     async fn flush(&self) -> Result<()>;
     /// Writes a checkpoint so WAL space can be reused; a no-op in memory.

@@ -11,6 +11,7 @@
 
 use bytes::Bytes;
 
+use crate::index::Index;
 use crate::tables::TableId;
 
 /// What to do when a put finds its key already present.
@@ -36,6 +37,9 @@ pub enum Mutation {
     CompareAndSet { table: TableId, key: Bytes, expected: Option<Bytes>, new: Option<Bytes> },
     /// Removes every row of a table in this partition.
     DropTable { table: TableId },
+    /// Writes the entries the row has in `index` (a new index being built
+    /// over rows written before it existed). The row is unchanged.
+    Reindex { table: TableId, key: Bytes, index: TableId },
 }
 
 impl Mutation {
@@ -45,6 +49,8 @@ impl Mutation {
             Mutation::Delete { key, .. } => 21 + key.len(),
             Mutation::CompareAndSet { key, new, .. } => 25 + key.len() + new.as_ref().map_or(0, |value| value.len()),
             Mutation::DropTable { .. } => 17,
+            // Entries are counted by the caller, which computes them.
+            Mutation::Reindex { .. } => 0,
         }
     }
 }
@@ -209,14 +215,40 @@ pub(crate) fn decide(mutation: Mutation, old: Option<Bytes>) -> (WriteOutcome, O
             (WriteOutcome { old, new: None, conflicted: false }, operation)
         }
         Mutation::DropTable { .. } => unreachable!("dropping a table is not a row mutation"),
+        Mutation::Reindex { .. } => (WriteOutcome { old: old.clone(), new: old, conflicted: false }, None),
     }
+}
+
+/// What a row mutation does with the table's `indexes` kept in step: its
+/// outcome, and the WAL operations that repeat it (index entries first,
+/// then the row).
+pub(crate) fn decide_indexed(mutation: Mutation, old: Option<Bytes>, indexes: Option<&[Index]>) -> (WriteOutcome, Vec<WalOperation>) {
+    let mut operations = Vec::new();
+    if let Mutation::Reindex { key, index, .. } = &mutation {
+        let index = indexes.and_then(|indexes| indexes.iter().find(|candidate| candidate.id == *index));
+        if let (Some(document), Some(index)) = (&old, index) {
+            crate::index::fill(index, key, document, &mut operations);
+        }
+        return (WriteOutcome { old: old.clone(), new: old, conflicted: false }, operations);
+    }
+    let (outcome, operation) = decide(mutation, old);
+    if let Some(operation) = operation {
+        if let (Some(indexes), WalOperation::Put { key, .. } | WalOperation::Delete { key, .. }) = (indexes, &operation) {
+            crate::index::changes(indexes, key, outcome.old.as_ref(), outcome.new.as_ref(), &mut operations);
+        }
+        operations.push(operation);
+    }
+    (outcome, operations)
 }
 
 impl Mutation {
     /// The row a row mutation touches.
     pub(crate) fn row(&self) -> Option<(TableId, &Bytes)> {
         match self {
-            Mutation::Put { table, key, .. } | Mutation::Delete { table, key } | Mutation::CompareAndSet { table, key, .. } => Some((*table, key)),
+            Mutation::Put { table, key, .. }
+            | Mutation::Delete { table, key }
+            | Mutation::CompareAndSet { table, key, .. }
+            | Mutation::Reindex { table, key, .. } => Some((*table, key)),
             Mutation::DropTable { .. } => None,
         }
     }

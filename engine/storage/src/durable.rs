@@ -21,6 +21,7 @@ use crate::batch::{decode_operations, encode_operations, Conflict, Mutation, Wri
 use crate::btree::store::{Store, StoreOptions, MAX_KEY_BYTES};
 use crate::checkpoint::superblock::{self, Superblock};
 use crate::error::{Result, StorageError};
+use crate::index::{Index, IndexRegistry};
 use crate::io::{read_whole, DirectFile, FileSystem, BLOCK_BYTES};
 use crate::tables::TableId;
 use crate::waiters::Waiters;
@@ -57,6 +58,7 @@ pub struct DurableBackend<S: FileSystem> {
     newest: Cell<Superblock>,
     checkpointing: Cell<bool>,
     checkpoint_waiters: Waiters,
+    indexes: IndexRegistry,
 }
 
 impl<S: FileSystem> DurableBackend<S> {
@@ -182,6 +184,7 @@ impl<S: FileSystem> DurableBackend<S> {
             newest: Cell::new(newest),
             checkpointing: Cell::new(false),
             checkpoint_waiters: Waiters::default(),
+            indexes: IndexRegistry::default(),
         }
     }
 
@@ -264,12 +267,13 @@ impl<S: FileSystem> DurableBackend<S> {
         }
         let batch = WriteBatch::new(mutations);
         let prepared = loop {
-            let prepared = self.store.prepare(&batch.mutations).await?;
+            let prepared = self.store.prepare(&batch.mutations, &self.indexes).await?;
             // Updates merge into the stored document, which may grow it.
-            let bound = batch.payload_bound(|mutation| match mutation {
-                Mutation::Put { key, conflict: Conflict::Update, .. } => key.len() + self.store.stored_length(mutation),
-                _ => 0,
-            });
+            let bound = prepared.index_payload_bytes()
+                + batch.payload_bound(|mutation| match mutation {
+                    Mutation::Put { key, conflict: Conflict::Update, .. } => key.len() + self.store.stored_length(mutation),
+                    _ => 0,
+                });
             if bound > self.wal.max_payload_bytes() {
                 return Err(StorageError::WriteTooLarge { bytes: bound, limit: self.wal.max_payload_bytes() });
             }
@@ -287,9 +291,9 @@ impl<S: FileSystem> DurableBackend<S> {
         let mut outcomes = Vec::with_capacity(batch.mutations.len());
         let mut operations = Vec::with_capacity(batch.mutations.len());
         for mutation in batch.mutations {
-            let (outcome, operation) = self.store.apply(&prepared, mutation);
+            let (outcome, logged) = self.store.apply(&prepared, mutation, &self.indexes);
             outcomes.push(outcome);
-            operations.extend(operation);
+            operations.extend(logged);
         }
         drop(prepared);
         if operations.is_empty() {
@@ -339,6 +343,10 @@ impl<S: FileSystem> Backend for DurableBackend<S> {
 
     fn table_ids(&self) -> Vec<TableId> {
         self.store.table_ids()
+    }
+
+    fn set_indexes(&self, table: TableId, indexes: Vec<Index>) {
+        self.indexes.set(table, indexes);
     }
 
     async fn flush(&self) -> Result<()> {

@@ -5,12 +5,14 @@ use bytes::Bytes;
 use crate::backend::{Backend, Durability, ScanRange};
 use crate::batch::{WriteBatch, WriteOutcome};
 use crate::error::Result;
+use crate::index::{Index, IndexRegistry};
 use crate::tables::{TableId, Tables};
 
 /// Tables in memory only (`--storage memory`): nothing survives a restart.
 #[derive(Default)]
 pub struct MemoryBackend {
     tables: RefCell<Tables>,
+    indexes: IndexRegistry,
 }
 
 impl MemoryBackend {
@@ -22,7 +24,11 @@ impl MemoryBackend {
 impl Backend for MemoryBackend {
     async fn write(&self, batch: WriteBatch, _durability: Durability) -> Result<Vec<WriteOutcome>> {
         let mut tables = self.tables.borrow_mut();
-        Ok(batch.mutations.into_iter().map(|mutation| tables.apply(mutation).0).collect())
+        let outcomes = batch.mutations.into_iter().map(|mutation| {
+            let indexes = mutation.row().and_then(|(table, _)| self.indexes.of(table));
+            tables.apply(mutation, indexes.as_deref())
+        });
+        Ok(outcomes.collect())
     }
 
     async fn get(&self, table: TableId, key: &[u8]) -> Result<Option<Bytes>> {
@@ -39,6 +45,10 @@ impl Backend for MemoryBackend {
 
     fn table_ids(&self) -> Vec<TableId> {
         self.tables.borrow().table_ids().collect()
+    }
+
+    fn set_indexes(&self, table: TableId, indexes: Vec<Index>) {
+        self.indexes.set(table, indexes);
     }
 
     async fn flush(&self) -> Result<()> {

@@ -11,7 +11,8 @@ use bytes::Bytes;
 use imbl::OrdMap;
 
 use crate::backend::{Direction, ScanRange};
-use crate::batch::{decide, Mutation, WalOperation, WriteOutcome};
+use crate::batch::{decide_indexed, Mutation, WalOperation, WriteOutcome};
+use crate::index::Index;
 
 /// A table's identity: the 128 bits of its UUID.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -57,20 +58,19 @@ impl Tables {
         self.tables.keys().copied()
     }
 
-    /// Applies one mutation, returning what happened and the WAL operation
-    /// that repeats it (none when nothing changed).
-    pub fn apply(&mut self, mutation: Mutation) -> (WriteOutcome, Option<WalOperation>) {
+    /// Applies one mutation, keeping `indexes` (the table's) in step.
+    pub fn apply(&mut self, mutation: Mutation, indexes: Option<&[Index]>) -> WriteOutcome {
         if let Mutation::DropTable { table } = mutation {
-            let existed = self.tables.remove(&table).is_some();
-            return (WriteOutcome { old: None, new: None, conflicted: false }, existed.then_some(WalOperation::DropTable { table }));
+            self.tables.remove(&table);
+            return WriteOutcome { old: None, new: None, conflicted: false };
         }
         let (table, key) = mutation.row().expect("a row mutation");
         let old = self.get(table, key);
-        let (outcome, operation) = decide(mutation, old);
-        if let Some(operation) = &operation {
-            self.replay(operation.clone());
+        let (outcome, operations) = decide_indexed(mutation, old, indexes);
+        for operation in operations {
+            self.replay(operation);
         }
-        (outcome, operation)
+        outcome
     }
 
     /// Replays an operation read back from the WAL or a checkpoint.
@@ -82,6 +82,9 @@ impl Tables {
             WalOperation::Delete { table, key } => {
                 if let Some(rows) = self.tables.get_mut(&table) {
                     rows.remove(&key);
+                    if rows.is_empty() {
+                        self.tables.remove(&table);
+                    }
                 }
             }
             WalOperation::DropTable { table } => {

@@ -18,7 +18,8 @@ use super::node::{Child, Node, PageId, Value};
 use super::pager::{Pager, Written};
 use super::tree::{Missing, Shape, Tree};
 use crate::backend::{Direction, ScanRange};
-use crate::batch::{decide, Mutation, WalOperation, WriteOutcome};
+use crate::batch::{decide_indexed, Mutation, WalOperation, WriteOutcome};
+use crate::index::IndexRegistry;
 use crate::error::{Result, StorageError};
 use crate::io::DirectFile;
 use crate::tables::TableId;
@@ -58,6 +59,14 @@ pub struct Store<F: DirectFile> {
 pub struct Prepared {
     _pins: Vec<Rc<Node>>,
     overflow: HashMap<PageId, Bytes>,
+    /// A bound on the WAL bytes of the index entries the batch changes.
+    index_payload_bytes: usize,
+}
+
+impl Prepared {
+    pub fn index_payload_bytes(&self) -> usize {
+        self.index_payload_bytes
+    }
 }
 
 /// A checkpoint in the making: the tree and counts as they were frozen.
@@ -246,15 +255,83 @@ impl<F: DirectFile> Store<F> {
         }
     }
 
-    /// Loads everything applying `mutations` needs. Apply them right after,
-    /// without awaiting in between.
-    pub async fn prepare(&self, mutations: &[Mutation]) -> Result<Prepared> {
-        let keys: Vec<Bytes> = mutations.iter().filter_map(Mutation::row).map(|(table, key)| composite_key(table, key)).collect();
-        self.prepare_keys(&keys).await
+    /// Loads everything applying `mutations` needs, index entries
+    /// included. Apply them right after, without awaiting in between.
+    pub async fn prepare(&self, mutations: &[Mutation], indexes: &IndexRegistry) -> Result<Prepared> {
+        let rows: Vec<Bytes> = mutations.iter().filter_map(Mutation::row).map(|(table, key)| composite_key(table, key)).collect();
+        let mut prepared = self.prepare_keys(&rows).await?;
+        if !indexes.any() {
+            return Ok(prepared);
+        }
+        // Which entries change depends on the rows as they are when the
+        // batch applies: work them out, load their paths, and check again
+        // (another task may have changed a row while we waited).
+        loop {
+            let entries = self.plan_entries(&prepared, mutations, indexes);
+            let resident = {
+                let tree = self.tree.borrow();
+                rows.iter().chain(&entries).all(|key| tree.missing(&self.pager, key).is_none())
+            };
+            if resident && self.overflow_read(&prepared, &rows) {
+                // Each entry is logged as a put or delete of its key (the
+                // table id less, the value a primary key, never longer).
+                prepared.index_payload_bytes = entries.iter().map(|key| 25 + 2 * key.len()).sum();
+                return Ok(prepared);
+            }
+            let keys: Vec<Bytes> = rows.iter().chain(&entries).cloned().collect();
+            let mut again = self.prepare_keys(&keys).await?;
+            again._pins.append(&mut prepared._pins);
+            prepared = again;
+        }
+    }
+
+    /// The index entry keys (composite) that applying `mutations` now would
+    /// write or remove.
+    fn plan_entries(&self, prepared: &Prepared, mutations: &[Mutation], indexes: &IndexRegistry) -> Vec<Bytes> {
+        let mut rows_now: HashMap<Bytes, Option<Bytes>> = HashMap::new();
+        let mut entries = Vec::new();
+        for mutation in mutations {
+            let Some((table, key)) = mutation.row() else { continue };
+            let Some(table_indexes) = indexes.of(table) else { continue };
+            let composite = composite_key(table, key);
+            let old = match rows_now.get(&composite) {
+                Some(row) => row.clone(),
+                None => match self.current(prepared, &composite) {
+                    Some(row) => row,
+                    // Not loaded: the caller loads the rows again first.
+                    None => continue,
+                },
+            };
+            let (outcome, operations) = decide_indexed(mutation.clone(), old, Some(&table_indexes));
+            for operation in &operations {
+                if let WalOperation::Put { table: entry_table, key, .. } | WalOperation::Delete { table: entry_table, key } = operation {
+                    if *entry_table != table {
+                        entries.push(composite_key(*entry_table, key));
+                    }
+                }
+            }
+            rows_now.insert(composite, outcome.new);
+        }
+        entries
+    }
+
+    /// A row as stored now, if its path and value are in memory.
+    fn current(&self, prepared: &Prepared, composite: &[u8]) -> Option<Option<Bytes>> {
+        match self.tree.borrow().get(&self.pager, composite) {
+            Ok(None) => Some(None),
+            Ok(Some(Value::Inline(bytes))) => Some(Some(bytes)),
+            Ok(Some(Value::Overflow { first, .. })) => prepared.overflow.get(&first).map(|bytes| Some(bytes.clone())),
+            Err(Missing(_)) => None,
+        }
+    }
+
+    /// Whether every row's path is loaded and its overflow value read.
+    fn overflow_read(&self, prepared: &Prepared, rows: &[Bytes]) -> bool {
+        rows.iter().all(|row| self.current(prepared, row).is_some())
     }
 
     async fn prepare_keys(&self, keys: &[Bytes]) -> Result<Prepared> {
-        let mut prepared = Prepared { _pins: Vec::new(), overflow: HashMap::new() };
+        let mut prepared = Prepared { _pins: Vec::new(), overflow: HashMap::new(), index_payload_bytes: 0 };
         let mut commits = self.pager.commits();
         loop {
             let missing = {
@@ -296,22 +373,17 @@ impl<F: DirectFile> Store<F> {
         }
     }
 
-    /// Applies one row mutation to a prepared store.
-    pub fn apply(&self, prepared: &Prepared, mutation: Mutation) -> (WriteOutcome, Option<WalOperation>) {
+    /// Applies one row mutation to a prepared store, keeping the table's
+    /// indexes in step; returns the outcome and the operations to log.
+    pub fn apply(&self, prepared: &Prepared, mutation: Mutation, indexes: &IndexRegistry) -> (WriteOutcome, Vec<WalOperation>) {
         let (table, key) = mutation.row().expect("a row mutation");
-        let old = {
-            let tree = self.tree.borrow();
-            match tree.get(&self.pager, &composite_key(table, key)).expect("prepared before applying") {
-                None => None,
-                Some(Value::Inline(bytes)) => Some(bytes),
-                Some(Value::Overflow { first, .. }) => Some(prepared.overflow.get(&first).expect("old values read while preparing").clone()),
-            }
-        };
-        let (outcome, operation) = decide(mutation, old);
-        if let Some(operation) = &operation {
+        let old = self.current(prepared, &composite_key(table, key)).expect("prepared before applying");
+        let table_indexes = indexes.of(table);
+        let (outcome, operations) = decide_indexed(mutation, old, table_indexes.as_deref());
+        for operation in &operations {
             self.apply_operation(operation);
         }
-        (outcome, operation)
+        (outcome, operations)
     }
 
     /// Applies a logged row operation (the path must be prepared).
