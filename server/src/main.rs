@@ -107,6 +107,7 @@ fn serve(arguments: ServeArguments) -> anyhow::Result<()> {
         Storage::Durable => StorageKind::Durable,
         Storage::Memory => StorageKind::Memory,
     };
+    config.index_compiler = Some(Arc::new(reql::index::Compiler));
     let started = std::time::Instant::now();
     let engine = Engine::start(config).with_context(|| format!("starting on {}", arguments.data_dir.display()))?;
     tracing::info!(

@@ -1,6 +1,6 @@
 //! The engine handle: routing, fan-out and the catalog.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::ops::Bound;
 use std::path::PathBuf;
 use std::rc::Rc;
@@ -15,6 +15,7 @@ use photondb_storage::{
 use crate::bus::{self, Message};
 use crate::data_directory::{self, Identity};
 use crate::error::EngineError;
+use crate::indexes::{BuildProgress, IndexCatalog, IndexCompiler};
 use crate::partition::AnyBackend as PartitionBackend;
 use crate::shard::{self, PartitionStorage, ShardPlan};
 
@@ -38,6 +39,15 @@ pub struct EngineConfig {
     pub cache_bytes: u64,
     /// Pin shard threads to cores.
     pub pin_to_cores: bool,
+    /// Compiles index functions; without one, indexes cannot be created
+    /// (and existing ones are not maintained).
+    pub index_compiler: Option<Arc<dyn IndexCompiler>>,
+}
+
+impl std::fmt::Debug for dyn IndexCompiler {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter.write_str("IndexCompiler")
+    }
 }
 
 impl EngineConfig {
@@ -51,6 +61,7 @@ impl EngineConfig {
             wal_ring_bytes: 32 << 20,
             cache_bytes: 1 << 30,
             pin_to_cores: true,
+            index_compiler: None,
         }
     }
 }
@@ -64,19 +75,23 @@ pub struct Catalog {
     /// Keyed by (database id, table name).
     pub tables: BTreeMap<(u128, String), TableConfig>,
     pub users: BTreeMap<String, UserConfig>,
+    pub indexes: IndexCatalog,
 }
 
-struct Inner {
+pub(crate) struct Inner {
     inboxes: Vec<flume::Sender<Message>>,
     partitions: u32,
     threads: Mutex<Vec<std::thread::JoinHandle<()>>>,
-    catalog: RwLock<Catalog>,
+    pub(crate) catalog: RwLock<Catalog>,
+    pub(crate) index_compiler: Option<Arc<dyn IndexCompiler>>,
+    /// Builds of indexes not ready yet, by index id.
+    pub(crate) builds: Mutex<HashMap<TableId, Arc<BuildProgress>>>,
 }
 
 /// A handle to the running engine; cheap to clone, usable from any thread.
 #[derive(Clone)]
 pub struct Engine {
-    inner: Arc<Inner>,
+    pub(crate) inner: Arc<Inner>,
 }
 
 /// The partition that owns an encoded key. Stable forever: changing it would
@@ -85,7 +100,7 @@ pub fn partition_of(key: &[u8], partitions: u32) -> u32 {
     crc32c::crc32c(key) % partitions
 }
 
-fn new_uuid() -> u128 {
+pub(crate) fn new_uuid() -> u128 {
     // Version 4 UUID from the kernel's random source.
     use std::hash::{BuildHasher, Hasher};
     use std::io::Read;
@@ -157,7 +172,14 @@ impl Engine {
             }
         }
         let engine = Engine {
-            inner: Arc::new(Inner { inboxes, partitions, threads: Mutex::new(threads), catalog: RwLock::new(Catalog::default()) }),
+            inner: Arc::new(Inner {
+                inboxes,
+                partitions,
+                threads: Mutex::new(threads),
+                catalog: RwLock::new(Catalog::default()),
+                index_compiler: config.index_compiler.clone(),
+                builds: Mutex::new(HashMap::new()),
+            }),
         };
         if created {
             if let PartitionStorage::Durable { root, .. } = &storage {
@@ -324,7 +346,7 @@ impl Engine {
 
     /// Runs `work` on every partition at once, on the shards that own them,
     /// and returns each partition's result (the first error otherwise).
-    async fn on_every_partition<R, W, F>(&self, work: W) -> Result<Vec<R>, EngineError>
+    pub(crate) async fn on_every_partition<R, W, F>(&self, work: W) -> Result<Vec<R>, EngineError>
     where
         R: Send + 'static,
         W: Fn(Rc<PartitionBackend>) -> F + Clone + Send + 'static,
@@ -371,13 +393,24 @@ impl Engine {
                 Some(Entry::User(user)) => {
                     loaded.users.insert(user.name.clone(), user);
                 }
+                Some(Entry::Index(index)) => {
+                    loaded.indexes.insert(index.id, index);
+                }
                 None => tracing::warn!("skipping a catalog entry this build does not understand"),
             }
         }
         let fresh = loaded.databases.is_empty() && loaded.tables.is_empty();
-        let known: std::collections::BTreeSet<TableId> = loaded.tables.values().map(|table| table.id).collect();
+        // An index whose table is gone (a crash in the middle of a drop).
+        let tables: std::collections::BTreeSet<TableId> = loaded.tables.values().map(|table| table.id).collect();
+        let orphaned: Vec<TableId> = loaded.indexes.values().filter(|index| !tables.contains(&index.table)).map(|index| index.id).collect();
+        for index in orphaned {
+            loaded.indexes.remove(&index);
+            block_on_thread(self.delete(TableId::CATALOG, Bytes::from(catalog::index_key(index)), Durability::Hard))?;
+        }
+        let known: std::collections::BTreeSet<TableId> = tables.iter().copied().chain(loaded.indexes.keys().copied()).collect();
         *self.inner.catalog.write().expect("catalog lock") = loaded;
         block_on_thread(self.remove_orphaned_rows(known))?;
+        self.install_indexes()?;
         if fresh {
             // A new cluster starts with database `test`, as RethinkDB's does.
             block_on_thread(self.create_database("test"))?;
@@ -542,9 +575,11 @@ impl Engine {
             .ok_or_else(|| EngineError::Catalog(format!("Table `{database}.{name}` does not exist.")))?;
         self.delete(TableId::CATALOG, Bytes::from(catalog::table_key(table.id)), Durability::Hard).await?;
         self.inner.catalog.write().expect("catalog lock").tables.remove(&(table.database, table.name.clone()));
-        let id = table.id;
-        self.on_every_partition(move |backend| async move {
-            backend.write(WriteBatch::new(vec![Mutation::DropTable { table: id }]), Durability::Hard).await
+        let indexes = self.drop_indexes_of(table.id).await?;
+        let drops: Vec<Mutation> = std::iter::once(table.id).chain(indexes).map(|table| Mutation::DropTable { table }).collect();
+        self.on_every_partition(move |backend| {
+            let drops = drops.clone();
+            async move { backend.write(WriteBatch::new(drops), Durability::Hard).await }
         })
         .await?;
         Ok(table)

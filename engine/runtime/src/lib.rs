@@ -22,10 +22,12 @@ pub mod data_directory;
 mod engine;
 mod error;
 pub mod file;
+mod indexes;
 pub mod network;
 mod partition;
 mod shard;
 
 pub use engine::{block_on_thread, join_all, partition_of, Catalog, Engine, EngineConfig, StorageKind};
 pub use error::EngineError;
+pub use indexes::{IndexCompiler, IndexedRow};
 pub use partition::AnyBackend as PartitionBackend;

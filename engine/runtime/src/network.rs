@@ -83,6 +83,11 @@ pub fn spawn_local(future: impl Future<Output = ()> + 'static) {
     glommio::spawn_local(future).detach();
 }
 
+/// Waits `duration` without holding up the shard (on a shard thread only).
+pub async fn sleep(duration: std::time::Duration) {
+    glommio::timer::sleep(duration).await;
+}
+
 /// Runs one connection to its end on the accepting shard.
 pub type ConnectionHandler = Arc<dyn Fn(Connection, Engine) -> Pin<Box<dyn Future<Output = ()>>> + Send + Sync>;
 

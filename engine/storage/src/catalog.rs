@@ -1,8 +1,9 @@
-//! The catalog: databases and tables, stored as documents in the reserved
+//! The catalog: databases, tables, indexes and users, stored as documents in the reserved
 //! table [`TableId::CATALOG`] of partition 0, so it is made durable and
 //! recovered by the same WAL and checkpoints as user data.
 //!
-//! Keys are the key encoding of `["db", <uuid>]` and `["table", <uuid>]`.
+//! Keys are the key encoding of `["db", <uuid>]`, `["table", <uuid>]`,
+//! `["index", <uuid>]` and `["user", <name>]`.
 
 use photondb_datum::{document, key, Datum, Object};
 
@@ -76,6 +77,42 @@ impl TableConfig {
     }
 }
 
+/// A secondary index of a table. Its entries live in each partition under
+/// its own id, beside the table's rows there.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct IndexConfig {
+    pub id: TableId,
+    pub table: TableId,
+    pub name: String,
+    /// The index function: the wire JSON of its `FUNC` term, which the
+    /// query layer compiles. Storage never reads it.
+    pub function: String,
+    pub multi: bool,
+    pub geo: bool,
+    /// Whether every row written before the index existed has its entries
+    /// (the build finished). Writes keep a not-ready index in step too.
+    pub ready: bool,
+}
+
+pub fn index_key(id: TableId) -> Vec<u8> {
+    key::encode(&Datum::Array(vec!["index".into(), Datum::String(uuid_string(id.0))]))
+}
+
+impl IndexConfig {
+    pub fn encode(&self) -> Vec<u8> {
+        object(&[
+            ("kind", "index".into()),
+            ("id", Datum::String(uuid_string(self.id.0))),
+            ("table", Datum::String(uuid_string(self.table.0))),
+            ("name", self.name.as_str().into()),
+            ("function", self.function.as_str().into()),
+            ("multi", Datum::Bool(self.multi)),
+            ("geo", Datum::Bool(self.geo)),
+            ("ready", Datum::Bool(self.ready)),
+        ])
+    }
+}
+
 /// A user and what SCRAM-SHA-256 needs to check its password (never the
 /// password itself).
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -112,6 +149,7 @@ impl UserConfig {
 pub enum Entry {
     Database(DatabaseConfig),
     Table(TableConfig),
+    Index(IndexConfig),
     User(UserConfig),
 }
 
@@ -137,6 +175,15 @@ pub fn decode(bytes: &[u8]) -> Option<Entry> {
             stored_key: binary("stored_key")?,
             server_key: binary("server_key")?,
             has_password: matches!(fields.get("has_password"), Some(Datum::Bool(true))),
+        })),
+        "index" => Some(Entry::Index(IndexConfig {
+            id: TableId(parse_uuid(&text("id")?)?),
+            table: TableId(parse_uuid(&text("table")?)?),
+            name: text("name")?,
+            function: text("function")?,
+            multi: matches!(fields.get("multi"), Some(Datum::Bool(true))),
+            geo: matches!(fields.get("geo"), Some(Datum::Bool(true))),
+            ready: matches!(fields.get("ready"), Some(Datum::Bool(true))),
         })),
         "db" => Some(Entry::Database(DatabaseConfig { id: parse_uuid(&text("id")?)?, name: text("name")? })),
         "table" => Some(Entry::Table(TableConfig {

@@ -226,7 +226,7 @@ impl Context {
         }
     }
 
-    async fn into_datum(&self, value: Value) -> Result<Datum, ReqlError> {
+    pub async fn into_datum(&self, value: Value) -> Result<Datum, ReqlError> {
         match value {
             Value::Datum(datum) => Ok(datum),
             Value::SingleSelection { row, .. } | Value::SystemSelection { row, .. } => Ok(row.unwrap_or(Datum::Null)),
@@ -730,6 +730,9 @@ impl Context {
             kind::RECONFIGURE | kind::REBALANCE => super::reconfigure::evaluate(self, term_type, args, optargs).await,
             kind::DB_CREATE | kind::DB_DROP | kind::DB_LIST | kind::TABLE_CREATE | kind::TABLE_DROP | kind::TABLE_LIST => {
                 admin::evaluate(self, term_type, args, optargs).await
+            }
+            kind::INDEX_CREATE | kind::INDEX_DROP | kind::INDEX_LIST | kind::INDEX_RENAME | kind::INDEX_STATUS | kind::INDEX_WAIT => {
+                super::index::evaluate(self, term_type, args, optargs).await
             }
             other => {
                 if let Some(result) = self.sequence_term(other, args, optargs).await {

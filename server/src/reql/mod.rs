@@ -9,6 +9,8 @@
 //! - [`sequence`]: `pluck`, `merge`, `order_by`, aggregation and other
 //!   sequence terms.
 //! - [`admin`]: databases and tables (`db_create`, `table_list`, …).
+//! - [`index`]: secondary indexes (`index_create`, …) and the index
+//!   functions the engine runs on writes.
 //! - [`datum_terms`]: terms on datums alone (`coerce_to`, `object`, `uuid`, …).
 //! - [`write`]: writes, and `get_all`/`between`.
 //! - [`system`]: the `rethinkdb` system database.
@@ -22,6 +24,7 @@ pub mod datum_terms;
 pub mod error;
 pub mod eval;
 pub mod function;
+pub mod index;
 pub mod sequence;
 pub mod reconfigure;
 pub mod stream;

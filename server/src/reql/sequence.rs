@@ -365,23 +365,40 @@ impl Context {
                 Term::Call { term_type: kind::ASC, args: inner, .. } if inner.len() == 1 => (false, &inner[0]),
                 other => (false, other),
             };
-            let table = self.table_argument(args, 0).await?;
-            let index = match self.eval(index_term).await? {
+            let mut stream = match self.argument(args, 0).await? {
+                Value::Table(table) => Stream::table(table, Bound::Unbounded, Bound::Unbounded),
+                Value::Stream(stream) if stream.is_table_slice() => stream,
+                _ => {
+                    return Err(ReqlError::logic(
+                        "Indexed order_by can only be performed on a TABLE or TABLE_SLICE. Make sure order_by comes before any transformations (such as map) or filters.",
+                    )
+                    .within(Frame::Position(0)))
+                }
+            };
+            let name = match self.eval(index_term).await? {
                 Value::Datum(Datum::String(index)) => index,
                 other => return Err(other.wrong_type("STRING")),
             };
-            if index != table.primary_key {
-                return Err(ReqlError::op_failed(format!("Index `{index}` was not found on table `{}.{}`.", self.database_name_of(&table), table.name)));
-
+            let read = stream.table_read_mut().expect("a table slice not started");
+            let index = super::index::named(self, &read.table, &name)?;
+            let sliced_by = read.index.as_ref().map(|index| index.config.name.clone());
+            let whole_table = matches!((&read.start, &read.end), (Bound::Unbounded, Bound::Unbounded));
+            match (&index, &sliced_by) {
+                (None, None) => {}
+                (Some(index), Some(sliced)) if index.name == *sliced => {}
+                (Some(index), None) if whole_table => {
+                    read.index = Some(super::stream::IndexRead { config: index.clone(), exact: None });
+                }
+                _ => {
+                    let sliced = sliced_by.unwrap_or_else(|| read.table.primary_key.clone());
+                    return Err(ReqlError::logic(format!("Cannot order by index `{name}` after calling BETWEEN on index `{sliced}`.")));
+                }
             }
-            let stream = Stream::table(table, Bound::Unbounded, Bound::Unbounded);
-            if args.len() == 1 && !descending {
+            read.descending = descending;
+            if args.len() == 1 {
                 return Ok(Value::Stream(stream));
             }
-            let mut rows = stream.collect(self).await?;
-            if descending {
-                rows.reverse();
-            }
+            let rows = stream.collect(self).await?;
             return self.sort(rows, args, true).await;
         }
         let (rows, is_stream) = self.rows(args, 0).await?;
@@ -706,11 +723,10 @@ impl Context {
             other => return Err(other.wrong_type("STRING").within(Frame::Position(1))),
         };
         let right = self.table_argument(args, 2).await?;
-        if let Some(index) = self.optional_datum(optargs, "index").await? {
-            if index != Datum::String(right.primary_key.clone()) {
-                return Err(ReqlError::op_failed(format!("Index `{}` was not found on table `{}.{}`.", super::write::option_text(&index), self.database_name_of(&right), right.name)));
-            }
-        }
+        let index = match super::index::option(self, optargs).await.map_err(|error| error.within(Frame::Optional("index".into())))? {
+            Some(name) => super::index::named(self, &right, &name)?,
+            None => None,
+        };
         let mut joined = Vec::new();
         let mut budget = super::cooperate::Budget::default();
         for row in rows {
@@ -732,8 +748,18 @@ impl Context {
             if matches!(value, Datum::Null | Datum::Object(_)) {
                 continue;
             }
-            if let Some(right_row) = super::write::get(&self.engine, &right, &value).await? {
-                joined.push(super::eval::object([("left", row), ("right", right_row)]));
+            match &index {
+                None => {
+                    if let Some(right_row) = super::write::get(&self.engine, &right, &value).await? {
+                        joined.push(super::eval::object([("left", row), ("right", right_row)]));
+                    }
+                }
+                Some(index) => {
+                    let matches = Stream::index_keys(right.clone(), index.clone(), vec![value]).collect(self).await?;
+                    for right_row in matches {
+                        joined.push(super::eval::object([("left", row.clone()), ("right", right_row)]));
+                    }
+                }
             }
         }
         Ok(Self::sequence_value(joined, is_stream))

@@ -8,7 +8,7 @@ use std::ops::Bound;
 
 use bytes::Bytes;
 use photondb_datum::{document, Datum};
-use photondb_storage::catalog::TableConfig;
+use photondb_storage::catalog::{IndexConfig, TableConfig};
 use photondb_storage::{Direction, ScanRange};
 
 use super::eval::TypeMismatch;
@@ -21,14 +21,17 @@ const FETCH_ROWS: usize = 256;
 
 #[derive(Clone, Debug)]
 pub enum Source {
-    /// Rows of a table in primary-key order, from `start` to `end`: each
-    /// partition read a batch at a time (`partitions`, once started) and
-    /// the batches merged by key, so every row is fetched once.
-    Table { table: TableConfig, start: Bound<Bytes>, end: Bound<Bytes>, finished: bool, partitions: Option<Vec<PartitionCursor>> },
+    /// Rows of a table in primary-key or index order, from `start` to
+    /// `end`: each partition read a batch at a time and the batches merged
+    /// by key, so every row is fetched once.
+    Table(Box<TableRead>),
     Rows(VecDeque<Datum>),
     /// `get_all` on the primary key: the rows of these keys, in this order,
     /// read a batch at a time (missing keys yield nothing).
     Keys { table: TableConfig, keys: VecDeque<Datum> },
+    /// `get_all` on a secondary index: for each key in turn, the rows the
+    /// index has under it.
+    IndexKeys(Box<IndexKeys>),
     /// `r.range`: integers from `next`, up to `end` (exclusive) or forever.
     Range { next: i64, end: Option<i64> },
     /// `fold` with `emit`: what `emit` returns for each row of `inner`, then
@@ -39,13 +42,110 @@ pub enum Source {
     Zip(Box<(Vec<Stream>, Function)>),
 }
 
+/// A read of a table's rows over a range of its primary key or of one of
+/// its secondary indexes (then `start` and `end` bound entry keys).
+#[derive(Clone, Debug)]
+pub struct TableRead {
+    pub table: TableConfig,
+    pub start: Bound<Bytes>,
+    pub end: Bound<Bytes>,
+    pub index: Option<IndexRead>,
+    pub descending: bool,
+    finished: bool,
+    /// Once started, where each partition's read stands.
+    partitions: Option<Vec<PartitionCursor>>,
+}
+
+/// The secondary index a read goes through.
+#[derive(Clone, Debug)]
+pub struct IndexRead {
+    pub config: IndexConfig,
+    /// Set when a bound was longer than stored index keys: rows whose own
+    /// keys were cut are checked against the whole bounds.
+    pub exact: Option<Box<ExactBounds>>,
+}
+
+#[derive(Clone, Debug)]
+pub struct ExactBounds {
+    pub function: Function,
+    pub start: Bound<Vec<u8>>,
+    pub end: Bound<Vec<u8>>,
+}
+
+#[derive(Clone, Debug)]
+pub struct IndexKeys {
+    pub table: TableConfig,
+    pub index: IndexConfig,
+    pub keys: VecDeque<Datum>,
+    /// The read of the key being returned.
+    current: Option<Stream>,
+}
+
 /// Where the read of one partition's part of a table stands.
 #[derive(Clone, Debug)]
 pub struct PartitionCursor {
-    from: Bound<Bytes>,
-    /// Fetched and not yet merged, in key order.
-    buffer: VecDeque<(Bytes, Bytes)>,
+    start: Bound<Bytes>,
+    end: Bound<Bytes>,
+    /// Fetched and not yet merged, in read order: merge key, document, and
+    /// whether the row's index entry was cut (so it must be checked).
+    buffer: VecDeque<(Bytes, Bytes, bool)>,
     done: bool,
+}
+
+/// The bounds on entry keys that select rows whose secondary key lies
+/// between `start` and `end` (key encodings), and whether a bound had to
+/// be cut to the stored key length.
+pub fn entry_bounds(start: Bound<Vec<u8>>, end: Bound<Vec<u8>>) -> (Bound<Bytes>, Bound<Bytes>, bool) {
+    use photondb_storage::index::MAX_SECONDARY_BYTES;
+    // An entry is its secondary key followed by a primary key, which starts
+    // with a tag byte below 0xFF: `key ++ [0xFF]` is above every entry of
+    // `key` and below every greater key's.
+    let above = |key: &[u8]| {
+        let mut bytes = key.to_vec();
+        bytes.push(0xFF);
+        Bytes::from(bytes)
+    };
+    let mut cut = false;
+    let mut shorten = |key: Vec<u8>| -> (Vec<u8>, bool) {
+        if key.len() > MAX_SECONDARY_BYTES {
+            cut = true;
+            (key[..MAX_SECONDARY_BYTES].to_vec(), true)
+        } else {
+            (key, false)
+        }
+    };
+    let start = match start {
+        Bound::Unbounded => Bound::Unbounded,
+        Bound::Included(key) => Bound::Included(Bytes::from(shorten(key).0)),
+        Bound::Excluded(key) => match shorten(key) {
+            // A cut bound widens: the exact check narrows it again.
+            (key, true) => Bound::Included(Bytes::from(key)),
+            (key, false) => Bound::Excluded(above(&key)),
+        },
+    };
+    let end = match end {
+        Bound::Unbounded => Bound::Unbounded,
+        Bound::Included(key) => Bound::Included(above(&shorten(key).0)),
+        Bound::Excluded(key) => match shorten(key) {
+            (key, true) => Bound::Included(above(&key)),
+            (key, false) => Bound::Excluded(Bytes::from(key)),
+        },
+    };
+    (start, end, cut)
+}
+
+fn within(key: &[u8], start: &Bound<Vec<u8>>, end: &Bound<Vec<u8>>) -> bool {
+    let above_start = match start {
+        Bound::Unbounded => true,
+        Bound::Included(bound) => key >= bound.as_slice(),
+        Bound::Excluded(bound) => key > bound.as_slice(),
+    };
+    let below_end = match end {
+        Bound::Unbounded => true,
+        Bound::Included(bound) => key <= bound.as_slice(),
+        Bound::Excluded(bound) => key < bound.as_slice(),
+    };
+    above_start && below_end
 }
 
 #[derive(Clone, Debug)]
@@ -121,7 +221,27 @@ pub struct Stream {
 
 impl Stream {
     pub fn table(table: TableConfig, start: Bound<Bytes>, end: Bound<Bytes>) -> Stream {
-        Stream::new(Source::Table { table, start, end, finished: false, partitions: None })
+        Stream::new(Source::Table(Box::new(TableRead { table, start, end, index: None, descending: false, finished: false, partitions: None })))
+    }
+
+    /// Rows of a table through a secondary index, entry keys from `start`
+    /// to `end`.
+    pub fn index_range(table: TableConfig, index: IndexRead, start: Bound<Bytes>, end: Bound<Bytes>) -> Stream {
+        Stream::new(Source::Table(Box::new(TableRead { table, start, end, index: Some(index), descending: false, finished: false, partitions: None })))
+    }
+
+    /// `get_all` through a secondary index.
+    pub fn index_keys(table: TableConfig, index: IndexConfig, keys: Vec<Datum>) -> Stream {
+        Stream::new(Source::IndexKeys(Box::new(IndexKeys { table, index, keys: keys.into(), current: None })))
+    }
+
+    /// The table read of a table slice not started yet, to change its
+    /// order (`order_by(index=…)`).
+    pub fn table_read_mut(&mut self) -> Option<&mut TableRead> {
+        match &mut self.source {
+            Source::Table(read) if read.partitions.is_none() && self.operations.is_empty() => Some(read),
+            _ => None,
+        }
     }
 
     pub fn rows(rows: Vec<Datum>) -> Stream {
@@ -179,12 +299,14 @@ impl Stream {
     /// The table this stream selects rows of, if writes can go through it
     /// (no `map` has changed the rows).
     pub fn selected_table(&self) -> Option<&TableConfig> {
+        let changed = self.operations.iter().any(|operation| matches!(operation, Operation::Map(_) | Operation::Transform(_) | Operation::WithFields(_)));
+        if changed {
+            return None;
+        }
         match &self.source {
-            Source::Table { table, .. } | Source::Keys { table, .. }
-                if !self.operations.iter().any(|operation| matches!(operation, Operation::Map(_) | Operation::Transform(_) | Operation::WithFields(_))) =>
-            {
-                Some(table)
-            }
+            Source::Table(read) => Some(&read.table),
+            Source::Keys { table, .. } => Some(table),
+            Source::IndexKeys(read) => Some(&read.table),
             _ => None,
         }
     }
@@ -192,13 +314,13 @@ impl Stream {
     /// Whether rows come from a table (so results stream to the client
     /// rather than arriving as one array).
     pub fn is_table_source(&self) -> bool {
-        matches!(self.source, Source::Table { .. } | Source::Keys { .. })
+        matches!(self.source, Source::Table(_) | Source::Keys { .. } | Source::IndexKeys(_))
     }
 
     /// A key range of a table with nothing applied yet: RethinkDB's
     /// TABLE_SLICE, what `between` and `order_by(index=)` give.
     pub fn is_table_slice(&self) -> bool {
-        matches!(self.source, Source::Table { .. }) && self.operations.is_empty()
+        matches!(self.source, Source::Table(_)) && self.operations.is_empty()
     }
 
     async fn refill(&mut self, context: &Context) -> Result<(), ReqlError> {
@@ -273,53 +395,32 @@ impl Stream {
                     self.exhausted = true;
                 }
             }
-            Source::Table { table, start, end, finished, partitions } => {
-                if *finished {
+            Source::Table(read) => {
+                let rows = read.next_batch(context).await?;
+                if rows.is_empty() && read.finished {
                     self.exhausted = true;
-                    return Ok(());
                 }
-                let count = context.engine.partitions();
-                let cursors = partitions.get_or_insert_with(|| {
-                    (0..count).map(|_| PartitionCursor { from: start.clone(), buffer: VecDeque::new(), done: false }).collect()
-                });
-                // Refill, at once, every partition whose batch is used up.
-                let needed: Vec<usize> = (0..cursors.len()).filter(|&index| cursors[index].buffer.is_empty() && !cursors[index].done).collect();
-                let fetches = needed.iter().map(|&index| {
-                    let range = ScanRange { start: cursors[index].from.clone(), end: end.clone(), direction: Direction::Ascending, limit: Some(FETCH_ROWS) };
-                    context.engine.scan_partition(table.id, index as u32, range)
-                });
-                let fetched = photondb_runtime::join_all(fetches).await;
-                for (index, rows) in needed.into_iter().zip(fetched) {
-                    let rows = rows?;
-                    let cursor = &mut cursors[index];
-                    cursor.done = rows.len() < FETCH_ROWS;
-                    if let Some((last, _)) = rows.last() {
-                        cursor.from = Bound::Excluded(last.clone());
-                    }
-                    cursor.buffer.extend(rows);
-                }
-                // Merge while every partition still reading has rows here
-                // (so the smallest key is known), up to a batch.
-                while self.pending.len() < FETCH_ROWS {
-                    if cursors.iter().any(|cursor| cursor.buffer.is_empty() && !cursor.done) {
-                        break;
-                    }
-                    let smallest = (0..cursors.len())
-                        .filter(|&index| !cursors[index].buffer.is_empty())
-                        .min_by(|&a, &b| cursors[a].buffer[0].0.cmp(&cursors[b].buffer[0].0));
-                    let Some(index) = smallest else {
-                        *finished = true;
+                self.pending.extend(rows);
+            }
+            Source::IndexKeys(read) => loop {
+                if read.current.is_none() {
+                    let Some(key) = read.keys.pop_front() else {
+                        self.exhausted = true;
                         break;
                     };
-                    let (_, value) = cursors[index].buffer.pop_front().expect("a row");
-                    let row = document::decode(&value)
-                        .map_err(|error| ReqlError::new(ErrorClass::Internal, format!("Stored document is unreadable: {error}")))?;
-                    self.pending.push_back(row);
+                    let encoded = photondb_datum::key::encode(&key);
+                    read.current = Some(index_read_between(context, &read.table, &read.index, Bound::Included(encoded.clone()), Bound::Included(encoded))?);
                 }
-                if self.pending.is_empty() && *finished {
-                    self.exhausted = true;
+                let current = read.current.as_mut().expect("a current read");
+                let Source::Table(table_read) = &mut current.source else { unreachable!("an index read is a table read") };
+                let rows = table_read.next_batch(context).await?;
+                if rows.is_empty() && table_read.finished {
+                    read.current = None;
+                    continue;
                 }
-            }
+                self.pending.extend(rows);
+                break;
+            },
         }
         Ok(())
     }
@@ -376,7 +477,8 @@ impl Stream {
     /// through filters only (and has not started), for work that runs on
     /// the partitions themselves.
     pub fn table_filters(&self) -> Option<(photondb_storage::TableId, Bound<Bytes>, Bound<Bytes>, Vec<Operation>)> {
-        let Source::Table { table, start, end, finished: false, partitions: None } = &self.source else { return None };
+        let Source::Table(read) = &self.source else { return None };
+        let TableRead { table, start, end, index: None, finished: false, partitions: None, .. } = &**read else { return None };
         let only_filters = self.operations.iter().all(|operation| matches!(operation, Operation::Filter { .. }));
         (only_filters && self.pending.is_empty()).then(|| (table.id, start.clone(), end.clone(), self.operations.clone()))
     }
@@ -418,8 +520,18 @@ impl Stream {
     pub async fn count(mut self, context: &Context) -> Result<u64, ReqlError> {
         self.check_finite()?;
         if self.operations.is_empty() {
-            if let Source::Table { table, start: Bound::Unbounded, end: Bound::Unbounded, partitions: None, .. } = &self.source {
-                return Ok(context.engine.count(table.id).await?);
+            if let Source::Table(read) = &self.source {
+                match &**read {
+                    TableRead { table, start: Bound::Unbounded, end: Bound::Unbounded, index: None, partitions: None, .. } => {
+                        return Ok(context.engine.count(table.id).await?);
+                    }
+                    // Entries of an index range, counted where they are,
+                    // without reading a document.
+                    TableRead { index: Some(IndexRead { config, exact: None }), start, end, partitions: None, .. } => {
+                        return Ok(context.engine.count_index_range(config.id, start.clone(), end.clone()).await?);
+                    }
+                    _ => {}
+                }
             }
         }
         // A count of a table (range) through filters runs on every
@@ -439,6 +551,114 @@ impl Stream {
         }
         Ok(count)
     }
+}
+
+impl TableRead {
+    /// The next rows in order (empty once `finished`). Every partition
+    /// whose batch is used up is read again, all at once; rows are merged
+    /// while every partition still reading has some here (so the next key
+    /// in order is known).
+    async fn next_batch(&mut self, context: &Context) -> Result<Vec<Datum>, ReqlError> {
+        let mut rows = Vec::new();
+        if self.finished {
+            return Ok(rows);
+        }
+        let count = context.engine.partitions();
+        let (start, end) = (self.start.clone(), self.end.clone());
+        let cursors = self
+            .partitions
+            .get_or_insert_with(|| (0..count).map(|_| PartitionCursor { start: start.clone(), end: end.clone(), buffer: VecDeque::new(), done: false }).collect());
+        let direction = if self.descending { Direction::Descending } else { Direction::Ascending };
+        let needed: Vec<usize> = (0..cursors.len()).filter(|&index| cursors[index].buffer.is_empty() && !cursors[index].done).collect();
+        let fetches = needed.iter().map(|&index| {
+            let range = ScanRange { start: cursors[index].start.clone(), end: cursors[index].end.clone(), direction, limit: Some(FETCH_ROWS) };
+            let (engine, table, index_id) = (&context.engine, self.table.id, self.index.as_ref().map(|index| index.config.id));
+            async move {
+                match index_id {
+                    None => engine.scan_partition(table, index as u32, range).await.map(|rows| {
+                        let fetched = rows.len();
+                        (fetched, rows.into_iter().map(|(key, document)| (key, document, false)).collect::<Vec<_>>())
+                    }),
+                    Some(index_id) => engine.scan_index_partition(table, index_id, index as u32, range).await.map(|rows| {
+                        let fetched = rows.len();
+                        let rows = rows
+                            .into_iter()
+                            .map(|row| {
+                                let cut = photondb_storage::index::is_truncated(&row.entry, &row.primary);
+                                // A row gone since its entry was read: an empty document, skipped below.
+                                (row.entry, row.document.unwrap_or_default(), cut)
+                            })
+                            .collect();
+                        (fetched, rows)
+                    }),
+                }
+            }
+        });
+        let fetched = photondb_runtime::join_all(fetches).await;
+        for (index, result) in needed.into_iter().zip(fetched) {
+            let (scanned, batch) = result?;
+            let cursor = &mut cursors[index];
+            // Fewer entries than asked for: the partition's range is read.
+            cursor.done = scanned < FETCH_ROWS;
+            if let Some((last, _, _)) = batch.last() {
+                if self.descending {
+                    cursor.end = Bound::Excluded(last.clone());
+                } else {
+                    cursor.start = Bound::Excluded(last.clone());
+                }
+            } else {
+                cursor.done = true;
+            }
+            cursor.buffer.extend(batch);
+        }
+        while rows.len() < FETCH_ROWS {
+            if cursors.iter().any(|cursor| cursor.buffer.is_empty() && !cursor.done) {
+                break;
+            }
+            let candidates = (0..cursors.len()).filter(|&index| !cursors[index].buffer.is_empty());
+            let next = if self.descending {
+                candidates.max_by(|&a, &b| cursors[a].buffer[0].0.cmp(&cursors[b].buffer[0].0))
+            } else {
+                candidates.min_by(|&a, &b| cursors[a].buffer[0].0.cmp(&cursors[b].buffer[0].0))
+            };
+            let Some(index) = next else {
+                self.finished = true;
+                break;
+            };
+            let (_, value, cut) = cursors[index].buffer.pop_front().expect("a row");
+            if value.is_empty() {
+                continue;
+            }
+            let row = document::decode(&value).map_err(|error| ReqlError::new(ErrorClass::Internal, format!("Stored document is unreadable: {error}")))?;
+            if cut {
+                if let Some(exact) = self.index.as_ref().and_then(|index| index.exact.as_ref()) {
+                    let multi = self.index.as_ref().is_some_and(|index| index.config.multi);
+                    let keys = match exact.function.call(context, vec![row.clone()]).await {
+                        Ok(value) => super::index::secondary_keys(value, multi),
+                        Err(_) => Vec::new(),
+                    };
+                    if !keys.iter().any(|key| within(key, &exact.start, &exact.end)) {
+                        continue;
+                    }
+                }
+            }
+            rows.push(row);
+        }
+        Ok(rows)
+    }
+}
+
+/// A read of the rows whose secondary key in `index` lies between `start`
+/// and `end` (key encodings).
+pub fn index_read_between(context: &Context, table: &TableConfig, index: &IndexConfig, start: Bound<Vec<u8>>, end: Bound<Vec<u8>>) -> Result<Stream, ReqlError> {
+    let (entry_start, entry_end, cut) = entry_bounds(start.clone(), end.clone());
+    let exact = if cut {
+        let function = super::index::compile_function(&index.function, context)?;
+        Some(Box::new(ExactBounds { function, start, end }))
+    } else {
+        None
+    };
+    Ok(Stream::index_range(table.clone(), IndexRead { config: index.clone(), exact }, entry_start, entry_end))
 }
 
 /// `filter(predicate, default=…)` on one row: a missing field counts as the

@@ -679,36 +679,63 @@ fn check_primary_key_kept(table: &TableConfig, old: &Datum, new: &Datum) -> Resu
 
 pub async fn get_all(context: &Context, args: &[Term], optargs: &BTreeMap<String, Term>) -> Result<Value, ReqlError> {
     arity(args, 1, usize::MAX)?;
-    if let Some(index) = context.optional_datum(optargs, "index").await? {
-        let table = context.table_argument(args, 0).await?;
-        if index != Datum::String(table.primary_key.clone()) {
-            return Err(ReqlError::compile("Secondary indexes are not supported by PhotonDB yet."));
-        }
-    }
     let table = context.table_argument(args, 0).await?;
+    let index = match super::index::option(context, optargs).await.map_err(|error| error.within(Frame::Optional("index".into())))? {
+        Some(name) => super::index::named(context, &table, &name)?,
+        None => None,
+    };
     let mut keys = Vec::with_capacity(args.len() - 1);
     let mut seen = std::collections::BTreeSet::new();
-    for index in 1..args.len() {
-        let key = context.datum_argument(args, index).await?;
-        let encoded = primary_key_bytes(&key).map_err(|error| error.within(Frame::Position(index)))?;
+    for position in 1..args.len() {
+        let key = match context.argument(args, position).await? {
+            // No secondary key is either bound: nothing matches.
+            Value::MinValue | Value::MaxValue if index.is_some() => continue,
+            value => context.into_datum(value).await.map_err(|error| error.within(Frame::Position(position)))?,
+        };
+        if key == Datum::Null && index.is_some() {
+            return Err(ReqlError::new(ErrorClass::NonExistence, "Keys cannot be NULL.").within(Frame::Position(position)));
+        }
+        let encoded = match &index {
+            None => primary_key_bytes(&key).map_err(|error| error.within(Frame::Position(position)))?,
+            Some(_) => photondb_datum::key::encode(&key),
+        };
         if seen.insert(encoded) {
             keys.push(key);
         }
     }
-    Ok(Value::Stream(Stream::keys(table, keys)))
+    Ok(Value::Stream(match index {
+        None => Stream::keys(table, keys),
+        Some(index) => Stream::index_keys(table, index, keys),
+    }))
 }
 
 pub async fn between(context: &Context, args: &[Term], optargs: &BTreeMap<String, Term>) -> Result<Value, ReqlError> {
     arity(args, 3, 3)?;
-    let table = match context.argument(args, 0).await? {
-        Value::Table(table) => table,
+    // A table, or a table ordered by an index (`order_by(index=…)`), whose
+    // order the range keeps.
+    let (table, ordered) = match context.argument(args, 0).await? {
+        Value::Table(table) => (table, None),
+        Value::Stream(mut stream) if stream.is_table_slice() => {
+            let read = stream.table_read_mut().expect("a table slice not started");
+            if !matches!((&read.start, &read.end), (Bound::Unbounded, Bound::Unbounded)) {
+                return Err(ReqlError::logic("Cannot perform multiple BETWEENs on the same table."));
+            }
+            let index_name = read.index.as_ref().map_or_else(|| read.table.primary_key.clone(), |index| index.config.name.clone());
+            (read.table.clone(), Some((index_name, read.descending)))
+        }
         other => return Err(other.wrong_type("TABLE_SLICE").within(Frame::Position(0))),
     };
-    if let Some(index) = context.optional_datum(optargs, "index").await? {
-        if index != Datum::String(table.primary_key.clone()) {
-            return Err(ReqlError::compile("Secondary indexes are not supported by PhotonDB yet."));
+    let index_name = super::index::option(context, optargs).await.map_err(|error| error.within(Frame::Optional("index".into())))?;
+    if let (Some((ordered_by, _)), wanted) = (&ordered, index_name.as_ref().unwrap_or(&table.primary_key)) {
+        if ordered_by != wanted {
+            return Err(ReqlError::logic(format!("Cannot use index `{wanted}` after calling ORDER_BY on index `{ordered_by}`.")));
         }
     }
+    let descending = ordered.is_some_and(|(_, descending)| descending);
+    let index = match index_name {
+        Some(name) => super::index::named(context, &table, &name)?,
+        None => None,
+    };
     let bound_option = |name: &'static str, default: &'static str| async move {
         match context.optional_datum(optargs, name).await? {
             None => Ok(default == "closed"),
@@ -719,14 +746,14 @@ pub async fn between(context: &Context, args: &[Term], optargs: &BTreeMap<String
     };
     let left_closed = bound_option("left_bound", "closed").await?;
     let right_closed = bound_option("right_bound", "open").await?;
-    let bound = |value: Value, closed: bool, index: usize| -> Result<Bound<Bytes>, ReqlError> {
+    let bound = |value: Value, closed: bool, position: usize| -> Result<Bound<Vec<u8>>, ReqlError> {
         match value {
             Value::MinValue | Value::MaxValue => Ok(Bound::Unbounded),
             Value::Datum(datum) => {
-                let encoded = Bytes::from(photondb_datum::key::encode(&datum));
+                let encoded = photondb_datum::key::encode(&datum);
                 Ok(if closed { Bound::Included(encoded) } else { Bound::Excluded(encoded) })
             }
-            other => Err(other.wrong_type("DATUM").within(Frame::Position(index))),
+            other => Err(other.wrong_type("DATUM").within(Frame::Position(position))),
         }
     };
     let lower = context.argument(args, 1).await?;
@@ -737,9 +764,17 @@ pub async fn between(context: &Context, args: &[Term], optargs: &BTreeMap<String
     let empty = matches!(lower, Value::MaxValue) || matches!(upper, Value::MinValue);
     let (start, end) = if empty {
         // Still a table slice, of nothing.
-        (Bound::Excluded(Bytes::new()), Bound::Excluded(Bytes::new()))
+        (Bound::Excluded(Vec::new()), Bound::Excluded(Vec::new()))
     } else {
         (bound(lower, left_closed, 1)?, bound(upper, right_closed, 2)?)
     };
-    Ok(Value::Stream(Stream::table(table, start, end)))
+    let mut stream = match index {
+        None => {
+            let bytes = |bound: Bound<Vec<u8>>| bound.map(Bytes::from);
+            Stream::table(table, bytes(start), bytes(end))
+        }
+        Some(index) => super::stream::index_read_between(context, &table, &index, start, end)?,
+    };
+    stream.table_read_mut().expect("a new table read").descending = descending;
+    Ok(Value::Stream(stream))
 }
