@@ -32,7 +32,8 @@ pub fn database_document(database: &DatabaseConfig) -> Datum {
     object([("id", Datum::String(uuid_string(database.id))), ("name", Datum::String(database.name.clone()))])
 }
 
-pub fn table_document(table: &TableConfig, database_name: &str) -> Datum {
+pub fn table_document(table: &TableConfig, database_name: &str, engine: &photondb_runtime::Engine) -> Datum {
+    let indexes = engine.indexes_of(table.id).into_iter().map(|index| Datum::String(index.name)).collect();
     let durability = match table.durability {
         Durability::Hard => "hard",
         Durability::Soft => "soft",
@@ -46,7 +47,7 @@ pub fn table_document(table: &TableConfig, database_name: &str) -> Datum {
         ("db", Datum::String(database_name.to_owned())),
         ("durability", Datum::String(durability.into())),
         ("id", Datum::String(uuid_string(table.id.0))),
-        ("indexes", Datum::Array(Vec::new())),
+        ("indexes", Datum::Array(indexes)),
         ("name", Datum::String(table.name.clone())),
         ("primary_key", Datum::String(table.primary_key.clone())),
         ("shards", Datum::Array(vec![shard; table.shards.max(1) as usize])),
@@ -137,7 +138,7 @@ pub async fn evaluate(context: &Context, term_type: u64, args: &[Term], optargs:
             // `shards` and `replicas` are accepted; one server holds every shard.
             let table = engine.create_table(&database.name, &name, &primary_key, durability).await?;
             Ok(Value::Datum(object([
-                ("config_changes", change(Datum::Null, table_document(&table, &database.name))),
+                ("config_changes", change(Datum::Null, table_document(&table, &database.name, engine))),
                 ("tables_created", Datum::Number(1.0)),
             ])))
         }
@@ -147,7 +148,7 @@ pub async fn evaluate(context: &Context, term_type: u64, args: &[Term], optargs:
             let name = context.string_argument(args, args.len() - 1).await?;
             let table = engine.drop_table(&database.name, &name).await?;
             Ok(Value::Datum(object([
-                ("config_changes", change(table_document(&table, &database.name), Datum::Null)),
+                ("config_changes", change(table_document(&table, &database.name, engine), Datum::Null)),
                 ("tables_dropped", Datum::Number(1.0)),
             ])))
         }

@@ -823,7 +823,7 @@ impl Context {
         // selected so that `config().update(…)` writes it.
         let value = match (term_type, value) {
             (kind::CONFIG, Value::Table(table)) => {
-                let row = super::admin::table_document(&table, &self.database_name_of(&table));
+                let row = super::admin::table_document(&table, &self.database_name_of(&table), &self.engine);
                 return Ok(Value::SystemSelection { table: "table_config".into(), row: Some(row) });
             }
             (kind::CONFIG, Value::Database(database)) => {
@@ -853,7 +853,7 @@ impl Context {
                     ("db", object([("id", Datum::String(photondb_storage::catalog::uuid_string(table.database))), ("name", Datum::String(database)), ("type", Datum::String("DB".into()))])),
                     ("doc_count_estimates", Datum::Array(vec![Datum::Number(count as f64)])),
                     ("id", Datum::String(photondb_storage::catalog::uuid_string(table.id.0))),
-                    ("indexes", Datum::Array(Vec::new())),
+                    ("indexes", Datum::Array(self.engine.indexes_of(table.id).into_iter().map(|index| Datum::String(index.name)).collect())),
                     ("name", Datum::String(table.name.clone())),
                     ("primary_key", Datum::String(table.primary_key.clone())),
                     ("type", Datum::String("TABLE".into())),

@@ -64,7 +64,7 @@ pub async fn evaluate(context: &Context, term_type: u64, args: &[Term], optargs:
         if !dry_run {
             context.engine.update_table(updated.clone()).await?;
         }
-        config_changes.push(object([("new_val", table_document(&updated, &database)), ("old_val", table_document(table, &database))]));
+        config_changes.push(object([("new_val", table_document(&updated, &database, &context.engine)), ("old_val", table_document(table, &database, &context.engine))]));
         let status = table_status_document(table, &database);
         status_changes.push(object([("new_val", status.clone()), ("old_val", status)]));
     }

@@ -67,7 +67,7 @@ pub fn rows(context: &Context, name: &str) -> Result<Vec<Datum>, ReqlError> {
     let database_name = |id: u128| catalog.databases.values().find(|database| database.id == id).map_or_else(String::new, |database| database.name.clone());
     Ok(match name {
         "db_config" => catalog.databases.values().map(database_document).collect(),
-        "table_config" => catalog.tables.values().map(|table| table_document(table, &database_name(table.database))).collect(),
+        "table_config" => catalog.tables.values().map(|table| table_document(table, &database_name(table.database), &context.engine)).collect(),
         "table_status" => catalog.tables.values().map(|table| table_status_document(table, &database_name(table.database))).collect(),
         "server_config" => vec![object([
             ("cache_size_mb", Datum::String("auto".into())),
