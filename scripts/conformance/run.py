@@ -153,6 +153,8 @@ def helpers():
         "arrlen": ArrayLength,
         "anything": lambda: Predicate("anything()", lambda actual: True),
         "repeat": lambda value, count: [value] * count,
+        "fetch": fetch,
+        "regex": lambda pattern: Predicate("regex(%r)" % pattern, lambda actual: isinstance(actual, str) and re.match(pattern, actual) is not None),
         "wait": lambda seconds: time.sleep(min(float(seconds), 2.0)),
         "null": None, "nil": None, "true": True, "false": False,
         "long": int, "unicode": str, "xrange": range,
@@ -231,10 +233,43 @@ def run_source(source, scope, connection, runopts):
         options.update(runopts)
         value = value.run(connection, **options)
     if isinstance(value, Cursor):
-        value = list(value)
+        if target:
+            # Kept open: a changefeed assigned here is read later by `fetch`.
+            scope[target] = value
+            return value
+        value = drain(value)
     if target:
         scope[target] = value
     return value
+
+
+def drain(cursor, wait=10.0):
+    """Every item of a cursor; a changefeed that stops delivering before it
+    ends is an error rather than a hang."""
+    items = []
+    while True:
+        try:
+            items.append(cursor.next(wait=wait))
+        except (StopIteration, reql_errors.ReqlCursorEmpty):
+            return items
+
+
+def fetch(cursor, limit=None, timeout=0.2):
+    """RethinkDB's test helper: up to `limit` items from a (feed) cursor,
+    as many as arrive in time. The time allowed is generous: CI machines
+    are slow, and with a limit it only matters when items are missing."""
+    limit = int(limit) if limit is not None else None
+    deadline = time.time() + max(float(timeout), 2.0)
+    items = []
+    while limit is None or len(items) < limit:
+        remaining = deadline - time.time()
+        if remaining <= 0:
+            break
+        try:
+            items.append(cursor.next(wait=remaining))
+        except (StopIteration, reql_errors.ReqlCursorEmpty, reql_errors.ReqlTimeoutError):
+            break
+    return items
 
 
 def prepare(connection, table_names):

@@ -31,6 +31,7 @@ const GLOBAL_OPTARGS: &[&str] = &[
     "db", "noreply", "durability", "read_mode", "profile", "array_limit", "time_format", "binary_format",
     "group_format", "max_batch_rows", "max_batch_bytes", "max_batch_seconds", "min_batch_rows",
     "first_batch_scaledown_factor", "use_outdated", "right_bound", "left_bound", "return_changes",
+    "changefeed_queue_size",
 ];
 
 /// Queries of one connection running at once (RethinkDB allows 1,024).
@@ -139,7 +140,7 @@ pub async fn serve(connection: Connection, engine: Engine, drain: Arc<Drain>) {
     spawn_local(write_answers(writer, outbox));
     // A bounded channel as a semaphore: a slot per query in flight.
     let (slots, freed) = flume::bounded::<()>(MAX_QUERIES_IN_FLIGHT);
-    let session = Rc::new(Session { engine, cursors: RefCell::new(HashMap::new()) });
+    let session = Rc::new(Session { engine, cursors: RefCell::new(HashMap::new()), waiting_feeds: RefCell::new(HashMap::new()), drain: drain.clone() });
     loop {
         let Ok(header) = reader.read_exact(frame::HEADER_BYTES).await else { break };
         let (token, length) = frame::parse_header(&header.try_into().expect("12 bytes"));
@@ -171,7 +172,10 @@ pub async fn serve(connection: Connection, engine: Engine, drain: Arc<Drain>) {
             let _ = answers.send(frame::encode_response(token, &refused.to_response()));
             continue;
         }
-        if slots.send_async(()).await.is_err() {
+        // A CONTINUE takes no slot: it is bounded by the cursors open, and
+        // NOREPLY_WAIT must not wait for a changefeed waiting for changes.
+        let continuing = is_continue(&query);
+        if !continuing && slots.send_async(()).await.is_err() {
             break;
         }
         let running = Running::new(&drain);
@@ -180,10 +184,18 @@ pub async fn serve(connection: Connection, engine: Engine, drain: Arc<Drain>) {
             if let Some(response) = session.handle(token, query).await {
                 let _ = answers.send(frame::encode_response(token, &response));
             }
-            let _ = freed.try_recv();
+            if !continuing {
+                let _ = freed.try_recv();
+            }
             drop(running);
         });
     }
+    // Feeds waiting for changes answer no one now: end their waits, and
+    // drop every cursor (and with them their subscriptions).
+    for (_, stop) in session.waiting_feeds.borrow_mut().drain() {
+        let _ = stop.try_send(());
+    }
+    session.cursors.borrow_mut().clear();
     tracing::debug!(?peer, "client disconnected");
 }
 
@@ -227,6 +239,10 @@ fn nesting_depth(bytes: &[u8]) -> usize {
     deepest
 }
 
+fn is_continue(query: &Result<Json, String>) -> bool {
+    matches!(query, Ok(Json::Array(parts)) if parts.first().and_then(Json::as_u64) == Some(query_type::CONTINUE))
+}
+
 fn is_noreply_wait(query: &Result<Json, String>) -> bool {
     query
         .as_ref()
@@ -251,7 +267,14 @@ fn client_error(message: &str) -> Json {
 struct Session {
     engine: Engine,
     cursors: RefCell<HashMap<u64, Cursor>>,
+    /// Changefeed CONTINUEs waiting for changes, by token: a STOP, the
+    /// client going away or shutdown ends the wait.
+    waiting_feeds: RefCell<HashMap<u64, flume::Sender<()>>>,
+    drain: Arc<Drain>,
 }
+
+/// How often a changefeed waiting for changes checks for shutdown.
+const FEED_SHUTDOWN_CHECK: std::time::Duration = std::time::Duration::from_millis(100);
 
 impl Session {
     /// Answers one query; `None` when nothing is to be sent (noreply).
@@ -266,11 +289,15 @@ impl Session {
         match parts.first().and_then(Json::as_u64) {
             Some(query_type::START) => self.start(token, parts).await,
             Some(query_type::CONTINUE) => Some(match self.take_cursor(token) {
+                Some(cursor) if cursor.stream.is_feed() => self.continue_feed(token, cursor).await,
                 Some(cursor) => self.next_batch(token, cursor, false).await,
                 None => client_error(&format!("Token {token} not in stream cache.")),
             }),
             Some(query_type::STOP) => {
                 self.take_cursor(token);
+                if let Some(stop) = self.waiting_feeds.borrow_mut().remove(&token) {
+                    let _ = stop.try_send(());
+                }
                 Some(json!({ "t": response_type::SUCCESS_SEQUENCE, "r": [], "n": [] }))
             }
             Some(query_type::SERVER_INFO) => Some(json!({
@@ -279,6 +306,29 @@ impl Session {
             })),
             _ => Some(client_error(&format!("Unrecognized query type in {query}."))),
         }
+    }
+
+    /// A changefeed's next batch, which may wait long for a change: a STOP,
+    /// the client leaving or shutdown ends the feed instead.
+    async fn continue_feed(&self, token: u64, cursor: Cursor) -> Json {
+        let (stop, stopped) = flume::bounded::<()>(1);
+        self.waiting_feeds.borrow_mut().insert(token, stop);
+        let drain = self.drain.clone();
+        let ended = async move {
+            loop {
+                let signalled = futures_lite::future::or(async { stopped.recv_async().await.is_ok() }, async {
+                    photondb_runtime::network::sleep(FEED_SHUTDOWN_CHECK).await;
+                    false
+                })
+                .await;
+                if signalled || drain.draining.load(Ordering::SeqCst) {
+                    return json!({ "t": response_type::SUCCESS_SEQUENCE, "r": [], "n": [] });
+                }
+            }
+        };
+        let answer = futures_lite::future::or(self.next_batch(token, cursor, false), ended).await;
+        self.waiting_feeds.borrow_mut().remove(&token);
+        answer
     }
 
     fn take_cursor(&self, token: u64) -> Option<Cursor> {
@@ -330,6 +380,12 @@ impl Session {
             Some(_) => return Err(ReqlError::logic("Durability option must be \"hard\" or \"soft\".")),
         }
         let limits = BatchLimits::from_optargs(&context, &global).await?;
+        match context.optional_datum(&global, "changefeed_queue_size").await? {
+            None => {}
+            Some(Datum::Number(size)) if size >= 1.0 => context.changefeed_queue_size = size as usize,
+            Some(Datum::Number(size)) => return Err(ReqlError::logic(format!("Illegal changefeed queue size `{size}`."))),
+            Some(other) => return Err(other.wrong_type("NUMBER")),
+        }
         match context.optional_datum(&global, "array_limit").await? {
             None => {}
             Some(Datum::Number(limit)) if limit >= 1.0 => context.array_limit = limit as usize,
@@ -380,13 +436,21 @@ impl Session {
         let mut batch = Vec::new();
         let mut bytes = 0;
         let mut more = true;
+        // A changefeed answers its first request at once (the driver needs
+        // its cursor), and later ones as soon as a change is there.
+        let notes = cursor.stream.feed_notes();
+        let feed = notes.is_some();
         while batch.len() < rows_limit && bytes < bytes_limit && (batch.is_empty() || started.elapsed() < limits.time) {
+            if feed {
+                cursor.stream.set_wait_for_changes(!first && batch.is_empty());
+            }
             match cursor.stream.next(&cursor.context).await {
                 Ok(Some(row)) => {
                     let json = to_json(&row);
                     bytes += json.to_string().len();
                     batch.push(json);
                 }
+                Ok(None) if feed && !cursor.stream.has_ended() => break,
                 Ok(None) => {
                     more = false;
                     break;
@@ -398,7 +462,7 @@ impl Session {
         if more {
             self.cursors.borrow_mut().insert(token, cursor);
         }
-        json!({ "t": response_kind, "r": batch, "n": [] })
+        json!({ "t": response_kind, "r": batch, "n": notes.unwrap_or_default() })
     }
 }
 

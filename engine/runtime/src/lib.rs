@@ -21,6 +21,7 @@ mod bus;
 pub mod data_directory;
 mod engine;
 mod error;
+mod feeds;
 pub mod file;
 mod indexes;
 pub mod network;
@@ -29,5 +30,6 @@ mod shard;
 
 pub use engine::{block_on_thread, join_all, partition_of, Catalog, Engine, EngineConfig, StorageKind};
 pub use error::EngineError;
+pub use feeds::{FeedEvent, Subscription};
 pub use indexes::{IndexCompiler, IndexedRow};
 pub use partition::AnyBackend as PartitionBackend;

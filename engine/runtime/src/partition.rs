@@ -48,6 +48,10 @@ impl Backend for AnyBackend {
         delegate!(self, backend => backend.set_indexes(table, indexes))
     }
 
+    fn set_change_listener(&self, listener: std::rc::Rc<dyn photondb_storage::ChangeListener>) {
+        delegate!(self, backend => backend.set_change_listener(listener))
+    }
+
     async fn flush(&self) -> StorageResult<()> {
         delegate!(self, backend => backend.flush().await)
     }

@@ -30,6 +30,8 @@ pub struct ShardState {
     /// Accept loops of this shard; dropped (closing their sockets) first
     /// thing at shutdown, so no new connection arrives while it checkpoints.
     pub listeners: std::cell::RefCell<Vec<glommio::task::JoinHandle<()>>>,
+    /// Changefeed subscribers; the change listener of every partition here.
+    pub feeds: Rc<crate::feeds::FeedHub>,
 }
 
 impl ShardState {
@@ -119,7 +121,13 @@ pub fn start(plan: ShardPlan, inbox: flume::Receiver<Message>) -> Result<std::th
             };
             executor.run(async move {
                 let state = match open_partitions(&plan).await {
-                    Ok(partitions) => Rc::new(ShardState { id: plan.id, partitions, listeners: Default::default() }),
+                    Ok(partitions) => {
+                        let feeds = Rc::new(crate::feeds::FeedHub::default());
+                        for backend in partitions.values() {
+                            backend.set_change_listener(feeds.clone());
+                        }
+                        Rc::new(ShardState { id: plan.id, partitions, listeners: Default::default(), feeds })
+                    }
                     Err(error) => {
                         let _ = ready.send(Err(error));
                         return;

@@ -68,6 +68,9 @@ pub trait Backend {
     /// step (none: the table has no indexes). Entries of rows written
     /// before are not touched; see [`crate::Mutation::Reindex`].
     fn set_indexes(&self, table: TableId, indexes: Vec<Index>);
+    /// Where changes to rows go, once as durable as their writes asked and
+    /// in commit order (see [`crate::changes`]).
+    fn set_change_listener(&self, listener: std::rc::Rc<dyn crate::changes::ChangeListener>);
     /// Makes every write applied so far durable (soft writes included).
     async fn flush(&self) -> Result<()>;
     /// Writes a checkpoint so WAL space can be reused; a no-op in memory.

@@ -21,6 +21,7 @@ use crate::batch::{decode_operations, encode_operations, Conflict, Mutation, Wri
 use crate::btree::store::{Store, StoreOptions, MAX_KEY_BYTES};
 use crate::checkpoint::superblock::{self, Superblock};
 use crate::error::{Result, StorageError};
+use crate::changes::{ChangeListener, ChangeQueue, RowChange};
 use crate::index::{Index, IndexRegistry};
 use crate::io::{read_whole, DirectFile, FileSystem, BLOCK_BYTES};
 use crate::tables::TableId;
@@ -59,6 +60,7 @@ pub struct DurableBackend<S: FileSystem> {
     checkpointing: Cell<bool>,
     checkpoint_waiters: Waiters,
     indexes: IndexRegistry,
+    changes: ChangeQueue,
 }
 
 impl<S: FileSystem> DurableBackend<S> {
@@ -185,6 +187,7 @@ impl<S: FileSystem> DurableBackend<S> {
             checkpointing: Cell::new(false),
             checkpoint_waiters: Waiters::default(),
             indexes: IndexRegistry::default(),
+            changes: ChangeQueue::default(),
         }
     }
 
@@ -290,8 +293,15 @@ impl<S: FileSystem> DurableBackend<S> {
         }
         let mut outcomes = Vec::with_capacity(batch.mutations.len());
         let mut operations = Vec::with_capacity(batch.mutations.len());
+        let mut changes = Vec::new();
         for mutation in batch.mutations {
+            let row = mutation.row().filter(|(table, _)| self.changes.wants(*table)).map(|(table, key)| (table, key.clone()));
             let (outcome, logged) = self.store.apply(&prepared, mutation, &self.indexes);
+            if let Some((table, key)) = row {
+                if !outcome.conflicted && outcome.old != outcome.new {
+                    changes.push(RowChange { table, key, old: outcome.old.clone(), new: outcome.new.clone() });
+                }
+            }
             outcomes.push(outcome);
             operations.extend(logged);
         }
@@ -300,9 +310,11 @@ impl<S: FileSystem> DurableBackend<S> {
             return Ok(outcomes);
         }
         let end = self.wal.append(&encode_operations(&operations))?;
+        self.changes.record(if durability == Durability::Hard { end } else { 0 }, changes);
         if durability == Durability::Hard {
             self.wal.wait_durable(end).await?;
         }
+        self.changes.release(self.wal.stats().durable_lsn);
         Ok(outcomes)
     }
 }
@@ -349,8 +361,15 @@ impl<S: FileSystem> Backend for DurableBackend<S> {
         self.indexes.set(table, indexes);
     }
 
+    fn set_change_listener(&self, listener: std::rc::Rc<dyn ChangeListener>) {
+        self.changes.set_listener(listener);
+    }
+
     async fn flush(&self) -> Result<()> {
-        self.wal.wait_durable(self.wal.appended_lsn()).await
+        self.wal.wait_durable(self.wal.appended_lsn()).await?;
+        // Changes of hard writes whose writers went away are released here.
+        self.changes.release(self.wal.stats().durable_lsn);
+        Ok(())
     }
 
     async fn checkpoint(&self) -> Result<()> {
@@ -381,6 +400,6 @@ impl<S: FileSystem> Backend for DurableBackend<S> {
 
     fn wants_flush(&self) -> bool {
         let stats = self.wal.stats();
-        stats.appended_lsn > stats.durable_lsn
+        stats.appended_lsn > stats.durable_lsn || self.changes.is_waiting()
     }
 }

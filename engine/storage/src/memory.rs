@@ -5,6 +5,7 @@ use bytes::Bytes;
 use crate::backend::{Backend, Durability, ScanRange};
 use crate::batch::{WriteBatch, WriteOutcome};
 use crate::error::Result;
+use crate::changes::{ChangeListener, ChangeQueue, RowChange};
 use crate::index::{Index, IndexRegistry};
 use crate::tables::{TableId, Tables};
 
@@ -13,6 +14,7 @@ use crate::tables::{TableId, Tables};
 pub struct MemoryBackend {
     tables: RefCell<Tables>,
     indexes: IndexRegistry,
+    changes: ChangeQueue,
 }
 
 impl MemoryBackend {
@@ -23,12 +25,29 @@ impl MemoryBackend {
 
 impl Backend for MemoryBackend {
     async fn write(&self, batch: WriteBatch, _durability: Durability) -> Result<Vec<WriteOutcome>> {
-        let mut tables = self.tables.borrow_mut();
-        let outcomes = batch.mutations.into_iter().map(|mutation| {
-            let indexes = mutation.row().and_then(|(table, _)| self.indexes.of(table));
-            tables.apply(mutation, indexes.as_deref())
-        });
-        Ok(outcomes.collect())
+        let mut changes = Vec::new();
+        let outcomes: Vec<WriteOutcome> = {
+            let mut tables = self.tables.borrow_mut();
+            batch
+                .mutations
+                .into_iter()
+                .map(|mutation| {
+                    let row = mutation.row().filter(|(table, _)| self.changes.wants(*table)).map(|(table, key)| (table, key.clone()));
+                    let indexes = mutation.row().and_then(|(table, _)| self.indexes.of(table));
+                    let outcome = tables.apply(mutation, indexes.as_deref());
+                    if let Some((table, key)) = row {
+                        if !outcome.conflicted && outcome.old != outcome.new {
+                            changes.push(RowChange { table, key, old: outcome.old.clone(), new: outcome.new.clone() });
+                        }
+                    }
+                    outcome
+                })
+                .collect()
+        };
+        // Nothing to wait for in memory: released as applied.
+        self.changes.record(0, changes);
+        self.changes.release(0);
+        Ok(outcomes)
     }
 
     async fn get(&self, table: TableId, key: &[u8]) -> Result<Option<Bytes>> {
@@ -49,6 +68,10 @@ impl Backend for MemoryBackend {
 
     fn set_indexes(&self, table: TableId, indexes: Vec<Index>) {
         self.indexes.set(table, indexes);
+    }
+
+    fn set_change_listener(&self, listener: std::rc::Rc<dyn ChangeListener>) {
+        self.changes.set_listener(listener);
     }
 
     async fn flush(&self) -> Result<()> {

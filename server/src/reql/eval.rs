@@ -143,6 +143,8 @@ pub struct Context {
     pub caught: Option<Option<ReqlError>>,
     /// `r.now()`: fixed for the whole query, as in RethinkDB.
     pub now: f64,
+    /// Changes a feed holds unread before it drops some.
+    pub changefeed_queue_size: usize,
 }
 
 type Evaluation<'a> = Pin<Box<dyn Future<Output = Result<Value, ReqlError>> + 'a>>;
@@ -157,6 +159,7 @@ impl Context {
             variables: BTreeMap::new(),
             implicit: None,
             caught: None,
+            changefeed_queue_size: super::feed::DEFAULT_QUEUE_SIZE,
             now: super::time::truncate_to_millis(
                 std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0.0, |elapsed| elapsed.as_secs_f64()),
             ),
@@ -180,6 +183,7 @@ impl Context {
             implicit: None,
             caught: self.caught.clone(),
             now: self.now,
+            changefeed_queue_size: self.changefeed_queue_size,
         }
     }
 
@@ -731,6 +735,7 @@ impl Context {
             kind::DB_CREATE | kind::DB_DROP | kind::DB_LIST | kind::TABLE_CREATE | kind::TABLE_DROP | kind::TABLE_LIST => {
                 admin::evaluate(self, term_type, args, optargs).await
             }
+            kind::CHANGES => super::feed::evaluate(self, args, optargs).await,
             kind::INDEX_CREATE | kind::INDEX_DROP | kind::INDEX_LIST | kind::INDEX_RENAME | kind::INDEX_STATUS | kind::INDEX_WAIT => {
                 super::index::evaluate(self, term_type, args, optargs).await
             }

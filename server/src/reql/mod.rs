@@ -13,6 +13,7 @@
 //!   functions the engine runs on writes.
 //! - [`datum_terms`]: terms on datums alone (`coerce_to`, `object`, `uuid`, …).
 //! - [`write`]: writes, and `get_all`/`between`.
+//! - [`feed`]: changefeeds (`changes`).
 //! - [`system`]: the `rethinkdb` system database.
 //! - [`time`]: time terms and calendar arithmetic.
 //! - [`term_type`]: term numbers from `ql2.proto`.
@@ -23,6 +24,7 @@ pub mod cooperate;
 pub mod datum_terms;
 pub mod error;
 pub mod eval;
+pub mod feed;
 pub mod function;
 pub mod index;
 pub mod sequence;

@@ -387,7 +387,7 @@ impl Context {
                 (None, None) => {}
                 (Some(index), Some(sliced)) if index.name == *sliced => {}
                 (Some(index), None) if whole_table => {
-                    read.index = Some(super::stream::IndexRead { config: index.clone(), exact: None });
+                    read.index = Some(super::stream::IndexRead { config: index.clone(), bounds: (Bound::Unbounded, Bound::Unbounded), exact: None });
                 }
                 _ => {
                     let sliced = sliced_by.unwrap_or_else(|| read.table.primary_key.clone());

@@ -32,6 +32,8 @@ pub enum Source {
     /// `get_all` on a secondary index: for each key in turn, the rows the
     /// index has under it.
     IndexKeys(Box<IndexKeys>),
+    /// A changefeed: change documents as writes commit, without end.
+    Feed(Box<super::feed::FeedSource>),
     /// `r.range`: integers from `next`, up to `end` (exclusive) or forever.
     Range { next: i64, end: Option<i64> },
     /// `fold` with `emit`: what `emit` returns for each row of `inner`, then
@@ -60,6 +62,8 @@ pub struct TableRead {
 #[derive(Clone, Debug)]
 pub struct IndexRead {
     pub config: IndexConfig,
+    /// The secondary keys (key encodings) the read selects.
+    pub bounds: (Bound<Vec<u8>>, Bound<Vec<u8>>),
     /// Set when a bound was longer than stored index keys: rows whose own
     /// keys were cut are checked against the whole bounds.
     pub exact: Option<Box<ExactBounds>>,
@@ -217,6 +221,10 @@ pub struct Stream {
     counters: Vec<usize>,
     exhausted: bool,
     budget: super::cooperate::Budget,
+    /// For feeds: wait for changes in `next`, or return `None` at once.
+    wait_for_changes: bool,
+    /// A feed found nothing ready (with `wait_for_changes` off).
+    idle: bool,
 }
 
 impl Stream {
@@ -269,7 +277,7 @@ impl Stream {
         let limited = self.operations.iter().any(|operation| matches!(operation, Operation::Limit(_)));
         !limited
             && match &self.source {
-                Source::Range { end: None, .. } => true,
+                Source::Range { end: None, .. } | Source::Feed(_) => true,
                 Source::Fold(fold) => fold.inner.is_endless(),
                 Source::Zip(zip) => zip.0.iter().all(Stream::is_endless),
                 _ => false,
@@ -278,6 +286,9 @@ impl Stream {
 
     /// An endless stream cannot be counted, reduced or made an array.
     pub fn check_finite(&self) -> Result<(), ReqlError> {
+        if self.is_endless() && self.is_feed() {
+            return Err(ReqlError::logic("Cannot call a terminal (`reduce`, `count`, etc.) on an infinite stream (such as a changefeed)."));
+        }
         if self.is_endless() {
             return Err(ReqlError::logic(
                 "Cannot use an infinite stream with an aggregation function (`reduce`, `count`, etc.) or coerce it to an array.",
@@ -287,7 +298,46 @@ impl Stream {
     }
 
     fn new(source: Source) -> Stream {
-        Stream { source, operations: Vec::new(), pending: VecDeque::new(), counters: Vec::new(), exhausted: false, budget: Default::default() }
+        Stream {
+            source,
+            operations: Vec::new(),
+            pending: VecDeque::new(),
+            counters: Vec::new(),
+            exhausted: false,
+            budget: Default::default(),
+            wait_for_changes: true,
+            idle: false,
+        }
+    }
+
+    pub fn from_source(source: Source) -> Stream {
+        Stream::new(source)
+    }
+
+    /// Whether this is a changefeed.
+    pub fn is_feed(&self) -> bool {
+        matches!(self.source, Source::Feed(_))
+    }
+
+    /// A changefeed's response notes.
+    pub fn feed_notes(&self) -> Option<Vec<u64>> {
+        match &self.source {
+            Source::Feed(feed) => Some(feed.notes()),
+            _ => None,
+        }
+    }
+
+    /// Whether no row will come any more: the source ended, or a `limit`
+    /// has let through all it will.
+    pub fn has_ended(&self) -> bool {
+        self.exhausted
+            || self.operations.iter().zip(&self.counters).any(|(operation, counter)| matches!(operation, Operation::Limit(count) if counter >= count))
+    }
+
+    /// For a changefeed: whether `next` waits for a change (`true`) or
+    /// returns `None` when none is ready (the stream has not ended then).
+    pub fn set_wait_for_changes(&mut self, wait: bool) {
+        self.wait_for_changes = wait;
     }
 
     pub fn with(mut self, operation: Operation) -> Stream {
@@ -314,7 +364,7 @@ impl Stream {
     /// Whether rows come from a table (so results stream to the client
     /// rather than arriving as one array).
     pub fn is_table_source(&self) -> bool {
-        matches!(self.source, Source::Table(_) | Source::Keys { .. } | Source::IndexKeys(_))
+        matches!(self.source, Source::Table(_) | Source::Keys { .. } | Source::IndexKeys(_) | Source::Feed(_))
     }
 
     /// A key range of a table with nothing applied yet: RethinkDB's
@@ -328,6 +378,13 @@ impl Stream {
             Source::Rows(rows) => {
                 self.pending.extend(rows.drain(..));
                 self.exhausted = true;
+            }
+            Source::Feed(feed) => {
+                // Boxed: the initial read of a feed is a stream itself.
+                Box::pin(feed.fill(context, &mut self.pending, self.wait_for_changes)).await?;
+                if self.pending.is_empty() {
+                    self.idle = true;
+                }
             }
             Source::Fold(fold) => {
                 // Pull rows until one emits something or the input ends.
@@ -435,6 +492,10 @@ impl Stream {
             let mut row = match self.pending.pop_front() {
                 Some(row) => row,
                 None if self.exhausted => return Ok(None),
+                None if self.idle => {
+                    self.idle = false;
+                    return Ok(None);
+                }
                 None => {
                     self.refill(context).await?;
                     continue;
@@ -527,7 +588,7 @@ impl Stream {
                     }
                     // Entries of an index range, counted where they are,
                     // without reading a document.
-                    TableRead { index: Some(IndexRead { config, exact: None }), start, end, partitions: None, .. } => {
+                    TableRead { index: Some(IndexRead { config, exact: None, .. }), start, end, partitions: None, .. } => {
                         return Ok(context.engine.count_index_range(config.id, start.clone(), end.clone()).await?);
                     }
                     _ => {}
@@ -648,9 +709,34 @@ impl TableRead {
     }
 }
 
+/// A row through row-by-row operations (`filter`, `map`, `pluck`…):
+/// `None` when a filter drops it.
+pub async fn apply_operations(context: &Context, operations: &[Operation], mut row: Datum) -> Result<Option<Datum>, ReqlError> {
+    for operation in operations {
+        match operation {
+            Operation::Filter { predicate, default } => {
+                if !filter_accepts(context, predicate, default.as_ref(), &row).await? {
+                    return Ok(None);
+                }
+            }
+            Operation::Map(function) => row = function.call(context, vec![row]).await?,
+            Operation::Transform(transform) => row = transform.apply(context, row).await?,
+            Operation::WithFields(selectors) => {
+                if !super::sequence::has_selectors(&row, selectors)? {
+                    return Ok(None);
+                }
+                row = super::sequence::pluck(&row, selectors)?;
+            }
+            Operation::Skip(_) | Operation::Limit(_) => {}
+        }
+    }
+    Ok(Some(row))
+}
+
 /// A read of the rows whose secondary key in `index` lies between `start`
 /// and `end` (key encodings).
 pub fn index_read_between(context: &Context, table: &TableConfig, index: &IndexConfig, start: Bound<Vec<u8>>, end: Bound<Vec<u8>>) -> Result<Stream, ReqlError> {
+    let (start_copy, end_copy) = (start.clone(), end.clone());
     let (entry_start, entry_end, cut) = entry_bounds(start.clone(), end.clone());
     let exact = if cut {
         let function = super::index::compile_function(&index.function, context)?;
@@ -658,7 +744,7 @@ pub fn index_read_between(context: &Context, table: &TableConfig, index: &IndexC
     } else {
         None
     };
-    Ok(Stream::index_range(table.clone(), IndexRead { config: index.clone(), exact }, entry_start, entry_end))
+    Ok(Stream::index_range(table.clone(), IndexRead { config: index.clone(), bounds: (start_copy, end_copy), exact }, entry_start, entry_end))
 }
 
 /// `filter(predicate, default=…)` on one row: a missing field counts as the
