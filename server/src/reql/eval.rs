@@ -689,7 +689,22 @@ impl Context {
             }
             kind::GET_FIELD | kind::BRACKET => {
                 arity(args, 2, 2)?;
-                let object = self.datum_argument(args, 0).await?;
+                // A field of every row of a stream read lazily (a changefeed
+                // never ends, a table may be large).
+                let object = match self.argument(args, 0).await? {
+                    Value::Stream(stream) if stream.is_table_source() => {
+                        return match self.datum_argument(args, 1).await? {
+                            Datum::String(name) => Ok(Value::Stream(stream.with(Operation::Field(name)))),
+                            Datum::Number(_) if stream.is_feed() => Err(ReqlError::logic("Cannot use `nth` on an infinite stream.")),
+                            other => {
+                                let rows = stream.collect(self).await?;
+                                let name = if term_type == kind::BRACKET { "bracket" } else { "get_field" };
+                                get_field(&Datum::Array(rows), &other, name).map(Value::Datum)
+                            }
+                        };
+                    }
+                    value => self.into_datum(value).await.map_err(|error| error.within(Frame::Position(0)))?,
+                };
                 let field = self.datum_argument(args, 1).await?;
                 if term_type == kind::BRACKET && !matches!(field, Datum::Number(_) | Datum::String(_)) {
                     return Err(ReqlError::logic(format!("Expected NUMBER or STRING as second argument to `bracket` but found {}.", field.type_name())));

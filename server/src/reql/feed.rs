@@ -222,7 +222,10 @@ impl FeedSource {
         if !self.selection.selects(context, primary, &row).await {
             return Ok(None);
         }
-        super::stream::apply_operations(context, &self.operations, row).await
+        // A row the operations before `changes()` fail on is not in the
+        // feed's selection (RethinkDB drops the change, it does not end
+        // the feed).
+        Ok(super::stream::apply_operations(context, &self.operations, row).await.unwrap_or(None))
     }
 
     async fn change_document(&self, context: &Context, primary: &[u8], old: Option<&Bytes>, new: Option<&Bytes>) -> Result<Option<Datum>, ReqlError> {

@@ -207,6 +207,8 @@ pub enum Operation {
     Transform(Transform),
     /// `with_fields`: rows with every selected field, plucked to them.
     WithFields(Vec<Datum>),
+    /// `seq('field')`: the field of each row; rows without it are skipped.
+    Field(String),
     Skip(usize),
     Limit(usize),
 }
@@ -349,7 +351,10 @@ impl Stream {
     /// The table this stream selects rows of, if writes can go through it
     /// (no `map` has changed the rows).
     pub fn selected_table(&self) -> Option<&TableConfig> {
-        let changed = self.operations.iter().any(|operation| matches!(operation, Operation::Map(_) | Operation::Transform(_) | Operation::WithFields(_)));
+        let changed = self
+            .operations
+            .iter()
+            .any(|operation| matches!(operation, Operation::Map(_) | Operation::Transform(_) | Operation::WithFields(_) | Operation::Field(_)));
         if changed {
             return None;
         }
@@ -516,6 +521,10 @@ impl Stream {
                         }
                         row = super::sequence::pluck(&row, selectors)?;
                     }
+                    Operation::Field(name) => match field_of(row, name)? {
+                        Some(value) => row = value,
+                        None => continue 'rows,
+                    },
                     Operation::Skip(count) => {
                         if self.counters[index] < *count {
                             self.counters[index] += 1;
@@ -709,6 +718,14 @@ impl TableRead {
     }
 }
 
+/// A field of a row of a sequence (`None`: the row lacks it).
+fn field_of(row: Datum, name: &str) -> Result<Option<Datum>, ReqlError> {
+    match row {
+        Datum::Object(mut fields) => Ok(fields.remove(name)),
+        other => Err(ReqlError::logic(format!("Cannot perform get_field on a non-object non-sequence `{}`.", super::eval::pretty(&other)))),
+    }
+}
+
 /// A row through row-by-row operations (`filter`, `map`, `pluck`…):
 /// `None` when a filter drops it.
 pub async fn apply_operations(context: &Context, operations: &[Operation], mut row: Datum) -> Result<Option<Datum>, ReqlError> {
@@ -727,6 +744,10 @@ pub async fn apply_operations(context: &Context, operations: &[Operation], mut r
                 }
                 row = super::sequence::pluck(&row, selectors)?;
             }
+            Operation::Field(name) => match field_of(row, name)? {
+                Some(value) => row = value,
+                None => return Ok(None),
+            },
             Operation::Skip(_) | Operation::Limit(_) => {}
         }
     }
