@@ -224,7 +224,7 @@ def pick(entry):
 ASSIGNMENT = re.compile(r"^\s*([A-Za-z_]\w*)\s*=(?!=)\s*(.+)$", re.S)
 
 
-def run_source(source, scope, connection, runopts):
+def run_source(source, scope, connection, runopts, keep_cursor=False):
     match = ASSIGNMENT.match(source)
     target, expression = (match.group(1), match.group(2)) if match else (None, source)
     value = eval(expression, scope)
@@ -233,7 +233,7 @@ def run_source(source, scope, connection, runopts):
         options.update(runopts)
         value = value.run(connection, **options)
     if isinstance(value, Cursor):
-        if target:
+        if target and keep_cursor:
             # Kept open: a changefeed assigned here is read later by `fetch`.
             scope[target] = value
             return value
@@ -335,7 +335,7 @@ def run_file(path, connection, show, report):
             if not isinstance(source, str):
                 continue
             try:
-                actual = run_source(source, scope, connection, runopts)
+                actual = run_source(source, scope, connection, runopts, keep_cursor=expected_source is None)
             except (reql_errors.ReqlError, Exception) as error:  # noqa: BLE001 - errors are results here
                 actual = error
             try:

@@ -25,6 +25,10 @@ use super::stream::{Operation, Source, Stream};
 use super::term::Term;
 use super::term_type as kind;
 
+/// The longest a squashing feed holds a batch back: RethinkDB's default
+/// `max_batch_seconds`, which ends a batch whatever `squash` says.
+const SQUASH_WAIT_CAP_SECONDS: f64 = 0.5;
+
 /// RethinkDB's default `changefeed_queue_size`.
 pub const DEFAULT_QUEUE_SIZE: usize = 100_000;
 
@@ -182,7 +186,9 @@ impl FeedSource {
             if wait && out.len() == before {
                 events.push(self.subscription.next().await);
                 if let Squash::Seconds(seconds) = self.squash {
-                    photondb_runtime::network::sleep(std::time::Duration::from_secs_f64(seconds)).await;
+                    // RethinkDB ends a batch by its deadline even while
+                    // squashing: the wait is capped by the batch time.
+                    photondb_runtime::network::sleep(std::time::Duration::from_secs_f64(seconds.min(SQUASH_WAIT_CAP_SECONDS))).await;
                 }
             }
             while events.len() < 1024 {

@@ -709,6 +709,38 @@ pub async fn get_all(context: &Context, args: &[Term], optargs: &BTreeMap<String
     }))
 }
 
+/// A `between` bound: its value, or, for an array with `r.minval` or
+/// `r.maxval` in it (`[10, r.minval]`, bounds of a compound index), the
+/// bytes that sort just below or above every key that array stands for:
+/// the array's encoding up to that element, unterminated, then a byte
+/// below every tag (minval; above the array's end) or above every tag
+/// (maxval).
+async fn bound_argument(context: &Context, args: &[Term], position: usize) -> Result<(Value, Option<Vec<u8>>), ReqlError> {
+    if let Term::Call { term_type: super::term_type::MAKE_ARRAY, args: items, .. } = &args[position] {
+        let mut values = Vec::with_capacity(items.len());
+        for index in 0..items.len() {
+            values.push(context.argument(items, index).await.map_err(|error| error.within(Frame::Position(position)))?);
+        }
+        if let Some(at) = values.iter().position(|value| matches!(value, Value::MinValue | Value::MaxValue)) {
+            let mut raw = vec![0x01];
+            for value in &values[..at] {
+                match value {
+                    Value::Datum(datum) => photondb_datum::key::encode_into(datum, &mut raw),
+                    other => return Err(other.wrong_type("DATUM").within(Frame::Position(position))),
+                }
+            }
+            raw.push(if matches!(values[at], Value::MinValue) { 0x01 } else { 0xFF });
+            return Ok((Value::Datum(Datum::Array(Vec::new())), Some(raw)));
+        }
+        let mut datums = Vec::with_capacity(values.len());
+        for value in values {
+            datums.push(context.into_datum(value).await.map_err(|error| error.within(Frame::Position(position)))?);
+        }
+        return Ok((Value::Datum(Datum::Array(datums)), None));
+    }
+    Ok((context.argument(args, position).await?, None))
+}
+
 pub async fn between(context: &Context, args: &[Term], optargs: &BTreeMap<String, Term>) -> Result<Value, ReqlError> {
     arity(args, 3, 3)?;
     // A table, or a table ordered by an index (`order_by(index=…)`), whose
@@ -756,8 +788,8 @@ pub async fn between(context: &Context, args: &[Term], optargs: &BTreeMap<String
             other => Err(other.wrong_type("DATUM").within(Frame::Position(position))),
         }
     };
-    let lower = context.argument(args, 1).await?;
-    let upper = context.argument(args, 2).await?;
+    let (lower, lower_raw) = bound_argument(context, args, 1).await?;
+    let (upper, upper_raw) = bound_argument(context, args, 2).await?;
     if matches!(lower, Value::Datum(Datum::Null)) || matches!(upper, Value::Datum(Datum::Null)) {
         return Err(ReqlError::logic("Cannot use `null` in BETWEEN, use `r.minval` or `r.maxval` to denote unboundedness."));
     }
@@ -766,7 +798,17 @@ pub async fn between(context: &Context, args: &[Term], optargs: &BTreeMap<String
         // Still a table slice, of nothing.
         (Bound::Excluded(Vec::new()), Bound::Excluded(Vec::new()))
     } else {
-        (bound(lower, left_closed, 1)?, bound(upper, right_closed, 2)?)
+        // A bound with `r.minval`/`r.maxval` inside an array lies between
+        // keys, never on one: open or closed makes no difference.
+        let start = match lower_raw {
+            Some(raw) => Bound::Included(raw),
+            None => bound(lower, left_closed, 1)?,
+        };
+        let end = match upper_raw {
+            Some(raw) => Bound::Excluded(raw),
+            None => bound(upper, right_closed, 2)?,
+        };
+        (start, end)
     };
     let mut stream = match index {
         None => {

@@ -5,13 +5,15 @@
 //! puts to its own `slots` keys in turn with increasing sequence numbers. After
 //! each acknowledgement it prints `ack <writer> <slot> <sequence>`; before
 //! each attempt, `try <writer> <slot> <sequence>`. It never stops by itself.
+//! From the second run on it also keeps a secondary index on the documents
+//! (created, and built, during that run).
 
 use std::io::Write;
 use std::sync::{Arc, Mutex};
 
 use photondb_runtime::{block_on_thread, Engine, EngineConfig};
 use photondb_storage::{Conflict, Durability};
-use photondb_torture::{document_for, key_for, DATABASE, TABLE};
+use photondb_torture::{document_for, key_for, FieldIndexes, DATABASE, INDEX, TABLE};
 
 fn main() {
     let arguments: Vec<String> = std::env::args().collect();
@@ -25,11 +27,17 @@ fn main() {
     config.partitions = 4;
     // A small ring so checkpoints happen during the run too.
     config.wal_ring_bytes = 2 << 20;
+    config.index_compiler = Some(Arc::new(FieldIndexes));
     let engine = Engine::start(config).expect("engine starts");
     let table = match engine.table(DATABASE, TABLE) {
         Some(table) => table,
         None => block_on_thread(engine.create_table(DATABASE, TABLE, "id", Durability::Hard)).expect("create table"),
     };
+    // From the second run on (rows exist then), the index is built while
+    // the writers write, and the build may be killed half way.
+    if first_sequence > 1_000_000_000 && engine.index(table.id, INDEX).is_none() {
+        block_on_thread(engine.create_index(&table, INDEX, "bucket".into(), false, false)).expect("create index");
+    }
     let output = Arc::new(Mutex::new(std::io::stdout()));
     output.lock().unwrap().write_all(b"ready\n").unwrap();
     output.lock().unwrap().flush().unwrap();

@@ -2,7 +2,9 @@
 //! threads; the harness SIGKILLs it at random moments, restarts it on the
 //! same data directory, and checks that every acknowledged write is there
 //! with its last acknowledged value (or a later attempted one), and that
-//! every document is whole.
+//! every document is whole. From the second cycle on, a secondary index is
+//! created and built while the writers write; after every restart its
+//! entries must be exactly those the documents call for.
 //!
 //! `PHOTONDB_CRASH_CYCLES` sets the number of kill/restart cycles (20 by
 //! default, as CI runs it).
@@ -13,8 +15,12 @@ use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
+use std::collections::BTreeSet;
+
+use bytes::Bytes;
 use photondb_runtime::{block_on_thread, Engine, EngineConfig};
-use photondb_torture::{key_for, verify, DATABASE, TABLE};
+use photondb_storage::ScanRange;
+use photondb_torture::{expected_entries, key_for, verify, FieldIndexes, DATABASE, INDEX, TABLE};
 
 const WRITERS: u32 = 32;
 const SLOTS: u32 = 8;
@@ -45,6 +51,7 @@ fn acknowledged_writes_survive_sigkill() {
     let directory = tempfile::tempdir().unwrap();
     let mut slots: HashMap<(u32, u32), Slot> = HashMap::new();
     let mut total_acknowledged = 0u64;
+    let mut indexes_checked = 0;
     for cycle in 0..cycles {
         let first_sequence = (cycle as u64 + 1) * 1_000_000_000;
         let mut child = Command::new(env!("CARGO_BIN_EXE_photondb-torture-writer"))
@@ -94,8 +101,23 @@ fn acknowledged_writes_survive_sigkill() {
         // Recover in this process and check every slot.
         let mut config = EngineConfig::new(directory.path());
         config.pin_to_cores = false;
+        config.index_compiler = Some(std::sync::Arc::new(FieldIndexes));
         let engine = Engine::start(config).unwrap_or_else(|error| panic!("cycle {cycle}: recovery failed: {error}"));
         let table = engine.table(DATABASE, TABLE).expect("table survives");
+        if let Some(index) = engine.index(table.id, INDEX) {
+            // A build the kill interrupted resumes at start: wait for it.
+            let waited = Instant::now();
+            while !engine.index(table.id, INDEX).is_some_and(|index| index.ready) {
+                assert!(waited.elapsed() < Duration::from_secs(60), "cycle {cycle}: the index build did not finish");
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            let rows = block_on_thread(engine.scan(table.id, ScanRange::all())).unwrap();
+            let entries: BTreeSet<Bytes> = block_on_thread(engine.scan(index.id, ScanRange::all())).unwrap().into_iter().map(|(entry, _)| entry).collect();
+            let expected = expected_entries(&rows);
+            assert!(entries == expected, "cycle {cycle}: index entries disagree with documents: {} entries, {} expected, {} missing, {} extra",
+                entries.len(), expected.len(), expected.difference(&entries).count(), entries.difference(&expected).count());
+            indexes_checked += 1;
+        }
         for (&(writer, slot), expected) in &slots {
             let stored = block_on_thread(engine.get(table.id, key_for(writer, slot))).unwrap();
             if expected.acknowledged == 0 {
@@ -114,4 +136,5 @@ fn acknowledged_writes_survive_sigkill() {
         eprintln!("cycle {cycle}: killed after {run_for:?}, {acknowledged_this_cycle} acknowledged writes checked");
     }
     assert!(total_acknowledged > cycles as u64, "the writer made too little progress to test anything");
+    assert!(cycles < 3 || indexes_checked > 0, "the index was never checked");
 }
