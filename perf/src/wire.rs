@@ -1,0 +1,137 @@
+#![allow(dead_code)] // Each benchmark uses part of the client.
+//! A blocking client of the RethinkDB wire protocol for benchmarks (V1_0
+//! handshake, SCRAM-SHA-256, frames), and starting a server to measure.
+//! Speaking the protocol directly measures the server, not a driver.
+
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use hmac::{Hmac, Mac};
+use serde_json::{json, Value};
+use sha2::{Digest, Sha256};
+
+fn hmac(key: &[u8], message: &[u8]) -> [u8; 32] {
+    let mut mac = Hmac::<Sha256>::new_from_slice(key).expect("any key length");
+    mac.update(message);
+    mac.finalize().into_bytes().into()
+}
+
+/// A blocking V1_0 connection as user `admin` with an empty password.
+pub struct Connection {
+    stream: TcpStream,
+    reader: BufReader<TcpStream>,
+}
+
+impl Connection {
+    pub fn open(port: u16) -> Connection {
+        let stream = TcpStream::connect(("127.0.0.1", port)).expect("connect");
+        stream.set_nodelay(true).expect("nodelay");
+        let mut reader = BufReader::new(stream.try_clone().expect("clone"));
+        let mut writer = stream.try_clone().expect("clone");
+        let client_nonce = "photondbbenchnonce0123456";
+        let first_bare = format!("n=admin,r={client_nonce}");
+        let mut hello = 0x34c2_bdc3u32.to_le_bytes().to_vec();
+        hello.extend_from_slice(json!({"protocol_version": 0, "authentication_method": "SCRAM-SHA-256", "authentication": format!("n,,{first_bare}")}).to_string().as_bytes());
+        hello.push(0);
+        writer.write_all(&hello).expect("hello");
+        let read_message = |reader: &mut BufReader<TcpStream>| -> Value {
+            let mut bytes = Vec::new();
+            reader.read_until(0, &mut bytes).expect("handshake read");
+            bytes.pop();
+            serde_json::from_slice(&bytes).expect("handshake JSON")
+        };
+        let _server_hello = read_message(&mut reader);
+        let server_first = read_message(&mut reader)["authentication"].as_str().expect("server-first").to_owned();
+        let attributes: HashMap<&str, &str> = server_first.split(',').filter_map(|part| part.split_once('=')).collect();
+        let salt = photondb_datum::json::base64_decode(attributes["s"]).expect("salt");
+        let iterations: u32 = attributes["i"].parse().expect("iterations");
+        let mut salted = [0u8; 32];
+        pbkdf2::pbkdf2_hmac::<Sha256>(b"", &salt, iterations, &mut salted);
+        let client_key = hmac(&salted, b"Client Key");
+        let stored_key: [u8; 32] = Sha256::digest(client_key).into();
+        let without_proof = format!("c=biws,r={}", attributes["r"]);
+        let auth_message = format!("{first_bare},{server_first},{without_proof}");
+        let signature = hmac(&stored_key, auth_message.as_bytes());
+        let proof: Vec<u8> = client_key.iter().zip(signature.iter()).map(|(a, b)| a ^ b).collect();
+        let mut last = json!({"authentication": format!("{without_proof},p={}", photondb_datum::json::base64_encode(&proof))}).to_string().into_bytes();
+        last.push(0);
+        writer.write_all(&last).expect("client-final");
+        let done = read_message(&mut reader);
+        assert_eq!(done["success"], Value::Bool(true), "authentication failed: {done}");
+        Connection { stream, reader }
+    }
+
+    pub fn send(&mut self, token: u64, query: &Value) {
+        let body = query.to_string();
+        let mut frame = Vec::with_capacity(12 + body.len());
+        frame.extend_from_slice(&token.to_le_bytes());
+        frame.extend_from_slice(&(body.len() as u32).to_le_bytes());
+        frame.extend_from_slice(body.as_bytes());
+        self.stream.write_all(&frame).expect("send");
+    }
+
+    pub fn receive(&mut self) -> (u64, Value) {
+        let mut header = [0u8; 12];
+        self.reader.read_exact(&mut header).expect("response header");
+        let token = u64::from_le_bytes(header[..8].try_into().expect("8 bytes"));
+        let length = u32::from_le_bytes(header[8..].try_into().expect("4 bytes")) as usize;
+        let mut body = vec![0u8; length];
+        self.reader.read_exact(&mut body).expect("response body");
+        (token, serde_json::from_slice(&body).expect("response JSON"))
+    }
+
+    pub fn run(&mut self, query: Value) -> Value {
+        self.send(1, &json!([1, query, {}]));
+        let (_, response) = self.receive();
+        assert!(response["t"] == 1 || response["t"] == 2, "query failed: {response}");
+        response["r"][0].clone()
+    }
+}
+
+pub fn table(name: &str) -> Value {
+    json!([15, [[14, ["test"]], name]])
+}
+
+pub fn start_server(binary: &str, directory: &std::path::Path) -> (Child, u16) {
+    let port = std::net::TcpListener::bind("127.0.0.1:0").expect("probe").local_addr().expect("address").port();
+    let log = directory.join("server.log");
+    let mut child = Command::new(binary)
+        .args(["serve", "--data-dir", directory.join("data").to_str().expect("utf-8 path"), "--driver-port", &port.to_string()])
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).expect("log file"))
+        .spawn()
+        .expect("start photondb");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !std::fs::read_to_string(&log).unwrap_or_default().contains("listening for RethinkDB drivers") {
+        assert!(child.try_wait().expect("wait").is_none(), "server exited: {}", std::fs::read_to_string(&log).unwrap_or_default());
+        assert!(Instant::now() < deadline, "server did not start");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    (child, port)
+}
+
+
+impl Connection {
+    /// Runs a query whose result may be a cursor and reads it to its end;
+    /// returns the number of rows (an atom counts as one).
+    pub fn collect(&mut self, query: Value, global: Value) -> usize {
+        self.send(1, &json!([1, query, global]));
+        let mut rows = 0;
+        loop {
+            let (_, response) = self.receive();
+            match response["t"].as_u64() {
+                // An atom: an array counts its items.
+                Some(1) => return response["r"][0].as_array().map_or(1, Vec::len),
+                Some(2) => return rows + response["r"].as_array().map_or(0, Vec::len),
+                Some(3) => {
+                    rows += response["r"].as_array().map_or(0, Vec::len);
+                    self.send(1, &json!([2]));
+                }
+                _ => panic!("query failed: {response}"),
+            }
+        }
+    }
+}
