@@ -118,6 +118,11 @@ impl Subscription {
         (skipped > 0).then_some(FeedEvent::Skipped(skipped))
     }
 
+    /// Changes dropped since last asked (the queue was full), now zero.
+    pub fn take_overflow(&self) -> u64 {
+        self.skipped.swap(0, Ordering::Relaxed)
+    }
+
     /// The next event, waiting for one.
     pub async fn next(&self) -> FeedEvent {
         if let Some(skipped) = self.take_skipped() {

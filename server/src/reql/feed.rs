@@ -36,6 +36,7 @@ pub const DEFAULT_QUEUE_SIZE: usize = 100_000;
 /// driver's cursor class.
 pub const SEQUENCE_FEED: u64 = 1;
 pub const ATOM_FEED: u64 = 2;
+pub const ORDER_BY_LIMIT_FEED: u64 = 3;
 pub const INCLUDES_STATES: u64 = 5;
 
 /// Which rows of the table a feed follows.
@@ -115,12 +116,90 @@ pub struct FeedSource {
     initializing_due: bool,
     ready_due: bool,
     atom: bool,
+    /// Changes held unread (in the subscription's queue and read from it
+    /// but not sent) before later ones are dropped.
+    queue_size: usize,
+    /// `order_by(index=…).limit(n).changes()`: the rows in the limit now.
+    top: Option<Box<TopRows>>,
+}
+
+/// The rows of an `order_by(index=…).limit(n)` feed: after changes to the
+/// table, the query runs again and the difference is sent (a row that
+/// leaves and one that enters the limit together form one change).
+#[derive(Clone, Debug)]
+struct TopRows {
+    query: Stream,
+    primary_key: String,
+    rows: Vec<Datum>,
+    /// The initial rows still to send (`include_initial`).
+    initial_due: bool,
+}
+
+impl TopRows {
+    async fn read(&self, context: &Context) -> Result<Vec<Datum>, ReqlError> {
+        Box::pin(self.query.clone().collect(context)).await
+    }
+
+    fn key_of(&self, row: &Datum) -> Option<Datum> {
+        match row {
+            Datum::Object(fields) => fields.get(&self.primary_key).cloned(),
+            _ => None,
+        }
+    }
+
+    /// The changes that take the limit from its rows to `now`.
+    fn difference(&self, now: &[Datum]) -> Vec<(Option<Datum>, Option<Datum>)> {
+        let before: BTreeMap<Vec<u8>, &Datum> = self.rows.iter().filter_map(|row| self.key_of(row).map(|key| (key::encode(&key), row))).collect();
+        let after: BTreeMap<Vec<u8>, &Datum> = now.iter().filter_map(|row| self.key_of(row).map(|key| (key::encode(&key), row))).collect();
+        let mut changed = Vec::new();
+        let mut left: Vec<&Datum> = Vec::new();
+        let mut entered: Vec<&Datum> = Vec::new();
+        for (key, row) in &before {
+            match after.get(key) {
+                Some(now_row) if now_row != row => changed.push((Some((*row).clone()), Some((*now_row).clone()))),
+                Some(_) => {}
+                None => left.push(row),
+            }
+        }
+        for row in now {
+            if let Some(key) = self.key_of(row) {
+                if !before.contains_key(&key::encode(&key)) {
+                    entered.push(row);
+                }
+            }
+        }
+        let pairs = left.len().max(entered.len());
+        for index in 0..pairs {
+            changed.push((left.get(index).map(|row| (*row).clone()), entered.get(index).map(|row| (*row).clone())));
+        }
+        changed
+    }
 }
 
 impl FeedSource {
+    /// When changes were dropped because the queue was full: what the
+    /// subscriber holds unsent goes too, and the error comes first (as
+    /// RethinkDB clears a full changefeed queue).
+    pub fn check_overflow(&self, pending: &mut VecDeque<Datum>) {
+        let skipped = self.subscription.take_overflow();
+        if skipped == 0 {
+            return;
+        }
+        let dropped = pending.len() as u64;
+        pending.clear();
+        pending.push_back(overflow_error(skipped + dropped));
+    }
+
     /// The response notes of this feed.
     pub fn notes(&self) -> Vec<u64> {
-        let mut notes = vec![if self.atom { ATOM_FEED } else { SEQUENCE_FEED }];
+        let kind = if self.atom {
+            ATOM_FEED
+        } else if self.top.is_some() {
+            ORDER_BY_LIMIT_FEED
+        } else {
+            SEQUENCE_FEED
+        };
+        let mut notes = vec![kind];
         if self.include_states {
             notes.push(INCLUDES_STATES);
         }
@@ -151,6 +230,14 @@ impl FeedSource {
         if self.initializing_due {
             self.initializing_due = false;
             out.push_back(self.state("initializing"));
+        }
+        if let Some(top) = self.top.as_mut().filter(|top| top.initial_due) {
+            top.initial_due = false;
+            let rows = top.rows.clone();
+            for row in rows {
+                let document = self.initial_document(row);
+                out.push_back(document);
+            }
         }
         if let Some(row) = self.point_initial.take() {
             let document = self.initial_document(row);
@@ -191,7 +278,10 @@ impl FeedSource {
                     photondb_runtime::network::sleep(std::time::Duration::from_secs_f64(seconds.min(SQUASH_WAIT_CAP_SECONDS))).await;
                 }
             }
-            while events.len() < 1024 {
+            // Rows read but not yet sent count against the queue too: a
+            // slow client cannot make the server buffer without bound.
+            let room = self.queue_size.saturating_sub(out.len()).clamp(1, 1024);
+            while events.len() < room {
                 match self.subscription.try_next() {
                     Some(event) => events.push(event),
                     None => break,
@@ -200,14 +290,17 @@ impl FeedSource {
             if events.is_empty() {
                 return Ok(());
             }
+            if self.top.is_some() {
+                self.top_changes(context, events, out).await?;
+                if !wait || out.len() > before {
+                    return Ok(());
+                }
+                continue;
+            }
             let events = if self.squash == Squash::No { events } else { squash(events) };
             for event in events {
                 match event {
-                    FeedEvent::Skipped(count) => {
-                        let mut fields = Object::new();
-                        fields.insert("error".into(), Datum::String(format!("Changefeed cache over array size limit, skipped {count} elements.")));
-                        out.push_back(Datum::Object(fields));
-                    }
+                    FeedEvent::Skipped(count) => out.push_back(overflow_error(count)),
                     FeedEvent::Change(change) => {
                         if let Some(document) = self.change_document(context, &change.key, change.old.as_ref(), change.new.as_ref()).await? {
                             out.push_back(document);
@@ -219,6 +312,40 @@ impl FeedSource {
                 return Ok(());
             }
         }
+    }
+
+    /// An `order_by.limit` feed after `events`: the query again, and what
+    /// changed in the limit.
+    async fn top_changes(&mut self, context: &Context, events: Vec<FeedEvent>, out: &mut VecDeque<Datum>) -> Result<(), ReqlError> {
+        let mut changed = false;
+        for event in events {
+            match event {
+                FeedEvent::Skipped(count) => out.push_back(overflow_error(count)),
+                FeedEvent::Change(_) => changed = true,
+            }
+        }
+        if !changed {
+            return Ok(());
+        }
+        let top = self.top.as_mut().expect("an order_by.limit feed");
+        let now = top.read(context).await?;
+        let differences = top.difference(&now);
+        top.rows = now;
+        for (old, new) in differences {
+            let kind = match (&old, &new) {
+                (None, _) => "add",
+                (_, None) => "remove",
+                _ => "change",
+            };
+            let mut fields = Object::new();
+            fields.insert("old_val".into(), old.unwrap_or(Datum::Null));
+            fields.insert("new_val".into(), new.unwrap_or(Datum::Null));
+            if self.include_types {
+                fields.insert("type".into(), Datum::String(kind.into()));
+            }
+            out.push_back(Datum::Object(fields));
+        }
+        Ok(())
     }
 
     /// One side of a change: the row as the feed shows it, if selected.
@@ -253,6 +380,12 @@ impl FeedSource {
         }
         Ok(Some(Datum::Object(fields)))
     }
+}
+
+fn overflow_error(skipped: u64) -> Datum {
+    let mut fields = Object::new();
+    fields.insert("error".into(), Datum::String(format!("Changefeed cache over array size limit, skipped {skipped} elements.")));
+    Datum::Object(fields)
 }
 
 /// Changes to one row that arrived together become one: the first old
@@ -350,6 +483,8 @@ pub async fn evaluate(context: &Context, args: &[Term], optargs: &BTreeMap<Strin
                 initializing_due: options.include_states && options.include_initial,
                 ready_due: options.include_states,
                 atom: true,
+                queue_size: options.queue_size,
+                top: None,
             }));
         }
     }
@@ -359,6 +494,29 @@ pub async fn evaluate(context: &Context, args: &[Term], optargs: &BTreeMap<Strin
         other => return Err(ReqlError::logic(format!("Cannot call `changes` on a value of type {}.", other.type_name())).within(Frame::Position(0))),
     };
     let (table, selection) = selection_of(context, &stream)?;
+    if let ([Operation::Limit(_)], Source::Table(read)) = (stream.operations.as_slice(), &stream.source) {
+        if read.ordered {
+            // `order_by(index=…).limit(n)`: follow the rows in the limit.
+            let subscription = context.engine.subscribe(table.id, options.queue_size).await?;
+            let mut top = TopRows { query: stream.clone(), primary_key: table.primary_key.clone(), rows: Vec::new(), initial_due: options.include_initial };
+            top.rows = top.read(context).await?;
+            return Ok(feed_value(FeedSource {
+                subscription: Arc::new(subscription),
+                selection: Selection::All,
+                operations: Vec::new(),
+                initial: None,
+                point_initial: None,
+                include_states: options.include_states,
+                include_types: options.include_types,
+                squash: options.squash,
+                initializing_due: options.include_states && options.include_initial,
+                ready_due: options.include_states,
+                atom: false,
+                queue_size: options.queue_size,
+                top: Some(Box::new(top)),
+            }));
+        }
+    }
     if stream.operations.iter().any(|operation| matches!(operation, Operation::Skip(_) | Operation::Limit(_))) {
         return Err(ReqlError::logic("Cannot call `changes` on a `skip` or `limit` (only `order_by(index=…).limit(n)` has a changefeed)."));
     }
@@ -375,6 +533,8 @@ pub async fn evaluate(context: &Context, args: &[Term], optargs: &BTreeMap<Strin
         initializing_due: options.include_states && options.include_initial,
         ready_due: options.include_states,
         atom: false,
+        queue_size: options.queue_size,
+        top: None,
     }))
 }
 

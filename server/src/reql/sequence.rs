@@ -395,6 +395,7 @@ impl Context {
                 }
             }
             read.descending = descending;
+            read.ordered = true;
             if args.len() == 1 {
                 return Ok(Value::Stream(stream));
             }

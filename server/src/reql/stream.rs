@@ -53,6 +53,9 @@ pub struct TableRead {
     pub end: Bound<Bytes>,
     pub index: Option<IndexRead>,
     pub descending: bool,
+    /// Whether `order_by(index=…)` asked for this order (rather than it
+    /// being the order a table is read in anyway).
+    pub ordered: bool,
     finished: bool,
     /// Once started, where each partition's read stands.
     partitions: Option<Vec<PartitionCursor>>,
@@ -231,13 +234,13 @@ pub struct Stream {
 
 impl Stream {
     pub fn table(table: TableConfig, start: Bound<Bytes>, end: Bound<Bytes>) -> Stream {
-        Stream::new(Source::Table(Box::new(TableRead { table, start, end, index: None, descending: false, finished: false, partitions: None })))
+        Stream::new(Source::Table(Box::new(TableRead { table, start, end, index: None, descending: false, ordered: false, finished: false, partitions: None })))
     }
 
     /// Rows of a table through a secondary index, entry keys from `start`
     /// to `end`.
     pub fn index_range(table: TableConfig, index: IndexRead, start: Bound<Bytes>, end: Bound<Bytes>) -> Stream {
-        Stream::new(Source::Table(Box::new(TableRead { table, start, end, index: Some(index), descending: false, finished: false, partitions: None })))
+        Stream::new(Source::Table(Box::new(TableRead { table, start, end, index: Some(index), descending: false, ordered: false, finished: false, partitions: None })))
     }
 
     /// `get_all` through a secondary index.
@@ -493,6 +496,9 @@ impl Stream {
             self.budget.tick().await;
             if self.limit_reached() {
                 return Ok(None);
+            }
+            if let Source::Feed(feed) = &self.source {
+                feed.check_overflow(&mut self.pending);
             }
             let mut row = match self.pending.pop_front() {
                 Some(row) => row,

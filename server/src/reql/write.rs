@@ -763,7 +763,7 @@ pub async fn between(context: &Context, args: &[Term], optargs: &BTreeMap<String
             return Err(ReqlError::logic(format!("Cannot use index `{wanted}` after calling ORDER_BY on index `{ordered_by}`.")));
         }
     }
-    let descending = ordered.is_some_and(|(_, descending)| descending);
+    let descending = ordered.as_ref().is_some_and(|(_, descending)| *descending);
     let index = match index_name {
         Some(name) => super::index::named(context, &table, &name)?,
         None => None,
@@ -817,6 +817,8 @@ pub async fn between(context: &Context, args: &[Term], optargs: &BTreeMap<String
         }
         Some(index) => super::stream::index_read_between(context, &table, &index, start, end)?,
     };
-    stream.table_read_mut().expect("a new table read").descending = descending;
+    let read = stream.table_read_mut().expect("a new table read");
+    read.descending = descending;
+    read.ordered = ordered.is_some();
     Ok(Value::Stream(stream))
 }
