@@ -382,7 +382,7 @@ impl Context {
             let read = stream.table_read_mut().expect("a table slice not started");
             let index = super::index::named(self, &read.table, &name)?;
             let sliced_by = read.index.as_ref().map(|index| index.config.name.clone());
-            let whole_table = matches!((&read.start, &read.end), (Bound::Unbounded, Bound::Unbounded));
+            let whole_table = !read.sliced;
             match (&index, &sliced_by) {
                 (None, None) => {}
                 (Some(index), Some(sliced)) if index.name == *sliced => {}

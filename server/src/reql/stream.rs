@@ -56,6 +56,11 @@ pub struct TableRead {
     /// Whether `order_by(index=…)` asked for this order (rather than it
     /// being the order a table is read in anyway).
     pub ordered: bool,
+    /// Whether `between` chose the range (a second one is an error).
+    pub sliced: bool,
+    /// Rows asked of each partition per round trip: fewer than usual when
+    /// a `limit` right after the read needs no more.
+    batch_rows: usize,
     finished: bool,
     /// Once started, where each partition's read stands.
     partitions: Option<Vec<PartitionCursor>>,
@@ -234,13 +239,13 @@ pub struct Stream {
 
 impl Stream {
     pub fn table(table: TableConfig, start: Bound<Bytes>, end: Bound<Bytes>) -> Stream {
-        Stream::new(Source::Table(Box::new(TableRead { table, start, end, index: None, descending: false, ordered: false, finished: false, partitions: None })))
+        Stream::new(Source::Table(Box::new(TableRead { table, start, end, index: None, descending: false, ordered: false, sliced: false, batch_rows: FETCH_ROWS, finished: false, partitions: None })))
     }
 
     /// Rows of a table through a secondary index, entry keys from `start`
     /// to `end`.
     pub fn index_range(table: TableConfig, index: IndexRead, start: Bound<Bytes>, end: Bound<Bytes>) -> Stream {
-        Stream::new(Source::Table(Box::new(TableRead { table, start, end, index: Some(index), descending: false, ordered: false, finished: false, partitions: None })))
+        Stream::new(Source::Table(Box::new(TableRead { table, start, end, index: Some(index), descending: false, ordered: false, sliced: false, batch_rows: FETCH_ROWS, finished: false, partitions: None })))
     }
 
     /// `get_all` through a secondary index.
@@ -346,6 +351,11 @@ impl Stream {
     }
 
     pub fn with(mut self, operation: Operation) -> Stream {
+        // `order_by(index=…).limit(10)` reads ten rows of each partition,
+        // not a full batch.
+        if let (Operation::Limit(count), Source::Table(read), true) = (&operation, &mut self.source, self.operations.is_empty()) {
+            read.batch_rows = (*count).clamp(1, FETCH_ROWS);
+        }
         self.operations.push(operation);
         self.counters.push(0);
         self
@@ -647,7 +657,7 @@ impl TableRead {
         let direction = if self.descending { Direction::Descending } else { Direction::Ascending };
         let needed: Vec<usize> = (0..cursors.len()).filter(|&index| cursors[index].buffer.is_empty() && !cursors[index].done).collect();
         let fetches = needed.iter().map(|&index| {
-            let range = ScanRange { start: cursors[index].start.clone(), end: cursors[index].end.clone(), direction, limit: Some(FETCH_ROWS) };
+            let range = ScanRange { start: cursors[index].start.clone(), end: cursors[index].end.clone(), direction, limit: Some(self.batch_rows) };
             let (engine, table, index_id) = (&context.engine, self.table.id, self.index.as_ref().map(|index| index.config.id));
             async move {
                 match index_id {
@@ -675,7 +685,7 @@ impl TableRead {
             let (scanned, batch) = result?;
             let cursor = &mut cursors[index];
             // Fewer entries than asked for: the partition's range is read.
-            cursor.done = scanned < FETCH_ROWS;
+            cursor.done = scanned < self.batch_rows;
             if let Some((last, _, _)) = batch.last() {
                 if self.descending {
                     cursor.end = Bound::Excluded(last.clone());

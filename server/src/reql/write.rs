@@ -749,7 +749,7 @@ pub async fn between(context: &Context, args: &[Term], optargs: &BTreeMap<String
         Value::Table(table) => (table, None),
         Value::Stream(mut stream) if stream.is_table_slice() => {
             let read = stream.table_read_mut().expect("a table slice not started");
-            if !matches!((&read.start, &read.end), (Bound::Unbounded, Bound::Unbounded)) {
+            if read.sliced {
                 return Err(ReqlError::logic("Cannot perform multiple BETWEENs on the same table."));
             }
             let index_name = read.index.as_ref().map_or_else(|| read.table.primary_key.clone(), |index| index.config.name.clone());
@@ -820,5 +820,6 @@ pub async fn between(context: &Context, args: &[Term], optargs: &BTreeMap<String
     let read = stream.table_read_mut().expect("a new table read");
     read.descending = descending;
     read.ordered = ordered.is_some();
+    read.sliced = true;
     Ok(Value::Stream(stream))
 }
