@@ -21,7 +21,7 @@ use photondb_storage::catalog::TableConfig;
 use super::error::{ErrorClass, Frame, ReqlError};
 use super::eval::{arity, Context, TypeMismatch, Value};
 use super::function::Function;
-use super::stream::{Operation, Source, Stream};
+use super::stream::{within, Operation, Source, Stream};
 use super::term::Term;
 use super::term_type as kind;
 
@@ -51,20 +51,6 @@ enum Selection {
     PrimaryKeys(BTreeSet<Vec<u8>>),
     /// Rows with a secondary key in a range, or among keys.
     Index { function: Function, multi: bool, range: Option<(Bound<Vec<u8>>, Bound<Vec<u8>>)>, keys: BTreeSet<Vec<u8>> },
-}
-
-fn within<T: AsRef<[u8]>>(key: &[u8], start: &Bound<T>, end: &Bound<T>) -> bool {
-    let above = match start {
-        Bound::Unbounded => true,
-        Bound::Included(bound) => key >= bound.as_ref(),
-        Bound::Excluded(bound) => key > bound.as_ref(),
-    };
-    let below = match end {
-        Bound::Unbounded => true,
-        Bound::Included(bound) => key <= bound.as_ref(),
-        Bound::Excluded(bound) => key < bound.as_ref(),
-    };
-    above && below
 }
 
 impl Selection {
@@ -177,6 +163,24 @@ impl TopRows {
 }
 
 impl FeedSource {
+    fn new(subscription: Subscription, selection: Selection, options: &Options) -> FeedSource {
+        FeedSource {
+            subscription: Arc::new(subscription),
+            selection,
+            operations: Vec::new(),
+            initial: None,
+            point_initial: None,
+            include_states: options.include_states,
+            include_types: options.include_types,
+            squash: options.squash,
+            initializing_due: options.include_states && options.include_initial,
+            ready_due: options.include_states,
+            atom: false,
+            queue_size: options.queue_size,
+            top: None,
+        }
+    }
+
     /// When changes were dropped because the queue was full: what the
     /// subscriber holds unsent goes too, and the error comes first (as
     /// RethinkDB clears a full changefeed queue).
@@ -332,20 +336,27 @@ impl FeedSource {
         let differences = top.difference(&now);
         top.rows = now;
         for (old, new) in differences {
-            let kind = match (&old, &new) {
-                (None, _) => "add",
-                (_, None) => "remove",
-                _ => "change",
-            };
-            let mut fields = Object::new();
-            fields.insert("old_val".into(), old.unwrap_or(Datum::Null));
-            fields.insert("new_val".into(), new.unwrap_or(Datum::Null));
-            if self.include_types {
-                fields.insert("type".into(), Datum::String(kind.into()));
-            }
-            out.push_back(Datum::Object(fields));
+            let document = self.change(old, new);
+            out.push_back(document);
         }
         Ok(())
+    }
+
+    /// RethinkDB's change document: `{old_val, new_val}` (null for a side
+    /// that is absent), with its `type` when asked for.
+    fn change(&self, old: Option<Datum>, new: Option<Datum>) -> Datum {
+        let kind = match (&old, &new) {
+            (None, _) => "add",
+            (_, None) => "remove",
+            _ => "change",
+        };
+        let mut fields = Object::new();
+        fields.insert("old_val".into(), old.unwrap_or(Datum::Null));
+        fields.insert("new_val".into(), new.unwrap_or(Datum::Null));
+        if self.include_types {
+            fields.insert("type".into(), Datum::String(kind.into()));
+        }
+        Datum::Object(fields)
     }
 
     /// One side of a change: the row as the feed shows it, if selected.
@@ -367,18 +378,7 @@ impl FeedSource {
         if old.is_none() && new.is_none() {
             return Ok(None);
         }
-        let kind = match (&old, &new) {
-            (None, _) => "add",
-            (_, None) => "remove",
-            _ => "change",
-        };
-        let mut fields = Object::new();
-        fields.insert("old_val".into(), old.unwrap_or(Datum::Null));
-        fields.insert("new_val".into(), new.unwrap_or(Datum::Null));
-        if self.include_types {
-            fields.insert("type".into(), Datum::String(kind.into()));
-        }
-        Ok(Some(Datum::Object(fields)))
+        Ok(Some(self.change(old, new)))
     }
 }
 
@@ -471,21 +471,7 @@ pub async fn evaluate(context: &Context, args: &[Term], optargs: &BTreeMap<Strin
             let subscription = context.engine.subscribe(table.id, options.queue_size).await?;
             let current = super::write::get(&context.engine, &table, &key).await?;
             let point_initial = options.include_initial.then(|| current.unwrap_or(Datum::Null));
-            return Ok(feed_value(FeedSource {
-                subscription: Arc::new(subscription),
-                selection: Selection::Point(encoded),
-                operations: Vec::new(),
-                initial: None,
-                point_initial,
-                include_states: options.include_states,
-                include_types: options.include_types,
-                squash: options.squash,
-                initializing_due: options.include_states && options.include_initial,
-                ready_due: options.include_states,
-                atom: true,
-                queue_size: options.queue_size,
-                top: None,
-            }));
+            return Ok(feed_value(FeedSource { point_initial, atom: true, ..FeedSource::new(subscription, Selection::Point(encoded), &options) }));
         }
     }
     let stream = match context.argument(args, 0).await? {
@@ -500,42 +486,16 @@ pub async fn evaluate(context: &Context, args: &[Term], optargs: &BTreeMap<Strin
             let subscription = context.engine.subscribe(table.id, options.queue_size).await?;
             let mut top = TopRows { query: stream.clone(), primary_key: table.primary_key.clone(), rows: Vec::new(), initial_due: options.include_initial };
             top.rows = top.read(context).await?;
-            return Ok(feed_value(FeedSource {
-                subscription: Arc::new(subscription),
-                selection: Selection::All,
-                operations: Vec::new(),
-                initial: None,
-                point_initial: None,
-                include_states: options.include_states,
-                include_types: options.include_types,
-                squash: options.squash,
-                initializing_due: options.include_states && options.include_initial,
-                ready_due: options.include_states,
-                atom: false,
-                queue_size: options.queue_size,
-                top: Some(Box::new(top)),
-            }));
+            return Ok(feed_value(FeedSource { top: Some(Box::new(top)), ..FeedSource::new(subscription, Selection::All, &options) }));
         }
     }
     if stream.operations.iter().any(|operation| matches!(operation, Operation::Skip(_) | Operation::Limit(_))) {
         return Err(ReqlError::logic("Cannot call `changes` on a `skip` or `limit` (only `order_by(index=…).limit(n)` has a changefeed)."));
     }
     let subscription = context.engine.subscribe(table.id, options.queue_size).await?;
-    Ok(feed_value(FeedSource {
-        subscription: Arc::new(subscription),
-        selection,
-        operations: stream.operations.clone(),
-        initial: options.include_initial.then_some(stream),
-        point_initial: None,
-        include_states: options.include_states,
-        include_types: options.include_types,
-        squash: options.squash,
-        initializing_due: options.include_states && options.include_initial,
-        ready_due: options.include_states,
-        atom: false,
-        queue_size: options.queue_size,
-        top: None,
-    }))
+    let operations = stream.operations.clone();
+    let initial = options.include_initial.then_some(stream);
+    Ok(feed_value(FeedSource { operations, initial, ..FeedSource::new(subscription, selection, &options) }))
 }
 
 /// Whether a term only reads a table (`table`, `between`, `get_all`,

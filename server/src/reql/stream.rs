@@ -146,16 +146,17 @@ pub fn entry_bounds(start: Bound<Vec<u8>>, end: Bound<Vec<u8>>) -> (Bound<Bytes>
     (start, end, cut)
 }
 
-fn within(key: &[u8], start: &Bound<Vec<u8>>, end: &Bound<Vec<u8>>) -> bool {
+/// Whether `key` lies between `start` and `end`.
+pub fn within<T: AsRef<[u8]>>(key: &[u8], start: &Bound<T>, end: &Bound<T>) -> bool {
     let above_start = match start {
         Bound::Unbounded => true,
-        Bound::Included(bound) => key >= bound.as_slice(),
-        Bound::Excluded(bound) => key > bound.as_slice(),
+        Bound::Included(bound) => key >= bound.as_ref(),
+        Bound::Excluded(bound) => key > bound.as_ref(),
     };
     let below_end = match end {
         Bound::Unbounded => true,
-        Bound::Included(bound) => key <= bound.as_slice(),
-        Bound::Excluded(bound) => key < bound.as_slice(),
+        Bound::Included(bound) => key <= bound.as_ref(),
+        Bound::Excluded(bound) => key < bound.as_ref(),
     };
     above_start && below_end
 }

@@ -3,37 +3,19 @@
 // batches, and handle an error.
 const { test, before, after } = require('node:test');
 const assert = require('node:assert');
-const { spawn } = require('node:child_process');
-const fs = require('node:fs');
-const os = require('node:os');
-const path = require('node:path');
 const r = require('rethinkdb');
+const { startServer, stopServer } = require('./server');
 
-const binary = process.env.PHOTONDB_BIN || path.resolve(__dirname, '../../../../target/debug/photondb');
 let server;
-let dataDir;
-let logPath;
-const port = 20000 + Math.floor(Math.random() * 20000);
+let port;
 
 before(async () => {
-  dataDir = fs.mkdtempSync(path.join(os.tmpdir(), 'photondb-js-'));
-  logPath = path.join(dataDir, 'server.log');
-  const log = fs.openSync(logPath, 'w');
-  server = spawn(binary, ['serve', '--data-dir', path.join(dataDir, 'data'), '--driver-port', String(port),
-    '--partitions', '4', '--wal-ring-mib', '4'], { stdio: ['ignore', 'ignore', log] });
-  const deadline = Date.now() + 60000;
-  while (!fs.readFileSync(logPath, 'utf8').includes('listening for RethinkDB drivers')) {
-    if (server.exitCode !== null) throw new Error('server exited: ' + fs.readFileSync(logPath, 'utf8'));
-    if (Date.now() > deadline) throw new Error('server did not start');
-    await new Promise((resolve) => setTimeout(resolve, 50));
-  }
+  server = await startServer('photondb-js-');
+  port = server.port;
 });
 
 after(async () => {
-  const exited = new Promise((resolve) => server.on('exit', resolve));
-  server.kill('SIGTERM');
-  assert.strictEqual(await exited, 0, 'clean shutdown exits 0');
-  fs.rmSync(dataDir, { recursive: true, force: true });
+  await stopServer(server);
 });
 
 test('connect, write, read, iterate and fail like RethinkDB', async () => {

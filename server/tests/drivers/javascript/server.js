@@ -1,0 +1,34 @@
+// Starts and stops a real `photondb serve` for the driver tests: a fresh
+// data directory, a random port, and a clean shutdown checked at the end.
+const assert = require('node:assert');
+const { spawn } = require('node:child_process');
+const fs = require('node:fs');
+const os = require('node:os');
+const path = require('node:path');
+
+const binary = process.env.PHOTONDB_BIN || path.resolve(__dirname, '../../../../target/debug/photondb');
+
+async function startServer(prefix) {
+  const dataDir = fs.mkdtempSync(path.join(os.tmpdir(), prefix));
+  const logPath = path.join(dataDir, 'server.log');
+  const log = fs.openSync(logPath, 'w');
+  const port = 20000 + Math.floor(Math.random() * 20000);
+  const child = spawn(binary, ['serve', '--data-dir', path.join(dataDir, 'data'), '--driver-port', String(port),
+    '--partitions', '4', '--wal-ring-mib', '4'], { stdio: ['ignore', 'ignore', log] });
+  const deadline = Date.now() + 60000;
+  while (!fs.readFileSync(logPath, 'utf8').includes('listening for RethinkDB drivers')) {
+    if (child.exitCode !== null) throw new Error('server exited: ' + fs.readFileSync(logPath, 'utf8'));
+    if (Date.now() > deadline) throw new Error('server did not start');
+    await new Promise((resolve) => setTimeout(resolve, 50));
+  }
+  return { child, port, dataDir };
+}
+
+async function stopServer(server) {
+  const exited = new Promise((resolve) => server.child.on('exit', resolve));
+  server.child.kill('SIGTERM');
+  assert.strictEqual(await exited, 0, 'clean shutdown exits 0');
+  fs.rmSync(server.dataDir, { recursive: true, force: true });
+}
+
+module.exports = { startServer, stopServer };
