@@ -258,7 +258,7 @@ impl Context {
             kind::WITH_FIELDS => self.with_fields(args).await,
             kind::MERGE => self.merge_term(args).await,
             kind::ORDER_BY => self.order_by(args, optargs).await,
-            kind::DISTINCT => self.distinct(args).await,
+            kind::DISTINCT => self.distinct(args, optargs).await,
             kind::UNION => self.union(args, optargs).await,
             kind::CONCAT_MAP => self.concat_map(args).await,
             kind::REDUCE => self.reduce(args).await,
@@ -460,12 +460,50 @@ impl Context {
         Ok(values)
     }
 
-    async fn distinct(&self, args: &[Term]) -> Result<Value, ReqlError> {
+    async fn distinct(&self, args: &[Term], optargs: &BTreeMap<String, Term>) -> Result<Value, ReqlError> {
         arity(args, 1, 1)?;
+        if let Some(name) = super::index::option(self, optargs).await.map_err(|error| error.within(Frame::Optional("index".into())))? {
+            return self.distinct_index_values(args, &name).await;
+        }
         let (mut rows, is_stream) = self.rows(args, 0).await?;
         rows.sort_by(|a, b| a.cmp_reql(b));
         rows.dedup_by(|a, b| a.cmp_reql(b) == Ordering::Equal);
         Ok(Self::sequence_value(rows, is_stream))
+    }
+
+    /// `table.distinct(index=…)`: the distinct keys of an index, in index
+    /// order (for the primary key, every key).
+    async fn distinct_index_values(&self, args: &[Term], name: &str) -> Result<Value, ReqlError> {
+        let table = self.table_argument(args, 0).await?;
+        let Some(index) = super::index::named(self, &table, name)? else {
+            let key = table.primary_key.clone();
+            let stream = Stream::table(table, Bound::Unbounded, Bound::Unbounded).with(Operation::Field(key));
+            return Ok(Value::Stream(stream));
+        };
+        let function = super::index::compile_function(&index.function, self)?;
+        let mut stream = Stream::index_range(table, super::stream::IndexRead { config: index.clone(), bounds: (Bound::Unbounded, Bound::Unbounded), exact: None }, Bound::Unbounded, Bound::Unbounded);
+        // Index order is key order: equal keys are neighbours, except rows
+        // of a multi index, whose other keys come elsewhere.
+        let mut keys: BTreeMap<Vec<u8>, Datum> = BTreeMap::new();
+        while let Some(row) = stream.next(self).await? {
+            let value = match function.call(self, vec![row]).await {
+                Ok(value) => value,
+                Err(_) => continue,
+            };
+            let values = match value {
+                Datum::Array(items) if index.multi => items,
+                value => vec![value],
+            };
+            for value in values {
+                if let [key] = super::index::secondary_keys(value.clone(), false).as_slice() {
+                    keys.entry(key.clone()).or_insert(value);
+                }
+            }
+            if keys.len() > self.array_limit {
+                return Err(ReqlError::array_limit(self.array_limit));
+            }
+        }
+        Ok(Value::Stream(Stream::rows(keys.into_values().collect())))
     }
 
     async fn union(&self, args: &[Term], optargs: &BTreeMap<String, Term>) -> Result<Value, ReqlError> {

@@ -40,6 +40,9 @@ def test_index_built_over_existing_rows_agrees_with_scans(server):
     assert [row["age"] for row in r.table("people").order_by(index=r.desc("age_city")).limit(3).run(connection)] == [89, 89, 89]
     assert r.table("people").between(20, 30, index="age_city").count().run(connection) == 0  # arrays sort after numbers
     assert r.table("people").between([20], [30], index="age_city").count().run(connection) == sum(1 for p in people if 20 <= p["age"] < 30)
+    # The distinct keys of an index, in index order.
+    assert list(r.table("people").distinct(index="city").run(connection)) == ["c%d" % i for i in range(7)]
+    assert list(r.table("people").distinct(index="tags").run(connection)) == ["t%d" % i for i in range(5)]
     # Writes keep every index in step.
     r.table("people").get(5).update({"city": "moved", "tags": ["t9"]}).run(connection)
     r.table("people").get(6).delete().run(connection)
