@@ -141,7 +141,37 @@ def _is_uuid(value):
         return False
 
 
+class _FixedOffset(__import__("datetime").tzinfo):
+    """The time zones RethinkDB's runner gives the shim tests."""
+
+    def __init__(self, hours, name):
+        self._offset = __import__("datetime").timedelta(hours=hours)
+        self._name = name
+
+    def utcoffset(self, moment):
+        return self._offset
+
+    def dst(self, moment):
+        return __import__("datetime").timedelta(0)
+
+    def tzname(self, moment):
+        return self._name
+
+
+def _format_term(*args):
+    """`r.format`, which the Python driver this runner installs predates:
+    the FORMAT term (197 in ql2.proto) built with the driver's own AST."""
+    from rethinkdb import ast
+
+    class Format(ast.RqlTopLevelQuery):
+        term_type = 197
+        statement = "format"
+
+    return Format(*args)
+
+
 def helpers():
+    r.format = _format_term
     return {
         "err": lambda kind, message=None, frames=None: Error(kind, message, frames),
         "err_regex": lambda kind, message=None, frames=None: Error(kind, message, frames, regex=True),
@@ -154,6 +184,8 @@ def helpers():
         "anything": lambda: Predicate("anything()", lambda actual: True),
         "repeat": lambda value, count: [value] * count,
         "fetch": fetch,
+        "PacificTimeZone": lambda: _FixedOffset(-7, "PDT"),
+        "UTCTimeZone": lambda: _FixedOffset(0, "UTC"),
         "regex": lambda pattern: Predicate("regex(%r)" % pattern, lambda actual: isinstance(actual, str) and re.match(pattern, actual) is not None),
         "wait": lambda seconds: time.sleep(min(float(seconds), 2.0)),
         "null": None, "nil": None, "true": True, "false": False,

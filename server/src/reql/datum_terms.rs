@@ -201,6 +201,7 @@ impl Context {
             kind::RANDOM => self.random(args, optargs).await,
             kind::BIT_AND | kind::BIT_OR | kind::BIT_XOR | kind::BIT_NOT | kind::BIT_SAL | kind::BIT_SAR => self.bits(term_type, args).await,
             kind::RANGE => self.range(args).await,
+            kind::FORMAT => self.format_term(args).await,
             _ => {
                 let (minimum, maximum) = simple_term_arity(term_type)?;
                 match arity(args, minimum, maximum) {
@@ -210,6 +211,47 @@ impl Context {
             }
         };
         Some(result)
+    }
+
+    /// `r.format(template, object)`: each `{name}` replaced by the
+    /// object's field, strings as they are and other values as JSON.
+    async fn format_term(&self, args: &[Term]) -> Result<Value, ReqlError> {
+        arity(args, 2, 2)?;
+        let template = match self.datum_argument(args, 0).await? {
+            Datum::String(text) => text,
+            other => return Err(other.wrong_type("STRING").within(Frame::Position(0))),
+        };
+        let fields = match self.datum_argument(args, 1).await? {
+            Datum::Object(fields) => fields,
+            other => return Err(other.wrong_type("OBJECT").within(Frame::Position(1))),
+        };
+        let mut out = String::with_capacity(template.len());
+        let mut name: Option<String> = None;
+        for character in template.chars() {
+            match (&mut name, character) {
+                (None, '{') => name = Some(String::new()),
+                (None, '}') => return Err(ReqlError::logic("No parameter tags to close")),
+                (None, other) => out.push(other),
+                (Some(_), '{') => return Err(ReqlError::logic("Nested template parameters are not allowed")),
+                (Some(_), ',') => return Err(ReqlError::logic("Formatting separator `,` is not allowed in parameter name")),
+                (Some(_), '\\') => return Err(ReqlError::logic("Reserved escape character `\\` is not allowed in parameter name")),
+                (Some(parameter), '}') => {
+                    let value = fields.get(parameter.as_str()).ok_or_else(|| {
+                        ReqlError::new(ErrorClass::NonExistence, format!("No attribute `{parameter}` in object:\n{}", pretty(&Datum::Object(fields.clone()))))
+                    })?;
+                    match value {
+                        Datum::String(text) => out.push_str(text),
+                        other => out.push_str(&json_text(other)),
+                    }
+                    name = None;
+                }
+                (Some(parameter), other) => parameter.push(other),
+            }
+        }
+        if name.is_some() {
+            return Err(ReqlError::logic("Parameter tag must be closed"));
+        }
+        Ok(Value::Datum(Datum::String(out)))
     }
 
     async fn coerce_to(&self, args: &[Term]) -> Result<Value, ReqlError> {

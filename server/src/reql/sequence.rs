@@ -399,8 +399,13 @@ impl Context {
             if args.len() == 1 {
                 return Ok(Value::Stream(stream));
             }
+            // The index orders first; the other orderings break its ties.
+            let index_key = match &index {
+                None => SortKey::Field(read.table.primary_key.clone()),
+                Some(index) => SortKey::Function(Callable::Function(super::index::compile_function(&index.function, self)?)),
+            };
             let rows = stream.collect(self).await?;
-            return self.sort(rows, args, true).await;
+            return self.sort_after(rows, vec![(descending, index_key)], args, true).await;
         }
         let (rows, is_stream) = self.rows(args, 0).await?;
         if args.len() == 1 {
@@ -410,7 +415,12 @@ impl Context {
     }
 
     async fn sort(&self, rows: Vec<Datum>, args: &[Term], is_stream: bool) -> Result<Value, ReqlError> {
-        let mut keys = Vec::new();
+        self.sort_after(rows, Vec::new(), args, is_stream).await
+    }
+
+    /// Sorts by `leading` orderings, then by those `args` give.
+    async fn sort_after(&self, rows: Vec<Datum>, leading: Vec<(bool, SortKey)>, args: &[Term], is_stream: bool) -> Result<Value, ReqlError> {
+        let mut keys = leading;
         for index in 1..args.len() {
             keys.push(self.sort_key(&args[index]).await.map_err(|error| error.within(Frame::Position(index)))?);
         }

@@ -129,6 +129,7 @@ pub const INDEX_STATUS: u64 = 139;
 pub const INDEX_WAIT: u64 = 140;
 pub const INDEX_RENAME: u64 = 156;
 pub const CHANGES: u64 = 152;
+pub const FORMAT: u64 = 197;
 pub const RECONFIGURE: u64 = 176;
 pub const REBALANCE: u64 = 179;
 pub const GRANT: u64 = 188;
