@@ -40,7 +40,7 @@ const MAX_QUERIES_IN_FLIGHT: usize = 1024;
 /// When a batch of a stream is full, from the query's global optargs; the
 /// defaults are RethinkDB's.
 #[derive(Clone, Copy)]
-struct BatchLimits {
+pub struct BatchLimits {
     rows: usize,
     bytes: usize,
     /// A batch is sent once it has one row and this much time has passed,
@@ -358,69 +358,10 @@ impl Session {
     }
 
     async fn run(&self, token: u64, term: Option<&Json>, optargs: &serde_json::Map<String, Json>) -> Result<Json, ReqlError> {
-        for name in optargs.keys() {
-            if !GLOBAL_OPTARGS.contains(&name.as_str()) {
-                return Err(ReqlError::compile(format!("Unrecognized global optional argument `{name}`.")));
-            }
+        match evaluate(&self.engine, term, optargs).await? {
+            Evaluated::Atom(response) => Ok(response),
+            Evaluated::Stream(stream, context, limits) => Ok(self.next_batch(token, Cursor { stream, context, limits }, true).await),
         }
-        let term = Term::parse(term.ok_or_else(|| ReqlError::new(ErrorClass::Client, "START query without a term."))?)?;
-        term.check_placement()?;
-        let global = crate::reql::term::parse_optargs(optargs)?;
-        let mut context = Context::new(self.engine.clone());
-        if let Some(database) = global.get("db") {
-            match context.eval(database).await? {
-                Value::Database(database) => context.default_database = database.name,
-                other => return Err(ReqlError::logic(format!("Expected type DATABASE but found {}.", other.type_name()))),
-            }
-        }
-        match context.optional_datum(&global, "durability").await? {
-            None => {}
-            Some(Datum::String(text)) if text == "hard" => context.durability = Some(Durability::Hard),
-            Some(Datum::String(text)) if text == "soft" => context.durability = Some(Durability::Soft),
-            Some(_) => return Err(ReqlError::logic("Durability option must be \"hard\" or \"soft\".")),
-        }
-        let limits = BatchLimits::from_optargs(&context, &global).await?;
-        match context.optional_datum(&global, "changefeed_queue_size").await? {
-            None => {}
-            Some(Datum::Number(size)) if size >= 1.0 => context.changefeed_queue_size = size as usize,
-            Some(Datum::Number(size)) => return Err(ReqlError::logic(format!("Illegal changefeed queue size `{size}`."))),
-            Some(other) => return Err(other.wrong_type("NUMBER")),
-        }
-        match context.optional_datum(&global, "array_limit").await? {
-            None => {}
-            Some(Datum::Number(limit)) if limit >= 1.0 => context.array_limit = limit as usize,
-            Some(Datum::Number(limit)) => {
-                return Err(ReqlError::logic(format!("Illegal array size limit `{}`.  (Must be >= 1.)", to_json(&Datum::Number(limit)))))
-            }
-            Some(other) => return Err(other.wrong_type("NUMBER")),
-        }
-        let stream = match context.eval(&term).await? {
-            Value::Datum(datum) => {
-                if crate::reql::sequence::contains_literal(&datum) {
-                    return Err(crate::reql::sequence::stray_literal());
-                }
-                return Ok(json!({ "t": response_type::SUCCESS_ATOM, "r": [to_json(&datum)] }));
-            }
-            Value::SingleSelection { row, .. } | Value::SystemSelection { row, .. } => {
-                return Ok(json!({ "t": response_type::SUCCESS_ATOM, "r": [to_json(&row.unwrap_or(Datum::Null))] }))
-            }
-            Value::Table(table) => Stream::table(table, std::ops::Bound::Unbounded, std::ops::Bound::Unbounded),
-            Value::Stream(stream) => stream,
-            Value::SystemTable(name) => Stream::rows(crate::reql::system::rows(&context, &name)?),
-            Value::Grouped { groups, .. } => {
-                let data: Vec<Json> = groups.iter().map(|(group, value)| json!([to_json(group), to_json(value)])).collect();
-                return Ok(json!({ "t": response_type::SUCCESS_ATOM, "r": [{ "$reql_type$": "GROUPED_DATA", "data": data }] }));
-            }
-            Value::MinValue => return Err(ReqlError::logic("Cannot convert `r.minval` to JSON.")),
-            Value::MaxValue => return Err(ReqlError::logic("Cannot convert `r.maxval` to JSON.")),
-            other => {
-                return Err(ReqlError::logic(format!(
-                    "Query result must be of type DATUM, GROUPED_DATA, or STREAM (got {}).",
-                    other.type_name()
-                )))
-            }
-        };
-        Ok(self.next_batch(token, Cursor { stream, context, limits }, true).await)
     }
 
     /// The next batch of a stream. A partial batch keeps the cursor for
@@ -464,6 +405,81 @@ impl Session {
         }
         json!({ "t": response_kind, "r": batch, "n": notes.unwrap_or_default() })
     }
+}
+
+/// What a START query evaluated to: a whole answer, or a stream to send
+/// in batches.
+pub enum Evaluated {
+    Atom(Json),
+    Stream(Stream, Context, BatchLimits),
+}
+
+/// Evaluates a query's term with its global optional arguments, as the
+/// driver port and the HTTP API both do.
+pub async fn evaluate(engine: &Engine, term: Option<&Json>, optargs: &serde_json::Map<String, Json>) -> Result<Evaluated, ReqlError> {
+    for name in optargs.keys() {
+        if !GLOBAL_OPTARGS.contains(&name.as_str()) {
+            return Err(ReqlError::compile(format!("Unrecognized global optional argument `{name}`.")));
+        }
+    }
+    let term = Term::parse(term.ok_or_else(|| ReqlError::new(ErrorClass::Client, "START query without a term."))?)?;
+    term.check_placement()?;
+    let global = crate::reql::term::parse_optargs(optargs)?;
+    let mut context = Context::new(engine.clone());
+    if let Some(database) = global.get("db") {
+        match context.eval(database).await? {
+            Value::Database(database) => context.default_database = database.name,
+            other => return Err(ReqlError::logic(format!("Expected type DATABASE but found {}.", other.type_name()))),
+        }
+    }
+    match context.optional_datum(&global, "durability").await? {
+        None => {}
+        Some(Datum::String(text)) if text == "hard" => context.durability = Some(Durability::Hard),
+        Some(Datum::String(text)) if text == "soft" => context.durability = Some(Durability::Soft),
+        Some(_) => return Err(ReqlError::logic("Durability option must be \"hard\" or \"soft\".")),
+    }
+    let limits = BatchLimits::from_optargs(&context, &global).await?;
+    match context.optional_datum(&global, "changefeed_queue_size").await? {
+        None => {}
+        Some(Datum::Number(size)) if size >= 1.0 => context.changefeed_queue_size = size as usize,
+        Some(Datum::Number(size)) => return Err(ReqlError::logic(format!("Illegal changefeed queue size `{size}`."))),
+        Some(other) => return Err(other.wrong_type("NUMBER")),
+    }
+    match context.optional_datum(&global, "array_limit").await? {
+        None => {}
+        Some(Datum::Number(limit)) if limit >= 1.0 => context.array_limit = limit as usize,
+        Some(Datum::Number(limit)) => {
+            return Err(ReqlError::logic(format!("Illegal array size limit `{}`.  (Must be >= 1.)", to_json(&Datum::Number(limit)))))
+        }
+        Some(other) => return Err(other.wrong_type("NUMBER")),
+    }
+    let stream = match context.eval(&term).await? {
+        Value::Datum(datum) => {
+            if crate::reql::sequence::contains_literal(&datum) {
+                return Err(crate::reql::sequence::stray_literal());
+            }
+            return Ok(Evaluated::Atom(json!({ "t": response_type::SUCCESS_ATOM, "r": [to_json(&datum)] })));
+        }
+        Value::SingleSelection { row, .. } | Value::SystemSelection { row, .. } => {
+            return Ok(Evaluated::Atom(json!({ "t": response_type::SUCCESS_ATOM, "r": [to_json(&row.unwrap_or(Datum::Null))] })))
+        }
+        Value::Table(table) => Stream::table(table, std::ops::Bound::Unbounded, std::ops::Bound::Unbounded),
+        Value::Stream(stream) => stream,
+        Value::SystemTable(name) => Stream::rows(crate::reql::system::rows(&context, &name)?),
+        Value::Grouped { groups, .. } => {
+            let data: Vec<Json> = groups.iter().map(|(group, value)| json!([to_json(group), to_json(value)])).collect();
+            return Ok(Evaluated::Atom(json!({ "t": response_type::SUCCESS_ATOM, "r": [{ "$reql_type$": "GROUPED_DATA", "data": data }] })));
+        }
+        Value::MinValue => return Err(ReqlError::logic("Cannot convert `r.minval` to JSON.")),
+        Value::MaxValue => return Err(ReqlError::logic("Cannot convert `r.maxval` to JSON.")),
+        other => {
+            return Err(ReqlError::logic(format!(
+                "Query result must be of type DATUM, GROUPED_DATA, or STREAM (got {}).",
+                other.type_name()
+            )))
+        }
+    };
+    Ok(Evaluated::Stream(stream, context, limits))
 }
 
 #[cfg(test)]
