@@ -99,7 +99,7 @@ pub fn start_server(binary: &str, directory: &std::path::Path) -> (Child, u16) {
     let port = std::net::TcpListener::bind("127.0.0.1:0").expect("probe").local_addr().expect("address").port();
     let log = directory.join("server.log");
     let mut child = Command::new(binary)
-        .args(["serve", "--data-dir", directory.join("data").to_str().expect("utf-8 path"), "--driver-port", &port.to_string()])
+        .args(["serve", "--data-dir", directory.join("data").to_str().expect("utf-8 path"), "--driver-port", &port.to_string(), "--http-port", "0"])
         .stdout(Stdio::null())
         .stderr(std::fs::File::create(&log).expect("log file"))
         .spawn()

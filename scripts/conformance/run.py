@@ -231,7 +231,7 @@ def start_server(binary, directory):
     log = open(log_path, "w")
     process = subprocess.Popen(
         [binary, "serve", "--data-dir", os.path.join(directory, "data"), "--driver-port", str(port),
-         "--partitions", "4", "--wal-ring-mib", "8"],
+         "--partitions", "4", "--wal-ring-mib", "8", "--http-port", "0"],
         stdout=subprocess.DEVNULL, stderr=log)
     deadline = time.time() + 60
     while "listening for RethinkDB drivers" not in open(log_path, errors="replace").read():

@@ -106,6 +106,26 @@ impl Drain {
     pub fn running(&self) -> usize {
         self.running.load(Ordering::SeqCst)
     }
+
+    pub fn is_draining(&self) -> bool {
+        self.draining.load(Ordering::SeqCst)
+    }
+}
+
+/// Counts an open driver connection in the metrics until dropped.
+struct ConnectionCount;
+
+impl ConnectionCount {
+    fn new() -> ConnectionCount {
+        crate::metrics::metrics().driver_connections.inc();
+        ConnectionCount
+    }
+}
+
+impl Drop for ConnectionCount {
+    fn drop(&mut self) {
+        crate::metrics::metrics().driver_connections.dec();
+    }
 }
 
 /// Counts a query as running until dropped.
@@ -135,6 +155,7 @@ pub async fn serve(connection: Connection, engine: Engine, drain: Arc<Drain>) {
         }
     };
     tracing::debug!(?peer, user, "client connected");
+    let _connected = ConnectionCount::new();
     let (mut reader, writer) = transport.split();
     let (answers, outbox) = flume::unbounded::<Vec<u8>>();
     spawn_local(write_answers(writer, outbox));
@@ -345,8 +366,14 @@ impl Session {
         let profile = optargs.get("profile").is_some_and(|value| value == &Json::Bool(true));
         let started = std::time::Instant::now();
         let mut response = match self.run(token, parts.get(1), &optargs).await {
-            Ok(response) => response,
-            Err(error) => error.to_response(),
+            Ok(response) => {
+                crate::metrics::metrics().query_answered("driver", "success", started.elapsed().as_secs_f64());
+                response
+            }
+            Err(error) => {
+                crate::metrics::metrics().query_answered("driver", error.class.driver_name(), started.elapsed().as_secs_f64());
+                error.to_response()
+            }
         };
         // `profile=True`: how long the query took on the server, in
         // RethinkDB's shape (drivers hand it back beside the value).

@@ -7,6 +7,8 @@
 //! HTTP API attach to the engine started here.
 
 mod connection;
+mod http;
+mod metrics;
 mod protocol;
 mod reql;
 mod transport;
@@ -60,6 +62,9 @@ struct ServeArguments {
     /// Port for RethinkDB drivers.
     #[arg(long, env = "PHOTONDB_DRIVER_PORT", default_value_t = 28015)]
     driver_port: u16,
+    /// Port for the HTTP API, health probes and metrics (0: any free port).
+    #[arg(long, env = "PHOTONDB_HTTP_PORT", default_value_t = 8080)]
+    http_port: u16,
     /// Password of the `admin` user, set when a data directory is first
     /// started (empty by default, as in RethinkDB); later starts keep the
     /// stored one.
@@ -135,6 +140,15 @@ fn serve(arguments: ServeArguments) -> anyhow::Result<()> {
         let _ = engine.shutdown();
         return Err(anyhow::anyhow!(error)).context("starting the driver port");
     }
+    let http = match http::start(engine.clone(), drain.clone(), SocketAddr::new(arguments.bind, arguments.http_port)) {
+        Ok(http) => http,
+        Err(error) => {
+            let _ = photondb_runtime::block_on_thread(engine.stop_listening());
+            let _ = engine.shutdown();
+            return Err(error).context("starting the HTTP API");
+        }
+    };
+    tracing::info!(http_address = %http.address, "listening for HTTP");
     tracing::info!(%driver_address, "listening for RethinkDB drivers");
     let signal = signals.forever().next();
     // Stop accepting, refuse new queries, let running ones finish (up to
@@ -152,6 +166,7 @@ fn serve(arguments: ServeArguments) -> anyhow::Result<()> {
         0 => tracing::info!("every running query finished; checkpointing every partition"),
         left => tracing::warn!(left, "grace period over; stopping with queries still running (their clients see the connection close)"),
     }
+    http.stop();
     engine.shutdown().context("clean shutdown")?;
     tracing::info!("stopped cleanly");
     Ok(())

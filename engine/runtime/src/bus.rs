@@ -52,3 +52,25 @@ where
     }
     answer.recv_async().await.map_err(|_| EngineError::Stopped("shard dropped the request".into()))
 }
+
+/// Runs `work` on a shard through its inbox, from a thread that is not a
+/// shard (a tokio runtime, say): the returned future is `Send`, as such
+/// callers need, because it holds nothing of the shard's.
+pub fn call_from_outside<R, W, F>(inbox: flume::Sender<Message>, work: W) -> impl Future<Output = Result<R, EngineError>> + Send
+where
+    R: Send + 'static,
+    W: FnOnce(Rc<ShardState>) -> F + Send + 'static,
+    F: Future<Output = R> + 'static,
+{
+    async move {
+        let (reply, answer) = flume::bounded(1);
+        let job: Job = Box::new(move |shard| {
+            Box::pin(async move {
+                let result = work(shard).await;
+                let _ = reply.send(result);
+            })
+        });
+        inbox.send_async(Message::Run(job)).await.map_err(|_| EngineError::Stopped("shard inbox closed".into()))?;
+        answer.recv_async().await.map_err(|_| EngineError::Stopped("shard dropped the request".into()))
+    }
+}

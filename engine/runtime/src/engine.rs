@@ -250,6 +250,19 @@ impl Engine {
         bus::call(self.shard_of(partition), self.inbox_for(partition), move |shard| work(shard.partition(partition).clone())).await
     }
 
+    /// Like [`Engine::run_on_partition`], for callers on threads that are
+    /// not shards and need a `Send` future (a tokio runtime): the work
+    /// always travels through the shard's inbox.
+    pub fn run_on_partition_from_outside<R, W, F>(&self, partition: u32, work: W) -> impl std::future::Future<Output = Result<R, EngineError>> + Send
+    where
+        R: Send + 'static,
+        W: FnOnce(std::rc::Rc<PartitionBackend>) -> F + Send + 'static,
+        F: std::future::Future<Output = R> + 'static,
+    {
+        let partition = partition % self.inner.partitions;
+        bus::call_from_outside(self.inbox_for(partition).clone(), move |shard| work(shard.partition(partition).clone()))
+    }
+
     // ----- documents -------------------------------------------------------
 
     /// Applies mutations, each routed to the partition owning its key. The

@@ -22,6 +22,22 @@ pub enum ErrorClass {
 }
 
 impl ErrorClass {
+    /// The exception name RethinkDB's drivers raise for this class (what
+    /// the HTTP API reports).
+    pub fn driver_name(self) -> &'static str {
+        match self {
+            ErrorClass::Compile => "ReqlCompileError",
+            ErrorClass::Client => "ReqlClientError",
+            ErrorClass::Internal => "ReqlInternalError",
+            ErrorClass::ResourceLimit => "ReqlResourceLimitError",
+            ErrorClass::QueryLogic => "ReqlQueryLogicError",
+            ErrorClass::NonExistence => "ReqlNonExistenceError",
+            ErrorClass::OpFailed => "ReqlOpFailedError",
+            ErrorClass::OpIndeterminate => "ReqlOpIndeterminateError",
+            ErrorClass::User => "ReqlUserError",
+        }
+    }
+
     /// `Response.ErrorType` for runtime errors.
     fn error_type(self) -> Option<u64> {
         Some(match self {
@@ -90,6 +106,19 @@ impl ReqlError {
     }
 
     /// The response body a driver expects.
+    /// The backtrace as the wire protocol writes it.
+    pub fn backtrace_json(&self) -> Value {
+        Value::Array(
+            self.backtrace
+                .iter()
+                .map(|frame| match frame {
+                    Frame::Position(index) => json!(index),
+                    Frame::Optional(name) => json!(name),
+                })
+                .collect(),
+        )
+    }
+
     pub fn to_response(&self) -> Value {
         let backtrace: Vec<Value> = self
             .backtrace

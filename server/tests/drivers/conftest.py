@@ -24,9 +24,10 @@ def free_port():
 
 
 class Server:
-    def __init__(self, data_dir, port=None, password="", extra_args=()):
+    def __init__(self, data_dir, port=None, password="", extra_args=(), http_port=None):
         self.data_dir = data_dir
         self.port = port or free_port()
+        self.http_port = http_port or free_port()
         self.password = password
         self.extra_args = list(extra_args)
         self.process = None
@@ -37,7 +38,7 @@ class Server:
         self.log = tempfile.NamedTemporaryFile(prefix="photondb-", suffix=".log", delete=False)
         self.process = subprocess.Popen(
             [BINARY, "serve", "--data-dir", self.data_dir, "--driver-port", str(self.port),
-             "--initial-password", self.password, "--partitions", "4", "--wal-ring-mib", "4", *self.extra_args],
+             "--initial-password", self.password, "--partitions", "4", "--wal-ring-mib", "4", "--http-port", str(self.http_port), *self.extra_args],
             stderr=self.log, stdout=subprocess.DEVNULL, env=dict(os.environ, PHOTONDB_LOG="debug"),
         )
         # Wait for the server to say it listens. (Probing with connect() can

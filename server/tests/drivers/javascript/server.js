@@ -14,7 +14,7 @@ async function startServer(prefix) {
   const log = fs.openSync(logPath, 'w');
   const port = 20000 + Math.floor(Math.random() * 20000);
   const child = spawn(binary, ['serve', '--data-dir', path.join(dataDir, 'data'), '--driver-port', String(port),
-    '--partitions', '4', '--wal-ring-mib', '4'], { stdio: ['ignore', 'ignore', log] });
+    '--partitions', '4', '--wal-ring-mib', '4', '--http-port', '0'], { stdio: ['ignore', 'ignore', log] });
   const deadline = Date.now() + 60000;
   while (!fs.readFileSync(logPath, 'utf8').includes('listening for RethinkDB drivers')) {
     if (child.exitCode !== null) throw new Error('server exited: ' + fs.readFileSync(logPath, 'utf8'));

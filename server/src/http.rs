@@ -1,0 +1,228 @@
+//! The HTTP API: health probes, Prometheus metrics and a ReQL query
+//! endpoint, served by axum on a small tokio runtime of its own.
+//!
+//! The shards stay on glommio. A query arriving over HTTP is parsed here
+//! and evaluated on a shard (chosen in turn), reached through the engine's
+//! cross-thread handle, exactly as a driver's query would be.
+//!
+//! Routes:
+//! - `GET /health/live`: 200 while the process serves (no I/O).
+//! - `GET /health/ready`: 200 once the engine has recovered and accepts
+//!   queries; 503 with a JSON reason once shutdown has begun.
+//! - `GET /_metrics`: Prometheus text format.
+//! - `POST /api/v1/query`: `{"query": <term as drivers send it>, "optargs": {…}}`
+//!   → `{"result": …}`, or `{"error": {"type", "message", "backtrace"}}`.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::Router;
+use photondb_datum::json::to_json;
+use photondb_runtime::Engine;
+use serde_json::{json, Value as Json};
+
+use crate::connection::{self, Drain, Evaluated};
+use crate::metrics::metrics;
+use crate::reql::error::{ErrorClass, ReqlError};
+
+/// The largest request body taken (RethinkDB's largest query is 64 MiB;
+/// HTTP clients rarely need that much).
+const MAX_BODY_BYTES: usize = 16 << 20;
+
+struct Shared {
+    engine: Engine,
+    drain: Arc<Drain>,
+    /// The partition whose shard runs the next query (round robin).
+    next_partition: AtomicU32,
+}
+
+/// A running HTTP server.
+pub struct HttpServer {
+    pub address: SocketAddr,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl HttpServer {
+    /// Stops accepting, lets requests in progress finish, and joins.
+    pub fn stop(mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+/// Binds `address` (port 0: any free port) and serves on a thread of its
+/// own.
+pub fn start(engine: Engine, drain: Arc<Drain>, address: SocketAddr) -> anyhow::Result<HttpServer> {
+    let listener = std::net::TcpListener::bind(address).map_err(|error| anyhow::anyhow!("binding the HTTP port {address}: {error}"))?;
+    listener.set_nonblocking(true)?;
+    let address = listener.local_addr()?;
+    let shared = Arc::new(Shared { engine, drain, next_partition: AtomicU32::new(0) });
+    let router = Router::new()
+        .route("/health/live", get(live))
+        .route("/health/ready", get(ready))
+        .route("/_metrics", get(prometheus_metrics))
+        .route("/api/v1/query", post(query))
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .with_state(shared);
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let thread = std::thread::Builder::new().name("http".into()).spawn(move || {
+        runtime.block_on(async move {
+            let listener = match tokio::net::TcpListener::from_std(listener) {
+                Ok(listener) => listener,
+                Err(error) => {
+                    tracing::error!(%error, "HTTP listener");
+                    return;
+                }
+            };
+            let serving = axum::serve(listener, router).with_graceful_shutdown(async move {
+                let _ = stopped.await;
+            });
+            if let Err(error) = serving.await {
+                tracing::error!(%error, "HTTP server stopped");
+            }
+        });
+    })?;
+    Ok(HttpServer { address, stop: Some(stop), thread: Some(thread) })
+}
+
+fn json_response(status: StatusCode, body: Json) -> Response {
+    (status, [(header::CONTENT_TYPE, "application/json")], body.to_string()).into_response()
+}
+
+/// Counts a request in the metrics as it is answered.
+fn counted(route: &str, started: Instant, response: Response) -> Response {
+    let status = response.status().as_u16().to_string();
+    metrics().http_requests.with_label_values(&[route, &status]).inc();
+    metrics().http_seconds.with_label_values(&[route]).observe(started.elapsed().as_secs_f64());
+    response
+}
+
+async fn live() -> Response {
+    let started = Instant::now();
+    counted("/health/live", started, json_response(StatusCode::OK, json!({"status": "live"})))
+}
+
+async fn ready(State(shared): State<Arc<Shared>>) -> Response {
+    let started = Instant::now();
+    // The engine has recovered every partition and loaded the catalog
+    // before this server starts; what remains is shutdown.
+    let response = if shared.drain.is_draining() {
+        json_response(StatusCode::SERVICE_UNAVAILABLE, json!({"status": "unavailable", "reason": "the server is shutting down"}))
+    } else {
+        json_response(StatusCode::OK, json!({"status": "ready"}))
+    };
+    counted("/health/ready", started, response)
+}
+
+async fn prometheus_metrics(State(shared): State<Arc<Shared>>) -> Response {
+    let started = Instant::now();
+    // Read on a shard: engine calls from there need no `Send` future.
+    let engine = shared.engine.clone();
+    let text = match shared.engine.run_on_partition_from_outside(0, move |_| async move { metrics().render(&engine).await }).await {
+        Ok(text) => text,
+        Err(error) => return counted("/_metrics", started, json_response(StatusCode::SERVICE_UNAVAILABLE, json!({"error": error.to_string()}))),
+    };
+    let response = (StatusCode::OK, [(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], text).into_response();
+    counted("/_metrics", started, response)
+}
+
+fn error_body(class: &str, message: &str, backtrace: Json) -> Json {
+    json!({"error": {"type": class, "message": message, "backtrace": backtrace}})
+}
+
+/// The HTTP status of a query error: the query's fault (400: it cannot
+/// run as written, a table it names is missing…), too big (422), or the
+/// server's (500). A query refused at shutdown is answered 503 before it
+/// runs.
+fn status_of(class: ErrorClass) -> StatusCode {
+    match class {
+        ErrorClass::Compile | ErrorClass::Client | ErrorClass::QueryLogic | ErrorClass::NonExistence | ErrorClass::User | ErrorClass::OpFailed => {
+            StatusCode::BAD_REQUEST
+        }
+        ErrorClass::ResourceLimit => StatusCode::UNPROCESSABLE_ENTITY,
+        ErrorClass::OpIndeterminate | ErrorClass::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+    }
+}
+
+async fn query(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: Bytes) -> Response {
+    let started = Instant::now();
+    let response = answer_query(&shared, &headers, &body).await;
+    counted("/api/v1/query", started, response)
+}
+
+async fn answer_query(shared: &Shared, headers: &HeaderMap, body: &[u8]) -> Response {
+    let json_content = headers.get(header::CONTENT_TYPE).and_then(|value| value.to_str().ok()).is_some_and(|value| value.starts_with("application/json"));
+    if !json_content {
+        return json_response(StatusCode::UNSUPPORTED_MEDIA_TYPE, error_body("ReqlClientError", "Expected a JSON body (Content-Type: application/json).", json!([])));
+    }
+    let request: Json = match serde_json::from_slice(body) {
+        Ok(request) => request,
+        Err(error) => {
+            let message = format!("Malformed JSON at line {}, column {}: {error}", error.line(), error.column());
+            return json_response(StatusCode::BAD_REQUEST, error_body("ReqlClientError", &message, json!([])));
+        }
+    };
+    let Some(term) = request.get("query").cloned() else {
+        return json_response(StatusCode::BAD_REQUEST, error_body("ReqlClientError", "Expected an object with a `query` field.", json!([])));
+    };
+    let optargs = match request.get("optargs") {
+        None => serde_json::Map::new(),
+        Some(Json::Object(optargs)) => optargs.clone(),
+        Some(_) => return json_response(StatusCode::BAD_REQUEST, error_body("ReqlClientError", "Expected `optargs` to be an object.", json!([]))),
+    };
+    if shared.drain.is_draining() {
+        let error = ReqlError::op_failed("The server is shutting down; the query was not run.");
+        return json_response(StatusCode::SERVICE_UNAVAILABLE, error_body(error.class.driver_name(), &error.message, json!([])));
+    }
+    let partition = shared.next_partition.fetch_add(1, Ordering::Relaxed) % shared.engine.partitions();
+    let engine = shared.engine.clone();
+    let started = Instant::now();
+    let evaluated = shared
+        .engine
+        .run_on_partition_from_outside(partition, move |_| async move {
+            let result = run(&engine, term, optargs).await;
+            result.map_err(|error| (error.class, error.message.clone(), error.backtrace_json()))
+        })
+        .await;
+    let outcome = match evaluated {
+        Ok(Ok(result)) => Ok(result),
+        Ok(Err(error)) => Err(error),
+        Err(error) => {
+            let error = ReqlError::from(error);
+            Err((error.class, error.message.clone(), error.backtrace_json()))
+        }
+    };
+    let label = outcome.as_ref().map_or_else(|(class, _, _)| class.driver_name(), |_| "success");
+    metrics().query_answered("http", label, started.elapsed().as_secs_f64());
+    match outcome {
+        Ok(result) => json_response(StatusCode::OK, json!({"result": result})),
+        Err((class, message, backtrace)) => json_response(status_of(class), error_body(class.driver_name(), &message, backtrace)),
+    }
+}
+
+/// Evaluates a query on the current shard and reads its whole result.
+async fn run(engine: &Engine, term: Json, optargs: serde_json::Map<String, Json>) -> Result<Json, ReqlError> {
+    match connection::evaluate(engine, Some(&term), &optargs).await? {
+        Evaluated::Atom(response) => Ok(response["r"][0].clone()),
+        Evaluated::Stream(stream, context, _) => {
+            if stream.is_feed() {
+                return Err(ReqlError::logic("Changefeeds are not served by `/api/v1/query`; use a RethinkDB driver."));
+            }
+            let rows = stream.collect(&context).await?;
+            Ok(Json::Array(rows.iter().map(to_json).collect()))
+        }
+    }
+}

@@ -1,0 +1,83 @@
+//! Prometheus metrics of the process, in one registry, named by Prometheus
+//! conventions with the `photondb_` prefix. Counters are updated where the
+//! work happens; gauges read from the engine are refreshed at each scrape.
+
+use std::sync::LazyLock;
+
+use photondb_runtime::Engine;
+use prometheus::{Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder};
+
+pub struct Metrics {
+    registry: Registry,
+    /// Queries answered, by protocol (`driver`, `http`) and outcome
+    /// (`success` or the error class).
+    pub queries: IntCounterVec,
+    pub query_seconds: HistogramVec,
+    pub http_requests: IntCounterVec,
+    pub http_seconds: HistogramVec,
+    /// Driver connections open now.
+    pub driver_connections: IntGauge,
+    table_documents: IntGaugeVec,
+    feed_subscribers: IntGauge,
+}
+
+/// Latency buckets from 50 µs to 10 s.
+const SECONDS_BUCKETS: &[f64] = &[0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0];
+
+fn build() -> Result<Metrics, prometheus::Error> {
+    let registry = Registry::new();
+    let queries = IntCounterVec::new(Opts::new("photondb_queries_total", "Queries answered, by protocol and outcome."), &["protocol", "outcome"])?;
+    let query_seconds = HistogramVec::new(
+        HistogramOpts::new("photondb_query_duration_seconds", "Time from a query's arrival to its first answer, by protocol.").buckets(SECONDS_BUCKETS.to_vec()),
+        &["protocol"],
+    )?;
+    let http_requests = IntCounterVec::new(Opts::new("photondb_http_requests_total", "HTTP requests, by route and status code."), &["route", "status"])?;
+    let http_seconds = HistogramVec::new(
+        HistogramOpts::new("photondb_http_request_duration_seconds", "HTTP request latency, by route.").buckets(SECONDS_BUCKETS.to_vec()),
+        &["route"],
+    )?;
+    let driver_connections = IntGauge::new("photondb_driver_connections", "RethinkDB driver connections open.")?;
+    let table_documents = IntGaugeVec::new(Opts::new("photondb_table_documents", "Documents per table."), &["db", "table"])?;
+    let feed_subscribers = IntGauge::new("photondb_changefeed_subscribers", "Changefeed subscriptions open.")?;
+    registry.register(Box::new(queries.clone()))?;
+    registry.register(Box::new(query_seconds.clone()))?;
+    registry.register(Box::new(http_requests.clone()))?;
+    registry.register(Box::new(http_seconds.clone()))?;
+    registry.register(Box::new(driver_connections.clone()))?;
+    registry.register(Box::new(table_documents.clone()))?;
+    registry.register(Box::new(feed_subscribers.clone()))?;
+    Ok(Metrics { registry, queries, query_seconds, http_requests, http_seconds, driver_connections, table_documents, feed_subscribers })
+}
+
+static METRICS: LazyLock<Metrics> = LazyLock::new(|| build().expect("metric definitions are valid"));
+
+pub fn metrics() -> &'static Metrics {
+    &METRICS
+}
+
+impl Metrics {
+    /// Counts one answered query.
+    pub fn query_answered(&self, protocol: &str, outcome: &str, seconds: f64) {
+        self.queries.with_label_values(&[protocol, outcome]).inc();
+        self.query_seconds.with_label_values(&[protocol]).observe(seconds);
+    }
+
+    /// The text exposition, with the engine's gauges read now.
+    pub async fn render(&self, engine: &Engine) -> String {
+        let catalog = engine.catalog();
+        self.table_documents.reset();
+        for table in catalog.tables.values() {
+            let database = catalog.databases.values().find(|database| database.id == table.database).map_or("?", |database| database.name.as_str());
+            if let Ok(count) = engine.count(table.id).await {
+                self.table_documents.with_label_values(&[database, table.name.as_str()]).set(count as i64);
+            }
+        }
+        if let Ok(registrations) = engine.feed_registrations().await {
+            // Each subscription is registered with every shard.
+            self.feed_subscribers.set((registrations / engine.shards().max(1)) as i64);
+        }
+        let mut out = Vec::new();
+        TextEncoder::new().encode(&self.registry.gather(), &mut out).expect("text encoding writes to memory");
+        String::from_utf8(out).expect("the text format is UTF-8")
+    }
+}

@@ -1,0 +1,93 @@
+"""The HTTP API against a real server: health probes, Prometheus metrics
+and the ReQL query endpoint, with malformed, mistyped and oversized
+requests."""
+import json
+import urllib.error
+import urllib.request
+
+from rethinkdb import RethinkDB
+
+r = RethinkDB()
+
+
+def request(server, method, path, body=None, content_type="application/json"):
+    data = body if isinstance(body, (bytes, type(None))) else json.dumps(body).encode()
+    headers = {"Content-Type": content_type} if data is not None else {}
+    call = urllib.request.Request("http://127.0.0.1:%d%s" % (server.http_port, path), data=data, method=method, headers=headers)
+    try:
+        with urllib.request.urlopen(call, timeout=30) as response:
+            return response.status, response.headers.get("Content-Type"), response.read()
+    except urllib.error.HTTPError as error:
+        return error.code, error.headers.get("Content-Type"), error.read()
+
+
+def query(server, term, optargs=None):
+    status, _, body = request(server, "POST", "/api/v1/query", {"query": term, "optargs": optargs or {}})
+    return status, json.loads(body)
+
+
+def test_health_probes(server):
+    status, content_type, body = request(server, "GET", "/health/live")
+    assert (status, content_type, json.loads(body)) == (200, "application/json", {"status": "live"})
+    status, _, body = request(server, "GET", "/health/ready")
+    assert (status, json.loads(body)) == (200, {"status": "ready"})
+    status, _, _ = request(server, "GET", "/no/such/route")
+    assert status == 404
+
+
+def test_queries_over_http_agree_with_the_driver(server):
+    # r.db('test').table_create('notes'), in the wire form drivers send.
+    status, body = query(server, [60, [[14, ["test"]], "notes"]])
+    assert status == 200 and body["result"]["tables_created"] == 1
+    notes = [15, [[14, ["test"]], "notes"]]
+    status, body = query(server, [56, [notes, [2, [{"id": 1, "text": "a"}, {"id": 2, "text": "b"}]]]])
+    assert status == 200 and body["result"]["inserted"] == 2
+    status, body = query(server, [16, [notes, 2]])
+    assert (status, body) == (200, {"result": {"id": 2, "text": "b"}})
+    # A table read as a whole sequence, in key order.
+    status, body = query(server, notes)
+    assert (status, [row["id"] for row in body["result"]]) == (200, [1, 2])
+    # The same data through the driver port.
+    connection = r.connect(port=server.port)
+    assert r.table("notes").get(1).run(connection) == {"id": 1, "text": "a"}
+    # Errors: RethinkDB's type, message and backtrace.
+    status, body = query(server, [16, [[15, [[14, ["test"]], "missing"]], 1]])
+    assert status == 400
+    assert body["error"]["type"] == "ReqlOpFailedError"
+    assert body["error"]["message"] == "Table `test.missing` does not exist."
+    status, body = query(server, [24, [1, "a"]])  # r.expr(1) + "a"
+    assert status == 400 and body["error"]["type"] == "ReqlQueryLogicError"
+    status, body = query(server, [999, []])
+    assert status == 400 and body["error"]["type"] == "ReqlCompileError"
+    status, body = query(server, [152, [notes]])  # changes(): not over this endpoint
+    assert status == 400 and "Changefeeds" in body["error"]["message"]
+
+
+def test_bad_requests(server):
+    status, _, body = request(server, "POST", "/api/v1/query", b'{"query": [1, 2')
+    assert status == 400
+    assert "line 1, column" in json.loads(body)["error"]["message"]
+    status, _, _ = request(server, "POST", "/api/v1/query", {"query": 1}, content_type="text/plain")
+    assert status == 415
+    status, _, body = request(server, "POST", "/api/v1/query", {"optargs": {}})
+    assert status == 400 and "`query`" in json.loads(body)["error"]["message"]
+    status, _, _ = request(server, "POST", "/api/v1/query", b'{"query": "' + b"x" * (17 << 20) + b'"}')
+    assert status == 413
+    # The server is fine afterwards.
+    assert query(server, [24, [1, 2]]) == (200, {"result": 3})
+
+
+def test_prometheus_metrics(server):
+    connection = r.connect(port=server.port)
+    r.table_create("counted").run(connection)
+    r.table("counted").insert([{"id": i} for i in range(7)]).run(connection)
+    query(server, [24, [1, 2]])
+    status, content_type, body = request(server, "GET", "/_metrics")
+    assert status == 200 and content_type.startswith("text/plain; version=0.0.4")
+    text = body.decode()
+    assert 'photondb_table_documents{db="test",table="counted"} 7' in text
+    assert 'photondb_queries_total{outcome="success",protocol="driver"}' in text
+    assert 'photondb_queries_total{outcome="success",protocol="http"} 1' in text
+    assert "photondb_driver_connections 1" in text
+    assert "# TYPE photondb_query_duration_seconds histogram" in text
+    assert 'photondb_http_requests_total{route="/api/v1/query",status="200"} 1' in text
