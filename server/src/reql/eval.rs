@@ -997,25 +997,28 @@ impl Context {
         if args.len() == 1 && !optargs.contains_key("index") {
             return Err(ReqlError::logic("Cannot group by nothing."));
         }
-        let mut index_field = None;
-        if let Some(index) = self.optional_datum(optargs, "index").await? {
+        let mut index_key = None;
+        let mut multi = matches!(self.optional_datum(optargs, "multi").await?, Some(Datum::Bool(true)));
+        if let Some(name) = super::index::option(self, optargs).await.map_err(|error| error.within(Frame::Optional("index".into())))? {
             let table = match args.first() {
                 Some(Term::Call { term_type: kind::TABLE, .. }) => self.table_argument(args, 0).await?,
                 _ => return Err(ReqlError::logic("Expected type TABLE but found SEQUENCE.")),
             };
-            if index != Datum::String(table.primary_key.clone()) {
-                return Err(ReqlError::compile("Grouping by a secondary index is not supported by PhotonDB yet."));
-            }
-            index_field = Some(table.primary_key.clone());
+            // Rows group under their keys in the index (each of them for a
+            // multi index).
+            index_key = Some(match super::index::named(self, &table, &name)? {
+                None => Callable::Constant(Datum::String(table.primary_key.clone())),
+                Some(index) => {
+                    multi |= index.multi;
+                    Callable::Function(super::index::compile_function(&index.function, self)?)
+                }
+            });
         }
-        let multi = matches!(self.optional_datum(optargs, "multi").await?, Some(Datum::Bool(true)));
         let stream = self.stream_argument(args, 0).await?;
         let is_stream = stream.is_table_source();
         let rows = stream.collect(self).await?;
         let mut keys = self.group_key_arguments(args).await?;
-        if let Some(field) = index_field {
-            keys.push(Callable::Constant(Datum::String(field)));
-        }
+        keys.extend(index_key);
         let mut groups: std::collections::BTreeMap<Datum, Vec<Datum>> = std::collections::BTreeMap::new();
         for row in rows {
             for group in group_keys(self, &keys, multi, &row).await? {

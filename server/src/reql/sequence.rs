@@ -623,18 +623,34 @@ impl Context {
         let input = self.argument(args, 0).await?;
         if let (1, kind::MIN | kind::MAX, Value::Table(table)) = (args.len(), term_type, &input) {
             let table = table.clone();
-            if let Some(index) = self.optional_datum(optargs, "index").await? {
-                if index != Datum::String(table.primary_key.clone()) {
-                    return Err(ReqlError::op_failed(format!("Index `{}` was not found on table `{}.{}`.", super::write::option_text(&index), self.database_name_of(&table), table.name)));
-                }
-            }
+            let index = match super::index::option(self, optargs).await.map_err(|error| error.within(Frame::Optional("index".into())))? {
+                Some(name) => super::index::named(self, &table, &name)?,
+                None => None,
+            };
             let direction = if term_type == kind::MIN { photondb_storage::Direction::Ascending } else { photondb_storage::Direction::Descending };
-            let range = photondb_storage::ScanRange { start: Bound::Unbounded, end: Bound::Unbounded, direction, limit: Some(1) };
-            let row = self.engine.scan(table.id, range).await?.into_iter().next();
+            let row = match index {
+                // The first or last row in a secondary index's order.
+                Some(index) => {
+                    let read = super::stream::IndexRead { config: index, bounds: (Bound::Unbounded, Bound::Unbounded), exact: None };
+                    let mut stream = Stream::index_range(table, read, Bound::Unbounded, Bound::Unbounded).with(Operation::Limit(1));
+                    if let Some(read) = stream.table_read_mut_any() {
+                        read.descending = term_type == kind::MAX;
+                    }
+                    stream.next(self).await?
+                }
+                None => {
+                    let range = photondb_storage::ScanRange { start: Bound::Unbounded, end: Bound::Unbounded, direction, limit: Some(1) };
+                    match self.engine.scan(table.id, range).await?.into_iter().next() {
+                        Some((_, bytes)) => Some(
+                            photondb_datum::document::decode(&bytes)
+                                .map_err(|error| ReqlError::new(ErrorClass::Internal, format!("Stored document is unreadable: {error}")))?,
+                        ),
+                        None => None,
+                    }
+                }
+            };
             return match row {
-                Some((_, bytes)) => photondb_datum::document::decode(&bytes)
-                    .map(Value::Datum)
-                    .map_err(|error| ReqlError::new(ErrorClass::Internal, format!("Stored document is unreadable: {error}"))),
+                Some(row) => Ok(Value::Datum(row)),
                 None => {
                     let name = if term_type == kind::MIN { "min" } else { "max" };
                     Err(ReqlError::new(ErrorClass::NonExistence, format!("Cannot take the {name} of an empty stream.  (If you passed `{name}` a field name, it may be that no elements of the stream had that field.)")))

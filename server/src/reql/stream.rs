@@ -254,6 +254,15 @@ impl Stream {
         Stream::new(Source::IndexKeys(Box::new(IndexKeys { table, index, keys: keys.into(), current: None })))
     }
 
+    /// The table read of a stream not started yet, whatever operations
+    /// follow it.
+    pub fn table_read_mut_any(&mut self) -> Option<&mut TableRead> {
+        match &mut self.source {
+            Source::Table(read) if read.partitions.is_none() => Some(read),
+            _ => None,
+        }
+    }
+
     /// The table read of a table slice not started yet, to change its
     /// order (`order_by(index=…)`).
     pub fn table_read_mut(&mut self) -> Option<&mut TableRead> {
