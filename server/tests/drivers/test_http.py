@@ -91,3 +91,55 @@ def test_prometheus_metrics(server):
     assert "photondb_driver_connections 1" in text
     assert "# TYPE photondb_query_duration_seconds histogram" in text
     assert 'photondb_http_requests_total{route="/api/v1/query",status="200"} 1' in text
+
+
+def test_rest_resources(server):
+    status, _, body = request(server, "POST", "/api/v1/dbs", {"name": "shop"})
+    assert status == 201 and json.loads(body)["name"] == "shop"
+    status, _, body = request(server, "POST", "/api/v1/dbs", {"name": "shop"})
+    assert status == 400 and "already exists" in json.loads(body)["error"]["message"]
+    status, _, body = request(server, "GET", "/api/v1/dbs")
+    assert status == 200 and "shop" in json.loads(body)
+    status, _, body = request(server, "POST", "/api/v1/dbs/shop/tables", {"name": "items", "primary_key": "sku"})
+    assert status == 201 and json.loads(body)["primary_key"] == "sku"
+    assert request(server, "GET", "/api/v1/dbs/nowhere/tables")[0] == 404
+    assert json.loads(request(server, "GET", "/api/v1/dbs/shop/tables")[2]) == ["items"]
+
+    docs = "/api/v1/dbs/shop/tables/items/docs"
+    status, _, body = request(server, "POST", docs, [{"sku": i, "name": "item %d" % i} for i in range(25)])
+    assert status == 201 and json.loads(body)["inserted"] == 25
+    status, _, body = request(server, "POST", docs, {"sku": 3, "name": "again"})
+    assert status == 409 and "Duplicate primary key" in json.loads(body)["error"]["message"]
+    assert request(server, "GET", "/api/v1/dbs/shop/tables/missing/docs")[0] == 404
+
+    # Pages in key order, none repeated or skipped.
+    seen, cursor = [], None
+    while True:
+        path = docs + "?limit=10" + ("&cursor=" + cursor if cursor else "")
+        status, _, body = request(server, "GET", path)
+        assert status == 200
+        page = json.loads(body)
+        seen.extend(document["sku"] for document in page["docs"])
+        cursor = page["cursor"]
+        if cursor is None:
+            break
+    assert seen == list(range(25))
+    assert request(server, "GET", docs + "?limit=0")[0] == 400
+    assert request(server, "GET", docs + "?cursor=garbage!")[0] == 400
+
+    status, _, body = request(server, "GET", docs + "/7")
+    assert (status, json.loads(body)) == (200, {"sku": 7, "name": "item 7"})
+    assert request(server, "GET", docs + "/700")[0] == 404
+    status, _, body = request(server, "PATCH", docs + "/7", {"price": 3})
+    assert (status, json.loads(body)) == (200, {"sku": 7, "name": "item 7", "price": 3})
+    status, _, body = request(server, "PUT", docs + "/7", {"sku": 7, "name": "renamed"})
+    assert (status, json.loads(body)) == (200, {"sku": 7, "name": "renamed"})
+    assert request(server, "PATCH", docs + "/700", {"price": 1})[0] == 404
+    assert request(server, "PUT", docs + "/7", {"sku": 7}, content_type="text/plain")[0] == 415
+    assert request(server, "PUT", docs + "/7", b"{not json")[0] == 400
+    assert request(server, "DELETE", docs + "/7")[0] == 204
+    assert request(server, "DELETE", docs + "/7")[0] == 404
+    assert request(server, "DELETE", "/api/v1/dbs/shop/tables/items")[0] == 204
+    assert request(server, "DELETE", "/api/v1/dbs/shop/tables/items")[0] == 404
+    assert request(server, "DELETE", "/api/v1/dbs/shop")[0] == 204
+    assert request(server, "DELETE", "/api/v1/dbs/shop")[0] == 404

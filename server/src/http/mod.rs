@@ -12,6 +12,9 @@
 //! - `GET /_metrics`: Prometheus text format.
 //! - `POST /api/v1/query`: `{"query": <term as drivers send it>, "optargs": {…}}`
 //!   → `{"result": …}`, or `{"error": {"type", "message", "backtrace"}}`.
+//! - Databases, tables and documents as REST resources (`rest.rs`).
+
+mod rest;
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -36,7 +39,7 @@ use crate::reql::error::{ErrorClass, ReqlError};
 /// HTTP clients rarely need that much).
 const MAX_BODY_BYTES: usize = 16 << 20;
 
-struct Shared {
+pub(crate) struct Shared {
     engine: Engine,
     drain: Arc<Drain>,
     /// The partition whose shard runs the next query (round robin).
@@ -74,6 +77,7 @@ pub fn start(engine: Engine, drain: Arc<Drain>, address: SocketAddr) -> anyhow::
         .route("/health/ready", get(ready))
         .route("/_metrics", get(prometheus_metrics))
         .route("/api/v1/query", post(query))
+        .merge(rest::routes())
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .with_state(shared);
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
@@ -98,12 +102,12 @@ pub fn start(engine: Engine, drain: Arc<Drain>, address: SocketAddr) -> anyhow::
     Ok(HttpServer { address, stop: Some(stop), thread: Some(thread) })
 }
 
-fn json_response(status: StatusCode, body: Json) -> Response {
+pub(crate) fn json_response(status: StatusCode, body: Json) -> Response {
     (status, [(header::CONTENT_TYPE, "application/json")], body.to_string()).into_response()
 }
 
 /// Counts a request in the metrics as it is answered.
-fn counted(route: &str, started: Instant, response: Response) -> Response {
+pub(crate) fn counted(route: &str, started: Instant, response: Response) -> Response {
     let status = response.status().as_u16().to_string();
     metrics().http_requests.with_label_values(&[route, &status]).inc();
     metrics().http_seconds.with_label_values(&[route]).observe(started.elapsed().as_secs_f64());
@@ -139,7 +143,7 @@ async fn prometheus_metrics(State(shared): State<Arc<Shared>>) -> Response {
     counted("/_metrics", started, response)
 }
 
-fn error_body(class: &str, message: &str, backtrace: Json) -> Json {
+pub(crate) fn error_body(class: &str, message: &str, backtrace: Json) -> Json {
     json!({"error": {"type": class, "message": message, "backtrace": backtrace}})
 }
 
@@ -147,7 +151,7 @@ fn error_body(class: &str, message: &str, backtrace: Json) -> Json {
 /// run as written, a table it names is missing…), too big (422), or the
 /// server's (500). A query refused at shutdown is answered 503 before it
 /// runs.
-fn status_of(class: ErrorClass) -> StatusCode {
+pub(crate) fn status_of(class: ErrorClass) -> StatusCode {
     match class {
         ErrorClass::Compile | ErrorClass::Client | ErrorClass::QueryLogic | ErrorClass::NonExistence | ErrorClass::User | ErrorClass::OpFailed => {
             StatusCode::BAD_REQUEST
@@ -187,6 +191,17 @@ async fn answer_query(shared: &Shared, headers: &HeaderMap, body: &[u8]) -> Resp
         let error = ReqlError::op_failed("The server is shutting down; the query was not run.");
         return json_response(StatusCode::SERVICE_UNAVAILABLE, error_body(error.class.driver_name(), &error.message, json!([])));
     }
+    match run_on_shard(shared, term, optargs).await {
+        Ok(result) => json_response(StatusCode::OK, json!({"result": result})),
+        Err((class, message, backtrace)) => json_response(status_of(class), error_body(class.driver_name(), &message, backtrace)),
+    }
+}
+
+/// A query's error as it crosses threads: class, message, backtrace.
+pub(crate) type QueryFailure = (ErrorClass, String, Json);
+
+/// Runs a query on a shard (each in turn) and reads its whole result.
+pub(crate) async fn run_on_shard(shared: &Shared, term: Json, optargs: serde_json::Map<String, Json>) -> Result<Json, QueryFailure> {
     let partition = shared.next_partition.fetch_add(1, Ordering::Relaxed) % shared.engine.partitions();
     let engine = shared.engine.clone();
     let started = Instant::now();
@@ -207,10 +222,7 @@ async fn answer_query(shared: &Shared, headers: &HeaderMap, body: &[u8]) -> Resp
     };
     let label = outcome.as_ref().map_or_else(|(class, _, _)| class.driver_name(), |_| "success");
     metrics().query_answered("http", label, started.elapsed().as_secs_f64());
-    match outcome {
-        Ok(result) => json_response(StatusCode::OK, json!({"result": result})),
-        Err((class, message, backtrace)) => json_response(status_of(class), error_body(class.driver_name(), &message, backtrace)),
-    }
+    outcome
 }
 
 /// Evaluates a query on the current shard and reads its whole result.
