@@ -14,6 +14,7 @@
 //!   → `{"result": …}`, or `{"error": {"type", "message", "backtrace"}}`.
 //! - Databases, tables and documents as REST resources (`rest.rs`).
 
+mod openapi;
 mod rest;
 
 use std::net::SocketAddr;
@@ -77,6 +78,7 @@ pub fn start(engine: Engine, drain: Arc<Drain>, address: SocketAddr) -> anyhow::
         .route("/health/ready", get(ready))
         .route("/_metrics", get(prometheus_metrics))
         .route("/api/v1/query", post(query))
+        .route("/api/v1/openapi.json", get(openapi_document))
         .merge(rest::routes())
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .with_state(shared);
@@ -129,6 +131,11 @@ async fn ready(State(shared): State<Arc<Shared>>) -> Response {
         json_response(StatusCode::OK, json!({"status": "ready"}))
     };
     counted("/health/ready", started, response)
+}
+
+async fn openapi_document() -> Response {
+    let started = Instant::now();
+    counted("/api/v1/openapi.json", started, json_response(StatusCode::OK, openapi::document()))
 }
 
 async fn prometheus_metrics(State(shared): State<Arc<Shared>>) -> Response {

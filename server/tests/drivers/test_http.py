@@ -143,3 +143,27 @@ def test_rest_resources(server):
     assert request(server, "DELETE", "/api/v1/dbs/shop/tables/items")[0] == 404
     assert request(server, "DELETE", "/api/v1/dbs/shop")[0] == 204
     assert request(server, "DELETE", "/api/v1/dbs/shop")[0] == 404
+
+
+def test_openapi_document_matches_the_routes(server):
+    status, _, body = request(server, "GET", "/api/v1/openapi.json")
+    assert status == 200
+    document = json.loads(body)
+    assert document["openapi"].startswith("3.")
+    checked = 0
+    for path, item in document["paths"].items():
+        concrete = path.replace("{db}", "nodb").replace("{table}", "notable").replace("{id}", "1")
+        for method in ("get", "post", "put", "patch", "delete"):
+            if method not in item:
+                continue
+            body = {} if method in ("post", "put", "patch") else None
+            status, _, answer = request(server, method.upper(), concrete, body)
+            # Every listed route exists: no 405, and no bare 404 of an
+            # unknown route (ours carry a JSON error).
+            assert status != 405, (method, path)
+            assert status != 404 or json.loads(answer)["error"], (method, path)
+            assert str(status) in item[method]["responses"], (method, path, status)
+            checked += 1
+    assert checked >= 17
+    # And a route the document does not list is unknown.
+    assert request(server, "GET", "/api/v1/nothing")[0] == 404
