@@ -36,7 +36,16 @@ def _block(lines, index, indent):
 
 
 def _scalar(lines, index, indent, first):
-    """A scalar and its continuation lines (indented deeper than `indent`)."""
+    """A scalar and its continuation lines (indented deeper than `indent`);
+    a `|` block keeps its lines and their relative indentation."""
+    if first in ("|", "|-"):
+        block = []
+        index += 1
+        while index < len(lines) and lines[index].indent > indent:
+            block.append(lines[index])
+            index += 1
+        base = min((line.indent for line in block), default=0)
+        return "\n".join(" " * (line.indent - base) + line.text for line in block), index
     parts = [first]
     index += 1
     while index < len(lines) and lines[index].indent > indent:
