@@ -314,6 +314,8 @@ def prepare(connection, table_names):
         r.db("test").table_drop(name).run(connection)
     for name in table_names:
         r.db("test").table_create(name).run(connection)
+    # As RethinkDB's runner does between files.
+    r.db("rethinkdb").table("_debug_scratch").delete().run(connection)
 
 
 def run_file(path, connection, show, report):

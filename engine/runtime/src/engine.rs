@@ -522,13 +522,37 @@ impl Engine {
     }
 
     pub async fn create_table(&self, database: &str, name: &str, primary_key: &str, durability: Durability) -> Result<TableConfig, EngineError> {
+        let database_id = self
+            .database(database)
+            .ok_or_else(|| EngineError::Catalog(format!("Database `{database}` does not exist.")))?
+            .id;
+        self.create_table_in(database_id, database, name, primary_key, durability).await
+    }
+
+    /// A table of a database the catalog does not list (the query layer's
+    /// system database), created on first use.
+    pub async fn internal_table(&self, database_id: u128, database: &str, name: &str) -> Result<TableConfig, EngineError> {
+        if let Some(table) = self.inner.catalog.read().expect("catalog lock").tables.get(&(database_id, name.to_owned())) {
+            return Ok(table.clone());
+        }
+        match self.create_table_in(database_id, database, name, "id", Durability::Hard).await {
+            Ok(table) => Ok(table),
+            // Created by a concurrent first use.
+            Err(_) => self
+                .inner
+                .catalog
+                .read()
+                .expect("catalog lock")
+                .tables
+                .get(&(database_id, name.to_owned()))
+                .cloned()
+                .ok_or_else(|| EngineError::Catalog(format!("Table `{database}.{name}` could not be created."))),
+        }
+    }
+
+    async fn create_table_in(&self, database_id: u128, database: &str, name: &str, primary_key: &str, durability: Durability) -> Result<TableConfig, EngineError> {
         let table = {
             let mut catalog = self.inner.catalog.write().expect("catalog lock");
-            let database_id = catalog
-                .databases
-                .get(database)
-                .ok_or_else(|| EngineError::Catalog(format!("Database `{database}` does not exist.")))?
-                .id;
             let entry = (database_id, name.to_owned());
             if catalog.tables.contains_key(&entry) {
                 return Err(EngineError::Catalog(format!("Table `{database}.{name}` already exists.")));

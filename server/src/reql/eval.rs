@@ -600,6 +600,12 @@ impl Context {
                     Some(other) => return Err(other.wrong_type("STRING")),
                 }
                 if database.id == super::system::DATABASE_ID {
+                    if name == super::system::DEBUG_SCRATCH {
+                        // RethinkDB's scratch table: an ordinary table that
+                        // lives in the system database.
+                        let table = self.engine.internal_table(database.id, &database.name, &name).await?;
+                        return Ok(Value::Table(table));
+                    }
                     if !super::system::TABLES.contains(&name.as_str()) {
                         return Err(ReqlError::op_failed(format!("Table `{}.{name}` does not exist.", database.name)));
                     }

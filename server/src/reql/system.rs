@@ -14,6 +14,10 @@ pub const DATABASE: &str = "rethinkdb";
 pub const DATABASE_ID: u128 = 0x9c4b_1f5e_2d3a_4e6b_8f70_0000_0000_0001;
 const SERVER_ID: &str = "00000000-0000-4000-8000-000000000001";
 
+/// RethinkDB's `_debug_scratch`: an ordinary table in the system database
+/// (created on first use; not in `table_config`).
+pub const DEBUG_SCRATCH: &str = "_debug_scratch";
+
 pub const TABLES: &[&str] = &[
     "cluster_config",
     "current_issues",
@@ -28,6 +32,11 @@ pub const TABLES: &[&str] = &[
     "table_status",
     "users",
 ];
+
+/// The tables of user databases (not the system database's own).
+fn user_tables(catalog: &photondb_runtime::Catalog) -> impl Iterator<Item = &photondb_storage::catalog::TableConfig> {
+    catalog.tables.values().filter(|table| table.database != DATABASE_ID)
+}
 
 pub fn database() -> DatabaseConfig {
     DatabaseConfig { id: DATABASE_ID, name: DATABASE.to_owned() }
@@ -67,8 +76,8 @@ pub fn rows(context: &Context, name: &str) -> Result<Vec<Datum>, ReqlError> {
     let database_name = |id: u128| catalog.databases.values().find(|database| database.id == id).map_or_else(String::new, |database| database.name.clone());
     Ok(match name {
         "db_config" => catalog.databases.values().map(database_document).collect(),
-        "table_config" => catalog.tables.values().map(|table| table_document(table, &database_name(table.database), &context.engine)).collect(),
-        "table_status" => catalog.tables.values().map(|table| table_status_document(table, &database_name(table.database))).collect(),
+        "table_config" => user_tables(&catalog).map(|table| table_document(table, &database_name(table.database), &context.engine)).collect(),
+        "table_status" => user_tables(&catalog).map(|table| table_status_document(table, &database_name(table.database))).collect(),
         "server_config" => vec![object([
             ("cache_size_mb", Datum::String("auto".into())),
             ("id", Datum::String(SERVER_ID.into())),
