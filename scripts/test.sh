@@ -9,7 +9,7 @@ cd "$(dirname "$0")/.."
 if ! cargo nextest --version >/dev/null 2>&1; then
   cargo install cargo-nextest --locked
 fi
-if ! python3 -c 'import rethinkdb, looseversion, pytest' >/dev/null 2>&1; then
+if ! python3 -c 'import rethinkdb, looseversion, pytest, websockets' >/dev/null 2>&1; then
   python3 -m pip install --quiet --disable-pip-version-check -r server/tests/drivers/requirements.txt
 fi
 

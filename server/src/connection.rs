@@ -394,44 +394,52 @@ impl Session {
     /// The next batch of a stream. A partial batch keeps the cursor for
     /// CONTINUE; the last batch drops it.
     async fn next_batch(&self, token: u64, mut cursor: Cursor, first: bool) -> Json {
-        let limits = cursor.limits;
-        let (rows_limit, bytes_limit) = if first {
-            (limits.rows.div_ceil(limits.first_scaledown).max(1), (limits.bytes / limits.first_scaledown).max(1))
-        } else {
-            (limits.rows, limits.bytes)
-        };
-        let started = std::time::Instant::now();
-        let mut batch = Vec::new();
-        let mut bytes = 0;
-        let mut more = true;
-        // A changefeed answers its first request at once (the driver needs
-        // its cursor), and later ones as soon as a change is there.
-        let notes = cursor.stream.feed_notes();
-        let feed = notes.is_some();
-        while batch.len() < rows_limit && bytes < bytes_limit && (batch.is_empty() || started.elapsed() < limits.time) {
-            if feed {
-                cursor.stream.set_wait_for_changes(!first && batch.is_empty());
-            }
-            match cursor.stream.next(&cursor.context).await {
-                Ok(Some(row)) => {
-                    let json = to_json(&row);
-                    bytes += json.to_string().len();
-                    batch.push(json);
-                }
-                Ok(None) if feed && !cursor.stream.has_ended() => break,
-                Ok(None) => {
-                    more = false;
-                    break;
-                }
-                Err(error) => return error.to_response(),
-            }
-        }
-        let response_kind = if more { response_type::SUCCESS_PARTIAL } else { response_type::SUCCESS_SEQUENCE };
-        if more {
+        let response = next_batch(&mut cursor.stream, &cursor.context, cursor.limits, first).await;
+        if response["t"] == response_type::SUCCESS_PARTIAL {
             self.cursors.borrow_mut().insert(token, cursor);
         }
-        json!({ "t": response_kind, "r": batch, "n": notes.unwrap_or_default() })
+        response
     }
+}
+
+/// The next batch of a stream as a response: SUCCESS_PARTIAL when more
+/// may follow (the caller keeps the stream for CONTINUE), SUCCESS_SEQUENCE
+/// for the last, or the error. Batches end at RethinkDB's limits (rows,
+/// bytes, time; the first one smaller). A changefeed answers its first
+/// request at once (the driver needs its cursor) and later ones as soon
+/// as a change is there.
+pub async fn next_batch(stream: &mut Stream, context: &Context, limits: BatchLimits, first: bool) -> Json {
+    let (rows_limit, bytes_limit) = if first {
+        (limits.rows.div_ceil(limits.first_scaledown).max(1), (limits.bytes / limits.first_scaledown).max(1))
+    } else {
+        (limits.rows, limits.bytes)
+    };
+    let started = std::time::Instant::now();
+    let mut batch = Vec::new();
+    let mut bytes = 0;
+    let mut more = true;
+    let notes = stream.feed_notes();
+    let feed = notes.is_some();
+    while batch.len() < rows_limit && bytes < bytes_limit && (batch.is_empty() || started.elapsed() < limits.time) {
+        if feed {
+            stream.set_wait_for_changes(!first && batch.is_empty());
+        }
+        match stream.next(context).await {
+            Ok(Some(row)) => {
+                let json = to_json(&row);
+                bytes += json.to_string().len();
+                batch.push(json);
+            }
+            Ok(None) if feed && !stream.has_ended() => break,
+            Ok(None) => {
+                more = false;
+                break;
+            }
+            Err(error) => return error.to_response(),
+        }
+    }
+    let response_kind = if more { response_type::SUCCESS_PARTIAL } else { response_type::SUCCESS_SEQUENCE };
+    json!({ "t": response_kind, "r": batch, "n": notes.unwrap_or_default() })
 }
 
 /// What a START query evaluated to: a whole answer, or a stream to send

@@ -13,9 +13,12 @@
 //! - `POST /api/v1/query`: `{"query": <term as drivers send it>, "optargs": {…}}`
 //!   → `{"result": …}`, or `{"error": {"type", "message", "backtrace"}}`.
 //! - Databases, tables and documents as REST resources (`rest.rs`).
+//! - `GET /api/v1/ws`: queries, cursors and changefeeds over a WebSocket
+//!   (`websocket.rs`).
 
 mod openapi;
 mod rest;
+mod websocket;
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -79,6 +82,7 @@ pub fn start(engine: Engine, drain: Arc<Drain>, address: SocketAddr) -> anyhow::
         .route("/_metrics", get(prometheus_metrics))
         .route("/api/v1/query", post(query))
         .route("/api/v1/openapi.json", get(openapi_document))
+        .route("/api/v1/ws", get(websocket::upgrade))
         .merge(rest::routes())
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .with_state(shared);

@@ -37,6 +37,11 @@ pub fn document() -> Json {
             "/health/ready": {"get": {"summary": "Readiness: 200 once recovered and accepting queries, 503 once shutdown begins.", "responses": {
                 "200": json_response("Ready.", any.clone()), "503": json_response("Not ready, with the reason.", any.clone())}}},
             "/_metrics": {"get": {"summary": "Prometheus metrics (text format 0.0.4).", "responses": {"200": {"description": "Metrics.", "content": {"text/plain": {}}}}}},
+            "/api/v1/ws": {"get": {"summary": "A WebSocket for queries, cursors and changefeeds (messages in docs/api/http.md).", "responses": {
+                "101": {"description": "Switching to the WebSocket protocol."},
+                "400": {"description": "Not a WebSocket upgrade request."},
+                "405": {"description": "Not a GET."},
+                "426": {"description": "Upgrade required."}}}},
             "/api/v1/openapi.json": {"get": {"summary": "This document.", "responses": {"200": json_response("OpenAPI 3.", any.clone())}}},
             "/api/v1/query": {"post": {
                 "summary": "Runs a ReQL query given as the wire JSON drivers send; the whole result is returned.",
