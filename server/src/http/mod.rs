@@ -16,6 +16,7 @@
 //! - `GET /api/v1/ws`: queries, cursors and changefeeds over a WebSocket
 //!   (`websocket.rs`).
 
+mod auth;
 mod openapi;
 mod rest;
 mod websocket;
@@ -48,6 +49,7 @@ pub(crate) struct Shared {
     drain: Arc<Drain>,
     /// The partition whose shard runs the next query (round robin).
     next_partition: AtomicU32,
+    credentials: auth::CheckedCredentials,
 }
 
 /// A running HTTP server.
@@ -75,15 +77,19 @@ pub fn start(engine: Engine, drain: Arc<Drain>, address: SocketAddr) -> anyhow::
     let listener = std::net::TcpListener::bind(address).map_err(|error| anyhow::anyhow!("binding the HTTP port {address}: {error}"))?;
     listener.set_nonblocking(true)?;
     let address = listener.local_addr()?;
-    let shared = Arc::new(Shared { engine, drain, next_partition: AtomicU32::new(0) });
+    let shared = Arc::new(Shared { engine, drain, next_partition: AtomicU32::new(0), credentials: Default::default() });
+    // Everything under /api/v1 but the OpenAPI document needs a user.
+    let api = Router::new()
+        .route("/api/v1/query", post(query))
+        .route("/api/v1/ws", get(websocket::upgrade))
+        .merge(rest::routes())
+        .layer(axum::middleware::from_fn_with_state(shared.clone(), auth::require_user));
     let router = Router::new()
         .route("/health/live", get(live))
         .route("/health/ready", get(ready))
         .route("/_metrics", get(prometheus_metrics))
-        .route("/api/v1/query", post(query))
         .route("/api/v1/openapi.json", get(openapi_document))
-        .route("/api/v1/ws", get(websocket::upgrade))
-        .merge(rest::routes())
+        .merge(api)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .with_state(shared);
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();

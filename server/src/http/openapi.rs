@@ -31,7 +31,8 @@ pub fn document() -> Json {
     let media = error_response("The body is not `application/json`.");
     json!({
         "openapi": "3.0.3",
-        "info": {"title": "PhotonDB HTTP API", "version": env!("CARGO_PKG_VERSION")},
+        "info": {"title": "PhotonDB HTTP API", "version": env!("CARGO_PKG_VERSION"),
+            "description": "Everything under /api/v1 but this document needs HTTP Basic credentials of a PhotonDB user once `admin` has a password."},
         "paths": {
             "/health/live": {"get": {"summary": "Liveness: 200 while the process serves (no I/O).", "responses": {"200": json_response("Live.", any.clone())}}},
             "/health/ready": {"get": {"summary": "Readiness: 200 once recovered and accepting queries, 503 once shutdown begins.", "responses": {
@@ -77,7 +78,8 @@ pub fn document() -> Json {
                     "responses": {"200": json_response("The document now.", any.clone()), "400": malformed, "404": missing.clone(), "415": media}},
                 "delete": {"summary": "Deletes a document.", "responses": {"204": {"description": "Deleted."}, "404": missing}}}
         },
-        "components": {"schemas": {"Error": {"type": "object", "properties": {"error": {"type": "object", "properties": {
+        "security": [{"basic": []}],
+        "components": {"securitySchemes": {"basic": {"type": "http", "scheme": "basic"}}, "schemas": {"Error": {"type": "object", "properties": {"error": {"type": "object", "properties": {
             "type": {"type": "string", "description": "RethinkDB's error type, e.g. ReqlQueryLogicError."},
             "message": {"type": "string"},
             "backtrace": {"type": "array"}}}}}}}

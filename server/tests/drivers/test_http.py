@@ -167,3 +167,45 @@ def test_openapi_document_matches_the_routes(server):
     assert checked >= 17
     # And a route the document does not list is unknown.
     assert request(server, "GET", "/api/v1/nothing")[0] == 404
+
+
+def test_authentication_with_the_driver_users(data_dir):
+    import base64
+    from conftest import Server
+
+    server = Server(data_dir, password="s3cret").start()
+    try:
+        def basic(user, password):
+            return "Basic " + base64.b64encode(("%s:%s" % (user, password)).encode()).decode()
+
+        def call(path, authorization=None, body=None):
+            data = json.dumps(body).encode() if body is not None else None
+            headers = {"Content-Type": "application/json"}
+            if authorization:
+                headers["Authorization"] = authorization
+            call = urllib.request.Request("http://127.0.0.1:%d%s" % (server.http_port, path), data=data, headers=headers, method="POST" if data else "GET")
+            try:
+                with urllib.request.urlopen(call, timeout=30) as response:
+                    return response.status, response.headers, response.read()
+            except urllib.error.HTTPError as error:
+                return error.code, error.headers, error.read()
+
+        status, headers, body = call("/api/v1/query", body={"query": [24, [1, 2]]})
+        assert status == 401 and headers["WWW-Authenticate"].startswith("Basic")
+        assert json.loads(body)["error"]["type"] == "ReqlAuthError"
+        assert call("/api/v1/query", basic("admin", "wrong"), {"query": [24, [1, 2]]})[0] == 401
+        assert call("/api/v1/query", basic("nobody", "s3cret"), {"query": [24, [1, 2]]})[0] == 401
+        assert call("/api/v1/query", "Bearer something", {"query": [24, [1, 2]]})[0] == 401
+        status, _, body = call("/api/v1/query", basic("admin", "s3cret"), {"query": [24, [1, 2]]})
+        assert (status, json.loads(body)) == (200, {"result": 3})
+        assert call("/api/v1/dbs")[0] == 401
+        assert call("/api/v1/dbs", basic("admin", "s3cret"))[0] == 200
+        # Probes, metrics and the API description stay open.
+        for path in ("/health/live", "/health/ready", "/_metrics", "/api/v1/openapi.json"):
+            assert call(path)[0] == 200, path
+        # A user made through the driver port works over HTTP too.
+        connection = r.connect(port=server.port, password="s3cret")
+        r.db("rethinkdb").table("users").insert({"id": "reader", "password": "pw"}).run(connection)
+        assert call("/api/v1/query", basic("reader", "pw"), {"query": [24, [1, 2]]})[0] == 200
+    finally:
+        server.stop()

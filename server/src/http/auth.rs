@@ -1,0 +1,94 @@
+//! Who an HTTP request comes from: HTTP Basic, checked against the same
+//! users and SCRAM-SHA-256 credentials as the driver port (the password is
+//! derived with the stored salt and compared with the stored key; the
+//! server never keeps passwords). While `admin` has no password, as on a
+//! fresh server, requests without credentials are let through, as the
+//! driver port lets `admin` in with an empty password. Health probes and
+//! metrics are not behind this.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use axum::extract::{Request, State};
+use axum::http::{header, StatusCode};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use serde_json::json;
+use sha2::{Digest, Sha256};
+
+use super::{error_body, Shared};
+use crate::protocol::scram::StoredCredentials;
+
+/// Checked credentials, so a client sending the same password on every
+/// request costs one key derivation, not one per request: the hash of
+/// `user:password` → the stored key it matched (a password change makes
+/// the entry stale, and it is checked again).
+#[derive(Default)]
+pub(super) struct CheckedCredentials {
+    keys: Mutex<HashMap<[u8; 32], Vec<u8>>>,
+}
+
+/// Entries kept before the cache starts over (a bound on memory when
+/// clients send many wrong passwords… which are never cached anyway).
+const CACHE_ENTRIES: usize = 10_000;
+
+fn unauthorized(message: &str) -> Response {
+    let body = error_body("ReqlAuthError", message, json!([]));
+    (StatusCode::UNAUTHORIZED, [(header::WWW_AUTHENTICATE, "Basic realm=\"photondb\""), (header::CONTENT_TYPE, "application/json")], body.to_string()).into_response()
+}
+
+/// `user:password` of a Basic `Authorization` header.
+fn basic_credentials(value: &str) -> Option<(String, String)> {
+    let encoded = value.strip_prefix("Basic ").or_else(|| value.strip_prefix("basic "))?;
+    let decoded = photondb_datum::json::base64_decode(encoded.trim()).ok()?;
+    let text = String::from_utf8(decoded).ok()?;
+    let (user, password) = text.split_once(':')?;
+    Some((user.to_owned(), password.to_owned()))
+}
+
+fn password_matches(shared: &Shared, user: &str, password: &str) -> bool {
+    let Some(config) = shared.engine.user(user) else { return false };
+    let fingerprint: [u8; 32] = Sha256::digest(format!("{user}:{password}").as_bytes()).into();
+    if let Some(key) = shared.credentials.keys.lock().expect("credentials lock").get(&fingerprint) {
+        if *key == config.stored_key {
+            return true;
+        }
+    }
+    let derived = StoredCredentials::derive(password, config.salt.clone(), config.iterations);
+    // Constant-time comparison: fold every byte before deciding.
+    let matches = derived.stored_key.len() == config.stored_key.len()
+        && derived.stored_key.iter().zip(&config.stored_key).fold(0u8, |acc, (a, b)| acc | (a ^ b)) == 0;
+    if matches {
+        let mut keys = shared.credentials.keys.lock().expect("credentials lock");
+        if keys.len() >= CACHE_ENTRIES {
+            keys.clear();
+        }
+        keys.insert(fingerprint, config.stored_key.clone());
+    }
+    matches
+}
+
+/// The middleware in front of the API routes.
+pub(super) async fn require_user(State(shared): State<Arc<Shared>>, request: Request, next: Next) -> Response {
+    let authorization = request.headers().get(header::AUTHORIZATION).and_then(|value| value.to_str().ok()).map(str::to_owned);
+    match authorization {
+        None => {
+            let open = shared.engine.user("admin").is_some_and(|admin| !admin.has_password);
+            if !open {
+                return unauthorized("Authentication required (HTTP Basic, as a user of this server).");
+            }
+        }
+        Some(value) => {
+            let Some((user, password)) = basic_credentials(&value) else {
+                return unauthorized("Expected `Authorization: Basic <base64 of user:password>`.");
+            };
+            // Derivation takes a while (4,096 rounds): off the async thread.
+            let checking = shared.clone();
+            let checked = tokio::task::spawn_blocking(move || password_matches(&checking, &user, &password)).await.unwrap_or(false);
+            if !checked {
+                return unauthorized("Wrong password or unknown user.");
+            }
+        }
+    }
+    next.run(request).await
+}
