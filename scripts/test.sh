@@ -13,6 +13,14 @@ if ! python3 -c 'import rethinkdb, looseversion, pytest, websockets' >/dev/null 
   python3 -m pip install --quiet --disable-pip-version-check -r server/tests/drivers/requirements.txt
 fi
 
+# promtool (Debian package prometheus) checks the metrics exposition.
+if ! command -v promtool >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1; then
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get install -y -q --no-install-recommends prometheus >/dev/null 2>&1 \
+    || { apt-get update -q >/dev/null 2>&1 && apt-get install -y -q --no-install-recommends prometheus >/dev/null 2>&1; } \
+    || echo "could not install promtool (package prometheus); its test will fail"
+fi
+
 if [ ! -d server/tests/drivers/javascript/node_modules/rethinkdb ]; then
   (cd server/tests/drivers/javascript && npm install --silent --no-audit --no-fund --no-package-lock)
 fi

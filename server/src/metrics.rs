@@ -78,6 +78,46 @@ impl Metrics {
         }
         let mut out = Vec::new();
         TextEncoder::new().encode(&self.registry.gather(), &mut out).expect("text encoding writes to memory");
-        String::from_utf8(out).expect("the text format is UTF-8")
+        let mut text = String::from_utf8(out).expect("the text format is UTF-8");
+        if let Ok(storage) = engine.storage_stats().await {
+            write_storage(&mut text, &storage);
+        }
+        text
     }
+}
+
+/// The storage engine's counters, summed over partitions, in the text
+/// format (written here: its histograms come as bucket counts, which the
+/// registry's types cannot take).
+fn write_storage(out: &mut String, stats: &photondb_storage::PartitionStats) {
+    use std::fmt::Write;
+    let mut single = |name: &str, kind: &str, help: &str, value: f64| {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}");
+    };
+    single("photondb_wal_bytes_written_total", "counter", "Bytes written to the WAL rings.", stats.wal_bytes_written as f64);
+    single("photondb_wal_flushes_total", "counter", "WAL flushes (a write and an fdatasync each).", stats.wal_flushes as f64);
+    single("photondb_page_cache_hits_total", "counter", "B+Tree page lookups the page cache answered.", stats.cache_hits as f64);
+    single("photondb_page_cache_misses_total", "counter", "B+Tree page lookups that read the data file.", stats.cache_misses as f64);
+    single("photondb_page_cache_bytes", "gauge", "Bytes of clean pages cached.", stats.cached_bytes as f64);
+    write_histogram(out, "photondb_wal_fdatasync_duration_seconds", "Time each WAL fdatasync took.", &stats.sync_seconds.bounds, &stats.sync_seconds.counts, stats.sync_seconds.sum);
+    write_histogram(
+        out,
+        "photondb_wal_group_commit_records",
+        "WAL records each flush made durable (group commit).",
+        &stats.group_commit_records.bounds,
+        &stats.group_commit_records.counts,
+        stats.group_commit_records.sum,
+    );
+}
+
+fn write_histogram(out: &mut String, name: &str, help: &str, bounds: &[f64], counts: &[u64], sum: f64) {
+    use std::fmt::Write;
+    let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} histogram");
+    let mut cumulative = 0;
+    for (bound, count) in bounds.iter().zip(counts) {
+        cumulative += count;
+        let _ = writeln!(out, "{name}_bucket{{le=\"{bound}\"}} {cumulative}");
+    }
+    let total: u64 = counts.iter().sum();
+    let _ = writeln!(out, "{name}_bucket{{le=\"+Inf\"}} {total}\n{name}_sum {sum}\n{name}_count {total}");
 }

@@ -386,6 +386,16 @@ impl Engine {
         self.on_every_partition(|backend| async move { backend.flush().await }).await.map(|_| ())
     }
 
+    /// Every partition's counters, summed.
+    pub async fn storage_stats(&self) -> Result<photondb_storage::PartitionStats, EngineError> {
+        let all = self.on_every_partition(|backend| async move { Ok::<_, StorageError>(backend.stats()) }).await?;
+        let mut total = photondb_storage::PartitionStats::default();
+        for stats in &all {
+            total.merge(stats);
+        }
+        Ok(total)
+    }
+
     pub async fn checkpoint(&self) -> Result<(), EngineError> {
         self.on_every_partition(|backend| async move { backend.checkpoint().await }).await.map(|_| ())
     }

@@ -67,4 +67,8 @@ impl Backend for AnyBackend {
     fn wants_flush(&self) -> bool {
         delegate!(self, backend => backend.wants_flush())
     }
+
+    fn stats(&self) -> photondb_storage::PartitionStats {
+        delegate!(self, backend => backend.stats())
+    }
 }

@@ -79,4 +79,6 @@ pub trait Backend {
     fn wants_checkpoint(&self) -> bool;
     /// Whether writes are waiting to reach the disk (soft ones, typically).
     fn wants_flush(&self) -> bool;
+    /// Counters for metrics.
+    fn stats(&self) -> crate::stats::PartitionStats;
 }

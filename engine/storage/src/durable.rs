@@ -398,6 +398,21 @@ impl<S: FileSystem> Backend for DurableBackend<S> {
         self.wal.used_bytes() > self.wal.ring_bytes() / 4
     }
 
+    fn stats(&self) -> crate::stats::PartitionStats {
+        let wal = self.wal.stats();
+        let histograms = self.wal.histograms();
+        let (cache_hits, cache_misses) = self.store.cache_counts();
+        crate::stats::PartitionStats {
+            wal_bytes_written: wal.bytes_written,
+            wal_flushes: wal.flushes,
+            sync_seconds: histograms.sync_seconds,
+            group_commit_records: histograms.group_commit_records,
+            cache_hits,
+            cache_misses,
+            cached_bytes: self.store.cached_bytes() as u64,
+        }
+    }
+
     fn wants_flush(&self) -> bool {
         let stats = self.wal.stats();
         stats.appended_lsn > stats.durable_lsn || self.changes.is_waiting()

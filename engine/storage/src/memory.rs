@@ -89,4 +89,8 @@ impl Backend for MemoryBackend {
     fn wants_flush(&self) -> bool {
         false
     }
+
+    fn stats(&self) -> crate::stats::PartitionStats {
+        crate::stats::PartitionStats::default()
+    }
 }

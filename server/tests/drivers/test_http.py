@@ -91,6 +91,13 @@ def test_prometheus_metrics(server):
     assert "photondb_driver_connections 1" in text
     assert "# TYPE photondb_query_duration_seconds histogram" in text
     assert 'photondb_http_requests_total{route="/api/v1/query",status="200"} 1' in text
+    # The storage engine's counters: hard writes were synced and grouped.
+    values = {line.split(" ")[0]: float(line.split(" ")[1]) for line in text.splitlines() if line and not line.startswith("#")}
+    assert values["photondb_wal_fdatasync_duration_seconds_count"] > 0
+    assert values['photondb_wal_fdatasync_duration_seconds_bucket{le="+Inf"}'] == values["photondb_wal_fdatasync_duration_seconds_count"]
+    assert values["photondb_wal_group_commit_records_sum"] >= values["photondb_wal_group_commit_records_count"] > 0
+    assert values["photondb_wal_bytes_written_total"] >= 4096
+    assert "photondb_page_cache_hits_total" in values and "photondb_page_cache_misses_total" in values
 
 
 def test_rest_resources(server):
@@ -209,3 +216,20 @@ def test_authentication_with_the_driver_users(data_dir):
         assert call("/api/v1/query", basic("reader", "pw"), {"query": [24, [1, 2]]})[0] == 200
     finally:
         server.stop()
+
+
+def test_metrics_pass_promtool(server):
+    """`promtool check metrics` (Debian package prometheus; scripts/test.sh
+    installs it) accepts the exposition."""
+    import shutil
+    import subprocess
+
+    promtool = shutil.which("promtool")
+    assert promtool, "promtool is missing: apt-get install prometheus"
+    connection = r.connect(port=server.port)
+    r.table_create("checked").run(connection)
+    r.table("checked").insert({"id": 1}).run(connection)
+    query(server, [24, [1, 2]])
+    _, _, body = request(server, "GET", "/_metrics")
+    checked = subprocess.run([promtool, "check", "metrics"], input=body, capture_output=True, timeout=60)
+    assert checked.returncode == 0, checked.stdout.decode() + checked.stderr.decode()

@@ -26,6 +26,8 @@ pub struct Pager<F: DirectFile> {
     /// Checkpoints committed since open; a change tells readers that pages
     /// may have been reused while they waited.
     commits: Cell<u64>,
+    cache_hits: Cell<u64>,
+    cache_misses: Cell<u64>,
 }
 
 /// Clean nodes read from pages, evicted by the CLOCK algorithm (an
@@ -156,7 +158,10 @@ pub struct Written {
 
 impl<F: DirectFile> Resident for Pager<F> {
     fn resident(&self, page: PageId) -> Option<Rc<Node>> {
-        self.cache.borrow().get(page)
+        let found = self.cache.borrow().get(page);
+        let counter = if found.is_some() { &self.cache_hits } else { &self.cache_misses };
+        counter.set(counter.get() + 1);
+        found
     }
 }
 
@@ -168,7 +173,15 @@ impl<F: DirectFile> Pager<F> {
             cache: RefCell::new(Cache { budget: cache_budget, bytes: 0, nodes: hashbrown::HashMap::new(), ring: Vec::new(), hand: 0 }),
             allocation: RefCell::new(Allocation { used: vec![true], waiting: Vec::new(), cursor: 1 }),
             commits: Cell::new(0),
+            cache_hits: Cell::new(0),
+            cache_misses: Cell::new(0),
         }
+    }
+
+    /// Page lookups the cache answered, and those that had to read the
+    /// file.
+    pub fn cache_counts(&self) -> (u64, u64) {
+        (self.cache_hits.get(), self.cache_misses.get())
     }
 
     pub fn path(&self) -> &PathBuf {

@@ -181,6 +181,10 @@ impl<F: DirectFile> Store<F> {
         self.pager.cached_bytes()
     }
 
+    pub fn cache_counts(&self) -> (u64, u64) {
+        self.pager.cache_counts()
+    }
+
     /// Pages in the data file and how many are in use.
     pub fn page_counts(&self) -> (u64, u64) {
         self.pager.page_counts()

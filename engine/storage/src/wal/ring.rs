@@ -18,6 +18,7 @@ use std::path::PathBuf;
 use super::record::{block_ceil, Header, HEADER_BYTES, KIND_BATCH, KIND_PADDING};
 use crate::error::{Result, StorageError};
 use crate::io::{DirectFile, BLOCK_BYTES};
+use crate::stats::{FixedHistogram, GROUP_COMMIT_BOUNDS, SYNC_SECONDS_BOUNDS};
 use crate::waiters::Waiters;
 
 pub struct Wal<F: DirectFile> {
@@ -44,6 +45,10 @@ struct State {
     poisoned: Option<String>,
     bytes_written: u64,
     flushes: u64,
+    /// Records appended since the last flush began.
+    records_pending: u64,
+    sync_seconds: FixedHistogram<14>,
+    group_commit_records: FixedHistogram<11>,
 }
 
 /// Counters for metrics and benchmarks.
@@ -53,6 +58,14 @@ pub struct WalStats {
     pub flushes: u64,
     pub appended_lsn: u64,
     pub durable_lsn: u64,
+}
+
+/// How long flushes' fdatasyncs took, and how many records each made
+/// durable.
+#[derive(Clone, Debug)]
+pub struct WalHistograms {
+    pub sync_seconds: FixedHistogram<14>,
+    pub group_commit_records: FixedHistogram<11>,
 }
 
 impl<F: DirectFile> Wal<F> {
@@ -74,6 +87,9 @@ impl<F: DirectFile> Wal<F> {
                 poisoned: None,
                 bytes_written: 0,
                 flushes: 0,
+                records_pending: 0,
+                sync_seconds: FixedHistogram::new(SYNC_SECONDS_BOUNDS),
+                group_commit_records: FixedHistogram::new(GROUP_COMMIT_BOUNDS),
             }),
             flushing: Cell::new(false),
             waiters: Waiters::default(),
@@ -91,6 +107,11 @@ impl<F: DirectFile> Wal<F> {
 
     pub fn appended_lsn(&self) -> u64 {
         self.state.borrow().appended
+    }
+
+    pub fn histograms(&self) -> WalHistograms {
+        let state = self.state.borrow();
+        WalHistograms { sync_seconds: state.sync_seconds.clone(), group_commit_records: state.group_commit_records.clone() }
     }
 
     pub fn stats(&self) -> WalStats {
@@ -151,6 +172,7 @@ impl<F: DirectFile> Wal<F> {
             return Err(StorageError::WriteTooLarge { bytes: payload.len(), limit: self.max_payload_bytes() });
         }
         let mut state = self.state.borrow_mut();
+        state.records_pending += 1;
         let record = (HEADER_BYTES + payload.len()) as u64;
         let left_in_block = BLOCK_BYTES as u64 - state.appended % BLOCK_BYTES as u64;
         if left_in_block < HEADER_BYTES as u64 {
@@ -217,6 +239,8 @@ impl<F: DirectFile> Wal<F> {
             let start = state.buffer_start;
             let bytes = std::mem::take(&mut state.buffer);
             state.buffer_start = state.appended;
+            let records = std::mem::take(&mut state.records_pending);
+            state.group_commit_records.observe(records as f64);
             (start, bytes, state.appended)
         };
         debug_assert_eq!(block_ceil(end), end);
@@ -227,8 +251,10 @@ impl<F: DirectFile> Wal<F> {
         if first < bytes.len() {
             self.file.write_at(0, &bytes[first..]).await.map_err(io_error)?;
         }
+        let syncing = std::time::Instant::now();
         self.file.sync_data().await.map_err(io_error)?;
         let mut state = self.state.borrow_mut();
+        state.sync_seconds.observe(syncing.elapsed().as_secs_f64());
         state.durable = end;
         state.bytes_written += bytes.len() as u64;
         state.flushes += 1;
