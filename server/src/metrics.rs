@@ -99,6 +99,7 @@ fn write_storage(out: &mut String, stats: &photondb_storage::PartitionStats) {
     single("photondb_page_cache_hits_total", "counter", "B+Tree page lookups the page cache answered.", stats.cache_hits as f64);
     single("photondb_page_cache_misses_total", "counter", "B+Tree page lookups that read the data file.", stats.cache_misses as f64);
     single("photondb_page_cache_bytes", "gauge", "Bytes of clean pages cached.", stats.cached_bytes as f64);
+    single("photondb_poisoned_partitions", "gauge", "Partitions stopped by a failed write or sync until a restart.", stats.poisoned_partitions as f64);
     write_histogram(out, "photondb_wal_fdatasync_duration_seconds", "Time each WAL fdatasync took.", &stats.sync_seconds.bounds, &stats.sync_seconds.counts, stats.sync_seconds.sum);
     write_histogram(
         out,

@@ -410,6 +410,7 @@ impl<S: FileSystem> Backend for DurableBackend<S> {
             cache_hits,
             cache_misses,
             cached_bytes: self.store.cached_bytes() as u64,
+            poisoned_partitions: u64::from(self.wal.poisoned().is_some()),
         }
     }
 

@@ -53,6 +53,9 @@ pub struct PartitionStats {
     pub cache_hits: u64,
     pub cache_misses: u64,
     pub cached_bytes: u64,
+    /// Partitions stopped by a failed write or sync (they refuse writes
+    /// until a restart recovers them).
+    pub poisoned_partitions: u64,
 }
 
 impl Default for PartitionStats {
@@ -65,6 +68,7 @@ impl Default for PartitionStats {
             cache_hits: 0,
             cache_misses: 0,
             cached_bytes: 0,
+            poisoned_partitions: 0,
         }
     }
 }
@@ -79,6 +83,7 @@ impl PartitionStats {
         self.cache_hits += other.cache_hits;
         self.cache_misses += other.cache_misses;
         self.cached_bytes += other.cached_bytes;
+        self.poisoned_partitions += other.poisoned_partitions;
     }
 }
 

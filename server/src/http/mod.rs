@@ -40,6 +40,9 @@ use crate::connection::{self, Drain, Evaluated};
 use crate::metrics::metrics;
 use crate::reql::error::{ErrorClass, ReqlError};
 
+/// How long shutdown waits for WebSockets to close.
+const SOCKETS_CLOSE_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
+
 /// The largest request body taken (RethinkDB's largest query is 64 MiB;
 /// HTTP clients rarely need that much).
 const MAX_BODY_BYTES: usize = 16 << 20;
@@ -50,6 +53,8 @@ pub(crate) struct Shared {
     /// The partition whose shard runs the next query (round robin).
     next_partition: AtomicU32,
     credentials: auth::CheckedCredentials,
+    /// WebSockets open now: at shutdown they get a moment to close.
+    open_sockets: std::sync::atomic::AtomicUsize,
 }
 
 /// A running HTTP server.
@@ -77,7 +82,7 @@ pub fn start(engine: Engine, drain: Arc<Drain>, address: SocketAddr) -> anyhow::
     let listener = std::net::TcpListener::bind(address).map_err(|error| anyhow::anyhow!("binding the HTTP port {address}: {error}"))?;
     listener.set_nonblocking(true)?;
     let address = listener.local_addr()?;
-    let shared = Arc::new(Shared { engine, drain, next_partition: AtomicU32::new(0), credentials: Default::default() });
+    let shared = Arc::new(Shared { engine, drain, next_partition: AtomicU32::new(0), credentials: Default::default(), open_sockets: Default::default() });
     // Everything under /api/v1 but the OpenAPI document needs a user.
     let api = Router::new()
         .route("/api/v1/query", post(query))
@@ -91,8 +96,9 @@ pub fn start(engine: Engine, drain: Arc<Drain>, address: SocketAddr) -> anyhow::
         .route("/api/v1/openapi.json", get(openapi_document))
         .merge(api)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
-        .with_state(shared);
+        .with_state(shared.clone());
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let sockets = shared;
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     let thread = std::thread::Builder::new().name("http".into()).spawn(move || {
         runtime.block_on(async move {
@@ -108,6 +114,12 @@ pub fn start(engine: Engine, drain: Arc<Drain>, address: SocketAddr) -> anyhow::
             });
             if let Err(error) = serving.await {
                 tracing::error!(%error, "HTTP server stopped");
+            }
+            // Upgraded sockets outlive the server: let them send their
+            // close frames (they watch for shutdown) before the runtime ends.
+            let deadline = Instant::now() + SOCKETS_CLOSE_WAIT;
+            while sockets.open_sockets.load(Ordering::SeqCst) > 0 && Instant::now() < deadline {
+                tokio::time::sleep(std::time::Duration::from_millis(10)).await;
             }
         });
     })?;
@@ -134,9 +146,23 @@ async fn live() -> Response {
 async fn ready(State(shared): State<Arc<Shared>>) -> Response {
     let started = Instant::now();
     // The engine has recovered every partition and loaded the catalog
-    // before this server starts; what remains is shutdown.
+    // before this server starts; what remains is shutdown, and partitions
+    // a failed write or sync has stopped.
+    let poisoned = if shared.drain.is_draining() {
+        0
+    } else {
+        let engine = shared.engine.clone();
+        shared
+            .engine
+            .run_on_partition_from_outside(0, move |_| async move { engine.storage_stats().await.map_or(0, |stats| stats.poisoned_partitions) })
+            .await
+            .unwrap_or(0)
+    };
     let response = if shared.drain.is_draining() {
         json_response(StatusCode::SERVICE_UNAVAILABLE, json!({"status": "unavailable", "reason": "the server is shutting down"}))
+    } else if poisoned > 0 {
+        let reason = format!("{poisoned} partition(s) stopped after a failed write or sync; a restart recovers them");
+        json_response(StatusCode::SERVICE_UNAVAILABLE, json!({"status": "unavailable", "reason": reason}))
     } else {
         json_response(StatusCode::OK, json!({"status": "ready"}))
     };

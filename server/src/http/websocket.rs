@@ -30,6 +30,9 @@ use crate::connection::{self, Evaluated};
 use crate::protocol::frame::response_type;
 use crate::reql::error::ReqlError;
 
+/// How often an open socket checks whether shutdown has begun.
+const SHUTDOWN_CHECK: std::time::Duration = std::time::Duration::from_millis(100);
+
 /// Answers waiting to be written to one socket before its queries wait.
 const OUTBOX_MESSAGES: usize = 64;
 
@@ -47,11 +50,32 @@ fn client_error(token: Json, message: &str) -> Json {
     json!({"token": token, "t": response_type::CLIENT_ERROR, "r": [message], "b": []})
 }
 
+/// Counts an open socket until dropped.
+struct OpenSocket(Arc<Shared>);
+
+impl Drop for OpenSocket {
+    fn drop(&mut self) {
+        self.0.open_sockets.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
 async fn serve(shared: Arc<Shared>, mut socket: WebSocket) {
+    shared.open_sockets.fetch_add(1, Ordering::SeqCst);
+    let _open = OpenSocket(shared.clone());
     let (outbox, answers) = flume::bounded::<Json>(OUTBOX_MESSAGES);
     let mut queries: HashMap<u64, flume::Sender<Control>> = HashMap::new();
+    let mut shutdown_check = tokio::time::interval(SHUTDOWN_CHECK);
     loop {
         tokio::select! {
+            _ = shutdown_check.tick() => {
+                if shared.drain.is_draining() {
+                    // Shutting down: say so, then close (the client may
+                    // reconnect elsewhere).
+                    let close = axum::extract::ws::CloseFrame { code: axum::extract::ws::close_code::AWAY, reason: "the server is shutting down".into() };
+                    let _ = socket.send(Message::Close(Some(close))).await;
+                    break;
+                }
+            }
             answer = answers.recv_async() => {
                 let Ok(answer) = answer else { break };
                 if socket.send(Message::Text(answer.to_string().into())).await.is_err() {

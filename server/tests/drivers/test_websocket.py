@@ -103,3 +103,26 @@ def test_a_feed_on_a_closed_socket_is_released(server):
             break
         time.sleep(0.1)
     assert "photondb_changefeed_subscribers 0" in text
+
+
+def test_sockets_are_closed_cleanly_at_shutdown(server):
+    import signal
+
+    connection = r.connect(port=server.port)
+    r.table_create("ws").run(connection)
+
+    async def scenario():
+        receive.waiting = {}
+        async with websockets.connect("ws://127.0.0.1:%d/api/v1/ws" % server.http_port) as socket:
+            await socket.send(json.dumps({"token": 1, "query": [152, [TEST_TABLE]]}))
+            await receive(socket, 1)
+            await socket.send(json.dumps({"token": 1, "type": "CONTINUE"}))
+            server.process.send_signal(signal.SIGTERM)
+            try:
+                while True:
+                    await asyncio.wait_for(socket.recv(), timeout=15)
+            except websockets.ConnectionClosedOK as closed:
+                return closed.rcvd.code, closed.rcvd.reason
+
+    assert asyncio.run(scenario()) == (1001, "the server is shutting down")
+    assert server.process.wait(timeout=60) == 0
