@@ -222,9 +222,9 @@ impl Engine {
     pub(crate) fn install_indexes(&self) -> Result<(), EngineError> {
         let (tables, unfinished): (Vec<TableId>, Vec<IndexConfig>) = {
             let catalog = self.inner.catalog.read().expect("catalog lock");
-            let mut tables: Vec<TableId> = catalog.indexes.values().map(|index| index.table).collect();
-            tables.dedup();
-            (tables, catalog.indexes.values().filter(|index| !index.ready).cloned().collect())
+            // Each table once (its indexes are registered together).
+            let tables: std::collections::BTreeSet<TableId> = catalog.indexes.values().map(|index| index.table).collect();
+            (tables.into_iter().collect(), catalog.indexes.values().filter(|index| !index.ready).cloned().collect())
         };
         for table in tables {
             block_on_thread(self.register_indexes(table))?;

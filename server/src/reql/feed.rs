@@ -459,7 +459,7 @@ async fn options(context: &Context, optargs: &BTreeMap<String, Term>) -> Result<
 pub async fn evaluate(context: &Context, args: &[Term], optargs: &BTreeMap<String, Term>) -> Result<Value, ReqlError> {
     arity(args, 1, 1)?;
     let options = options(context, optargs).await?;
-    if !args[0].is_deterministic() && !matches!(&args[0], Term::Call { term_type: kind::TABLE, .. }) && !reads_table_only(&args[0]) {
+    if !reads_table_only(&args[0]) {
         return Err(ReqlError::logic("Cannot call `changes` after a non-deterministic function."));
     }
     // `get(key).changes()`: a point feed, whether or not the row exists.

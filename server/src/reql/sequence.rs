@@ -387,7 +387,7 @@ impl Context {
                 (None, None) => {}
                 (Some(index), Some(sliced)) if index.name == *sliced => {}
                 (Some(index), None) if whole_table => {
-                    read.index = Some(super::stream::IndexRead { config: index.clone(), bounds: (Bound::Unbounded, Bound::Unbounded), exact: None });
+                    read.index = Some(super::stream::IndexRead::whole(index.clone()));
                 }
                 _ => {
                     let sliced = sliced_by.unwrap_or_else(|| read.table.primary_key.clone());
@@ -491,7 +491,7 @@ impl Context {
             return Ok(Value::Stream(stream));
         };
         let function = super::index::compile_function(&index.function, self)?;
-        let mut stream = Stream::index_range(table, super::stream::IndexRead { config: index.clone(), bounds: (Bound::Unbounded, Bound::Unbounded), exact: None }, Bound::Unbounded, Bound::Unbounded);
+        let mut stream = Stream::index_range(table, super::stream::IndexRead::whole(index.clone()), Bound::Unbounded, Bound::Unbounded);
         // Index order is key order: equal keys are neighbours, except rows
         // of a multi index, whose other keys come elsewhere.
         let mut keys: BTreeMap<Vec<u8>, Datum> = BTreeMap::new();
@@ -631,7 +631,7 @@ impl Context {
             let row = match index {
                 // The first or last row in a secondary index's order.
                 Some(index) => {
-                    let read = super::stream::IndexRead { config: index, bounds: (Bound::Unbounded, Bound::Unbounded), exact: None };
+                    let read = super::stream::IndexRead::whole(index);
                     let mut stream = Stream::index_range(table, read, Bound::Unbounded, Bound::Unbounded).with(Operation::Limit(1));
                     if let Some(read) = stream.table_read_mut_any() {
                         read.descending = term_type == kind::MAX;

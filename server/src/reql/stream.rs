@@ -72,16 +72,16 @@ pub struct IndexRead {
     pub config: IndexConfig,
     /// The secondary keys (key encodings) the read selects.
     pub bounds: (Bound<Vec<u8>>, Bound<Vec<u8>>),
-    /// Set when a bound was longer than stored index keys: rows whose own
-    /// keys were cut are checked against the whole bounds.
-    pub exact: Option<Box<ExactBounds>>,
+    /// Set when a bound was longer than stored index keys: the index
+    /// function, to check rows whose own keys were cut against `bounds`.
+    pub exact: Option<Box<Function>>,
 }
 
-#[derive(Clone, Debug)]
-pub struct ExactBounds {
-    pub function: Function,
-    pub start: Bound<Vec<u8>>,
-    pub end: Bound<Vec<u8>>,
+impl IndexRead {
+    /// A read of the whole index.
+    pub fn whole(config: IndexConfig) -> IndexRead {
+        IndexRead { config, bounds: (Bound::Unbounded, Bound::Unbounded), exact: None }
+    }
 }
 
 #[derive(Clone, Debug)]
@@ -727,13 +727,13 @@ impl TableRead {
             }
             let row = document::decode(&value).map_err(|error| ReqlError::new(ErrorClass::Internal, format!("Stored document is unreadable: {error}")))?;
             if cut {
-                if let Some(exact) = self.index.as_ref().and_then(|index| index.exact.as_ref()) {
-                    let multi = self.index.as_ref().is_some_and(|index| index.config.multi);
-                    let keys = match exact.function.call(context, vec![row.clone()]).await {
-                        Ok(value) => super::index::secondary_keys(value, multi),
+                if let Some((index, function)) = self.index.as_ref().and_then(|index| Some((index, index.exact.as_ref()?))) {
+                    let keys = match function.call(context, vec![row.clone()]).await {
+                        Ok(value) => super::index::secondary_keys(value, index.config.multi),
                         Err(_) => Vec::new(),
                     };
-                    if !keys.iter().any(|key| within(key, &exact.start, &exact.end)) {
+                    let (start, end) = &index.bounds;
+                    if !keys.iter().any(|key| within(key, start, end)) {
                         continue;
                     }
                 }
@@ -783,15 +783,9 @@ pub async fn apply_operations(context: &Context, operations: &[Operation], mut r
 /// A read of the rows whose secondary key in `index` lies between `start`
 /// and `end` (key encodings).
 pub fn index_read_between(context: &Context, table: &TableConfig, index: &IndexConfig, start: Bound<Vec<u8>>, end: Bound<Vec<u8>>) -> Result<Stream, ReqlError> {
-    let (start_copy, end_copy) = (start.clone(), end.clone());
     let (entry_start, entry_end, cut) = entry_bounds(start.clone(), end.clone());
-    let exact = if cut {
-        let function = super::index::compile_function(&index.function, context)?;
-        Some(Box::new(ExactBounds { function, start, end }))
-    } else {
-        None
-    };
-    Ok(Stream::index_range(table.clone(), IndexRead { config: index.clone(), bounds: (start_copy, end_copy), exact }, entry_start, entry_end))
+    let exact = if cut { Some(Box::new(super::index::compile_function(&index.function, context)?)) } else { None };
+    Ok(Stream::index_range(table.clone(), IndexRead { config: index.clone(), bounds: (start, end), exact }, entry_start, entry_end))
 }
 
 /// `filter(predicate, default=…)` on one row: a missing field counts as the

@@ -24,6 +24,15 @@ async def receive(socket, token):
 receive.waiting = {}
 
 
+async def wait_on_a_feed(socket):
+    """Starts a changefeed of the test table as token 1 and asks for its
+    changes, leaving the server waiting for some."""
+    receive.waiting = {}
+    await socket.send(json.dumps({"token": 1, "query": [152, [TEST_TABLE]]}))
+    await receive(socket, 1)
+    await socket.send(json.dumps({"token": 1, "type": "CONTINUE"}))
+
+
 def test_queries_cursors_and_a_changefeed_over_one_socket(server):
     connection = r.connect(port=server.port)
     r.table_create("ws").run(connection)
@@ -84,11 +93,8 @@ def test_a_feed_on_a_closed_socket_is_released(server):
     r.table_create("ws").run(connection)
 
     async def open_and_leave():
-        receive.waiting = {}
         async with websockets.connect("ws://127.0.0.1:%d/api/v1/ws" % server.http_port) as socket:
-            await socket.send(json.dumps({"token": 1, "query": [152, [TEST_TABLE]]}))
-            await receive(socket, 1)
-            await socket.send(json.dumps({"token": 1, "type": "CONTINUE"}))
+            await wait_on_a_feed(socket)
 
     asyncio.run(open_and_leave())
     # The feed's subscription goes once a change shows its task the socket
@@ -112,11 +118,8 @@ def test_sockets_are_closed_cleanly_at_shutdown(server):
     r.table_create("ws").run(connection)
 
     async def scenario():
-        receive.waiting = {}
         async with websockets.connect("ws://127.0.0.1:%d/api/v1/ws" % server.http_port) as socket:
-            await socket.send(json.dumps({"token": 1, "query": [152, [TEST_TABLE]]}))
-            await receive(socket, 1)
-            await socket.send(json.dumps({"token": 1, "type": "CONTINUE"}))
+            await wait_on_a_feed(socket)
             server.process.send_signal(signal.SIGTERM)
             try:
                 while True:
