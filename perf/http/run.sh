@@ -17,12 +17,11 @@ binary="${PHOTONDB_BIN:-target/release/photondb}"
 command -v wrk >/dev/null || { echo "wrk is missing (apt-get install wrk)"; exit 1; }
 
 scratch="$(mktemp -d)"
-http_port=$((30000 + RANDOM % 20000))
-driver_port=$((http_port + 1))
-"$binary" serve --data-dir "$scratch/data" --http-port "$http_port" --driver-port "$driver_port" 2>"$scratch/server.log" &
+"$binary" serve --data-dir "$scratch/data" --http-port 0 --driver-port 0 2>"$scratch/server.log" &
 server=$!
 trap 'kill $server 2>/dev/null; wait $server 2>/dev/null; rm -rf "$scratch"' EXIT
 until grep -q "listening for RethinkDB drivers" "$scratch/server.log"; do sleep 0.1; done
+http_port="$(sed -n 's/.*listening for HTTP http_address=[^ ]*:\([0-9]*\).*/\1/p' "$scratch/server.log")"
 base="http://127.0.0.1:$http_port"
 
 curl -sf -X POST -H 'Content-Type: application/json' -d '{"name":"bench"}' "$base/api/v1/dbs/test/tables" >/dev/null

@@ -38,12 +38,17 @@ fn report(name: &str, operations: u64, elapsed: Duration, latency: &Histogram<u6
 fn main() {
     let arguments: Vec<String> = std::env::args().skip(1).collect();
     let option = |name: &str, default: &str| -> String {
-        arguments.iter().position(|argument| argument == name).and_then(|index| arguments.get(index + 1).cloned()).unwrap_or_else(|| default.to_owned())
+        arguments
+            .iter()
+            .position(|argument| argument == name)
+            .and_then(|index| arguments.get(index + 1).cloned())
+            .unwrap_or_else(|| default.to_owned())
     };
     let seconds: f64 = option("--seconds", "5").parse().expect("--seconds");
     let records: u64 = option("--records", "100000").parse().expect("--records");
     let binary = option("--binary", "target/release/photondb");
-    let scratch = tempfile::tempdir_in(PathBuf::from(option("--dir", "."))).expect("scratch directory");
+    let scratch =
+        tempfile::tempdir_in(PathBuf::from(option("--dir", "."))).expect("scratch directory");
     let machine = machine::describe(scratch.path());
     let sync = machine::fdatasync_latency(scratch.path(), 1000);
     let (write_bandwidth, _) = machine::direct_io_bandwidth(scratch.path(), 64);
@@ -52,7 +57,10 @@ fn main() {
     let mut setup = Connection::open(port);
     setup.run(json!([60, [[14, ["test"]], "bench"]]));
     for chunk in (0..records).collect::<Vec<_>>().chunks(1000) {
-        let documents: Vec<Value> = chunk.iter().map(|id| json!({"id": id, "name": format!("user-{id}"), "payload": "x".repeat(150)})).collect();
+        let documents: Vec<Value> = chunk
+            .iter()
+            .map(|id| json!({"id": id, "name": format!("user-{id}"), "payload": "x".repeat(150)}))
+            .collect();
         setup.run(json!([56, [table("bench"), [2, documents]], {"durability": "soft"}]));
     }
     setup.run(json!([138, [table("bench")]]));
@@ -71,7 +79,10 @@ fn main() {
             random ^= random << 13;
             random ^= random >> 7;
             random ^= random << 17;
-            connection.send(next_token, &json!([1, [16, [table("bench"), random % records]], {}]));
+            connection.send(
+                next_token,
+                &json!([1, [16, [table("bench"), random % records]], {}]),
+            );
             sent_at.insert(next_token, Instant::now());
             next_token += 1;
         }
@@ -81,7 +92,9 @@ fn main() {
         let (token, response) = connection.receive();
         assert_eq!(response["t"], 1, "get failed: {response}");
         let begun = sent_at.remove(&token).expect("a token we sent");
-        latency.record(begun.elapsed().as_nanos() as u64).expect("record");
+        latency
+            .record(begun.elapsed().as_nanos() as u64)
+            .expect("record");
         completed += 1;
     }
     let gets = (completed, started.elapsed(), latency);
@@ -91,11 +104,38 @@ fn main() {
     let id_of_row = json!([170, [[10, [1]], "id"]]);
     let scans = [
         // Answered from each partition's row count: nothing is scanned.
-        ("count() (row counts kept per partition)", json!([43, [table("bench")]])),
-        ("filter(id % 2 == 0).count()", json!([43, [[39, [table("bench"), [69, [[2, [1]], [17, [[28, [id_of_row, 2]], 0]]]]]]]])),
-        ("group(id % 10).count()", json!([43, [[144, [table("bench"), [69, [[2, [1]], [28, [id_of_row, 10]]]]]]]])),
+        (
+            "count() (row counts kept per partition)",
+            json!([43, [table("bench")]]),
+        ),
+        (
+            "filter(id % 2 == 0).count()",
+            json!([
+                43,
+                [[
+                    39,
+                    [
+                        table("bench"),
+                        [69, [[2, [1]], [17, [[28, [id_of_row, 2]], 0]]]]
+                    ]
+                ]]
+            ]),
+        ),
+        (
+            "group(id % 10).count()",
+            json!([
+                43,
+                [[
+                    144,
+                    [table("bench"), [69, [[2, [1]], [28, [id_of_row, 10]]]]]
+                ]]
+            ]),
+        ),
     ];
-    let documents = setup.run(json!([43, [table("bench")]])).as_u64().expect("a count");
+    let documents = setup
+        .run(json!([43, [table("bench")]]))
+        .as_u64()
+        .expect("a count");
     let mut scan_rows = Vec::new();
     for (name, query) in scans {
         let mut latency = Histogram::<u64>::new(3).expect("histogram");
@@ -104,7 +144,9 @@ fn main() {
         while runs < 3 || started.elapsed() < Duration::from_secs_f64(seconds.min(10.0)) {
             let begun = Instant::now();
             setup.run(query.clone());
-            latency.record(begun.elapsed().as_nanos() as u64).expect("record");
+            latency
+                .record(begun.elapsed().as_nanos() as u64)
+                .expect("record");
             runs += 1;
         }
         scan_rows.push((name, runs, started.elapsed(), latency));
@@ -122,14 +164,22 @@ fn main() {
                 let mut latency = Histogram::<u64>::new(3).expect("histogram");
                 let mut sequence = 0u64;
                 while !stop.load(Ordering::Relaxed) {
-                    let document = json!({"id": format!("w{writer}-{sequence}"), "payload": "y".repeat(150)});
+                    let document =
+                        json!({"id": format!("w{writer}-{sequence}"), "payload": "y".repeat(150)});
                     let begun = Instant::now();
-                    let result = connection.run(json!([56, [table("bench"), document], {"durability": "hard"}]));
+                    let result = connection
+                        .run(json!([56, [table("bench"), document], {"durability": "hard"}]));
                     assert_eq!(result["inserted"], 1, "insert failed: {result}");
-                    latency.record(begun.elapsed().as_nanos() as u64).expect("record");
+                    latency
+                        .record(begun.elapsed().as_nanos() as u64)
+                        .expect("record");
                     sequence += 1;
                 }
-                merged.lock().expect("merge lock").add(&latency).expect("merge");
+                merged
+                    .lock()
+                    .expect("merge lock")
+                    .add(&latency)
+                    .expect("merge");
             })
         })
         .collect();
@@ -150,7 +200,12 @@ fn main() {
     println!("| workload | ops/s | p50 µs | p99 µs | p99.9 µs | max µs |");
     println!("|---|---:|---:|---:|---:|---:|");
     report("get, 1 connection, 64 in flight", gets.0, gets.1, &gets.2);
-    report("insert, hard, 64 connections", inserts.len(), elapsed, &inserts);
+    report(
+        "insert, hard, 64 connections",
+        inserts.len(),
+        elapsed,
+        &inserts,
+    );
     let cores = machine["cores"].as_u64().unwrap_or(1).max(1) as f64;
     println!("\nScans of the {documents}-document table (one query at a time):\n");
     println!("| query | queries/s | p50 ms | documents/s | per core |");

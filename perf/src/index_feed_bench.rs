@@ -30,12 +30,20 @@ const FEEDS_PER_CONNECTION: usize = 50;
 
 /// Microseconds since 1970: exact in a JSON number (below 2^53).
 fn now_micros() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).expect("clock after 1970").as_micros() as u64
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .expect("clock after 1970")
+        .as_micros() as u64
 }
 
 /// Runs `query` repeatedly (at least 3 times, about `seconds`); returns
 /// runs per second, p50 milliseconds and the rows of the last run.
-fn time_query(connection: &mut Connection, query: &Value, global: &Value, seconds: f64) -> (f64, f64, usize) {
+fn time_query(
+    connection: &mut Connection,
+    query: &Value,
+    global: &Value,
+    seconds: f64,
+) -> (f64, f64, usize) {
     let mut latency = Histogram::<u64>::new(3).expect("histogram");
     let started = Instant::now();
     let mut runs = 0u64;
@@ -43,10 +51,16 @@ fn time_query(connection: &mut Connection, query: &Value, global: &Value, second
     while runs < 3 || started.elapsed() < Duration::from_secs_f64(seconds) {
         let begun = Instant::now();
         rows = connection.collect(query.clone(), global.clone());
-        latency.record(begun.elapsed().as_micros() as u64).expect("record");
+        latency
+            .record(begun.elapsed().as_micros() as u64)
+            .expect("record");
         runs += 1;
     }
-    (runs as f64 / started.elapsed().as_secs_f64(), latency.value_at_quantile(0.5) as f64 / 1000.0, rows)
+    (
+        runs as f64 / started.elapsed().as_secs_f64(),
+        latency.value_at_quantile(0.5) as f64 / 1000.0,
+        rows,
+    )
 }
 
 /// Subscribers on `subscribers` feeds of table `feeds`, one writer making
@@ -58,7 +72,10 @@ fn feed_latency(port: u16, subscribers: usize, writes: u64) -> (Histogram<u64>, 
     setup.run(json!([60, [[14, ["test"]], name.clone()]]));
     let connections = subscribers.div_ceil(FEEDS_PER_CONNECTION);
     let ready = Arc::new(Barrier::new(connections + 1));
-    let merged = Arc::new(Mutex::new((Histogram::<u64>::new(3).expect("histogram"), 0u64)));
+    let merged = Arc::new(Mutex::new((
+        Histogram::<u64>::new(3).expect("histogram"),
+        0u64,
+    )));
     let threads: Vec<_> = (0..connections)
         .map(|index| {
             let feeds = FEEDS_PER_CONNECTION.min(subscribers - index * FEEDS_PER_CONNECTION);
@@ -83,7 +100,9 @@ fn feed_latency(port: u16, subscribers: usize, writes: u64) -> (Histogram<u64>, 
                     let received = now_micros();
                     for change in response["r"].as_array().expect("a batch") {
                         let sent = change["new_val"]["sent"].as_u64().expect("a send time");
-                        latency.record(received.saturating_sub(sent)).expect("record");
+                        latency
+                            .record(received.saturating_sub(sent))
+                            .expect("record");
                         delivered += 1;
                     }
                     if delivered < expected {
@@ -99,7 +118,9 @@ fn feed_latency(port: u16, subscribers: usize, writes: u64) -> (Histogram<u64>, 
     ready.wait();
     let mut writer = Connection::open(port);
     for id in 0..writes {
-        writer.run(json!([56, [table(&name), {"id": id, "sent": now_micros()}], {"durability": "hard"}]));
+        writer.run(
+            json!([56, [table(&name), {"id": id, "sent": now_micros()}], {"durability": "hard"}]),
+        );
         std::thread::sleep(Duration::from_millis(5));
     }
     for thread in threads {
@@ -112,12 +133,17 @@ fn feed_latency(port: u16, subscribers: usize, writes: u64) -> (Histogram<u64>, 
 fn main() {
     let arguments: Vec<String> = std::env::args().skip(1).collect();
     let option = |name: &str, default: &str| -> String {
-        arguments.iter().position(|argument| argument == name).and_then(|index| arguments.get(index + 1).cloned()).unwrap_or_else(|| default.to_owned())
+        arguments
+            .iter()
+            .position(|argument| argument == name)
+            .and_then(|index| arguments.get(index + 1).cloned())
+            .unwrap_or_else(|| default.to_owned())
     };
     let seconds: f64 = option("--seconds", "5").parse().expect("--seconds");
     let records: u64 = option("--records", "1000000").parse().expect("--records");
     let binary = option("--binary", "target/release/photondb");
-    let scratch = tempfile::tempdir_in(PathBuf::from(option("--dir", "."))).expect("scratch directory");
+    let scratch =
+        tempfile::tempdir_in(PathBuf::from(option("--dir", "."))).expect("scratch directory");
     let machine = machine::describe(scratch.path());
     let sync = machine::fdatasync_latency(scratch.path(), 1000);
     let (mut server, port) = start_server(&binary, scratch.path());
@@ -150,10 +176,29 @@ fn main() {
     let big_arrays = json!({"array_limit": records + 1});
     let group_field = json!([170, [[10, [1]], "group"]]);
     let queries = [
-        ("get_all(7, index='group')", json!([78, [table("indexed"), 7], {"index": "group"}]), &no_options),
-        ("filter(row['group'] == 7)", json!([39, [table("indexed"), [69, [[2, [1]], [17, [group_field, 7]]]]]]), &no_options),
-        ("order_by(index='score').limit(10)", json!([71, [[41, [table("indexed")], {"index": "score"}], 10]]), &no_options),
-        ("order_by('score').limit(10)", json!([71, [[41, [table("indexed"), "score"]], 10]]), &big_arrays),
+        (
+            "get_all(7, index='group')",
+            json!([78, [table("indexed"), 7], {"index": "group"}]),
+            &no_options,
+        ),
+        (
+            "filter(row['group'] == 7)",
+            json!([
+                39,
+                [table("indexed"), [69, [[2, [1]], [17, [group_field, 7]]]]]
+            ]),
+            &no_options,
+        ),
+        (
+            "order_by(index='score').limit(10)",
+            json!([71, [[41, [table("indexed")], {"index": "score"}], 10]]),
+            &no_options,
+        ),
+        (
+            "order_by('score').limit(10)",
+            json!([71, [[41, [table("indexed"), "score"]], 10]]),
+            &big_arrays,
+        ),
     ];
     let mut timed = Vec::new();
     for (name, query, global) in queries {
@@ -171,8 +216,13 @@ fn main() {
     println!("## Secondary indexes and changefeeds through the driver protocol\n");
     println!(
         "Machine: {} cores, {} GiB, kernel {}, {} on {}; fdatasync p50 {:.0} µs, p99 {:.0} µs.\n",
-        machine["cores"], machine["memory_gib"], machine["kernel"].as_str().unwrap_or(""), machine["file_system"].as_str().unwrap_or(""),
-        machine["device"].as_str().unwrap_or(""), sync.value_at_quantile(0.5) as f64 / 1000.0, sync.value_at_quantile(0.99) as f64 / 1000.0,
+        machine["cores"],
+        machine["memory_gib"],
+        machine["kernel"].as_str().unwrap_or(""),
+        machine["file_system"].as_str().unwrap_or(""),
+        machine["device"].as_str().unwrap_or(""),
+        sync.value_at_quantile(0.5) as f64 / 1000.0,
+        sync.value_at_quantile(0.99) as f64 / 1000.0,
     );
     println!(
         "{records} documents loaded (soft, batches of 1,000) in {:.1} s; two indexes built over them in {:.1} s ({:.0} rows/s per index).\n",

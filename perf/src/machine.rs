@@ -11,7 +11,9 @@ use hdrhistogram::Histogram;
 use serde_json::{json, Value};
 
 fn first_line(path: &str) -> String {
-    fs::read_to_string(path).map(|text| text.lines().next().unwrap_or("").trim().to_owned()).unwrap_or_default()
+    fs::read_to_string(path)
+        .map(|text| text.lines().next().unwrap_or("").trim().to_owned())
+        .unwrap_or_default()
 }
 
 /// The mount (device and file system type) that holds `path`.
@@ -31,13 +33,25 @@ fn mount_of(path: &Path) -> (String, String) {
 pub fn describe(directory: &Path) -> Value {
     let memory_kib: u64 = fs::read_to_string("/proc/meminfo")
         .ok()
-        .and_then(|text| text.lines().find(|line| line.starts_with("MemTotal:")).map(|line| line.to_owned()))
-        .and_then(|line| line.split_whitespace().nth(1).and_then(|value| value.parse().ok()))
+        .and_then(|text| {
+            text.lines()
+                .find(|line| line.starts_with("MemTotal:"))
+                .map(|line| line.to_owned())
+        })
+        .and_then(|line| {
+            line.split_whitespace()
+                .nth(1)
+                .and_then(|value| value.parse().ok())
+        })
         .unwrap_or(0);
     let (device, file_system) = mount_of(directory);
     let cpu = fs::read_to_string("/proc/cpuinfo")
         .ok()
-        .and_then(|text| text.lines().find(|line| line.starts_with("model name")).map(|line| line.split(':').nth(1).unwrap_or("").trim().to_owned()))
+        .and_then(|text| {
+            text.lines()
+                .find(|line| line.starts_with("model name"))
+                .map(|line| line.split(':').nth(1).unwrap_or("").trim().to_owned())
+        })
         .unwrap_or_default();
     json!({
         "cores": std::thread::available_parallelism().map_or(1, |count| count.get()),
@@ -52,7 +66,12 @@ pub fn describe(directory: &Path) -> Value {
 /// fdatasync latency after a 4 KiB overwrite, back to back.
 pub fn fdatasync_latency(directory: &Path, samples: usize) -> Histogram<u64> {
     let path = directory.join("fdatasync-probe");
-    let mut file = fs::OpenOptions::new().create(true).write(true).truncate(true).open(&path).expect("probe file");
+    let mut file = fs::OpenOptions::new()
+        .create(true)
+        .write(true)
+        .truncate(true)
+        .open(&path)
+        .expect("probe file");
     let block = vec![7u8; 4096];
     file.write_all(&block).expect("probe write");
     file.sync_all().expect("probe sync");
@@ -62,7 +81,9 @@ pub fn fdatasync_latency(directory: &Path, samples: usize) -> Histogram<u64> {
         file.write_all_at(&block, 0).expect("probe write");
         let started = Instant::now();
         file.sync_data().expect("probe fdatasync");
-        histogram.record(started.elapsed().as_nanos() as u64).expect("record");
+        histogram
+            .record(started.elapsed().as_nanos() as u64)
+            .expect("record");
     }
     let _ = fs::remove_file(&path);
     histogram
@@ -88,13 +109,15 @@ pub fn direct_io_bandwidth(directory: &Path, total_mib: usize) -> (f64, f64) {
     use std::os::unix::fs::FileExt;
     let started = Instant::now();
     for index in 0..total_mib {
-        file.write_all_at(slice, (index << 20) as u64).expect("direct write");
+        file.write_all_at(slice, (index << 20) as u64)
+            .expect("direct write");
     }
     file.sync_data().expect("sync");
     let write = total_mib as f64 * 1.048576 / started.elapsed().as_secs_f64();
     let started = Instant::now();
     for index in 0..total_mib {
-        file.read_exact_at(slice, (index << 20) as u64).expect("direct read");
+        file.read_exact_at(slice, (index << 20) as u64)
+            .expect("direct read");
     }
     let read = total_mib as f64 * 1.048576 / started.elapsed().as_secs_f64();
     // SAFETY: allocated above with the same layout.

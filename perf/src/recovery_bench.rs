@@ -32,7 +32,10 @@ const REDB_TABLE: redb::TableDefinition<u64, &[u8]> = redb::TableDefinition::new
 fn document_of(id: u64) -> Bytes {
     let mut fields = Object::new();
     fields.insert("id".into(), Datum::Number(id as f64));
-    fields.insert("body".into(), Datum::String(format!("{id:020}").repeat(DOCUMENT_BYTES / 20 - 1)));
+    fields.insert(
+        "body".into(),
+        Datum::String(format!("{id:020}").repeat(DOCUMENT_BYTES / 20 - 1)),
+    );
     Bytes::from(document::encode(&Datum::Object(fields)))
 }
 
@@ -45,11 +48,23 @@ fn load_photondb(directory: &Path, rows: u64) -> ! {
     let mut config = EngineConfig::new(directory);
     config.partitions = 8;
     let engine = Engine::start(config).expect("engine");
-    let table = futures::executor::block_on(engine.create_table("test", "bench", "id", Durability::Hard)).expect("table").id;
+    let table =
+        futures::executor::block_on(engine.create_table("test", "bench", "id", Durability::Hard))
+            .expect("table")
+            .id;
     for first in (0..rows).step_by(BATCH as usize) {
-        let durability = if first + BATCH >= rows { Durability::Hard } else { Durability::Soft };
+        let durability = if first + BATCH >= rows {
+            Durability::Hard
+        } else {
+            Durability::Soft
+        };
         let mutations = (first..first + BATCH)
-            .map(|id| Mutation::Put { table, key: Bytes::from(key::encode(&Datum::Number(id as f64))), value: document_of(id), conflict: Conflict::Replace })
+            .map(|id| Mutation::Put {
+                table,
+                key: Bytes::from(key::encode(&Datum::Number(id as f64))),
+                value: document_of(id),
+                conflict: Conflict::Replace,
+            })
             .collect();
         futures::executor::block_on(engine.write(mutations, durability)).expect("load");
     }
@@ -87,7 +102,9 @@ fn load_and_kill(mode: &str, target: &Path, rows: u64) -> Duration {
         .spawn()
         .expect("loader");
     let mut line = String::new();
-    BufReader::new(child.stdout.take().expect("stdout")).read_line(&mut line).expect("report");
+    BufReader::new(child.stdout.take().expect("stdout"))
+        .read_line(&mut line)
+        .expect("report");
     assert_eq!(line.trim(), format!("loaded {rows}"), "the loader finished");
     let loaded = started.elapsed();
     unsafe { libc::kill(child.id() as i32, libc::SIGKILL) };
@@ -99,14 +116,25 @@ fn directory_bytes(path: &Path) -> u64 {
     if path.is_file() {
         return path.metadata().map_or(0, |metadata| metadata.len());
     }
-    std::fs::read_dir(path).map_or(0, |entries| entries.flatten().map(|entry| directory_bytes(&entry.path())).sum())
+    std::fs::read_dir(path).map_or(0, |entries| {
+        entries
+            .flatten()
+            .map(|entry| directory_bytes(&entry.path()))
+            .sum()
+    })
 }
 
 fn main() {
     let arguments: Vec<String> = std::env::args().skip(1).collect();
     match arguments.first().map(String::as_str) {
-        Some("--load-photondb") => load_photondb(Path::new(&arguments[1]), arguments[2].parse().expect("rows")),
-        Some("--load-redb") => load_redb(Path::new(&arguments[1]), arguments[2].parse().expect("rows")),
+        Some("--load-photondb") => load_photondb(
+            Path::new(&arguments[1]),
+            arguments[2].parse().expect("rows"),
+        ),
+        Some("--load-redb") => load_redb(
+            Path::new(&arguments[1]),
+            arguments[2].parse().expect("rows"),
+        ),
         _ => {}
     }
     let mut gib = 1.0f64;
@@ -153,7 +181,11 @@ fn main() {
         use redb::ReadableTableMetadata;
         let transaction = database.begin_read().expect("read");
         let table = transaction.open_table(REDB_TABLE).expect("table");
-        assert_eq!(table.len().expect("len"), rows, "every committed row is back");
+        assert_eq!(
+            table.len().expect("len"),
+            rows,
+            "every committed row is back"
+        );
     }
 
     println!("## Recovery after kill -9: PhotonDB beside redb\n");
@@ -166,9 +198,22 @@ fn main() {
     println!("| engine | files after the load | load time | open after kill -9 | rows back |");
     println!("|---|---:|---:|---:|---:|");
     let mib = |bytes: u64| bytes as f64 / (1u64 << 20) as f64;
-    println!("| PhotonDB | {:.0} MiB | {:.1} s | {:.2} s | {count} |", mib(photondb_bytes), photondb_load.as_secs_f64(), photondb_recovery.as_secs_f64());
-    println!("| redb | {:.0} MiB | {:.1} s | {:.2} s | {rows} |", mib(redb_bytes), redb_load.as_secs_f64(), redb_recovery.as_secs_f64());
-    println!("\nRecovery time ratio PhotonDB/redb: {:.2}×", photondb_recovery.as_secs_f64() / redb_recovery.as_secs_f64().max(1e-9));
+    println!(
+        "| PhotonDB | {:.0} MiB | {:.1} s | {:.2} s | {count} |",
+        mib(photondb_bytes),
+        photondb_load.as_secs_f64(),
+        photondb_recovery.as_secs_f64()
+    );
+    println!(
+        "| redb | {:.0} MiB | {:.1} s | {:.2} s | {rows} |",
+        mib(redb_bytes),
+        redb_load.as_secs_f64(),
+        redb_recovery.as_secs_f64()
+    );
+    println!(
+        "\nRecovery time ratio PhotonDB/redb: {:.2}×",
+        photondb_recovery.as_secs_f64() / redb_recovery.as_secs_f64().max(1e-9)
+    );
     if let Some(path) = json_path {
         let report = json!({
             "benchmark": "recovery",
@@ -178,6 +223,7 @@ fn main() {
             "photondb": { "bytes": photondb_bytes, "load_seconds": photondb_load.as_secs_f64(), "recovery_seconds": photondb_recovery.as_secs_f64() },
             "redb": { "bytes": redb_bytes, "load_seconds": redb_load.as_secs_f64(), "recovery_seconds": redb_recovery.as_secs_f64() },
         });
-        std::fs::write(path, serde_json::to_string_pretty(&report).expect("json")).expect("write report");
+        std::fs::write(path, serde_json::to_string_pretty(&report).expect("json"))
+            .expect("write report");
     }
 }

@@ -38,7 +38,14 @@ struct Options {
 }
 
 fn options() -> Options {
-    let mut options = Options { seconds: 5.0, records: 200_000, writers: vec![1, 16, 256], directory: PathBuf::from("."), json: None, partitions: 8 };
+    let mut options = Options {
+        seconds: 5.0,
+        records: 200_000,
+        writers: vec![1, 16, 256],
+        directory: PathBuf::from("."),
+        json: None,
+        partitions: 8,
+    };
     let arguments: Vec<String> = std::env::args().skip(1).collect();
     let mut index = 0;
     while index < arguments.len() {
@@ -46,10 +53,17 @@ fn options() -> Options {
         match arguments[index].as_str() {
             "--seconds" => options.seconds = value.parse().expect("--seconds takes a number"),
             "--records" => options.records = value.parse().expect("--records takes a number"),
-            "--writers" => options.writers = value.split(',').map(|count| count.parse().expect("--writers takes numbers")).collect(),
+            "--writers" => {
+                options.writers = value
+                    .split(',')
+                    .map(|count| count.parse().expect("--writers takes numbers"))
+                    .collect()
+            }
             "--dir" => options.directory = PathBuf::from(value),
             "--json" => options.json = Some(PathBuf::from(value)),
-            "--partitions" => options.partitions = value.parse().expect("--partitions takes a number"),
+            "--partitions" => {
+                options.partitions = value.parse().expect("--partitions takes a number")
+            }
             other => panic!("unknown argument {other}"),
         }
         index += 2;
@@ -97,7 +111,10 @@ fn document_of(id: u64) -> Bytes {
     let mut fields = Object::new();
     fields.insert("id".into(), Datum::Number(id as f64));
     fields.insert("name".into(), Datum::String(format!("user-{id:010}")));
-    fields.insert("email".into(), Datum::String(format!("user{id}@example.com")));
+    fields.insert(
+        "email".into(),
+        Datum::String(format!("user{id}@example.com")),
+    );
     fields.insert("score".into(), Datum::Number((id % 1000) as f64 * 1.5));
     fields.insert("bio".into(), Datum::String("x".repeat(80)));
     Bytes::from(document::encode(&Datum::Object(fields)))
@@ -137,23 +154,45 @@ where
                     counter.set(sequence + 1);
                     let begun = Instant::now();
                     operation(sequence).await;
-                    latency.borrow_mut().record(begun.elapsed().as_nanos() as u64).expect("record");
+                    latency
+                        .borrow_mut()
+                        .record(begun.elapsed().as_nanos() as u64)
+                        .expect("record");
                 }
             })
             .expect("spawn");
     }
     pool.run();
     let latency = latency.borrow().clone();
-    Measurement { operations: latency.len(), elapsed: started.elapsed(), latency }
+    Measurement {
+        operations: latency.len(),
+        elapsed: started.elapsed(),
+        latency,
+    }
 }
 
-fn photondb_inserts(engine: &Engine, table: TableId, writers: usize, seconds: f64, base: u64) -> Measurement {
+fn photondb_inserts(
+    engine: &Engine,
+    table: TableId,
+    writers: usize,
+    seconds: f64,
+    base: u64,
+) -> Measurement {
     let engine = engine.clone();
     drive(writers, seconds, move |sequence| {
         let engine = engine.clone();
         async move {
             let id = base + sequence;
-            engine.put(table, key_of(id), document_of(id), Conflict::Error, Durability::Hard).await.expect("insert");
+            engine
+                .put(
+                    table,
+                    key_of(id),
+                    document_of(id),
+                    Conflict::Error,
+                    Durability::Hard,
+                )
+                .await
+                .expect("insert");
         }
     })
 }
@@ -161,54 +200,88 @@ fn photondb_inserts(engine: &Engine, table: TableId, writers: usize, seconds: f6
 /// Durable inserts issued inside the shards, straight on each partition's
 /// backend (`writers` spread over the partitions): the storage engine's own
 /// cost, without a client thread competing for the cores.
-fn photondb_local_inserts(engine: &Engine, table: TableId, writers: usize, seconds: f64, base: u64) -> Measurement {
+fn photondb_local_inserts(
+    engine: &Engine,
+    table: TableId,
+    writers: usize,
+    seconds: f64,
+    base: u64,
+) -> Measurement {
     let partitions = engine.partitions();
     let started = Instant::now();
-    let calls = (0..partitions).filter(|partition| (*partition as usize) < writers).map(|partition| {
-        let writers_here = writers / partitions as usize + usize::from((partition as usize) < writers % partitions as usize);
-        engine.run_on_partition(partition, move |backend| async move {
-            let deadline = Instant::now() + Duration::from_secs_f64(seconds);
-            let next_id = Cell::new(base + partition as u64 * 100_000_000);
-            let loops = (0..writers_here).map(|_| {
-                let (backend, next_id) = (backend.clone(), &next_id);
-                async move {
-                    let mut latency = histogram();
-                    while Instant::now() < deadline {
-                        // Only keys this partition owns, as routing would send.
-                        let key = loop {
-                            let id = next_id.get();
-                            next_id.set(id + 1);
-                            let key = key_of(id);
-                            if partition_of(&key, partitions) == partition {
-                                break key;
-                            }
-                        };
-                        let mutation = Mutation::Put { table, key, value: document_of(next_id.get()), conflict: Conflict::Error };
-                        let begun = Instant::now();
-                        backend.write(photondb_storage::WriteBatch::new(vec![mutation]), Durability::Hard).await.expect("insert");
-                        latency.record(begun.elapsed().as_nanos() as u64).expect("record");
+    let calls = (0..partitions)
+        .filter(|partition| (*partition as usize) < writers)
+        .map(|partition| {
+            let writers_here = writers / partitions as usize
+                + usize::from((partition as usize) < writers % partitions as usize);
+            engine.run_on_partition(partition, move |backend| async move {
+                let deadline = Instant::now() + Duration::from_secs_f64(seconds);
+                let next_id = Cell::new(base + partition as u64 * 100_000_000);
+                let loops = (0..writers_here).map(|_| {
+                    let (backend, next_id) = (backend.clone(), &next_id);
+                    async move {
+                        let mut latency = histogram();
+                        while Instant::now() < deadline {
+                            // Only keys this partition owns, as routing would send.
+                            let key = loop {
+                                let id = next_id.get();
+                                next_id.set(id + 1);
+                                let key = key_of(id);
+                                if partition_of(&key, partitions) == partition {
+                                    break key;
+                                }
+                            };
+                            let mutation = Mutation::Put {
+                                table,
+                                key,
+                                value: document_of(next_id.get()),
+                                conflict: Conflict::Error,
+                            };
+                            let begun = Instant::now();
+                            backend
+                                .write(
+                                    photondb_storage::WriteBatch::new(vec![mutation]),
+                                    Durability::Hard,
+                                )
+                                .await
+                                .expect("insert");
+                            latency
+                                .record(begun.elapsed().as_nanos() as u64)
+                                .expect("record");
+                        }
+                        latency
                     }
-                    latency
+                });
+                let mut merged = histogram();
+                for latency in futures::future::join_all(loops).await {
+                    merged.add(&latency).expect("merge");
                 }
-            });
-            let mut merged = histogram();
-            for latency in futures::future::join_all(loops).await {
-                merged.add(&latency).expect("merge");
-            }
-            merged
-        })
-    });
+                merged
+            })
+        });
     let results = futures::executor::block_on(futures::future::join_all(calls));
     let mut latency = histogram();
     for result in results {
         latency.add(&result.expect("partition job")).expect("merge");
     }
-    Measurement { operations: latency.len(), elapsed: started.elapsed(), latency }
+    Measurement {
+        operations: latency.len(),
+        elapsed: started.elapsed(),
+        latency,
+    }
 }
 
 fn photondb_preload(engine: &Engine, table: TableId, records: u64) {
     for chunk in (0..records).collect::<Vec<_>>().chunks(1000) {
-        let mutations = chunk.iter().map(|&id| Mutation::Put { table, key: key_of(id), value: document_of(id), conflict: Conflict::Replace }).collect();
+        let mutations = chunk
+            .iter()
+            .map(|&id| Mutation::Put {
+                table,
+                key: key_of(id),
+                value: document_of(id),
+                conflict: Conflict::Replace,
+            })
+            .collect();
         futures::executor::block_on(engine.write(mutations, Durability::Soft)).expect("preload");
     }
     futures::executor::block_on(engine.sync()).expect("sync");
@@ -217,7 +290,12 @@ fn photondb_preload(engine: &Engine, table: TableId, records: u64) {
 /// Point gets inside each shard, straight on the partition's backend: one
 /// job per partition, each doing `gets_per_partition` gets of its own keys.
 /// Jobs on one shard run back to back, shards in parallel.
-fn photondb_local_gets(engine: &Engine, table: TableId, records: u64, gets_per_partition: u64) -> Measurement {
+fn photondb_local_gets(
+    engine: &Engine,
+    table: TableId,
+    records: u64,
+    gets_per_partition: u64,
+) -> Measurement {
     let partitions = engine.partitions();
     let mut owned: Vec<Vec<Bytes>> = vec![Vec::new(); partitions as usize];
     for id in 0..records {
@@ -237,7 +315,9 @@ fn photondb_local_gets(engine: &Engine, table: TableId, records: u64, gets_per_p
                 if index % 16 == 0 {
                     let begun = Instant::now();
                     found += u64::from(backend.get(table, key).await.expect("get").is_some());
-                    latency.record(begun.elapsed().as_nanos() as u64).expect("record");
+                    latency
+                        .record(begun.elapsed().as_nanos() as u64)
+                        .expect("record");
                 } else {
                     found += u64::from(backend.get(table, key).await.expect("get").is_some());
                 }
@@ -255,11 +335,21 @@ fn photondb_local_gets(engine: &Engine, table: TableId, records: u64, gets_per_p
         latency.add(&partition_latency).expect("merge");
         operations += partition_operations;
     }
-    Measurement { operations, elapsed, latency }
+    Measurement {
+        operations,
+        elapsed,
+        latency,
+    }
 }
 
 /// Point gets through the engine handle from a client thread.
-fn photondb_engine_gets(engine: &Engine, table: TableId, records: u64, in_flight: usize, seconds: f64) -> Measurement {
+fn photondb_engine_gets(
+    engine: &Engine,
+    table: TableId,
+    records: u64,
+    in_flight: usize,
+    seconds: f64,
+) -> Measurement {
     let engine = engine.clone();
     drive(in_flight, seconds, move |sequence| {
         let engine = engine.clone();
@@ -270,13 +360,25 @@ fn photondb_engine_gets(engine: &Engine, table: TableId, records: u64, in_flight
     })
 }
 
-fn photondb_scans(engine: &Engine, table: TableId, records: u64, in_flight: usize, seconds: f64) -> Measurement {
+fn photondb_scans(
+    engine: &Engine,
+    table: TableId,
+    records: u64,
+    in_flight: usize,
+    seconds: f64,
+) -> Measurement {
     let engine = engine.clone();
     drive(in_flight, seconds, move |sequence| {
         let engine = engine.clone();
         async move {
-            let start = Random(sequence.wrapping_mul(0x2545_F491_4F6C_DD1D) | 1).next() % records.saturating_sub(100).max(1);
-            let range = ScanRange { start: std::ops::Bound::Included(key_of(start)), end: std::ops::Bound::Unbounded, direction: Direction::Ascending, limit: Some(100) };
+            let start = Random(sequence.wrapping_mul(0x2545_F491_4F6C_DD1D) | 1).next()
+                % records.saturating_sub(100).max(1);
+            let range = ScanRange {
+                start: std::ops::Bound::Included(key_of(start)),
+                end: std::ops::Bound::Unbounded,
+                direction: Direction::Ascending,
+                limit: Some(100),
+            };
             let rows = engine.scan(table, range).await.expect("scan");
             assert_eq!(rows.len(), 100);
         }
@@ -287,7 +389,12 @@ fn photondb_scans(engine: &Engine, table: TableId, records: u64, in_flight: usiz
 
 const REDB_TABLE: redb::TableDefinition<&[u8], &[u8]> = redb::TableDefinition::new("documents");
 
-fn redb_inserts(database: &Arc<redb::Database>, writers: usize, seconds: f64, base: u64) -> Measurement {
+fn redb_inserts(
+    database: &Arc<redb::Database>,
+    writers: usize,
+    seconds: f64,
+    base: u64,
+) -> Measurement {
     let counter = Arc::new(std::sync::atomic::AtomicU64::new(base));
     let deadline = Instant::now() + Duration::from_secs_f64(seconds);
     let started = Instant::now();
@@ -302,10 +409,14 @@ fn redb_inserts(database: &Arc<redb::Database>, writers: usize, seconds: f64, ba
                     let transaction = database.begin_write().expect("begin");
                     {
                         let mut table = transaction.open_table(REDB_TABLE).expect("table");
-                        table.insert(key_of(id).as_ref(), document_of(id).as_ref()).expect("insert");
+                        table
+                            .insert(key_of(id).as_ref(), document_of(id).as_ref())
+                            .expect("insert");
                     }
                     transaction.commit().expect("durable commit");
-                    latency.record(begun.elapsed().as_nanos() as u64).expect("record");
+                    latency
+                        .record(begun.elapsed().as_nanos() as u64)
+                        .expect("record");
                 }
                 latency
             })
@@ -315,7 +426,11 @@ fn redb_inserts(database: &Arc<redb::Database>, writers: usize, seconds: f64, ba
     for thread in threads {
         latency.add(&thread.join().expect("writer")).expect("merge");
     }
-    Measurement { operations: latency.len(), elapsed: started.elapsed(), latency }
+    Measurement {
+        operations: latency.len(),
+        elapsed: started.elapsed(),
+        latency,
+    }
 }
 
 fn redb_preload(database: &redb::Database, records: u64) {
@@ -323,7 +438,9 @@ fn redb_preload(database: &redb::Database, records: u64) {
     {
         let mut table = transaction.open_table(REDB_TABLE).expect("table");
         for id in 0..records {
-            table.insert(key_of(id).as_ref(), document_of(id).as_ref()).expect("insert");
+            table
+                .insert(key_of(id).as_ref(), document_of(id).as_ref())
+                .expect("insert");
         }
     }
     transaction.commit().expect("commit");
@@ -331,7 +448,12 @@ fn redb_preload(database: &redb::Database, records: u64) {
 
 /// Point gets or scans from one thread per core, each holding a read
 /// transaction (redb's cheapest path, like PhotonDB's in-shard gets).
-fn redb_reads(database: &Arc<redb::Database>, records: u64, operations_per_thread: u64, scan_rows: usize) -> Measurement {
+fn redb_reads(
+    database: &Arc<redb::Database>,
+    records: u64,
+    operations_per_thread: u64,
+    scan_rows: usize,
+) -> Measurement {
     let threads = std::thread::available_parallelism().map_or(1, |count| count.get());
     // Keys are made before timing starts, as for PhotonDB.
     let keys: Arc<Vec<Bytes>> = Arc::new((0..records).map(key_of).collect());
@@ -352,11 +474,17 @@ fn redb_reads(database: &Arc<redb::Database>, records: u64, operations_per_threa
                     if scan_rows == 0 {
                         assert!(table.get(key.as_ref()).expect("get").is_some());
                     } else {
-                        let rows = table.range(key.as_ref()..).expect("range").take(scan_rows).count();
+                        let rows = table
+                            .range(key.as_ref()..)
+                            .expect("range")
+                            .take(scan_rows)
+                            .count();
                         assert_eq!(rows, scan_rows);
                     }
                     if let Some(begun) = begun {
-                        latency.record(begun.elapsed().as_nanos() as u64).expect("record");
+                        latency
+                            .record(begun.elapsed().as_nanos() as u64)
+                            .expect("record");
                     }
                 }
                 (latency, operations_per_thread)
@@ -370,7 +498,11 @@ fn redb_reads(database: &Arc<redb::Database>, records: u64, operations_per_threa
         latency.add(&thread_latency).expect("merge");
         operations += thread_operations;
     }
-    Measurement { operations, elapsed: started.elapsed(), latency }
+    Measurement {
+        operations,
+        elapsed: started.elapsed(),
+        latency,
+    }
 }
 
 // ----- report ----------------------------------------------------------------
@@ -406,7 +538,10 @@ fn main() {
     config.wal_ring_bytes = 64 << 20;
     config.partitions = options.partitions;
     let engine = Engine::start(config).expect("engine");
-    let table = futures::executor::block_on(engine.create_table("test", "bench", "id", Durability::Hard)).expect("table").id;
+    let table =
+        futures::executor::block_on(engine.create_table("test", "bench", "id", Durability::Hard))
+            .expect("table")
+            .id;
     let database = Arc::new(redb::Database::create(scratch.path().join("redb.db")).expect("redb"));
 
     let mut rows = Vec::new();
@@ -416,19 +551,35 @@ fn main() {
         let photondb = photondb_inserts(&engine, table, writers, options.seconds, base);
         let redb = redb_inserts(&database, writers, options.seconds, base);
         base += 1_000_000_000;
-        rows.push(Row { workload: format!("insert, hard, {writers} writers"), photondb, redb });
+        rows.push(Row {
+            workload: format!("insert, hard, {writers} writers"),
+            photondb,
+            redb,
+        });
     }
 
     for &writers in &options.writers {
         eprintln!("durable inserts inside the shards, {writers} writers…");
         let photondb = photondb_local_inserts(&engine, table, writers, options.seconds, base);
-        let redb = rows.iter().find(|row| row.workload == format!("insert, hard, {writers} writers")).expect("measured above").redb.clone();
+        let redb = rows
+            .iter()
+            .find(|row| row.workload == format!("insert, hard, {writers} writers"))
+            .expect("measured above")
+            .redb
+            .clone();
         base += 1_000_000_000;
-        rows.push(Row { workload: format!("insert, hard, {writers} writers, in-shard"), photondb, redb });
+        rows.push(Row {
+            workload: format!("insert, hard, {writers} writers, in-shard"),
+            photondb,
+            redb,
+        });
     }
 
     eprintln!("preloading {} documents…", options.records);
-    let read_table = futures::executor::block_on(engine.create_table("test", "reads", "id", Durability::Soft)).expect("table").id;
+    let read_table =
+        futures::executor::block_on(engine.create_table("test", "reads", "id", Durability::Soft))
+            .expect("table")
+            .id;
     photondb_preload(&engine, read_table, options.records);
     redb_preload(&database, options.records);
 
@@ -437,16 +588,32 @@ fn main() {
     let cores = std::thread::available_parallelism().map_or(1, |count| count.get()) as u64;
     let photondb = photondb_local_gets(&engine, read_table, options.records, gets_per_partition);
     let redb = redb_reads(&database, options.records, 2_000_000 / cores, 0);
-    rows.push(Row { workload: "get, in-shard / per-core reader".into(), photondb, redb: redb.clone() });
+    rows.push(Row {
+        workload: "get, in-shard / per-core reader".into(),
+        photondb,
+        redb: redb.clone(),
+    });
     let photondb = photondb_engine_gets(&engine, read_table, options.records, 1, options.seconds);
-    rows.push(Row { workload: "get, engine handle, 1 in flight".into(), photondb, redb: redb.clone() });
+    rows.push(Row {
+        workload: "get, engine handle, 1 in flight".into(),
+        photondb,
+        redb: redb.clone(),
+    });
     let photondb = photondb_engine_gets(&engine, read_table, options.records, 64, options.seconds);
-    rows.push(Row { workload: "get, engine handle, 64 in flight".into(), photondb, redb });
+    rows.push(Row {
+        workload: "get, engine handle, 64 in flight".into(),
+        photondb,
+        redb,
+    });
 
     eprintln!("range scans…");
     let photondb = photondb_scans(&engine, read_table, options.records, 16, options.seconds);
     let redb = redb_reads(&database, options.records, 20_000, 100);
-    rows.push(Row { workload: "scan 100 rows, 16 in flight".into(), photondb, redb });
+    rows.push(Row {
+        workload: "scan 100 rows, 16 in flight".into(),
+        photondb,
+        redb,
+    });
     engine.shutdown().expect("shutdown");
 
     println!("## Storage engine: PhotonDB beside redb\n");
@@ -461,7 +628,13 @@ fn main() {
     println!("| workload | PhotonDB ops/s | p50 | p99 | p99.9 | max | redb ops/s | p50 | p99 | p99.9 | max | ratio |");
     println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
     for row in &rows {
-        println!("| {} | {} | {} | {:.2}× |", row.workload, cell(&row.photondb), cell(&row.redb), row.photondb.per_second() / row.redb.per_second());
+        println!(
+            "| {} | {} | {} | {:.2}× |",
+            row.workload,
+            cell(&row.photondb),
+            cell(&row.redb),
+            row.photondb.per_second() / row.redb.per_second()
+        );
     }
     if let Some(path) = options.json {
         let report = json!({
@@ -478,7 +651,8 @@ fn main() {
                 "throughput_ratio": row.photondb.per_second() / row.redb.per_second(),
             })).collect::<Vec<_>>(),
         });
-        std::fs::write(&path, serde_json::to_string_pretty(&report).expect("json")).expect("write report");
+        std::fs::write(&path, serde_json::to_string_pretty(&report).expect("json"))
+            .expect("write report");
         eprintln!("report written to {}", path.display());
     }
 }

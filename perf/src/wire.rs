@@ -44,8 +44,14 @@ impl Connection {
             serde_json::from_slice(&bytes).expect("handshake JSON")
         };
         let _server_hello = read_message(&mut reader);
-        let server_first = read_message(&mut reader)["authentication"].as_str().expect("server-first").to_owned();
-        let attributes: HashMap<&str, &str> = server_first.split(',').filter_map(|part| part.split_once('=')).collect();
+        let server_first = read_message(&mut reader)["authentication"]
+            .as_str()
+            .expect("server-first")
+            .to_owned();
+        let attributes: HashMap<&str, &str> = server_first
+            .split(',')
+            .filter_map(|part| part.split_once('='))
+            .collect();
         let salt = photondb_datum::json::base64_decode(attributes["s"]).expect("salt");
         let iterations: u32 = attributes["i"].parse().expect("iterations");
         let mut salted = [0u8; 32];
@@ -55,12 +61,20 @@ impl Connection {
         let without_proof = format!("c=biws,r={}", attributes["r"]);
         let auth_message = format!("{first_bare},{server_first},{without_proof}");
         let signature = hmac(&stored_key, auth_message.as_bytes());
-        let proof: Vec<u8> = client_key.iter().zip(signature.iter()).map(|(a, b)| a ^ b).collect();
+        let proof: Vec<u8> = client_key
+            .iter()
+            .zip(signature.iter())
+            .map(|(a, b)| a ^ b)
+            .collect();
         let mut last = json!({"authentication": format!("{without_proof},p={}", photondb_datum::json::base64_encode(&proof))}).to_string().into_bytes();
         last.push(0);
         writer.write_all(&last).expect("client-final");
         let done = read_message(&mut reader);
-        assert_eq!(done["success"], Value::Bool(true), "authentication failed: {done}");
+        assert_eq!(
+            done["success"],
+            Value::Bool(true),
+            "authentication failed: {done}"
+        );
         Connection { stream, reader }
     }
 
@@ -75,7 +89,9 @@ impl Connection {
 
     pub fn receive(&mut self) -> (u64, Value) {
         let mut header = [0u8; 12];
-        self.reader.read_exact(&mut header).expect("response header");
+        self.reader
+            .read_exact(&mut header)
+            .expect("response header");
         let token = u64::from_le_bytes(header[..8].try_into().expect("8 bytes"));
         let length = u32::from_le_bytes(header[8..].try_into().expect("4 bytes")) as usize;
         let mut body = vec![0u8; length];
@@ -86,7 +102,10 @@ impl Connection {
     pub fn run(&mut self, query: Value) -> Value {
         self.send(1, &json!([1, query, {}]));
         let (_, response) = self.receive();
-        assert!(response["t"] == 1 || response["t"] == 2, "query failed: {response}");
+        assert!(
+            response["t"] == 1 || response["t"] == 2,
+            "query failed: {response}"
+        );
         response["r"][0].clone()
     }
 }
@@ -95,24 +114,49 @@ pub fn table(name: &str) -> Value {
     json!([15, [[14, ["test"]], name]])
 }
 
+/// Starts `photondb serve` on ports it picks itself; returns it and the
+/// driver port it names in its log.
 pub fn start_server(binary: &str, directory: &std::path::Path) -> (Child, u16) {
-    let port = std::net::TcpListener::bind("127.0.0.1:0").expect("probe").local_addr().expect("address").port();
     let log = directory.join("server.log");
     let mut child = Command::new(binary)
-        .args(["serve", "--data-dir", directory.join("data").to_str().expect("utf-8 path"), "--driver-port", &port.to_string(), "--http-port", "0"])
+        .args([
+            "serve",
+            "--data-dir",
+            directory.join("data").to_str().expect("utf-8 path"),
+            "--driver-port",
+            "0",
+            "--http-port",
+            "0",
+        ])
         .stdout(Stdio::null())
         .stderr(std::fs::File::create(&log).expect("log file"))
         .spawn()
         .expect("start photondb");
     let deadline = Instant::now() + Duration::from_secs(60);
-    while !std::fs::read_to_string(&log).unwrap_or_default().contains("listening for RethinkDB drivers") {
-        assert!(child.try_wait().expect("wait").is_none(), "server exited: {}", std::fs::read_to_string(&log).unwrap_or_default());
+    const LISTENING: &str = "listening for RethinkDB drivers driver_address=";
+    loop {
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        if let Some(start) = text.find(LISTENING) {
+            let address = text[start + LISTENING.len()..]
+                .split_whitespace()
+                .next()
+                .unwrap_or_default();
+            let port = address
+                .rsplit(':')
+                .next()
+                .and_then(|port| port.parse().ok())
+                .expect("driver port in the log");
+            return (child, port);
+        }
+        assert!(
+            child.try_wait().expect("wait").is_none(),
+            "server exited: {}",
+            std::fs::read_to_string(&log).unwrap_or_default()
+        );
         assert!(Instant::now() < deadline, "server did not start");
         std::thread::sleep(Duration::from_millis(50));
     }
-    (child, port)
 }
-
 
 impl Connection {
     /// Runs a query whose result may be a cursor and reads it to its end;

@@ -18,7 +18,6 @@ import os
 import pathlib
 import re
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -219,26 +218,23 @@ def compare(expected, actual, precision):
 
 # ----- the server ----------------------------------------------------------
 
-def free_port():
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
 def start_server(binary, directory):
-    port = free_port()
+    """Starts a server on ports it picks itself; returns it and its driver port."""
     log_path = os.path.join(directory, "server.log")
     log = open(log_path, "w")
     process = subprocess.Popen(
-        [binary, "serve", "--data-dir", os.path.join(directory, "data"), "--driver-port", str(port),
+        [binary, "serve", "--data-dir", os.path.join(directory, "data"), "--driver-port", "0",
          "--partitions", "4", "--wal-ring-mib", "8", "--http-port", "0"],
         stdout=subprocess.DEVNULL, stderr=log)
     deadline = time.time() + 60
-    while "listening for RethinkDB drivers" not in open(log_path, errors="replace").read():
+    while True:
+        text = open(log_path, errors="replace").read()
+        listening = re.search(r"listening for RethinkDB drivers driver_address=\S+:(\d+)", text)
+        if listening:
+            return process, int(listening.group(1))
         if process.poll() is not None or time.time() > deadline:
-            raise RuntimeError("server did not start:\n" + open(log_path, errors="replace").read())
+            raise RuntimeError("server did not start:\n" + text)
         time.sleep(0.05)
-    return process, port
 
 
 # ----- running one file ----------------------------------------------------

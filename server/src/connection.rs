@@ -28,9 +28,24 @@ use crate::transport::Transport;
 
 /// RethinkDB's global optional arguments; anything else is refused.
 const GLOBAL_OPTARGS: &[&str] = &[
-    "db", "noreply", "durability", "read_mode", "profile", "array_limit", "time_format", "binary_format",
-    "group_format", "max_batch_rows", "max_batch_bytes", "max_batch_seconds", "min_batch_rows",
-    "first_batch_scaledown_factor", "use_outdated", "right_bound", "left_bound", "return_changes",
+    "db",
+    "noreply",
+    "durability",
+    "read_mode",
+    "profile",
+    "array_limit",
+    "time_format",
+    "binary_format",
+    "group_format",
+    "max_batch_rows",
+    "max_batch_bytes",
+    "max_batch_seconds",
+    "min_batch_rows",
+    "first_batch_scaledown_factor",
+    "use_outdated",
+    "right_bound",
+    "left_bound",
+    "return_changes",
     "changefeed_queue_size",
 ];
 
@@ -53,12 +68,20 @@ pub struct BatchLimits {
 
 impl Default for BatchLimits {
     fn default() -> Self {
-        BatchLimits { rows: usize::MAX, bytes: 1 << 20, time: std::time::Duration::from_millis(500), first_scaledown: 4 }
+        BatchLimits {
+            rows: usize::MAX,
+            bytes: 1 << 20,
+            time: std::time::Duration::from_millis(500),
+            first_scaledown: 4,
+        }
     }
 }
 
 impl BatchLimits {
-    async fn from_optargs(context: &Context, global: &std::collections::BTreeMap<String, Term>) -> Result<BatchLimits, ReqlError> {
+    async fn from_optargs(
+        context: &Context,
+        global: &std::collections::BTreeMap<String, Term>,
+    ) -> Result<BatchLimits, ReqlError> {
         let mut limits = BatchLimits::default();
         let positive = |name: &'static str, value: Datum| match value {
             Datum::Number(number) if number > 0.0 => Ok(number),
@@ -72,10 +95,16 @@ impl BatchLimits {
             limits.bytes = positive("max_batch_bytes", value)?.max(1.0) as usize;
         }
         if let Some(value) = context.optional_datum(global, "max_batch_seconds").await? {
-            limits.time = std::time::Duration::from_secs_f64(positive("max_batch_seconds", value)?.min(86_400.0));
+            limits.time = std::time::Duration::from_secs_f64(
+                positive("max_batch_seconds", value)?.min(86_400.0),
+            );
         }
-        if let Some(value) = context.optional_datum(global, "first_batch_scaledown_factor").await? {
-            limits.first_scaledown = positive("first_batch_scaledown_factor", value)?.max(1.0) as usize;
+        if let Some(value) = context
+            .optional_datum(global, "first_batch_scaledown_factor")
+            .await?
+        {
+            limits.first_scaledown =
+                positive("first_batch_scaledown_factor", value)?.max(1.0) as usize;
         }
         Ok(limits)
     }
@@ -161,16 +190,28 @@ pub async fn serve(connection: Connection, engine: Engine, drain: Arc<Drain>) {
     spawn_local(write_answers(writer, outbox));
     // A bounded channel as a semaphore: a slot per query in flight.
     let (slots, freed) = flume::bounded::<()>(MAX_QUERIES_IN_FLIGHT);
-    let session = Rc::new(Session { engine, cursors: RefCell::new(HashMap::new()), waiting_feeds: RefCell::new(HashMap::new()), drain: drain.clone() });
+    let session = Rc::new(Session {
+        engine,
+        cursors: RefCell::new(HashMap::new()),
+        waiting_feeds: RefCell::new(HashMap::new()),
+        drain: drain.clone(),
+    });
     loop {
-        let Ok(header) = reader.read_exact(frame::HEADER_BYTES).await else { break };
+        let Ok(header) = reader.read_exact(frame::HEADER_BYTES).await else {
+            break;
+        };
         let (token, length) = frame::parse_header(&header.try_into().expect("12 bytes"));
         if length >= MAX_QUERY_BYTES {
-            let message = format!("Query size ({length}) greater than maximum ({}).", MAX_QUERY_BYTES - 1);
+            let message = format!(
+                "Query size ({length}) greater than maximum ({}).",
+                MAX_QUERY_BYTES - 1
+            );
             let _ = answers.send(frame::encode_response(token, &client_error(&message)));
             break;
         }
-        let Ok(body) = reader.read_exact(length).await else { break };
+        let Ok(body) = reader.read_exact(length).await else {
+            break;
+        };
         // Parsed once, here: the reader must see NOREPLY_WAIT itself.
         let query = parse_query(body);
         if is_noreply_wait(&query) {
@@ -182,14 +223,18 @@ pub async fn serve(connection: Connection, engine: Engine, drain: Arc<Drain>) {
             for _ in 0..MAX_QUERIES_IN_FLIGHT {
                 let _ = freed.try_recv();
             }
-            let _ = answers.send(frame::encode_response(token, &json!({ "t": response_type::WAIT_COMPLETE, "r": [] })));
+            let _ = answers.send(frame::encode_response(
+                token,
+                &json!({ "t": response_type::WAIT_COMPLETE, "r": [] }),
+            ));
             continue;
         }
         if drain.draining.load(Ordering::SeqCst) {
             // Shutting down: what runs finishes, nothing new starts. The
             // query did not run, so it is safe for the client to retry it
             // elsewhere (RethinkDB's OpFailed).
-            let refused = ReqlError::op_failed("The server is shutting down; the query was not run.");
+            let refused =
+                ReqlError::op_failed("The server is shutting down; the query was not run.");
             let _ = answers.send(frame::encode_response(token, &refused.to_response()));
             continue;
         }
@@ -230,7 +275,8 @@ fn parse_query(mut body: Vec<u8>) -> Result<Json, String> {
     if nesting_depth(&body) > MAX_QUERY_DEPTH {
         return Err(format!("Query is nested too deeply (more than {MAX_QUERY_DEPTH} levels of arrays and objects)."));
     }
-    simd_json::serde::from_slice::<Json>(&mut body).map_err(|error| format!("Failed to parse query: {error}."))
+    simd_json::serde::from_slice::<Json>(&mut body)
+        .map_err(|error| format!("Failed to parse query: {error}."))
 }
 
 /// The deepest nesting of `[`/`{` outside strings (a linear scan).
@@ -325,7 +371,9 @@ impl Session {
                 "t": response_type::SERVER_INFO,
                 "r": [{ "id": "00000000-0000-4000-8000-000000000001", "name": crate::reql::admin::SERVER_NAME, "proxy": false }],
             })),
-            _ => Some(client_error(&format!("Unrecognized query type in {query}."))),
+            _ => Some(client_error(&format!(
+                "Unrecognized query type in {query}."
+            ))),
         }
     }
 
@@ -337,11 +385,12 @@ impl Session {
         let drain = self.drain.clone();
         let ended = async move {
             loop {
-                let signalled = futures_lite::future::or(async { stopped.recv_async().await.is_ok() }, async {
-                    photondb_runtime::network::sleep(FEED_SHUTDOWN_CHECK).await;
-                    false
-                })
-                .await;
+                let signalled =
+                    futures_lite::future::or(async { stopped.recv_async().await.is_ok() }, async {
+                        photondb_runtime::network::sleep(FEED_SHUTDOWN_CHECK).await;
+                        false
+                    })
+                    .await;
                 if signalled || drain.draining.load(Ordering::SeqCst) {
                     return json!({ "t": response_type::SUCCESS_SEQUENCE, "r": [], "n": [] });
                 }
@@ -360,18 +409,34 @@ impl Session {
         let optargs = match parts.get(2) {
             None => serde_json::Map::new(),
             Some(Json::Object(optargs)) => optargs.clone(),
-            Some(_) => return Some(client_error("Expected global optional arguments to be an object.")),
+            Some(_) => {
+                return Some(client_error(
+                    "Expected global optional arguments to be an object.",
+                ))
+            }
         };
-        let noreply = optargs.get("noreply").is_some_and(|value| value == &Json::Bool(true));
-        let profile = optargs.get("profile").is_some_and(|value| value == &Json::Bool(true));
+        let noreply = optargs
+            .get("noreply")
+            .is_some_and(|value| value == &Json::Bool(true));
+        let profile = optargs
+            .get("profile")
+            .is_some_and(|value| value == &Json::Bool(true));
         let started = std::time::Instant::now();
         let mut response = match self.run(token, parts.get(1), &optargs).await {
             Ok(response) => {
-                crate::metrics::metrics().query_answered("driver", "success", started.elapsed().as_secs_f64());
+                crate::metrics::metrics().query_answered(
+                    "driver",
+                    "success",
+                    started.elapsed().as_secs_f64(),
+                );
                 response
             }
             Err(error) => {
-                crate::metrics::metrics().query_answered("driver", error.class.driver_name(), started.elapsed().as_secs_f64());
+                crate::metrics::metrics().query_answered(
+                    "driver",
+                    error.class.driver_name(),
+                    started.elapsed().as_secs_f64(),
+                );
                 error.to_response()
             }
         };
@@ -384,10 +449,25 @@ impl Session {
         (!noreply).then_some(response)
     }
 
-    async fn run(&self, token: u64, term: Option<&Json>, optargs: &serde_json::Map<String, Json>) -> Result<Json, ReqlError> {
+    async fn run(
+        &self,
+        token: u64,
+        term: Option<&Json>,
+        optargs: &serde_json::Map<String, Json>,
+    ) -> Result<Json, ReqlError> {
         match evaluate(&self.engine, term, optargs).await? {
             Evaluated::Atom(response) => Ok(response),
-            Evaluated::Stream(stream, context, limits) => Ok(self.next_batch(token, Cursor { stream, context, limits }, true).await),
+            Evaluated::Stream(stream, context, limits) => Ok(self
+                .next_batch(
+                    token,
+                    Cursor {
+                        stream,
+                        context,
+                        limits,
+                    },
+                    true,
+                )
+                .await),
         }
     }
 
@@ -408,9 +488,17 @@ impl Session {
 /// bytes, time; the first one smaller). A changefeed answers its first
 /// request at once (the driver needs its cursor) and later ones as soon
 /// as a change is there.
-pub async fn next_batch(stream: &mut Stream, context: &Context, limits: BatchLimits, first: bool) -> Json {
+pub async fn next_batch(
+    stream: &mut Stream,
+    context: &Context,
+    limits: BatchLimits,
+    first: bool,
+) -> Json {
     let (rows_limit, bytes_limit) = if first {
-        (limits.rows.div_ceil(limits.first_scaledown).max(1), (limits.bytes / limits.first_scaledown).max(1))
+        (
+            limits.rows.div_ceil(limits.first_scaledown).max(1),
+            (limits.bytes / limits.first_scaledown).max(1),
+        )
     } else {
         (limits.rows, limits.bytes)
     };
@@ -420,7 +508,10 @@ pub async fn next_batch(stream: &mut Stream, context: &Context, limits: BatchLim
     let mut more = true;
     let notes = stream.feed_notes();
     let feed = notes.is_some();
-    while batch.len() < rows_limit && bytes < bytes_limit && (batch.is_empty() || started.elapsed() < limits.time) {
+    while batch.len() < rows_limit
+        && bytes < bytes_limit
+        && (batch.is_empty() || started.elapsed() < limits.time)
+    {
         if feed {
             stream.set_wait_for_changes(!first && batch.is_empty());
         }
@@ -438,7 +529,11 @@ pub async fn next_batch(stream: &mut Stream, context: &Context, limits: BatchLim
             Err(error) => return error.to_response(),
         }
     }
-    let response_kind = if more { response_type::SUCCESS_PARTIAL } else { response_type::SUCCESS_SEQUENCE };
+    let response_kind = if more {
+        response_type::SUCCESS_PARTIAL
+    } else {
+        response_type::SUCCESS_SEQUENCE
+    };
     json!({ "t": response_kind, "r": batch, "n": notes.unwrap_or_default() })
 }
 
@@ -451,40 +546,67 @@ pub enum Evaluated {
 
 /// Evaluates a query's term with its global optional arguments, as the
 /// driver port and the HTTP API both do.
-pub async fn evaluate(engine: &Engine, term: Option<&Json>, optargs: &serde_json::Map<String, Json>) -> Result<Evaluated, ReqlError> {
+pub async fn evaluate(
+    engine: &Engine,
+    term: Option<&Json>,
+    optargs: &serde_json::Map<String, Json>,
+) -> Result<Evaluated, ReqlError> {
     for name in optargs.keys() {
         if !GLOBAL_OPTARGS.contains(&name.as_str()) {
-            return Err(ReqlError::compile(format!("Unrecognized global optional argument `{name}`.")));
+            return Err(ReqlError::compile(format!(
+                "Unrecognized global optional argument `{name}`."
+            )));
         }
     }
-    let term = Term::parse(term.ok_or_else(|| ReqlError::new(ErrorClass::Client, "START query without a term."))?)?;
+    let term = Term::parse(
+        term.ok_or_else(|| ReqlError::new(ErrorClass::Client, "START query without a term."))?,
+    )?;
     term.check_placement()?;
     let global = crate::reql::term::parse_optargs(optargs)?;
     let mut context = Context::new(engine.clone());
     if let Some(database) = global.get("db") {
         match context.eval(database).await? {
             Value::Database(database) => context.default_database = database.name,
-            other => return Err(ReqlError::logic(format!("Expected type DATABASE but found {}.", other.type_name()))),
+            other => {
+                return Err(ReqlError::logic(format!(
+                    "Expected type DATABASE but found {}.",
+                    other.type_name()
+                )))
+            }
         }
     }
     match context.optional_datum(&global, "durability").await? {
         None => {}
         Some(Datum::String(text)) if text == "hard" => context.durability = Some(Durability::Hard),
         Some(Datum::String(text)) if text == "soft" => context.durability = Some(Durability::Soft),
-        Some(_) => return Err(ReqlError::logic("Durability option must be \"hard\" or \"soft\".")),
+        Some(_) => {
+            return Err(ReqlError::logic(
+                "Durability option must be \"hard\" or \"soft\".",
+            ))
+        }
     }
     let limits = BatchLimits::from_optargs(&context, &global).await?;
-    match context.optional_datum(&global, "changefeed_queue_size").await? {
+    match context
+        .optional_datum(&global, "changefeed_queue_size")
+        .await?
+    {
         None => {}
         Some(Datum::Number(size)) if size >= 1.0 => context.changefeed_queue_size = size as usize,
-        Some(Datum::Number(size)) => return Err(ReqlError::logic(format!("Illegal changefeed queue size `{size}`."))),
+        Some(Datum::Number(size)) => {
+            return Err(ReqlError::logic(format!(
+                "Illegal changefeed queue size `{size}`."
+            )))
+        }
         Some(other) => return Err(other.wrong_type("NUMBER")),
     }
     match context.optional_datum(&global, "array_limit").await? {
         None => {}
         Some(Datum::Number(limit)) if limit >= 1.0 => context.array_limit = limit as usize,
         Some(Datum::Number(limit)) => {
-            return Err(ReqlError::logic(format!("Illegal array size limit `{}`.  (Must be >= 1.)", to_json(&Datum::Number(limit)))))
+            return Err(ReqlError::logic(format!(
+                "Illegal array size limit `{}`.  (Must be >= 1.)",
+                to_json(&Datum::Number(limit))
+            )))
         }
         Some(other) => return Err(other.wrong_type("NUMBER")),
     }
@@ -493,17 +615,30 @@ pub async fn evaluate(engine: &Engine, term: Option<&Json>, optargs: &serde_json
             if crate::reql::sequence::contains_literal(&datum) {
                 return Err(crate::reql::sequence::stray_literal());
             }
-            return Ok(Evaluated::Atom(json!({ "t": response_type::SUCCESS_ATOM, "r": [to_json(&datum)] })));
+            return Ok(Evaluated::Atom(
+                json!({ "t": response_type::SUCCESS_ATOM, "r": [to_json(&datum)] }),
+            ));
         }
         Value::SingleSelection { row, .. } | Value::SystemSelection { row, .. } => {
-            return Ok(Evaluated::Atom(json!({ "t": response_type::SUCCESS_ATOM, "r": [to_json(&row.unwrap_or(Datum::Null))] })))
+            return Ok(Evaluated::Atom(
+                json!({ "t": response_type::SUCCESS_ATOM, "r": [to_json(&row.unwrap_or(Datum::Null))] }),
+            ))
         }
-        Value::Table(table) => Stream::table(table, std::ops::Bound::Unbounded, std::ops::Bound::Unbounded),
+        Value::Table(table) => Stream::table(
+            table,
+            std::ops::Bound::Unbounded,
+            std::ops::Bound::Unbounded,
+        ),
         Value::Stream(stream) => stream,
         Value::SystemTable(name) => Stream::rows(crate::reql::system::rows(&context, &name)?),
         Value::Grouped { groups, .. } => {
-            let data: Vec<Json> = groups.iter().map(|(group, value)| json!([to_json(group), to_json(value)])).collect();
-            return Ok(Evaluated::Atom(json!({ "t": response_type::SUCCESS_ATOM, "r": [{ "$reql_type$": "GROUPED_DATA", "data": data }] })));
+            let data: Vec<Json> = groups
+                .iter()
+                .map(|(group, value)| json!([to_json(group), to_json(value)]))
+                .collect();
+            return Ok(Evaluated::Atom(
+                json!({ "t": response_type::SUCCESS_ATOM, "r": [{ "$reql_type$": "GROUPED_DATA", "data": data }] }),
+            ));
         }
         Value::MinValue => return Err(ReqlError::logic("Cannot convert `r.minval` to JSON.")),
         Value::MaxValue => return Err(ReqlError::logic("Cannot convert `r.maxval` to JSON.")),
@@ -535,6 +670,8 @@ mod tests {
         assert!(refused.contains("nested too deeply"), "{refused}");
         let fine = format!("{}1{}", "[".repeat(100), "]".repeat(100));
         assert!(parse_query(fine.into_bytes()).is_ok());
-        assert!(parse_query(b"[1, [".to_vec()).unwrap_err().starts_with("Failed to parse query"));
+        assert!(parse_query(b"[1, [".to_vec())
+            .unwrap_err()
+            .starts_with("Failed to parse query"));
     }
 }

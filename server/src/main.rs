@@ -22,7 +22,11 @@ use clap::{Parser, Subcommand, ValueEnum};
 use photondb_runtime::{Engine, EngineConfig, StorageKind};
 
 #[derive(Parser)]
-#[command(name = "photondb", version, about = "PhotonDB: a document database in RethinkDB's lineage")]
+#[command(
+    name = "photondb",
+    version,
+    about = "PhotonDB: a document database in RethinkDB's lineage"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -59,7 +63,7 @@ struct ServeArguments {
     /// Address to listen on.
     #[arg(long, env = "PHOTONDB_BIND", default_value = "127.0.0.1")]
     bind: IpAddr,
-    /// Port for RethinkDB drivers.
+    /// Port for RethinkDB drivers (0: any free port; the log names it).
     #[arg(long, env = "PHOTONDB_DRIVER_PORT", default_value_t = 28015)]
     driver_port: u16,
     /// Port for the HTTP API, health probes and metrics (0: any free port).
@@ -68,7 +72,12 @@ struct ServeArguments {
     /// Password of the `admin` user, set when a data directory is first
     /// started (empty by default, as in RethinkDB); later starts keep the
     /// stored one.
-    #[arg(long, env = "PHOTONDB_INITIAL_PASSWORD", default_value = "", hide_env_values = true)]
+    #[arg(
+        long,
+        env = "PHOTONDB_INITIAL_PASSWORD",
+        default_value = "",
+        hide_env_values = true
+    )]
     initial_password: String,
     /// On SIGINT/SIGTERM, how long queries already running may take to
     /// finish before the server stops anyway, in seconds.
@@ -86,9 +95,12 @@ struct ServeArguments {
 fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("PHOTONDB_LOG").unwrap_or_else(|_| "info".into()),
+            tracing_subscriber::EnvFilter::try_from_env("PHOTONDB_LOG")
+                .unwrap_or_else(|_| "info".into()),
         )
         .with_writer(std::io::stderr)
+        // Colour codes only for a person at a terminal, not in log files.
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     match Cli::parse().command {
         Command::Serve(arguments) => serve(arguments),
@@ -98,13 +110,17 @@ fn main() -> anyhow::Result<()> {
 fn serve(arguments: ServeArguments) -> anyhow::Result<()> {
     use signal_hook::consts::{SIGINT, SIGTERM};
     // Register before the shards start so no signal is missed.
-    let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM]).context("installing signal handlers")?;
+    let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM])
+        .context("installing signal handlers")?;
     let mut config = EngineConfig::new(&arguments.data_dir);
     if let Some(cores) = arguments.cores {
         anyhow::ensure!(cores > 0, "--cores must be at least 1");
         config.shards = cores;
     }
-    anyhow::ensure!((1..=4096).contains(&arguments.partitions), "--partitions must be between 1 and 4096");
+    anyhow::ensure!(
+        (1..=4096).contains(&arguments.partitions),
+        "--partitions must be between 1 and 4096"
+    );
     config.partitions = arguments.partitions;
     config.wal_ring_bytes = arguments.wal_ring_mib.max(1) << 20;
     config.cache_bytes = arguments.cache_size_mb.max(1) << 20;
@@ -114,7 +130,8 @@ fn serve(arguments: ServeArguments) -> anyhow::Result<()> {
     };
     config.index_compiler = Some(Arc::new(reql::index::Compiler));
     let started = std::time::Instant::now();
-    let engine = Engine::start(config).with_context(|| format!("starting on {}", arguments.data_dir.display()))?;
+    let engine = Engine::start(config)
+        .with_context(|| format!("starting on {}", arguments.data_dir.display()))?;
     tracing::info!(
         data_dir = %arguments.data_dir.display(),
         shards = engine.shards(),
@@ -135,12 +152,26 @@ fn serve(arguments: ServeArguments) -> anyhow::Result<()> {
     let drain = Arc::new(connection::Drain::default());
     let connection_drain = drain.clone();
     let handler: photondb_runtime::network::ConnectionHandler =
-        Arc::new(move |connection, engine| Box::pin(connection::serve(connection, engine, connection_drain.clone())));
-    if let Err(error) = photondb_runtime::block_on_thread(engine.listen(driver_address, handler)) {
-        let _ = engine.shutdown();
-        return Err(anyhow::anyhow!(error)).context("starting the driver port");
-    }
-    let http = match http::start(engine.clone(), drain.clone(), SocketAddr::new(arguments.bind, arguments.http_port)) {
+        Arc::new(move |connection, engine| {
+            Box::pin(connection::serve(
+                connection,
+                engine,
+                connection_drain.clone(),
+            ))
+        });
+    let driver_address =
+        match photondb_runtime::block_on_thread(engine.listen(driver_address, handler)) {
+            Ok(bound) => bound,
+            Err(error) => {
+                let _ = engine.shutdown();
+                return Err(anyhow::anyhow!(error)).context("starting the driver port");
+            }
+        };
+    let http = match http::start(
+        engine.clone(),
+        drain.clone(),
+        SocketAddr::new(arguments.bind, arguments.http_port),
+    ) {
         Ok(http) => http,
         Err(error) => {
             let _ = photondb_runtime::block_on_thread(engine.stop_listening());
@@ -157,8 +188,13 @@ fn serve(arguments: ServeArguments) -> anyhow::Result<()> {
         tracing::warn!(%error, "closing the listening sockets failed");
     }
     drain.begin();
-    tracing::info!(?signal, running = drain.running(), "shutting down: no new connections or queries");
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(arguments.shutdown_grace_seconds);
+    tracing::info!(
+        ?signal,
+        running = drain.running(),
+        "shutting down: no new connections or queries"
+    );
+    let deadline = std::time::Instant::now()
+        + std::time::Duration::from_secs(arguments.shutdown_grace_seconds);
     while drain.running() > 0 && std::time::Instant::now() < deadline {
         std::thread::sleep(std::time::Duration::from_millis(10));
     }

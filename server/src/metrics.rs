@@ -5,7 +5,10 @@
 use std::sync::LazyLock;
 
 use photondb_runtime::Engine;
-use prometheus::{Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder};
+use prometheus::{
+    Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
+    TextEncoder,
+};
 
 pub struct Metrics {
     registry: Registry,
@@ -22,23 +25,55 @@ pub struct Metrics {
 }
 
 /// Latency buckets from 50 µs to 10 s.
-const SECONDS_BUCKETS: &[f64] = &[0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0];
+const SECONDS_BUCKETS: &[f64] = &[
+    0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
+    2.5, 10.0,
+];
 
 fn build() -> Result<Metrics, prometheus::Error> {
     let registry = Registry::new();
-    let queries = IntCounterVec::new(Opts::new("photondb_queries_total", "Queries answered, by protocol and outcome."), &["protocol", "outcome"])?;
+    let queries = IntCounterVec::new(
+        Opts::new(
+            "photondb_queries_total",
+            "Queries answered, by protocol and outcome.",
+        ),
+        &["protocol", "outcome"],
+    )?;
     let query_seconds = HistogramVec::new(
-        HistogramOpts::new("photondb_query_duration_seconds", "Time from a query's arrival to its first answer, by protocol.").buckets(SECONDS_BUCKETS.to_vec()),
+        HistogramOpts::new(
+            "photondb_query_duration_seconds",
+            "Time from a query's arrival to its first answer, by protocol.",
+        )
+        .buckets(SECONDS_BUCKETS.to_vec()),
         &["protocol"],
     )?;
-    let http_requests = IntCounterVec::new(Opts::new("photondb_http_requests_total", "HTTP requests, by route and status code."), &["route", "status"])?;
+    let http_requests = IntCounterVec::new(
+        Opts::new(
+            "photondb_http_requests_total",
+            "HTTP requests, by route and status code.",
+        ),
+        &["route", "status"],
+    )?;
     let http_seconds = HistogramVec::new(
-        HistogramOpts::new("photondb_http_request_duration_seconds", "HTTP request latency, by route.").buckets(SECONDS_BUCKETS.to_vec()),
+        HistogramOpts::new(
+            "photondb_http_request_duration_seconds",
+            "HTTP request latency, by route.",
+        )
+        .buckets(SECONDS_BUCKETS.to_vec()),
         &["route"],
     )?;
-    let driver_connections = IntGauge::new("photondb_driver_connections", "RethinkDB driver connections open.")?;
-    let table_documents = IntGaugeVec::new(Opts::new("photondb_table_documents", "Documents per table."), &["db", "table"])?;
-    let feed_subscribers = IntGauge::new("photondb_changefeed_subscribers", "Changefeed subscriptions open.")?;
+    let driver_connections = IntGauge::new(
+        "photondb_driver_connections",
+        "RethinkDB driver connections open.",
+    )?;
+    let table_documents = IntGaugeVec::new(
+        Opts::new("photondb_table_documents", "Documents per table."),
+        &["db", "table"],
+    )?;
+    let feed_subscribers = IntGauge::new(
+        "photondb_changefeed_subscribers",
+        "Changefeed subscriptions open.",
+    )?;
     registry.register(Box::new(queries.clone()))?;
     registry.register(Box::new(query_seconds.clone()))?;
     registry.register(Box::new(http_requests.clone()))?;
@@ -46,10 +81,20 @@ fn build() -> Result<Metrics, prometheus::Error> {
     registry.register(Box::new(driver_connections.clone()))?;
     registry.register(Box::new(table_documents.clone()))?;
     registry.register(Box::new(feed_subscribers.clone()))?;
-    Ok(Metrics { registry, queries, query_seconds, http_requests, http_seconds, driver_connections, table_documents, feed_subscribers })
+    Ok(Metrics {
+        registry,
+        queries,
+        query_seconds,
+        http_requests,
+        http_seconds,
+        driver_connections,
+        table_documents,
+        feed_subscribers,
+    })
 }
 
-static METRICS: LazyLock<Metrics> = LazyLock::new(|| build().expect("metric definitions are valid"));
+static METRICS: LazyLock<Metrics> =
+    LazyLock::new(|| build().expect("metric definitions are valid"));
 
 pub fn metrics() -> &'static Metrics {
     &METRICS
@@ -59,7 +104,9 @@ impl Metrics {
     /// Counts one answered query.
     pub fn query_answered(&self, protocol: &str, outcome: &str, seconds: f64) {
         self.queries.with_label_values(&[protocol, outcome]).inc();
-        self.query_seconds.with_label_values(&[protocol]).observe(seconds);
+        self.query_seconds
+            .with_label_values(&[protocol])
+            .observe(seconds);
     }
 
     /// The text exposition, with the engine's gauges read now.
@@ -67,17 +114,26 @@ impl Metrics {
         let catalog = engine.catalog();
         self.table_documents.reset();
         for table in catalog.tables.values() {
-            let database = catalog.databases.values().find(|database| database.id == table.database).map_or("?", |database| database.name.as_str());
+            let database = catalog
+                .databases
+                .values()
+                .find(|database| database.id == table.database)
+                .map_or("?", |database| database.name.as_str());
             if let Ok(count) = engine.count(table.id).await {
-                self.table_documents.with_label_values(&[database, table.name.as_str()]).set(count as i64);
+                self.table_documents
+                    .with_label_values(&[database, table.name.as_str()])
+                    .set(count as i64);
             }
         }
         if let Ok(registrations) = engine.feed_registrations().await {
             // Each subscription is registered with every shard.
-            self.feed_subscribers.set((registrations / engine.shards().max(1)) as i64);
+            self.feed_subscribers
+                .set((registrations / engine.shards().max(1)) as i64);
         }
         let mut out = Vec::new();
-        TextEncoder::new().encode(&self.registry.gather(), &mut out).expect("text encoding writes to memory");
+        TextEncoder::new()
+            .encode(&self.registry.gather(), &mut out)
+            .expect("text encoding writes to memory");
         let mut text = String::from_utf8(out).expect("the text format is UTF-8");
         if let Ok(storage) = engine.storage_stats().await {
             write_storage(&mut text, &storage);
@@ -92,15 +148,55 @@ impl Metrics {
 fn write_storage(out: &mut String, stats: &photondb_storage::PartitionStats) {
     use std::fmt::Write;
     let mut single = |name: &str, kind: &str, help: &str, value: f64| {
-        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}");
+        let _ = writeln!(
+            out,
+            "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}"
+        );
     };
-    single("photondb_wal_bytes_written_total", "counter", "Bytes written to the WAL rings.", stats.wal_bytes_written as f64);
-    single("photondb_wal_flushes_total", "counter", "WAL flushes (a write and an fdatasync each).", stats.wal_flushes as f64);
-    single("photondb_page_cache_hits_total", "counter", "B+Tree page lookups the page cache answered.", stats.cache_hits as f64);
-    single("photondb_page_cache_misses_total", "counter", "B+Tree page lookups that read the data file.", stats.cache_misses as f64);
-    single("photondb_page_cache_bytes", "gauge", "Bytes of clean pages cached.", stats.cached_bytes as f64);
-    single("photondb_poisoned_partitions", "gauge", "Partitions stopped by a failed write or sync until a restart.", stats.poisoned_partitions as f64);
-    write_histogram(out, "photondb_wal_fdatasync_duration_seconds", "Time each WAL fdatasync took.", &stats.sync_seconds.bounds, &stats.sync_seconds.counts, stats.sync_seconds.sum);
+    single(
+        "photondb_wal_bytes_written_total",
+        "counter",
+        "Bytes written to the WAL rings.",
+        stats.wal_bytes_written as f64,
+    );
+    single(
+        "photondb_wal_flushes_total",
+        "counter",
+        "WAL flushes (a write and an fdatasync each).",
+        stats.wal_flushes as f64,
+    );
+    single(
+        "photondb_page_cache_hits_total",
+        "counter",
+        "B+Tree page lookups the page cache answered.",
+        stats.cache_hits as f64,
+    );
+    single(
+        "photondb_page_cache_misses_total",
+        "counter",
+        "B+Tree page lookups that read the data file.",
+        stats.cache_misses as f64,
+    );
+    single(
+        "photondb_page_cache_bytes",
+        "gauge",
+        "Bytes of clean pages cached.",
+        stats.cached_bytes as f64,
+    );
+    single(
+        "photondb_poisoned_partitions",
+        "gauge",
+        "Partitions stopped by a failed write or sync until a restart.",
+        stats.poisoned_partitions as f64,
+    );
+    write_histogram(
+        out,
+        "photondb_wal_fdatasync_duration_seconds",
+        "Time each WAL fdatasync took.",
+        &stats.sync_seconds.bounds,
+        &stats.sync_seconds.counts,
+        stats.sync_seconds.sum,
+    );
     write_histogram(
         out,
         "photondb_wal_group_commit_records",
@@ -111,7 +207,14 @@ fn write_storage(out: &mut String, stats: &photondb_storage::PartitionStats) {
     );
 }
 
-fn write_histogram(out: &mut String, name: &str, help: &str, bounds: &[f64], counts: &[u64], sum: f64) {
+fn write_histogram(
+    out: &mut String,
+    name: &str,
+    help: &str,
+    bounds: &[f64],
+    counts: &[u64],
+    sum: f64,
+) {
     use std::fmt::Write;
     let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} histogram");
     let mut cumulative = 0;
@@ -120,5 +223,8 @@ fn write_histogram(out: &mut String, name: &str, help: &str, bounds: &[f64], cou
         let _ = writeln!(out, "{name}_bucket{{le=\"{bound}\"}} {cumulative}");
     }
     let total: u64 = counts.iter().sum();
-    let _ = writeln!(out, "{name}_bucket{{le=\"+Inf\"}} {total}\n{name}_sum {sum}\n{name}_count {total}");
+    let _ = writeln!(
+        out,
+        "{name}_bucket{{le=\"+Inf\"}} {total}\n{name}_sum {sum}\n{name}_count {total}"
+    );
 }

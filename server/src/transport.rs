@@ -32,7 +32,11 @@ pub struct Transport<R: ReadSome = Connection> {
 
 impl Transport<Connection> {
     pub fn new(connection: Connection) -> Self {
-        Transport { connection, buffer: Vec::with_capacity(64 * 1024), start: 0 }
+        Transport {
+            connection,
+            buffer: Vec::with_capacity(64 * 1024),
+            start: 0,
+        }
     }
 
     pub async fn write_all(&mut self, bytes: &[u8]) -> io::Result<()> {
@@ -44,7 +48,14 @@ impl Transport<Connection> {
     /// read) and a writer.
     pub fn split(self) -> (Transport<ConnectionReader>, ConnectionWriter) {
         let (reader, writer) = self.connection.split();
-        (Transport { connection: reader, buffer: self.buffer, start: self.start }, writer)
+        (
+            Transport {
+                connection: reader,
+                buffer: self.buffer,
+                start: self.start,
+            },
+            writer,
+        )
     }
 }
 
@@ -65,7 +76,10 @@ impl<R: ReadSome> Transport<R> {
         let mut chunk = [0u8; 64 * 1024];
         let count = self.connection.read_some(&mut chunk).await?;
         if count == 0 {
-            return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "connection closed"));
+            return Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                "connection closed",
+            ));
         }
         self.buffer.extend_from_slice(&chunk[..count]);
         Ok(())
@@ -89,7 +103,10 @@ impl<R: ReadSome> Transport<R> {
                 return Ok(bytes);
             }
             if self.available().len() > limit {
-                return Err(io::Error::new(io::ErrorKind::InvalidData, "handshake message too long"));
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    "handshake message too long",
+                ));
             }
             self.fill().await?;
         }

@@ -68,7 +68,10 @@ pub fn encode_into(datum: &Datum, out: &mut Vec<u8>) {
             put_u32(out, bytes.len());
             out.extend_from_slice(bytes);
         }
-        Datum::Time { epoch_seconds, timezone } => {
+        Datum::Time {
+            epoch_seconds,
+            timezone,
+        } => {
             out.push(TIME);
             out.extend_from_slice(&epoch_seconds.to_le_bytes());
             let timezone = &timezone.as_bytes()[..timezone.len().min(255)];
@@ -126,7 +129,10 @@ pub fn decode(bytes: &[u8]) -> Result<Datum, DatumError> {
 }
 
 fn malformed(offset: usize) -> DatumError {
-    DatumError::Malformed { what: "document", offset }
+    DatumError::Malformed {
+        what: "document",
+        offset,
+    }
 }
 
 /// A view of one encoded value, read in place.
@@ -160,7 +166,9 @@ impl<'a> DocumentRef<'a> {
     }
 
     fn slice(&self, at: usize, len: usize) -> Result<&'a [u8], DatumError> {
-        self.bytes.get(at..at.checked_add(len).ok_or_else(|| malformed(at))?).ok_or_else(|| malformed(at))
+        self.bytes
+            .get(at..at.checked_add(len).ok_or_else(|| malformed(at))?)
+            .ok_or_else(|| malformed(at))
     }
 
     /// Length in bytes of this value's encoding.
@@ -199,7 +207,12 @@ impl<'a> DocumentRef<'a> {
                 std::cmp::Ordering::Greater => high = middle,
                 std::cmp::Ordering::Equal => {
                     let value_at = body_at + self.u32_at(entry + 8)?;
-                    return DocumentRef::new(self.bytes.get(value_at..).ok_or_else(|| malformed(value_at))?).map(Some);
+                    return DocumentRef::new(
+                        self.bytes
+                            .get(value_at..)
+                            .ok_or_else(|| malformed(value_at))?,
+                    )
+                    .map(Some);
                 }
             }
         }
@@ -221,8 +234,12 @@ impl<'a> DocumentRef<'a> {
             TIME => {
                 let epoch_seconds = self.f64_at(1)?;
                 let len = *self.bytes.get(9).ok_or_else(|| malformed(9))? as usize;
-                let timezone = String::from_utf8(self.slice(10, len)?.to_vec()).map_err(|_| malformed(10))?;
-                Datum::Time { epoch_seconds, timezone }
+                let timezone =
+                    String::from_utf8(self.slice(10, len)?.to_vec()).map_err(|_| malformed(10))?;
+                Datum::Time {
+                    epoch_seconds,
+                    timezone,
+                }
             }
             ARRAY => {
                 let count = self.u32_at(1)?;
@@ -230,7 +247,10 @@ impl<'a> DocumentRef<'a> {
                 let mut items = Vec::with_capacity(count.min(1 << 16));
                 for index in 0..count {
                     let at = body_at + self.u32_at(9 + 4 * index)?;
-                    items.push(DocumentRef::new(self.bytes.get(at..).ok_or_else(|| malformed(at))?)?.to_datum()?);
+                    items.push(
+                        DocumentRef::new(self.bytes.get(at..).ok_or_else(|| malformed(at))?)?
+                            .to_datum()?,
+                    );
                 }
                 Datum::Array(items)
             }
@@ -243,7 +263,9 @@ impl<'a> DocumentRef<'a> {
                     let key = self.slice(body_at + self.u32_at(entry)?, self.u32_at(entry + 4)?)?;
                     let key = String::from_utf8(key.to_vec()).map_err(|_| malformed(entry))?;
                     let at = body_at + self.u32_at(entry + 8)?;
-                    let value = DocumentRef::new(self.bytes.get(at..).ok_or_else(|| malformed(at))?)?.to_datum()?;
+                    let value =
+                        DocumentRef::new(self.bytes.get(at..).ok_or_else(|| malformed(at))?)?
+                            .to_datum()?;
                     fields.insert(key, value);
                 }
                 Datum::Object(fields)

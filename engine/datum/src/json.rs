@@ -41,22 +41,39 @@ pub fn from_json(value: &Value) -> Result<Datum, DatumError> {
 fn binary_from_json(fields: &Map<String, Value>) -> Result<Datum, DatumError> {
     let data = match fields.get("data") {
         Some(Value::String(data)) => data,
-        _ => return Err(DatumError::InvalidJson("Invalid binary pseudotype: lacking `data` key.".into())),
+        _ => {
+            return Err(DatumError::InvalidJson(
+                "Invalid binary pseudotype: lacking `data` key.".into(),
+            ))
+        }
     };
-    base64_decode(data).map(Datum::Binary).map_err(DatumError::InvalidJson)
+    base64_decode(data)
+        .map(Datum::Binary)
+        .map_err(DatumError::InvalidJson)
 }
 
 fn time_from_json(fields: &Map<String, Value>) -> Result<Datum, DatumError> {
     let epoch_seconds = fields
         .get("epoch_time")
         .and_then(Value::as_f64)
-        .ok_or_else(|| DatumError::InvalidJson("Invalid time object: field `epoch_time` missing or not a number.".into()))?;
+        .ok_or_else(|| {
+            DatumError::InvalidJson(
+                "Invalid time object: field `epoch_time` missing or not a number.".into(),
+            )
+        })?;
     let timezone = match fields.get("timezone") {
         Some(Value::String(timezone)) => timezone.clone(),
         None => "+00:00".to_owned(),
-        Some(_) => return Err(DatumError::InvalidJson("Invalid time object: field `timezone` is not a string.".into())),
+        Some(_) => {
+            return Err(DatumError::InvalidJson(
+                "Invalid time object: field `timezone` is not a string.".into(),
+            ))
+        }
     };
-    Ok(Datum::Time { epoch_seconds: truncate_to_millis(epoch_seconds), timezone })
+    Ok(Datum::Time {
+        epoch_seconds: truncate_to_millis(epoch_seconds),
+        timezone,
+    })
 }
 
 /// Times are kept to the millisecond, as RethinkDB keeps them: truncated,
@@ -67,7 +84,11 @@ pub fn truncate_to_millis(seconds: f64) -> f64 {
     let nearest = millis.round();
     // The product carries rounding error that grows with the magnitude.
     let tolerance = (millis.abs() * 4.0 * f64::EPSILON).max(1e-3);
-    let millis = if (millis - nearest).abs() < tolerance { nearest } else { millis.floor() };
+    let millis = if (millis - nearest).abs() < tolerance {
+        nearest
+    } else {
+        millis.floor()
+    };
     millis / 1e3
 }
 
@@ -79,16 +100,22 @@ pub fn to_json(datum: &Datum) -> Value {
         Datum::Number(value) => number_to_json(*value),
         Datum::String(text) => Value::String(text.clone()),
         Datum::Array(items) => Value::Array(items.iter().map(to_json).collect()),
-        Datum::Object(fields) => {
-            Value::Object(fields.iter().map(|(key, value)| (key.clone(), to_json(value))).collect())
-        }
+        Datum::Object(fields) => Value::Object(
+            fields
+                .iter()
+                .map(|(key, value)| (key.clone(), to_json(value)))
+                .collect(),
+        ),
         Datum::Binary(bytes) => {
             let mut object = Map::new();
             object.insert(REQL_TYPE.into(), Value::String("BINARY".into()));
             object.insert("data".into(), Value::String(base64_encode(bytes)));
             Value::Object(object)
         }
-        Datum::Time { epoch_seconds, timezone } => {
+        Datum::Time {
+            epoch_seconds,
+            timezone,
+        } => {
             let mut object = Map::new();
             object.insert(REQL_TYPE.into(), Value::String("TIME".into()));
             object.insert("epoch_time".into(), number_to_json(*epoch_seconds));
@@ -106,11 +133,14 @@ fn number_to_json(value: f64) -> Value {
     if value.fract() == 0.0 && value.abs() <= EXACT_INTEGER_LIMIT && !is_negative_zero {
         Value::Number(Number::from(value as i64))
     } else {
-        Number::from_f64(value).map(Value::Number).unwrap_or(Value::Null)
+        Number::from_f64(value)
+            .map(Value::Number)
+            .unwrap_or(Value::Null)
     }
 }
 
-const BASE64_ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+const BASE64_ALPHABET: &[u8; 64] =
+    b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
 
 /// Standard base64 with padding, as RethinkDB sends binary data.
 pub fn base64_encode(bytes: &[u8]) -> String {
@@ -148,7 +178,12 @@ pub fn base64_decode(text: &str) -> Result<Vec<u8>, String> {
                 padding += 1;
                 0
             }
-            other => return Err(format!("Invalid base64 character found: '{}'.", other as char)),
+            other => {
+                return Err(format!(
+                    "Invalid base64 character found: '{}'.",
+                    other as char
+                ))
+            }
         };
         if padding > 0 && byte != b'=' {
             return Err("Invalid base64 format, data found after padding character '='.".into());
@@ -163,7 +198,9 @@ pub fn base64_decode(text: &str) -> Result<Vec<u8>, String> {
         }
     }
     if count == 1 {
-        return Err("Invalid base64 length: 1 character remaining, cannot decode a full byte.".into());
+        return Err(
+            "Invalid base64 length: 1 character remaining, cannot decode a full byte.".into(),
+        );
     }
     if count != 0 {
         // Unpadded tail: keep the whole bytes it carries.

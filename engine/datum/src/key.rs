@@ -132,22 +132,34 @@ struct Reader<'a> {
 
 impl Reader<'_> {
     fn malformed(&self) -> DatumError {
-        DatumError::Malformed { what: "key", offset: self.position }
+        DatumError::Malformed {
+            what: "key",
+            offset: self.position,
+        }
     }
 
     fn byte(&mut self) -> Result<u8, DatumError> {
-        let byte = *self.bytes.get(self.position).ok_or_else(|| self.malformed())?;
+        let byte = *self
+            .bytes
+            .get(self.position)
+            .ok_or_else(|| self.malformed())?;
         self.position += 1;
         Ok(byte)
     }
 
     fn peek(&self) -> Result<u8, DatumError> {
-        self.bytes.get(self.position).copied().ok_or_else(|| self.malformed())
+        self.bytes
+            .get(self.position)
+            .copied()
+            .ok_or_else(|| self.malformed())
     }
 
     fn float(&mut self) -> Result<f64, DatumError> {
         let end = self.position + 8;
-        let chunk = self.bytes.get(self.position..end).ok_or_else(|| self.malformed())?;
+        let chunk = self
+            .bytes
+            .get(self.position..end)
+            .ok_or_else(|| self.malformed())?;
         self.position = end;
         let value = from_order_bits(u64::from_be_bytes(chunk.try_into().expect("8 bytes")));
         if value.is_finite() {
@@ -211,7 +223,10 @@ impl Reader<'_> {
                 Datum::Object(fields)
             }
             TAG_BINARY => Datum::Binary(self.escaped()?),
-            TAG_TIME => Datum::Time { epoch_seconds: self.float()?, timezone: "+00:00".into() },
+            TAG_TIME => Datum::Time {
+                epoch_seconds: self.float()?,
+                timezone: "+00:00".into(),
+            },
             TAG_STRING => Datum::String(self.string()?),
             _ => {
                 self.position -= 1;

@@ -21,7 +21,10 @@ pub enum Datum {
     Binary(Vec<u8>),
     /// `$reql_type$: TIME`: seconds since the epoch and an offset such as
     /// `+00:00`. Times compare by instant only, as in RethinkDB.
-    Time { epoch_seconds: f64, timezone: String },
+    Time {
+        epoch_seconds: f64,
+        timezone: String,
+    },
 }
 
 /// Rank of each type in RethinkDB's cross-type order (by type name).
@@ -69,9 +72,14 @@ impl Datum {
             (Datum::Number(a), Datum::Number(b)) => cmp_numbers(*a, *b),
             (Datum::String(a), Datum::String(b)) => a.as_bytes().cmp(b.as_bytes()),
             (Datum::Binary(a), Datum::Binary(b)) => a.cmp(b),
-            (Datum::Time { epoch_seconds: a, .. }, Datum::Time { epoch_seconds: b, .. }) => {
-                cmp_numbers(*a, *b)
-            }
+            (
+                Datum::Time {
+                    epoch_seconds: a, ..
+                },
+                Datum::Time {
+                    epoch_seconds: b, ..
+                },
+            ) => cmp_numbers(*a, *b),
             (Datum::Array(a), Datum::Array(b)) => {
                 for (x, y) in a.iter().zip(b.iter()) {
                     let ordering = x.cmp_reql(y);

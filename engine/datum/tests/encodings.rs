@@ -26,10 +26,20 @@ fn any_datum() -> impl Strategy<Value = Datum> {
         any::<bool>().prop_map(Datum::Bool),
         any_number().prop_map(Datum::Number),
         any_text().prop_map(Datum::String),
-        proptest::collection::vec(prop_oneof![Just(0u8), Just(1), Just(255), any::<u8>()], 0..4).prop_map(Datum::Binary),
+        proptest::collection::vec(
+            prop_oneof![Just(0u8), Just(1), Just(255), any::<u8>()],
+            0..4
+        )
+        .prop_map(Datum::Binary),
         // Times are kept to the millisecond (JSON input is truncated to it).
-        (-1_000_000_000_000_000i64..1_000_000_000_000_000, prop_oneof![Just("+00:00"), Just("-07:00")])
-            .prop_map(|(millis, timezone)| Datum::Time { epoch_seconds: millis as f64 / 1000.0, timezone: timezone.into() }),
+        (
+            -1_000_000_000_000_000i64..1_000_000_000_000_000,
+            prop_oneof![Just("+00:00"), Just("-07:00")]
+        )
+            .prop_map(|(millis, timezone)| Datum::Time {
+                epoch_seconds: millis as f64 / 1000.0,
+                timezone: timezone.into()
+            }),
     ];
     leaf.prop_recursive(3, 24, 4, |inner| {
         prop_oneof![
@@ -99,21 +109,39 @@ fn types_sort_by_type_name_as_in_rethinkdb() {
         Datum::Number(3.5),
         Datum::Object(Object::new()),
         Datum::Binary(vec![0]),
-        Datum::Time { epoch_seconds: 0.0, timezone: "+00:00".into() },
+        Datum::Time {
+            epoch_seconds: 0.0,
+            timezone: "+00:00".into(),
+        },
         Datum::String(String::new()),
         Datum::String("a".into()),
     ];
     for pair in ascending.windows(2) {
-        assert_eq!(pair[0].cmp_reql(&pair[1]), Ordering::Less, "{:?} < {:?}", pair[0], pair[1]);
+        assert_eq!(
+            pair[0].cmp_reql(&pair[1]),
+            Ordering::Less,
+            "{:?} < {:?}",
+            pair[0],
+            pair[1]
+        );
         assert!(key::encode(&pair[0]) < key::encode(&pair[1]));
     }
 }
 
 #[test]
 fn equal_values_share_one_key() {
-    assert_eq!(key::encode(&Datum::Number(0.0)), key::encode(&Datum::Number(-0.0)));
-    let utc = Datum::Time { epoch_seconds: 10.0, timezone: "+00:00".into() };
-    let pacific = Datum::Time { epoch_seconds: 10.0, timezone: "-07:00".into() };
+    assert_eq!(
+        key::encode(&Datum::Number(0.0)),
+        key::encode(&Datum::Number(-0.0))
+    );
+    let utc = Datum::Time {
+        epoch_seconds: 10.0,
+        timezone: "+00:00".into(),
+    };
+    let pacific = Datum::Time {
+        epoch_seconds: 10.0,
+        timezone: "-07:00".into(),
+    };
     assert_eq!(key::encode(&utc), key::encode(&pacific));
 }
 
@@ -126,7 +154,11 @@ fn integral_numbers_are_written_as_json_integers() {
 
 #[test]
 fn times_from_json_keep_milliseconds() {
-    let parse = |epoch: f64| match json::from_json(&serde_json::json!({"$reql_type$": "TIME", "epoch_time": epoch, "timezone": "+00:00"})).unwrap() {
+    let parse = |epoch: f64| match json::from_json(
+        &serde_json::json!({"$reql_type$": "TIME", "epoch_time": epoch, "timezone": "+00:00"}),
+    )
+    .unwrap()
+    {
         Datum::Time { epoch_seconds, .. } => epoch_seconds,
         other => panic!("{other:?}"),
     };
@@ -141,6 +173,11 @@ fn base64_matches_the_standard_alphabet() {
     assert_eq!(json::base64_encode(b"fo"), "Zm8=");
     assert_eq!(json::base64_decode("Zm8=").unwrap(), b"fo");
     assert!(json::base64_decode("Zm8=x").is_err());
-    assert_eq!(json::base64_decode("A^CD").unwrap_err(), "Invalid base64 character found: '^'.");
-    assert!(json::base64_decode("ABCDE").unwrap_err().starts_with("Invalid base64 length"));
+    assert_eq!(
+        json::base64_decode("A^CD").unwrap_err(),
+        "Invalid base64 character found: '^'."
+    );
+    assert!(json::base64_decode("ABCDE")
+        .unwrap_err()
+        .starts_with("Invalid base64 length"));
 }

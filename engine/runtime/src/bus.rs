@@ -28,7 +28,11 @@ pub enum Message {
 
 /// Runs `work` on shard `target` (whose inbox is `inbox`) and returns its
 /// result.
-pub async fn call<R, W, F>(target: usize, inbox: &flume::Sender<Message>, work: W) -> Result<R, EngineError>
+pub async fn call<R, W, F>(
+    target: usize,
+    inbox: &flume::Sender<Message>,
+    work: W,
+) -> Result<R, EngineError>
 where
     R: Send + 'static,
     W: FnOnce(Rc<ShardState>) -> F + Send + 'static,
@@ -48,15 +52,24 @@ where
     match shard::send_over_mesh(target, job).await {
         Ok(()) => {}
         // Not on a shard (or the mesh is not up yet): the inbox.
-        Err(job) => inbox.send_async(Message::Run(job)).await.map_err(|_| EngineError::Stopped("shard inbox closed".into()))?,
+        Err(job) => inbox
+            .send_async(Message::Run(job))
+            .await
+            .map_err(|_| EngineError::Stopped("shard inbox closed".into()))?,
     }
-    answer.recv_async().await.map_err(|_| EngineError::Stopped("shard dropped the request".into()))
+    answer
+        .recv_async()
+        .await
+        .map_err(|_| EngineError::Stopped("shard dropped the request".into()))
 }
 
 /// Runs `work` on a shard through its inbox, from a thread that is not a
 /// shard (a tokio runtime, say): the returned future is `Send`, as such
 /// callers need, because it holds nothing of the shard's.
-pub fn call_from_outside<R, W, F>(inbox: flume::Sender<Message>, work: W) -> impl Future<Output = Result<R, EngineError>> + Send
+pub fn call_from_outside<R, W, F>(
+    inbox: flume::Sender<Message>,
+    work: W,
+) -> impl Future<Output = Result<R, EngineError>> + Send
 where
     R: Send + 'static,
     W: FnOnce(Rc<ShardState>) -> F + Send + 'static,
@@ -70,7 +83,13 @@ where
                 let _ = reply.send(result);
             })
         });
-        inbox.send_async(Message::Run(job)).await.map_err(|_| EngineError::Stopped("shard inbox closed".into()))?;
-        answer.recv_async().await.map_err(|_| EngineError::Stopped("shard dropped the request".into()))
+        inbox
+            .send_async(Message::Run(job))
+            .await
+            .map_err(|_| EngineError::Stopped("shard inbox closed".into()))?;
+        answer
+            .recv_async()
+            .await
+            .map_err(|_| EngineError::Stopped("shard dropped the request".into()))
     }
 }

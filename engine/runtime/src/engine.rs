@@ -9,7 +9,8 @@ use std::sync::{Arc, Mutex, RwLock};
 use bytes::Bytes;
 use photondb_storage::catalog::{self, DatabaseConfig, Entry, TableConfig, UserConfig};
 use photondb_storage::{
-    Backend, Conflict, Direction, Durability, Mutation, ScanRange, StorageError, TableId, WriteBatch, WriteOutcome,
+    Backend, Conflict, Direction, Durability, Mutation, ScanRange, StorageError, TableId,
+    WriteBatch, WriteOutcome,
 };
 
 use crate::bus::{self, Message};
@@ -105,10 +106,13 @@ pub(crate) fn new_uuid() -> u128 {
     use std::hash::{BuildHasher, Hasher};
     use std::io::Read;
     let mut bytes = [0u8; 16];
-    let from_kernel = std::fs::File::open("/dev/urandom").and_then(|mut file| file.read_exact(&mut bytes));
+    let from_kernel =
+        std::fs::File::open("/dev/urandom").and_then(|mut file| file.read_exact(&mut bytes));
     if from_kernel.is_err() {
         // std seeds RandomState from the OS too; two hashers give 128 bits.
-        let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |elapsed| elapsed.as_nanos());
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |elapsed| elapsed.as_nanos());
         for half in bytes.chunks_mut(8) {
             let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
             hasher.write_u128(nanos);
@@ -131,17 +135,33 @@ impl Engine {
             StorageKind::Memory => (config.partitions.max(1), PartitionStorage::Memory, true),
             StorageKind::Durable => {
                 let root = config.data_directory.clone();
-                let cache_for = |partitions: u32| (config.cache_bytes / u64::from(partitions.max(1))).max(1 << 20) as usize;
+                let cache_for = |partitions: u32| {
+                    (config.cache_bytes / u64::from(partitions.max(1))).max(1 << 20) as usize
+                };
                 match data_directory::read(&root)? {
                     Some(identity) => {
                         let cache_bytes = cache_for(identity.partitions);
-                        (identity.partitions, PartitionStorage::Durable { root, create: false, ring_bytes: 0, cache_bytes }, false)
+                        (
+                            identity.partitions,
+                            PartitionStorage::Durable {
+                                root,
+                                create: false,
+                                ring_bytes: 0,
+                                cache_bytes,
+                            },
+                            false,
+                        )
                     }
                     None => {
                         data_directory::clear_incomplete(&root)?;
                         let partitions = config.partitions.max(1);
                         let cache_bytes = cache_for(partitions);
-                        let storage = PartitionStorage::Durable { root, create: true, ring_bytes: config.wal_ring_bytes, cache_bytes };
+                        let storage = PartitionStorage::Durable {
+                            root,
+                            create: true,
+                            ring_bytes: config.wal_ring_bytes,
+                            cache_bytes,
+                        };
                         (partitions, storage, true)
                     }
                 }
@@ -156,7 +176,9 @@ impl Engine {
             let plan = ShardPlan {
                 id,
                 core: config.pin_to_cores.then_some(id % cores),
-                partitions: (0..partitions).filter(|partition| *partition as usize % shards == id).collect(),
+                partitions: (0..partitions)
+                    .filter(|partition| *partition as usize % shards == id)
+                    .collect(),
                 storage: storage.clone(),
                 mesh: mesh.clone(),
             };
@@ -245,22 +267,35 @@ impl Engine {
         F: std::future::Future<Output = R> + 'static,
     {
         if partition >= self.inner.partitions {
-            return Err(EngineError::Catalog(format!("partition {partition} does not exist")));
+            return Err(EngineError::Catalog(format!(
+                "partition {partition} does not exist"
+            )));
         }
-        bus::call(self.shard_of(partition), self.inbox_for(partition), move |shard| work(shard.partition(partition).clone())).await
+        bus::call(
+            self.shard_of(partition),
+            self.inbox_for(partition),
+            move |shard| work(shard.partition(partition).clone()),
+        )
+        .await
     }
 
     /// Like [`Engine::run_on_partition`], for callers on threads that are
     /// not shards and need a `Send` future (a tokio runtime): the work
     /// always travels through the shard's inbox.
-    pub fn run_on_partition_from_outside<R, W, F>(&self, partition: u32, work: W) -> impl std::future::Future<Output = Result<R, EngineError>> + Send
+    pub fn run_on_partition_from_outside<R, W, F>(
+        &self,
+        partition: u32,
+        work: W,
+    ) -> impl std::future::Future<Output = Result<R, EngineError>> + Send
     where
         R: Send + 'static,
         W: FnOnce(std::rc::Rc<PartitionBackend>) -> F + Send + 'static,
         F: std::future::Future<Output = R> + 'static,
     {
         let partition = partition % self.inner.partitions;
-        bus::call_from_outside(self.inbox_for(partition).clone(), move |shard| work(shard.partition(partition).clone()))
+        bus::call_from_outside(self.inbox_for(partition).clone(), move |shard| {
+            work(shard.partition(partition).clone())
+        })
     }
 
     // ----- documents -------------------------------------------------------
@@ -268,7 +303,11 @@ impl Engine {
     /// Applies mutations, each routed to the partition owning its key. The
     /// mutations of one partition form one atomic batch; partitions commit
     /// independently. Outcomes come back in the order given.
-    pub async fn write(&self, mutations: Vec<Mutation>, durability: Durability) -> Result<Vec<WriteOutcome>, EngineError> {
+    pub async fn write(
+        &self,
+        mutations: Vec<Mutation>,
+        durability: Durability,
+    ) -> Result<Vec<WriteOutcome>, EngineError> {
         let mut by_partition: BTreeMap<u32, (Vec<usize>, Vec<Mutation>)> = BTreeMap::new();
         let count = mutations.len();
         for (index, mutation) in mutations.into_iter().enumerate() {
@@ -278,7 +317,9 @@ impl Engine {
                 | Mutation::CompareAndSet { table, key, .. }
                 | Mutation::Reindex { table, key, .. } => self.route(*table, key),
                 Mutation::DropTable { .. } => {
-                    return Err(EngineError::Catalog("tables are dropped with Engine::drop_table".into()));
+                    return Err(EngineError::Catalog(
+                        "tables are dropped with Engine::drop_table".into(),
+                    ));
                 }
             };
             let entry = by_partition.entry(partition).or_default();
@@ -287,48 +328,101 @@ impl Engine {
         }
         let mut pending = Vec::with_capacity(by_partition.len());
         for (partition, (indexes, batch)) in by_partition {
-            let call = bus::call(self.shard_of(partition), self.inbox_for(partition), move |shard| async move {
-                let backend = shard.partition(partition).clone();
-                backend.write(WriteBatch::new(batch), durability).await
-            });
+            let call = bus::call(
+                self.shard_of(partition),
+                self.inbox_for(partition),
+                move |shard| async move {
+                    let backend = shard.partition(partition).clone();
+                    backend.write(WriteBatch::new(batch), durability).await
+                },
+            );
             pending.push((indexes, call));
         }
         let mut outcomes: Vec<Option<WriteOutcome>> = vec![None; count];
         // Futures are lazy: polling them together sends every partition's
         // batch before waiting on any.
-        let results = join_all(pending.into_iter().map(|(indexes, call)| async move { (indexes, call.await) })).await;
+        let results = join_all(
+            pending
+                .into_iter()
+                .map(|(indexes, call)| async move { (indexes, call.await) }),
+        )
+        .await;
         for (indexes, result) in results {
             for (index, outcome) in indexes.into_iter().zip(result??) {
                 outcomes[index] = Some(outcome);
             }
         }
-        Ok(outcomes.into_iter().map(|outcome| outcome.expect("every mutation has an outcome")).collect())
+        Ok(outcomes
+            .into_iter()
+            .map(|outcome| outcome.expect("every mutation has an outcome"))
+            .collect())
     }
 
     /// Inserts or replaces one document.
-    pub async fn put(&self, table: TableId, key: Bytes, value: Bytes, conflict: Conflict, durability: Durability) -> Result<WriteOutcome, EngineError> {
-        let mut outcomes = self.write(vec![Mutation::Put { table, key, value, conflict }], durability).await?;
+    pub async fn put(
+        &self,
+        table: TableId,
+        key: Bytes,
+        value: Bytes,
+        conflict: Conflict,
+        durability: Durability,
+    ) -> Result<WriteOutcome, EngineError> {
+        let mut outcomes = self
+            .write(
+                vec![Mutation::Put {
+                    table,
+                    key,
+                    value,
+                    conflict,
+                }],
+                durability,
+            )
+            .await?;
         Ok(outcomes.remove(0))
     }
 
-    pub async fn delete(&self, table: TableId, key: Bytes, durability: Durability) -> Result<WriteOutcome, EngineError> {
-        let mut outcomes = self.write(vec![Mutation::Delete { table, key }], durability).await?;
+    pub async fn delete(
+        &self,
+        table: TableId,
+        key: Bytes,
+        durability: Durability,
+    ) -> Result<WriteOutcome, EngineError> {
+        let mut outcomes = self
+            .write(vec![Mutation::Delete { table, key }], durability)
+            .await?;
         Ok(outcomes.remove(0))
     }
 
     pub async fn get(&self, table: TableId, key: Bytes) -> Result<Option<Bytes>, EngineError> {
         let partition = self.route(table, &key);
-        let result = bus::call(self.shard_of(partition), self.inbox_for(partition), move |shard| async move { shard.partition(partition).get(table, &key).await }).await?;
+        let result = bus::call(
+            self.shard_of(partition),
+            self.inbox_for(partition),
+            move |shard| async move { shard.partition(partition).get(table, &key).await },
+        )
+        .await?;
         Ok(result?)
     }
 
     /// An ordered scan over the whole table: every partition scans its part
     /// (each up to the limit) and the results are merged in key order.
-    pub async fn scan(&self, table: TableId, range: ScanRange) -> Result<Vec<(Bytes, Bytes)>, EngineError> {
-        let partitions: Vec<u32> = if table == TableId::CATALOG { vec![0] } else { (0..self.inner.partitions).collect() };
+    pub async fn scan(
+        &self,
+        table: TableId,
+        range: ScanRange,
+    ) -> Result<Vec<(Bytes, Bytes)>, EngineError> {
+        let partitions: Vec<u32> = if table == TableId::CATALOG {
+            vec![0]
+        } else {
+            (0..self.inner.partitions).collect()
+        };
         let calls = partitions.into_iter().map(|partition| {
             let range = range.clone();
-            bus::call(self.shard_of(partition), self.inbox_for(partition), move |shard| async move { shard.partition(partition).scan(table, &range).await })
+            bus::call(
+                self.shard_of(partition),
+                self.inbox_for(partition),
+                move |shard| async move { shard.partition(partition).scan(table, &range).await },
+            )
         });
         let mut rows = Vec::new();
         for result in join_all(calls).await {
@@ -344,17 +438,40 @@ impl Engine {
 
     /// An ordered scan of one partition's part of a table, for callers
     /// that merge partitions themselves (each row fetched once).
-    pub async fn scan_partition(&self, table: TableId, partition: u32, range: ScanRange) -> Result<Vec<(Bytes, Bytes)>, EngineError> {
-        let result = bus::call(self.shard_of(partition), self.inbox_for(partition), move |shard| async move { shard.partition(partition).scan(table, &range).await })
-            .await?;
+    pub async fn scan_partition(
+        &self,
+        table: TableId,
+        partition: u32,
+        range: ScanRange,
+    ) -> Result<Vec<(Bytes, Bytes)>, EngineError> {
+        let result = bus::call(
+            self.shard_of(partition),
+            self.inbox_for(partition),
+            move |shard| async move { shard.partition(partition).scan(table, &range).await },
+        )
+        .await?;
         Ok(result?)
     }
 
     /// The next batch of a full-table scan in key order, after `after`
     /// (exclusive). An empty batch means the scan is complete.
-    pub async fn scan_batch(&self, table: TableId, after: Option<Bytes>, rows: usize) -> Result<Vec<(Bytes, Bytes)>, EngineError> {
+    pub async fn scan_batch(
+        &self,
+        table: TableId,
+        after: Option<Bytes>,
+        rows: usize,
+    ) -> Result<Vec<(Bytes, Bytes)>, EngineError> {
         let start = after.map_or(Bound::Unbounded, Bound::Excluded);
-        self.scan(table, ScanRange { start, end: Bound::Unbounded, direction: Direction::Ascending, limit: Some(rows) }).await
+        self.scan(
+            table,
+            ScanRange {
+                start,
+                end: Bound::Unbounded,
+                direction: Direction::Ascending,
+                limit: Some(rows),
+            },
+        )
+        .await
     }
 
     /// Runs `work` on every partition at once, on the shards that own them,
@@ -367,7 +484,11 @@ impl Engine {
     {
         let calls = (0..self.inner.partitions).map(|partition| {
             let work = work.clone();
-            bus::call(self.shard_of(partition), self.inbox_for(partition), move |shard| work(shard.partition(partition).clone()))
+            bus::call(
+                self.shard_of(partition),
+                self.inbox_for(partition),
+                move |shard| work(shard.partition(partition).clone()),
+            )
         });
         let mut results = Vec::with_capacity(self.inner.partitions as usize);
         for result in join_all(calls).await {
@@ -377,18 +498,24 @@ impl Engine {
     }
 
     pub async fn count(&self, table: TableId) -> Result<u64, EngineError> {
-        let counts = self.on_every_partition(move |backend| async move { backend.count(table) }).await?;
+        let counts = self
+            .on_every_partition(move |backend| async move { backend.count(table) })
+            .await?;
         Ok(counts.into_iter().sum())
     }
 
     /// Makes every write so far durable, soft ones included (ReQL `sync`).
     pub async fn sync(&self) -> Result<(), EngineError> {
-        self.on_every_partition(|backend| async move { backend.flush().await }).await.map(|_| ())
+        self.on_every_partition(|backend| async move { backend.flush().await })
+            .await
+            .map(|_| ())
     }
 
     /// Every partition's counters, summed.
     pub async fn storage_stats(&self) -> Result<photondb_storage::PartitionStats, EngineError> {
-        let all = self.on_every_partition(|backend| async move { Ok::<_, StorageError>(backend.stats()) }).await?;
+        let all = self
+            .on_every_partition(|backend| async move { Ok::<_, StorageError>(backend.stats()) })
+            .await?;
         let mut total = photondb_storage::PartitionStats::default();
         for stats in &all {
             total.merge(stats);
@@ -397,7 +524,9 @@ impl Engine {
     }
 
     pub async fn checkpoint(&self) -> Result<(), EngineError> {
-        self.on_every_partition(|backend| async move { backend.checkpoint().await }).await.map(|_| ())
+        self.on_every_partition(|backend| async move { backend.checkpoint().await })
+            .await
+            .map(|_| ())
     }
 
     // ----- catalog ---------------------------------------------------------
@@ -411,7 +540,9 @@ impl Engine {
                     loaded.databases.insert(database.name.clone(), database);
                 }
                 Some(Entry::Table(table)) => {
-                    loaded.tables.insert((table.database, table.name.clone()), table);
+                    loaded
+                        .tables
+                        .insert((table.database, table.name.clone()), table);
                 }
                 Some(Entry::User(user)) => {
                     loaded.users.insert(user.name.clone(), user);
@@ -424,13 +555,27 @@ impl Engine {
         }
         let fresh = loaded.databases.is_empty() && loaded.tables.is_empty();
         // An index whose table is gone (a crash in the middle of a drop).
-        let tables: std::collections::BTreeSet<TableId> = loaded.tables.values().map(|table| table.id).collect();
-        let orphaned: Vec<TableId> = loaded.indexes.values().filter(|index| !tables.contains(&index.table)).map(|index| index.id).collect();
+        let tables: std::collections::BTreeSet<TableId> =
+            loaded.tables.values().map(|table| table.id).collect();
+        let orphaned: Vec<TableId> = loaded
+            .indexes
+            .values()
+            .filter(|index| !tables.contains(&index.table))
+            .map(|index| index.id)
+            .collect();
         for index in orphaned {
             loaded.indexes.remove(&index);
-            block_on_thread(self.delete(TableId::CATALOG, Bytes::from(catalog::index_key(index)), Durability::Hard))?;
+            block_on_thread(self.delete(
+                TableId::CATALOG,
+                Bytes::from(catalog::index_key(index)),
+                Durability::Hard,
+            ))?;
         }
-        let known: std::collections::BTreeSet<TableId> = tables.iter().copied().chain(loaded.indexes.keys().copied()).collect();
+        let known: std::collections::BTreeSet<TableId> = tables
+            .iter()
+            .copied()
+            .chain(loaded.indexes.keys().copied())
+            .collect();
         *self.inner.catalog.write().expect("catalog lock") = loaded;
         block_on_thread(self.remove_orphaned_rows(known))?;
         self.install_indexes()?;
@@ -444,7 +589,10 @@ impl Engine {
     /// Removes rows of tables the catalog no longer has. A drop removes the
     /// catalog entry first, so a write racing it, or a crash between the two
     /// steps, can leave rows nothing can reach; they go here, at startup.
-    async fn remove_orphaned_rows(&self, known: std::collections::BTreeSet<TableId>) -> Result<(), EngineError> {
+    async fn remove_orphaned_rows(
+        &self,
+        known: std::collections::BTreeSet<TableId>,
+    ) -> Result<(), EngineError> {
         let removed = self
             .on_every_partition(move |backend| {
                 let known = known.clone();
@@ -457,7 +605,9 @@ impl Engine {
                         .collect();
                     let count = orphans.len();
                     if count > 0 {
-                        backend.write(WriteBatch::new(orphans), Durability::Hard).await?;
+                        backend
+                            .write(WriteBatch::new(orphans), Durability::Hard)
+                            .await?;
                     }
                     Ok(count)
                 }
@@ -476,7 +626,13 @@ impl Engine {
     }
 
     pub fn database(&self, name: &str) -> Option<DatabaseConfig> {
-        self.inner.catalog.read().expect("catalog lock").databases.get(name).cloned()
+        self.inner
+            .catalog
+            .read()
+            .expect("catalog lock")
+            .databases
+            .get(name)
+            .cloned()
     }
 
     pub fn table(&self, database: &str, name: &str) -> Option<TableConfig> {
@@ -486,66 +642,144 @@ impl Engine {
     }
 
     pub fn user(&self, name: &str) -> Option<UserConfig> {
-        self.inner.catalog.read().expect("catalog lock").users.get(name).cloned()
+        self.inner
+            .catalog
+            .read()
+            .expect("catalog lock")
+            .users
+            .get(name)
+            .cloned()
     }
 
     /// Creates or replaces a user (hard durability, before it is visible).
     pub async fn put_user(&self, user: UserConfig) -> Result<(), EngineError> {
         let key = Bytes::from(catalog::user_key(&user.name));
-        self.put(TableId::CATALOG, key, Bytes::from(user.encode()), Conflict::Replace, Durability::Hard).await?;
-        self.inner.catalog.write().expect("catalog lock").users.insert(user.name.clone(), user);
+        self.put(
+            TableId::CATALOG,
+            key,
+            Bytes::from(user.encode()),
+            Conflict::Replace,
+            Durability::Hard,
+        )
+        .await?;
+        self.inner
+            .catalog
+            .write()
+            .expect("catalog lock")
+            .users
+            .insert(user.name.clone(), user);
         Ok(())
     }
 
     pub async fn create_database(&self, name: &str) -> Result<DatabaseConfig, EngineError> {
-        let database = DatabaseConfig { id: new_uuid(), name: name.to_owned() };
+        let database = DatabaseConfig {
+            id: new_uuid(),
+            name: name.to_owned(),
+        };
         {
             // Reserve the name before the write so concurrent creates of the
             // same name cannot both succeed.
             let mut catalog = self.inner.catalog.write().expect("catalog lock");
             if catalog.databases.contains_key(name) {
-                return Err(EngineError::Catalog(format!("Database `{name}` already exists.")));
+                return Err(EngineError::Catalog(format!(
+                    "Database `{name}` already exists."
+                )));
             }
             catalog.databases.insert(name.to_owned(), database.clone());
         }
         let key = Bytes::from(catalog::database_key(database.id));
-        let written = self.put(TableId::CATALOG, key, Bytes::from(database.encode()), Conflict::Replace, Durability::Hard).await;
+        let written = self
+            .put(
+                TableId::CATALOG,
+                key,
+                Bytes::from(database.encode()),
+                Conflict::Replace,
+                Durability::Hard,
+            )
+            .await;
         if let Err(error) = written {
-            self.inner.catalog.write().expect("catalog lock").databases.remove(name);
+            self.inner
+                .catalog
+                .write()
+                .expect("catalog lock")
+                .databases
+                .remove(name);
             return Err(error);
         }
         Ok(database)
     }
 
-    pub async fn drop_database(&self, name: &str) -> Result<(DatabaseConfig, Vec<TableConfig>), EngineError> {
-        let database = self.database(name).ok_or_else(|| EngineError::Catalog(format!("Database `{name}` does not exist.")))?;
+    pub async fn drop_database(
+        &self,
+        name: &str,
+    ) -> Result<(DatabaseConfig, Vec<TableConfig>), EngineError> {
+        let database = self
+            .database(name)
+            .ok_or_else(|| EngineError::Catalog(format!("Database `{name}` does not exist.")))?;
         let tables: Vec<TableConfig> = {
             let catalog = self.inner.catalog.read().expect("catalog lock");
-            catalog.tables.values().filter(|table| table.database == database.id).cloned().collect()
+            catalog
+                .tables
+                .values()
+                .filter(|table| table.database == database.id)
+                .cloned()
+                .collect()
         };
         for table in &tables {
             self.drop_table(name, &table.name).await?;
         }
-        self.delete(TableId::CATALOG, Bytes::from(catalog::database_key(database.id)), Durability::Hard).await?;
-        self.inner.catalog.write().expect("catalog lock").databases.remove(name);
+        self.delete(
+            TableId::CATALOG,
+            Bytes::from(catalog::database_key(database.id)),
+            Durability::Hard,
+        )
+        .await?;
+        self.inner
+            .catalog
+            .write()
+            .expect("catalog lock")
+            .databases
+            .remove(name);
         Ok((database, tables))
     }
 
-    pub async fn create_table(&self, database: &str, name: &str, primary_key: &str, durability: Durability) -> Result<TableConfig, EngineError> {
+    pub async fn create_table(
+        &self,
+        database: &str,
+        name: &str,
+        primary_key: &str,
+        durability: Durability,
+    ) -> Result<TableConfig, EngineError> {
         let database_id = self
             .database(database)
             .ok_or_else(|| EngineError::Catalog(format!("Database `{database}` does not exist.")))?
             .id;
-        self.create_table_in(database_id, database, name, primary_key, durability).await
+        self.create_table_in(database_id, database, name, primary_key, durability)
+            .await
     }
 
     /// A table of a database the catalog does not list (the query layer's
     /// system database), created on first use.
-    pub async fn internal_table(&self, database_id: u128, database: &str, name: &str) -> Result<TableConfig, EngineError> {
-        if let Some(table) = self.inner.catalog.read().expect("catalog lock").tables.get(&(database_id, name.to_owned())) {
+    pub async fn internal_table(
+        &self,
+        database_id: u128,
+        database: &str,
+        name: &str,
+    ) -> Result<TableConfig, EngineError> {
+        if let Some(table) = self
+            .inner
+            .catalog
+            .read()
+            .expect("catalog lock")
+            .tables
+            .get(&(database_id, name.to_owned()))
+        {
             return Ok(table.clone());
         }
-        match self.create_table_in(database_id, database, name, "id", Durability::Hard).await {
+        match self
+            .create_table_in(database_id, database, name, "id", Durability::Hard)
+            .await
+        {
             Ok(table) => Ok(table),
             // Created by a concurrent first use.
             Err(_) => self
@@ -556,25 +790,56 @@ impl Engine {
                 .tables
                 .get(&(database_id, name.to_owned()))
                 .cloned()
-                .ok_or_else(|| EngineError::Catalog(format!("Table `{database}.{name}` could not be created."))),
+                .ok_or_else(|| {
+                    EngineError::Catalog(format!("Table `{database}.{name}` could not be created."))
+                }),
         }
     }
 
-    async fn create_table_in(&self, database_id: u128, database: &str, name: &str, primary_key: &str, durability: Durability) -> Result<TableConfig, EngineError> {
+    async fn create_table_in(
+        &self,
+        database_id: u128,
+        database: &str,
+        name: &str,
+        primary_key: &str,
+        durability: Durability,
+    ) -> Result<TableConfig, EngineError> {
         let table = {
             let mut catalog = self.inner.catalog.write().expect("catalog lock");
             let entry = (database_id, name.to_owned());
             if catalog.tables.contains_key(&entry) {
-                return Err(EngineError::Catalog(format!("Table `{database}.{name}` already exists.")));
+                return Err(EngineError::Catalog(format!(
+                    "Table `{database}.{name}` already exists."
+                )));
             }
-            let table = TableConfig { id: TableId(new_uuid()), database: database_id, name: name.to_owned(), primary_key: primary_key.to_owned(), durability, shards: 1 };
+            let table = TableConfig {
+                id: TableId(new_uuid()),
+                database: database_id,
+                name: name.to_owned(),
+                primary_key: primary_key.to_owned(),
+                durability,
+                shards: 1,
+            };
             catalog.tables.insert(entry, table.clone());
             table
         };
         let key = Bytes::from(catalog::table_key(table.id));
-        let written = self.put(TableId::CATALOG, key, Bytes::from(table.encode()), Conflict::Replace, Durability::Hard).await;
+        let written = self
+            .put(
+                TableId::CATALOG,
+                key,
+                Bytes::from(table.encode()),
+                Conflict::Replace,
+                Durability::Hard,
+            )
+            .await;
         if let Err(error) = written {
-            self.inner.catalog.write().expect("catalog lock").tables.remove(&(table.database, table.name.clone()));
+            self.inner
+                .catalog
+                .write()
+                .expect("catalog lock")
+                .tables
+                .remove(&(table.database, table.name.clone()));
             return Err(error);
         }
         Ok(table)
@@ -590,24 +855,53 @@ impl Engine {
                 .values()
                 .find(|existing| existing.id == table.id)
                 .cloned()
-                .ok_or_else(|| EngineError::Catalog(format!("Table `{}` does not exist.", table.name)))?;
+                .ok_or_else(|| {
+                    EngineError::Catalog(format!("Table `{}` does not exist.", table.name))
+                })?;
             if previous.database != table.database || previous.primary_key != table.primary_key {
-                return Err(EngineError::Catalog("A table's database and primary key cannot be changed.".into()));
+                return Err(EngineError::Catalog(
+                    "A table's database and primary key cannot be changed.".into(),
+                ));
             }
-            if previous.name != table.name && catalog.tables.contains_key(&(table.database, table.name.clone())) {
-                let database = catalog.databases.values().find(|database| database.id == table.database).map_or("?", |database| database.name.as_str());
-                return Err(EngineError::Catalog(format!("Table `{database}.{}` already exists.", table.name)));
+            if previous.name != table.name
+                && catalog
+                    .tables
+                    .contains_key(&(table.database, table.name.clone()))
+            {
+                let database = catalog
+                    .databases
+                    .values()
+                    .find(|database| database.id == table.database)
+                    .map_or("?", |database| database.name.as_str());
+                return Err(EngineError::Catalog(format!(
+                    "Table `{database}.{}` already exists.",
+                    table.name
+                )));
             }
-            catalog.tables.remove(&(previous.database, previous.name.clone()));
-            catalog.tables.insert((table.database, table.name.clone()), table.clone());
+            catalog
+                .tables
+                .remove(&(previous.database, previous.name.clone()));
+            catalog
+                .tables
+                .insert((table.database, table.name.clone()), table.clone());
             previous
         };
         let key = Bytes::from(catalog::table_key(table.id));
-        let written = self.put(TableId::CATALOG, key, Bytes::from(table.encode()), Conflict::Replace, Durability::Hard).await;
+        let written = self
+            .put(
+                TableId::CATALOG,
+                key,
+                Bytes::from(table.encode()),
+                Conflict::Replace,
+                Durability::Hard,
+            )
+            .await;
         if let Err(error) = written {
             let mut catalog = self.inner.catalog.write().expect("catalog lock");
             catalog.tables.remove(&(table.database, table.name.clone()));
-            catalog.tables.insert((previous.database, previous.name.clone()), previous);
+            catalog
+                .tables
+                .insert((previous.database, previous.name.clone()), previous);
             return Err(error);
         }
         Ok(table)
@@ -617,16 +911,33 @@ impl Engine {
     /// from every partition. Rows of a table no longer in the catalog are
     /// unreachable, so a crash between the two steps loses nothing visible.
     pub async fn drop_table(&self, database: &str, name: &str) -> Result<TableConfig, EngineError> {
-        let table = self
-            .table(database, name)
-            .ok_or_else(|| EngineError::Catalog(format!("Table `{database}.{name}` does not exist.")))?;
-        self.delete(TableId::CATALOG, Bytes::from(catalog::table_key(table.id)), Durability::Hard).await?;
-        self.inner.catalog.write().expect("catalog lock").tables.remove(&(table.database, table.name.clone()));
+        let table = self.table(database, name).ok_or_else(|| {
+            EngineError::Catalog(format!("Table `{database}.{name}` does not exist."))
+        })?;
+        self.delete(
+            TableId::CATALOG,
+            Bytes::from(catalog::table_key(table.id)),
+            Durability::Hard,
+        )
+        .await?;
+        self.inner
+            .catalog
+            .write()
+            .expect("catalog lock")
+            .tables
+            .remove(&(table.database, table.name.clone()));
         let indexes = self.drop_indexes_of(table.id).await?;
-        let drops: Vec<Mutation> = std::iter::once(table.id).chain(indexes).map(|table| Mutation::DropTable { table }).collect();
+        let drops: Vec<Mutation> = std::iter::once(table.id)
+            .chain(indexes)
+            .map(|table| Mutation::DropTable { table })
+            .collect();
         self.on_every_partition(move |backend| {
             let drops = drops.clone();
-            async move { backend.write(WriteBatch::new(drops), Durability::Hard).await }
+            async move {
+                backend
+                    .write(WriteBatch::new(drops), Durability::Hard)
+                    .await
+            }
         })
         .await?;
         Ok(table)
@@ -646,7 +957,9 @@ fn stop_shards(inboxes: &[flume::Sender<Message>], threads: Vec<std::thread::Joi
 }
 
 /// Polls several futures concurrently on the current task.
-pub async fn join_all<F: std::future::Future>(futures: impl IntoIterator<Item = F>) -> Vec<F::Output> {
+pub async fn join_all<F: std::future::Future>(
+    futures: impl IntoIterator<Item = F>,
+) -> Vec<F::Output> {
     use std::pin::Pin;
     use std::task::Poll;
     let mut futures: Vec<Pin<Box<F>>> = futures.into_iter().map(Box::pin).collect();
@@ -662,7 +975,12 @@ pub async fn join_all<F: std::future::Future>(futures: impl IntoIterator<Item = 
             }
         }
         if done {
-            Poll::Ready(outputs.iter_mut().map(|output| output.take().expect("all ready")).collect())
+            Poll::Ready(
+                outputs
+                    .iter_mut()
+                    .map(|output| output.take().expect("all ready"))
+                    .collect(),
+            )
         } else {
             Poll::Pending
         }
@@ -685,7 +1003,10 @@ pub fn block_on_thread<F: std::future::Future>(future: F) -> F::Output {
             self.condvar.notify_one();
         }
     }
-    let signal = Arc::new(Signal { ready: Mutex::new(false), condvar: Condvar::new() });
+    let signal = Arc::new(Signal {
+        ready: Mutex::new(false),
+        condvar: Condvar::new(),
+    });
     let waker = Waker::from(signal.clone());
     let mut context = Context::from_waker(&waker);
     let mut future = std::pin::pin!(future);
@@ -705,7 +1026,10 @@ impl From<EngineError> for StorageError {
     fn from(error: EngineError) -> StorageError {
         match error {
             EngineError::Storage(error) => error,
-            other => StorageError::Io { path: PathBuf::new(), detail: other.to_string() },
+            other => StorageError::Io {
+                path: PathBuf::new(),
+                detail: other.to_string(),
+            },
         }
     }
 }

@@ -16,4 +16,7 @@ pub enum EngineError {
     /// Starting the engine failed (data directory, thread placement).
     #[error("cannot start the storage engine: {0}")]
     Startup(String),
+    /// A listening socket could not be opened (port taken, no permission).
+    #[error("{0}")]
+    Listen(String),
 }

@@ -41,7 +41,11 @@ pub struct FeedHub {
 
 impl FeedHub {
     fn add(&self, table: TableId, subscriber: Subscriber) {
-        self.subscribers.borrow_mut().entry(table).or_default().push(subscriber);
+        self.subscribers
+            .borrow_mut()
+            .entry(table)
+            .or_default()
+            .push(subscriber);
     }
 
     fn remove(&self, table: TableId, id: u64) {
@@ -68,16 +72,20 @@ impl ChangeListener for FeedHub {
     fn publish(&self, changes: Vec<RowChange>) {
         let mut subscribers = self.subscribers.borrow_mut();
         for change in changes {
-            let Some(list) = subscribers.get_mut(&change.table) else { continue };
-            list.retain(|subscriber| match subscriber.sender.try_send(change.clone()) {
-                Ok(()) => true,
-                Err(flume::TrySendError::Full(_)) => {
-                    subscriber.skipped.fetch_add(1, Ordering::Relaxed);
-                    true
-                }
-                // The subscription is gone (its unregistering is on its way).
-                Err(flume::TrySendError::Disconnected(_)) => false,
-            });
+            let Some(list) = subscribers.get_mut(&change.table) else {
+                continue;
+            };
+            list.retain(
+                |subscriber| match subscriber.sender.try_send(change.clone()) {
+                    Ok(()) => true,
+                    Err(flume::TrySendError::Full(_)) => {
+                        subscriber.skipped.fetch_add(1, Ordering::Relaxed);
+                        true
+                    }
+                    // The subscription is gone (its unregistering is on its way).
+                    Err(flume::TrySendError::Disconnected(_)) => false,
+                },
+            );
             if list.is_empty() {
                 subscribers.remove(&change.table);
             }
@@ -104,7 +112,11 @@ pub struct Subscription {
 
 impl std::fmt::Debug for Subscription {
     fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        formatter.debug_struct("Subscription").field("id", &self.id).field("table", &self.table).finish_non_exhaustive()
+        formatter
+            .debug_struct("Subscription")
+            .field("id", &self.id)
+            .field("table", &self.table)
+            .finish_non_exhaustive()
     }
 }
 
@@ -163,26 +175,47 @@ impl Drop for Subscription {
 impl Engine {
     /// Subscribes to every change of `table` from now on; at most
     /// `queue_size` changes wait unread before later ones are dropped.
-    pub async fn subscribe(&self, table: TableId, queue_size: usize) -> Result<Subscription, EngineError> {
+    pub async fn subscribe(
+        &self,
+        table: TableId,
+        queue_size: usize,
+    ) -> Result<Subscription, EngineError> {
         let (sender, receiver) = flume::bounded(queue_size.max(1));
         let skipped = Arc::new(AtomicU64::new(0));
         let id = NEXT_SUBSCRIPTION.fetch_add(1, Ordering::Relaxed);
         let registrations = (0..self.shards()).map(|shard| {
             let (sender, skipped) = (sender.clone(), skipped.clone());
             crate::bus::call(shard, self.shard_inbox(shard), move |state| async move {
-                state.feeds.add(table, Subscriber { id, sender, skipped });
+                state.feeds.add(
+                    table,
+                    Subscriber {
+                        id,
+                        sender,
+                        skipped,
+                    },
+                );
             })
         });
         for registered in crate::engine::join_all(registrations).await {
             registered?;
         }
-        Ok(Subscription { id, table, receiver, skipped, engine: self.clone() })
+        Ok(Subscription {
+            id,
+            table,
+            receiver,
+            skipped,
+            engine: self.clone(),
+        })
     }
 
     /// Changefeed subscribers registered on every shard, summed (each
     /// subscription counts once per shard).
     pub async fn feed_registrations(&self) -> Result<usize, EngineError> {
-        let counts = (0..self.shards()).map(|shard| crate::bus::call(shard, self.shard_inbox(shard), |state| async move { state.feeds.subscriber_count() }));
+        let counts = (0..self.shards()).map(|shard| {
+            crate::bus::call(shard, self.shard_inbox(shard), |state| async move {
+                state.feeds.subscriber_count()
+            })
+        });
         let mut total = 0;
         for count in crate::engine::join_all(counts).await {
             total += count?;

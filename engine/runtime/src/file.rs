@@ -20,7 +20,9 @@ impl DirectFile for DirectIoFile {
             .file
             .read_at_aligned(offset, len)
             .await
-            .map_err(|error| io::Error::other(format!("{error} (reading {len} bytes at offset {offset})")))?;
+            .map_err(|error| {
+                io::Error::other(format!("{error} (reading {len} bytes at offset {offset})"))
+            })?;
         Ok(result.to_vec())
     }
 
@@ -31,7 +33,10 @@ impl DirectFile for DirectIoFile {
             buffer.as_bytes_mut().copy_from_slice(&data[written..]);
             let count = self.file.write_at(buffer, offset + written as u64).await?;
             if count == 0 {
-                return Err(io::Error::new(io::ErrorKind::WriteZero, "direct write wrote nothing"));
+                return Err(io::Error::new(
+                    io::ErrorKind::WriteZero,
+                    "direct write wrote nothing",
+                ));
             }
             // Short direct writes end on an alignment boundary; continue there.
             written += count;
@@ -79,7 +84,9 @@ async fn probe_device(directory: &Path) -> io::Result<()> {
 }
 
 fn parent_of(path: &Path) -> &Path {
-    path.parent().filter(|parent| !parent.as_os_str().is_empty()).unwrap_or(Path::new("."))
+    path.parent()
+        .filter(|parent| !parent.as_os_str().is_empty())
+        .unwrap_or(Path::new("."))
 }
 
 impl FileSystem for DirectFileSystem {
@@ -87,13 +94,22 @@ impl FileSystem for DirectFileSystem {
 
     async fn open(&self, path: &Path) -> io::Result<DirectIoFile> {
         probe_device(parent_of(path)).await?;
-        let file = OpenOptions::new().read(true).write(true).dma_open(path).await?;
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .dma_open(path)
+            .await?;
         Ok(DirectIoFile { file })
     }
 
     async fn create(&self, path: &Path) -> io::Result<DirectIoFile> {
         probe_device(parent_of(path)).await?;
-        let file = OpenOptions::new().read(true).write(true).create_new(true).dma_open(path).await?;
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .dma_open(path)
+            .await?;
         Ok(DirectIoFile { file })
     }
 

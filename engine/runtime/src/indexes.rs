@@ -27,7 +27,10 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use photondb_storage::catalog::{self, IndexConfig, TableConfig};
-use photondb_storage::{Backend, Conflict, Direction, Durability, Index, IndexFunction, Mutation, ScanRange, TableId, WriteBatch};
+use photondb_storage::{
+    Backend, Conflict, Direction, Durability, Index, IndexFunction, Mutation, ScanRange, TableId,
+    WriteBatch,
+};
 
 use crate::engine::{block_on_thread, new_uuid, Engine};
 use crate::error::EngineError;
@@ -39,7 +42,11 @@ const BUILD_CHUNK_ROWS: usize = 256;
 /// Called once per index on every shard thread (the result need not be
 /// `Send`).
 pub trait IndexCompiler: Send + Sync {
-    fn compile(&self, engine: &Engine, index: &IndexConfig) -> Result<Rc<dyn IndexFunction>, String>;
+    fn compile(
+        &self,
+        engine: &Engine,
+        index: &IndexConfig,
+    ) -> Result<Rc<dyn IndexFunction>, String>;
 }
 
 /// How far a build has come.
@@ -76,47 +83,94 @@ impl Engine {
     /// The indexes of a table, by name.
     pub fn indexes_of(&self, table: TableId) -> Vec<IndexConfig> {
         let catalog = self.inner.catalog.read().expect("catalog lock");
-        let mut indexes: Vec<IndexConfig> = catalog.indexes.values().filter(|index| index.table == table).cloned().collect();
+        let mut indexes: Vec<IndexConfig> = catalog
+            .indexes
+            .values()
+            .filter(|index| index.table == table)
+            .cloned()
+            .collect();
         indexes.sort_by(|a, b| a.name.cmp(&b.name));
         indexes
     }
 
     pub fn index(&self, table: TableId, name: &str) -> Option<IndexConfig> {
         let catalog = self.inner.catalog.read().expect("catalog lock");
-        catalog.indexes.values().find(|index| index.table == table && index.name == name).cloned()
+        catalog
+            .indexes
+            .values()
+            .find(|index| index.table == table && index.name == name)
+            .cloned()
     }
 
     /// How far the build of a not-ready index has come (0 to 1), if one is
     /// running.
     pub fn build_progress(&self, index: TableId) -> Option<f64> {
-        self.inner.builds.lock().expect("builds lock").get(&index).map(|progress| progress.fraction())
+        self.inner
+            .builds
+            .lock()
+            .expect("builds lock")
+            .get(&index)
+            .map(|progress| progress.fraction())
     }
 
     fn qualified_name(&self, table: &TableConfig) -> String {
         let catalog = self.inner.catalog.read().expect("catalog lock");
-        let database = catalog.databases.values().find(|database| database.id == table.database).map_or("?", |database| database.name.as_str());
+        let database = catalog
+            .databases
+            .values()
+            .find(|database| database.id == table.database)
+            .map_or("?", |database| database.name.as_str());
         format!("{database}.{}", table.name)
     }
 
     /// Creates an index and starts building it; returns once it is in the
     /// catalog and every later write maintains it.
-    pub async fn create_index(&self, table: &TableConfig, name: &str, function: String, multi: bool, geo: bool) -> Result<IndexConfig, EngineError> {
+    pub async fn create_index(
+        &self,
+        table: &TableConfig,
+        name: &str,
+        function: String,
+        multi: bool,
+        geo: bool,
+    ) -> Result<IndexConfig, EngineError> {
         if self.inner.index_compiler.is_none() {
-            return Err(EngineError::Catalog("This server was started without secondary index support.".into()));
+            return Err(EngineError::Catalog(
+                "This server was started without secondary index support.".into(),
+            ));
         }
-        let index = IndexConfig { id: TableId(new_uuid()), table: table.id, name: name.to_owned(), function, multi, geo, ready: false };
+        let index = IndexConfig {
+            id: TableId(new_uuid()),
+            table: table.id,
+            name: name.to_owned(),
+            function,
+            multi,
+            geo,
+            ready: false,
+        };
         {
             // Reserve the name before the write: concurrent creates of one
             // name cannot both succeed.
             let mut catalog = self.inner.catalog.write().expect("catalog lock");
-            if catalog.indexes.values().any(|existing| existing.table == table.id && existing.name == name) {
+            if catalog
+                .indexes
+                .values()
+                .any(|existing| existing.table == table.id && existing.name == name)
+            {
                 drop(catalog);
-                return Err(EngineError::Catalog(format!("Index `{name}` already exists on table `{}`.", self.qualified_name(table))));
+                return Err(EngineError::Catalog(format!(
+                    "Index `{name}` already exists on table `{}`.",
+                    self.qualified_name(table)
+                )));
             }
             catalog.indexes.insert(index.id, index.clone());
         }
         if let Err(error) = self.write_index_entry(&index).await {
-            self.inner.catalog.write().expect("catalog lock").indexes.remove(&index.id);
+            self.inner
+                .catalog
+                .write()
+                .expect("catalog lock")
+                .indexes
+                .remove(&index.id);
             return Err(error);
         }
         self.register_indexes(table.id).await?;
@@ -126,13 +180,36 @@ impl Engine {
 
     /// Drops an index: out of the catalog first (durably), then out of
     /// every partition.
-    pub async fn drop_index(&self, table: &TableConfig, name: &str) -> Result<IndexConfig, EngineError> {
-        let index = self
-            .index(table.id, name)
-            .ok_or_else(|| EngineError::Catalog(format!("Index `{name}` does not exist on table `{}`.", self.qualified_name(table))))?;
-        self.delete(TableId::CATALOG, Bytes::from(catalog::index_key(index.id)), Durability::Hard).await?;
-        self.inner.catalog.write().expect("catalog lock").indexes.remove(&index.id);
-        if let Some(progress) = self.inner.builds.lock().expect("builds lock").remove(&index.id) {
+    pub async fn drop_index(
+        &self,
+        table: &TableConfig,
+        name: &str,
+    ) -> Result<IndexConfig, EngineError> {
+        let index = self.index(table.id, name).ok_or_else(|| {
+            EngineError::Catalog(format!(
+                "Index `{name}` does not exist on table `{}`.",
+                self.qualified_name(table)
+            ))
+        })?;
+        self.delete(
+            TableId::CATALOG,
+            Bytes::from(catalog::index_key(index.id)),
+            Durability::Hard,
+        )
+        .await?;
+        self.inner
+            .catalog
+            .write()
+            .expect("catalog lock")
+            .indexes
+            .remove(&index.id);
+        if let Some(progress) = self
+            .inner
+            .builds
+            .lock()
+            .expect("builds lock")
+            .remove(&index.id)
+        {
             progress.cancelled.store(true, Ordering::Relaxed);
         }
         self.register_indexes(table.id).await?;
@@ -143,14 +220,22 @@ impl Engine {
     /// Renames an index (its entries stay). With `overwrite`, an index
     /// already called `new_name` is dropped first. Returns whether a rename
     /// happened (renaming to the same name does nothing).
-    pub async fn rename_index(&self, table: &TableConfig, old_name: &str, new_name: &str, overwrite: bool) -> Result<bool, EngineError> {
+    pub async fn rename_index(
+        &self,
+        table: &TableConfig,
+        old_name: &str,
+        new_name: &str,
+        overwrite: bool,
+    ) -> Result<bool, EngineError> {
         let missing_or_taken = || {
             EngineError::Catalog(format!(
                 "Index `{old_name}` does not exist or index `{new_name}` already exists on table `{}`.",
                 self.qualified_name(table)
             ))
         };
-        let mut index = self.index(table.id, old_name).ok_or_else(missing_or_taken)?;
+        let mut index = self
+            .index(table.id, old_name)
+            .ok_or_else(missing_or_taken)?;
         if old_name == new_name {
             return Ok(false);
         }
@@ -162,18 +247,42 @@ impl Engine {
         }
         index.name = new_name.to_owned();
         self.write_index_entry(&index).await?;
-        self.inner.catalog.write().expect("catalog lock").indexes.insert(index.id, index);
+        self.inner
+            .catalog
+            .write()
+            .expect("catalog lock")
+            .indexes
+            .insert(index.id, index);
         Ok(true)
     }
 
     /// Removes every index of a dropped table (catalog entries; the rows
     /// of the indexes go with the table's own).
-    pub(crate) async fn drop_indexes_of(&self, table: TableId) -> Result<Vec<TableId>, EngineError> {
+    pub(crate) async fn drop_indexes_of(
+        &self,
+        table: TableId,
+    ) -> Result<Vec<TableId>, EngineError> {
         let indexes = self.indexes_of(table);
         for index in &indexes {
-            self.delete(TableId::CATALOG, Bytes::from(catalog::index_key(index.id)), Durability::Hard).await?;
-            self.inner.catalog.write().expect("catalog lock").indexes.remove(&index.id);
-            if let Some(progress) = self.inner.builds.lock().expect("builds lock").remove(&index.id) {
+            self.delete(
+                TableId::CATALOG,
+                Bytes::from(catalog::index_key(index.id)),
+                Durability::Hard,
+            )
+            .await?;
+            self.inner
+                .catalog
+                .write()
+                .expect("catalog lock")
+                .indexes
+                .remove(&index.id);
+            if let Some(progress) = self
+                .inner
+                .builds
+                .lock()
+                .expect("builds lock")
+                .remove(&index.id)
+            {
                 progress.cancelled.store(true, Ordering::Relaxed);
             }
         }
@@ -183,12 +292,25 @@ impl Engine {
 
     async fn write_index_entry(&self, index: &IndexConfig) -> Result<(), EngineError> {
         let key = Bytes::from(catalog::index_key(index.id));
-        self.put(TableId::CATALOG, key, Bytes::from(index.encode()), Conflict::Replace, Durability::Hard).await.map(|_| ())
+        self.put(
+            TableId::CATALOG,
+            key,
+            Bytes::from(index.encode()),
+            Conflict::Replace,
+            Durability::Hard,
+        )
+        .await
+        .map(|_| ())
     }
 
     async fn remove_index_entries(&self, index: TableId) -> Result<(), EngineError> {
         self.on_every_partition(move |backend| async move {
-            backend.write(WriteBatch::new(vec![Mutation::DropTable { table: index }]), Durability::Hard).await
+            backend
+                .write(
+                    WriteBatch::new(vec![Mutation::DropTable { table: index }]),
+                    Durability::Hard,
+                )
+                .await
         })
         .await?;
         Ok(())
@@ -197,7 +319,9 @@ impl Engine {
     /// Tells every partition which indexes `table` has now (compiled on
     /// each shard's own thread).
     pub(crate) async fn register_indexes(&self, table: TableId) -> Result<(), EngineError> {
-        let Some(compiler) = self.inner.index_compiler.clone() else { return Ok(()) };
+        let Some(compiler) = self.inner.index_compiler.clone() else {
+            return Ok(());
+        };
         let configs = self.indexes_of(table);
         let engine = self.clone();
         self.on_every_partition(move |backend| {
@@ -223,8 +347,17 @@ impl Engine {
         let (tables, unfinished): (Vec<TableId>, Vec<IndexConfig>) = {
             let catalog = self.inner.catalog.read().expect("catalog lock");
             // Each table once (its indexes are registered together).
-            let tables: std::collections::BTreeSet<TableId> = catalog.indexes.values().map(|index| index.table).collect();
-            (tables.into_iter().collect(), catalog.indexes.values().filter(|index| !index.ready).cloned().collect())
+            let tables: std::collections::BTreeSet<TableId> =
+                catalog.indexes.values().map(|index| index.table).collect();
+            (
+                tables.into_iter().collect(),
+                catalog
+                    .indexes
+                    .values()
+                    .filter(|index| !index.ready)
+                    .cloned()
+                    .collect(),
+            )
         };
         for table in tables {
             block_on_thread(self.register_indexes(table))?;
@@ -240,7 +373,11 @@ impl Engine {
     /// the partitions' shards.
     fn start_build(&self, index: IndexConfig) {
         let progress = Arc::new(BuildProgress::default());
-        self.inner.builds.lock().expect("builds lock").insert(index.id, progress.clone());
+        self.inner
+            .builds
+            .lock()
+            .expect("builds lock")
+            .insert(index.id, progress.clone());
         let engine = self.clone();
         let spawned = std::thread::Builder::new().name("index-build".into()).spawn(move || {
             if let Err(error) = block_on_thread(engine.build(index.clone(), progress)) {
@@ -252,12 +389,20 @@ impl Engine {
         }
     }
 
-    async fn build(&self, mut index: IndexConfig, progress: Arc<BuildProgress>) -> Result<(), EngineError> {
-        progress.rows_total.store(self.count(index.table).await?.max(1), Ordering::Relaxed);
+    async fn build(
+        &self,
+        mut index: IndexConfig,
+        progress: Arc<BuildProgress>,
+    ) -> Result<(), EngineError> {
+        progress
+            .rows_total
+            .store(self.count(index.table).await?.max(1), Ordering::Relaxed);
         let builds = (0..self.partitions()).map(|partition| {
             let progress = progress.clone();
             let (table, id) = (index.table, index.id);
-            self.run_on_partition(partition, move |backend| async move { build_partition(&backend, table, id, &progress).await })
+            self.run_on_partition(partition, move |backend| async move {
+                build_partition(&backend, table, id, &progress).await
+            })
         });
         for result in crate::engine::join_all(builds).await {
             result??;
@@ -267,26 +412,57 @@ impl Engine {
         }
         // Entries were written soft: make them durable before saying so.
         self.sync().await?;
-        let current = self.inner.catalog.read().expect("catalog lock").indexes.get(&index.id).cloned();
-        let Some(current) = current else { return Ok(()) };
-        index = IndexConfig { ready: true, ..current };
+        let current = self
+            .inner
+            .catalog
+            .read()
+            .expect("catalog lock")
+            .indexes
+            .get(&index.id)
+            .cloned();
+        let Some(current) = current else {
+            return Ok(());
+        };
+        index = IndexConfig {
+            ready: true,
+            ..current
+        };
         self.write_index_entry(&index).await?;
-        self.inner.catalog.write().expect("catalog lock").indexes.insert(index.id, index.clone());
-        self.inner.builds.lock().expect("builds lock").remove(&index.id);
+        self.inner
+            .catalog
+            .write()
+            .expect("catalog lock")
+            .indexes
+            .insert(index.id, index.clone());
+        self.inner
+            .builds
+            .lock()
+            .expect("builds lock")
+            .remove(&index.id);
         tracing::info!(index = %index.name, "index ready");
         Ok(())
     }
 
     /// Up to `limit` rows of one partition read through an index, in entry
     /// order (`range` bounds entry keys).
-    pub async fn scan_index_partition(&self, table: TableId, index: TableId, partition: u32, range: ScanRange) -> Result<Vec<IndexedRow>, EngineError> {
+    pub async fn scan_index_partition(
+        &self,
+        table: TableId,
+        index: TableId,
+        partition: u32,
+        range: ScanRange,
+    ) -> Result<Vec<IndexedRow>, EngineError> {
         let rows = self
             .run_on_partition(partition, move |backend| async move {
                 let entries = backend.scan(index, &range).await?;
                 let mut rows = Vec::with_capacity(entries.len());
                 for (entry, primary) in entries {
                     let document = backend.get(table, &primary).await?;
-                    rows.push(IndexedRow { entry, primary, document });
+                    rows.push(IndexedRow {
+                        entry,
+                        primary,
+                        document,
+                    });
                 }
                 Ok::<_, photondb_storage::StorageError>(rows)
             })
@@ -296,11 +472,26 @@ impl Engine {
 
     /// How many entries of an index lie in `range`, over every partition
     /// (without reading a document).
-    pub async fn count_index_range(&self, index: TableId, start: Bound<Bytes>, end: Bound<Bytes>) -> Result<u64, EngineError> {
+    pub async fn count_index_range(
+        &self,
+        index: TableId,
+        start: Bound<Bytes>,
+        end: Bound<Bytes>,
+    ) -> Result<u64, EngineError> {
         let counts = self
             .on_every_partition(move |backend| {
-                let range = ScanRange { start: start.clone(), end: end.clone(), direction: Direction::Ascending, limit: None };
-                async move { backend.scan(index, &range).await.map(|entries| entries.len() as u64) }
+                let range = ScanRange {
+                    start: start.clone(),
+                    end: end.clone(),
+                    direction: Direction::Ascending,
+                    limit: None,
+                };
+                async move {
+                    backend
+                        .scan(index, &range)
+                        .await
+                        .map(|entries| entries.len() as u64)
+                }
             })
             .await?;
         Ok(counts.into_iter().sum())
@@ -308,20 +499,39 @@ impl Engine {
 }
 
 /// Writes the entries of every row of one partition, a chunk at a time.
-async fn build_partition(backend: &crate::partition::AnyBackend, table: TableId, index: TableId, progress: &BuildProgress) -> Result<(), EngineError> {
+async fn build_partition(
+    backend: &crate::partition::AnyBackend,
+    table: TableId,
+    index: TableId,
+    progress: &BuildProgress,
+) -> Result<(), EngineError> {
     let mut from = Bound::Unbounded;
     loop {
         if progress.cancelled.load(Ordering::Relaxed) {
             return Ok(());
         }
-        let range = ScanRange { start: from.clone(), end: Bound::Unbounded, direction: Direction::Ascending, limit: Some(BUILD_CHUNK_ROWS) };
+        let range = ScanRange {
+            start: from.clone(),
+            end: Bound::Unbounded,
+            direction: Direction::Ascending,
+            limit: Some(BUILD_CHUNK_ROWS),
+        };
         let rows = backend.scan(table, &range).await?;
-        let Some((last, _)) = rows.last() else { return Ok(()) };
+        let Some((last, _)) = rows.last() else {
+            return Ok(());
+        };
         from = Bound::Excluded(last.clone());
         let count = rows.len();
-        let batch = rows.into_iter().map(|(key, _)| Mutation::Reindex { table, key, index }).collect();
-        backend.write(WriteBatch::new(batch), Durability::Soft).await?;
-        progress.rows_done.fetch_add(count as u64, Ordering::Relaxed);
+        let batch = rows
+            .into_iter()
+            .map(|(key, _)| Mutation::Reindex { table, key, index })
+            .collect();
+        backend
+            .write(WriteBatch::new(batch), Durability::Soft)
+            .await?;
+        progress
+            .rows_done
+            .fetch_add(count as u64, Ordering::Relaxed);
         if count < BUILD_CHUNK_ROWS {
             return Ok(());
         }

@@ -28,7 +28,9 @@ pub mod network;
 mod partition;
 mod shard;
 
-pub use engine::{block_on_thread, join_all, partition_of, Catalog, Engine, EngineConfig, StorageKind};
+pub use engine::{
+    block_on_thread, join_all, partition_of, Catalog, Engine, EngineConfig, StorageKind,
+};
 pub use error::EngineError;
 pub use feeds::{FeedEvent, Subscription};
 pub use indexes::{IndexCompiler, IndexedRow};

@@ -51,7 +51,10 @@ impl Connection {
     /// answers. Both stay on this shard.
     pub fn split(self) -> (ConnectionReader, ConnectionWriter) {
         let (reader, writer) = futures_lite::io::split(self.stream);
-        (ConnectionReader { half: reader }, ConnectionWriter { half: writer })
+        (
+            ConnectionReader { half: reader },
+            ConnectionWriter { half: writer },
+        )
     }
 }
 
@@ -89,7 +92,8 @@ pub async fn sleep(duration: std::time::Duration) {
 }
 
 /// Runs one connection to its end on the accepting shard.
-pub type ConnectionHandler = Arc<dyn Fn(Connection, Engine) -> Pin<Box<dyn Future<Output = ()>>> + Send + Sync>;
+pub type ConnectionHandler =
+    Arc<dyn Fn(Connection, Engine) -> Pin<Box<dyn Future<Output = ()>>> + Send + Sync>;
 
 impl Engine {
     /// Closes every listening socket: connections already accepted go on,
@@ -107,13 +111,24 @@ impl Engine {
     }
 
     /// Listens on `address` on every shard; each accepted connection is run
-    /// by `handler` as a task of the shard that accepted it. Returns once
-    /// every shard is bound.
-    pub async fn listen(&self, address: SocketAddr, handler: ConnectionHandler) -> Result<(), EngineError> {
+    /// by `handler` as a task of the shard that accepted it. Returns, once
+    /// every shard is bound, the address bound: with port 0 the first shard
+    /// takes any free port and the others share it.
+    pub async fn listen(
+        &self,
+        address: SocketAddr,
+        handler: ConnectionHandler,
+    ) -> Result<SocketAddr, EngineError> {
+        let mut address = claim_port(address)
+            .map_err(|error| EngineError::Listen(format!("cannot listen on {address}: {error}")))?;
         for shard in 0..self.shards() {
             let (engine, handler) = (self.clone(), handler.clone());
             let bound = bus::call(shard, self.shard_inbox(shard), move |state| async move {
-                let listener = TcpListener::bind(address).map_err(|error| format!("cannot listen on {address}: {error}"))?;
+                let listener = TcpListener::bind(address)
+                    .map_err(|error| format!("cannot listen on {address}: {error}"))?;
+                let bound = listener
+                    .local_addr()
+                    .map_err(|error| format!("cannot listen on {address}: {error}"))?;
                 let shard = state.id;
                 let accepting = glommio::spawn_local(async move {
                     loop {
@@ -132,11 +147,44 @@ impl Engine {
                 })
                 .detach();
                 state.listeners.borrow_mut().push(accepting);
-                Ok::<(), String>(())
+                Ok::<SocketAddr, String>(bound)
             })
             .await?;
-            bound.map_err(EngineError::Startup)?;
+            address = bound.map_err(EngineError::Listen)?;
         }
-        Ok(())
+        Ok(address)
+    }
+}
+
+/// Checks that no other server listens on `address` and picks the port
+/// when asked for any.
+///
+/// Every shard's listener shares the port (SO_REUSEPORT), which would also
+/// let a second server of the same user on the same port take half the
+/// connections silently. A plain bind fails when anyone listens there, but
+/// also when connections of a previous run of this server (killed, say) are
+/// still closing on the port; those the shared binds may reuse, and what
+/// tells them apart is whether anyone answers a connect.
+fn claim_port(address: SocketAddr) -> std::io::Result<SocketAddr> {
+    use std::io::{Error, ErrorKind};
+    match std::net::TcpListener::bind(address) {
+        Ok(probe) => probe.local_addr(),
+        Err(error) if error.kind() == ErrorKind::AddrInUse => {
+            let mut target = address;
+            if target.ip().is_unspecified() {
+                target.set_ip(match address {
+                    SocketAddr::V4(_) => std::net::Ipv4Addr::LOCALHOST.into(),
+                    SocketAddr::V6(_) => std::net::Ipv6Addr::LOCALHOST.into(),
+                });
+            }
+            match std::net::TcpStream::connect_timeout(&target, std::time::Duration::from_secs(1)) {
+                Ok(_) => Err(Error::new(
+                    ErrorKind::AddrInUse,
+                    "another server is listening on this port",
+                )),
+                Err(_) => Ok(address),
+            }
+        }
+        Err(error) => Err(error),
     }
 }

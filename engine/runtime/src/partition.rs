@@ -1,7 +1,10 @@
 //! The backend a partition runs on, chosen at startup.
 
 use bytes::Bytes;
-use photondb_storage::{Backend, DurableBackend, Durability, MemoryBackend, ScanRange, TableId, WriteBatch, WriteOutcome};
+use photondb_storage::{
+    Backend, Durability, DurableBackend, MemoryBackend, ScanRange, TableId, WriteBatch,
+    WriteOutcome,
+};
 
 use crate::file::DirectFileSystem;
 
@@ -24,7 +27,11 @@ macro_rules! delegate {
 }
 
 impl Backend for AnyBackend {
-    async fn write(&self, batch: WriteBatch, durability: Durability) -> StorageResult<Vec<WriteOutcome>> {
+    async fn write(
+        &self,
+        batch: WriteBatch,
+        durability: Durability,
+    ) -> StorageResult<Vec<WriteOutcome>> {
         delegate!(self, backend => backend.write(batch, durability).await)
     }
 

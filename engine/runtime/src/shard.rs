@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use glommio::channels::channel_mesh::{Full, MeshBuilder, Senders};
 use glommio::{LocalExecutorBuilder, Placement};
-use photondb_storage::{StoreOptions, Backend, DurableBackend, DurableOptions, MemoryBackend};
+use photondb_storage::{Backend, DurableBackend, DurableOptions, MemoryBackend, StoreOptions};
 
 use crate::bus::{Job, Message};
 use crate::data_directory::partition_directory;
@@ -36,7 +36,9 @@ pub struct ShardState {
 
 impl ShardState {
     pub fn partition(&self, partition: u32) -> &Rc<AnyBackend> {
-        self.partitions.get(&partition).expect("the engine routes each partition to the shard that owns it")
+        self.partitions
+            .get(&partition)
+            .expect("the engine routes each partition to the shard that owns it")
     }
 }
 
@@ -70,14 +72,27 @@ thread_local! {
 
 /// The state of shard `target` if the caller runs on it.
 pub(crate) fn current(target: usize) -> Option<Rc<ShardState>> {
-    LOCAL.with(|local| local.borrow().as_ref().filter(|local| local.state.id == target).map(|local| local.state.clone()))
+    LOCAL.with(|local| {
+        local
+            .borrow()
+            .as_ref()
+            .filter(|local| local.state.id == target)
+            .map(|local| local.state.clone())
+    })
 }
 
 /// Sends a job to shard `target` over the mesh; gives it back when the
 /// caller is not on a shard whose mesh is up.
 pub(crate) async fn send_over_mesh(target: usize, job: Job) -> Result<(), Job> {
-    let senders = LOCAL.with(|local| local.borrow().as_ref().and_then(|local| local.senders.clone()));
-    let Some(senders) = senders else { return Err(job) };
+    let senders = LOCAL.with(|local| {
+        local
+            .borrow()
+            .as_ref()
+            .and_then(|local| local.senders.clone())
+    });
+    let Some(senders) = senders else {
+        return Err(job);
+    };
     // A shard that stopped takes no more jobs: they fail like a closed inbox.
     match senders.send_to(target, job).await {
         Ok(()) => Ok(()),
@@ -91,7 +106,12 @@ pub(crate) async fn send_over_mesh(target: usize, job: Job) -> Result<(), Job> {
 #[derive(Clone)]
 pub enum PartitionStorage {
     Memory,
-    Durable { root: PathBuf, create: bool, ring_bytes: u64, cache_bytes: usize },
+    Durable {
+        root: PathBuf,
+        create: bool,
+        ring_bytes: u64,
+        cache_bytes: usize,
+    },
 }
 
 /// Stack of a shard thread. Query evaluation recurses once per level of a
@@ -100,7 +120,10 @@ pub enum PartitionStorage {
 const SHARD_STACK_BYTES: usize = 256 << 20;
 
 /// Starts a shard thread; returns once its partitions are open (or failed).
-pub fn start(plan: ShardPlan, inbox: flume::Receiver<Message>) -> Result<std::thread::JoinHandle<()>, EngineError> {
+pub fn start(
+    plan: ShardPlan,
+    inbox: flume::Receiver<Message>,
+) -> Result<std::thread::JoinHandle<()>, EngineError> {
     let (ready, started) = flume::bounded(1);
     let placement = match plan.core {
         Some(core) => Placement::Fixed(core),
@@ -112,7 +135,10 @@ pub fn start(plan: ShardPlan, inbox: flume::Receiver<Message>) -> Result<std::th
         .name(format!("shard-{id}"))
         .stack_size(SHARD_STACK_BYTES)
         .spawn(move || {
-            let executor = match LocalExecutorBuilder::new(placement).name(&format!("shard-{id}")).make() {
+            let executor = match LocalExecutorBuilder::new(placement)
+                .name(&format!("shard-{id}"))
+                .make()
+            {
                 Ok(executor) => executor,
                 Err(error) => {
                     let _ = ready.send(Err(EngineError::Startup(format!("shard {id}: {error}"))));
@@ -126,7 +152,12 @@ pub fn start(plan: ShardPlan, inbox: flume::Receiver<Message>) -> Result<std::th
                         for backend in partitions.values() {
                             backend.set_change_listener(feeds.clone());
                         }
-                        Rc::new(ShardState { id: plan.id, partitions, listeners: Default::default(), feeds })
+                        Rc::new(ShardState {
+                            id: plan.id,
+                            partitions,
+                            listeners: Default::default(),
+                            feeds,
+                        })
                     }
                     Err(error) => {
                         let _ = ready.send(Err(error));
@@ -134,7 +165,12 @@ pub fn start(plan: ShardPlan, inbox: flume::Receiver<Message>) -> Result<std::th
                     }
                 };
                 let _ = ready.send(Ok(()));
-                LOCAL.with(|local| *local.borrow_mut() = Some(Local { state: state.clone(), senders: None }));
+                LOCAL.with(|local| {
+                    *local.borrow_mut() = Some(Local {
+                        state: state.clone(),
+                        senders: None,
+                    })
+                });
                 glommio::spawn_local(join_mesh(plan.mesh, state.clone())).detach();
                 serve(state, inbox).await;
                 LOCAL.with(|local| local.borrow_mut().take());
@@ -147,7 +183,9 @@ pub fn start(plan: ShardPlan, inbox: flume::Receiver<Message>) -> Result<std::th
             let _ = thread.join();
             Err(error)
         }
-        Err(_) => Err(EngineError::Startup(format!("shard {id} stopped while starting"))),
+        Err(_) => Err(EngineError::Startup(format!(
+            "shard {id} stopped while starting"
+        ))),
     }
 }
 
@@ -156,19 +194,32 @@ async fn open_partitions(plan: &ShardPlan) -> Result<HashMap<u32, Rc<AnyBackend>
     for &partition in &plan.partitions {
         let backend = match &plan.storage {
             PartitionStorage::Memory => AnyBackend::Memory(MemoryBackend::new()),
-            PartitionStorage::Durable { root, create, ring_bytes, cache_bytes } => {
+            PartitionStorage::Durable {
+                root,
+                create,
+                ring_bytes,
+                cache_bytes,
+            } => {
                 let directory = partition_directory(root, partition);
                 let started = std::time::Instant::now();
                 let options = DurableOptions {
                     ring_bytes: *ring_bytes,
-                    store: StoreOptions { cache_bytes: *cache_bytes, ..StoreOptions::default() },
+                    store: StoreOptions {
+                        cache_bytes: *cache_bytes,
+                        ..StoreOptions::default()
+                    },
                 };
                 let backend = if *create {
                     DurableBackend::create(DirectFileSystem, &directory, partition, options).await?
                 } else {
                     DurableBackend::open(DirectFileSystem, &directory, partition, options).await?
                 };
-                tracing::info!(shard = plan.id, partition, elapsed_ms = started.elapsed().as_millis() as u64, "partition ready");
+                tracing::info!(
+                    shard = plan.id,
+                    partition,
+                    elapsed_ms = started.elapsed().as_millis() as u64,
+                    "partition ready"
+                );
                 AnyBackend::Durable(backend)
             }
         };
@@ -182,7 +233,10 @@ async fn open_partitions(plan: &ShardPlan) -> Result<HashMap<u32, Rc<AnyBackend>
 /// shard never starts, jobs go through the inboxes.
 async fn join_mesh(mesh: MeshBuilder<Job, Full>, state: Rc<ShardState>) {
     let Ok((senders, mut receivers)) = mesh.join().await else {
-        tracing::warn!(shard = state.id, "could not join the shard mesh; jobs go through inboxes");
+        tracing::warn!(
+            shard = state.id,
+            "could not join the shard mesh; jobs go through inboxes"
+        );
         return;
     };
     for (_, receiver) in receivers.streams() {
@@ -235,14 +289,24 @@ async fn serve(state: Rc<ShardState>, inbox: flume::Receiver<Message>) {
 /// partition whose flush failed is poisoned; it is reported once, then left.
 async fn maintain(state: Rc<ShardState>, stopping: Rc<Cell<bool>>) {
     let mut failed: HashMap<u32, ()> = HashMap::new();
-    let checkpointing: HashMap<u32, Rc<Cell<bool>>> =
-        state.partitions.keys().map(|&partition| (partition, Rc::new(Cell::new(false)))).collect();
+    let checkpointing: HashMap<u32, Rc<Cell<bool>>> = state
+        .partitions
+        .keys()
+        .map(|&partition| (partition, Rc::new(Cell::new(false))))
+        .collect();
     let mut busy = false;
     while !stopping.get() {
-        glommio::timer::sleep(if busy { MAINTENANCE_INTERVAL_BUSY } else { MAINTENANCE_INTERVAL_IDLE }).await;
+        glommio::timer::sleep(if busy {
+            MAINTENANCE_INTERVAL_BUSY
+        } else {
+            MAINTENANCE_INTERVAL_IDLE
+        })
+        .await;
         busy = false;
         for (&partition, backend) in &state.partitions {
-            if failed.contains_key(&partition) || !backend.wants_flush() && !backend.wants_checkpoint() {
+            if failed.contains_key(&partition)
+                || !backend.wants_flush() && !backend.wants_checkpoint()
+            {
                 continue;
             }
             busy = true;

@@ -24,7 +24,10 @@ fn key_of(id: i64) -> Bytes {
 fn document_of(id: i64) -> Bytes {
     let mut fields = photondb_datum::Object::new();
     fields.insert("id".into(), Datum::Number(id as f64));
-    fields.insert("payload".into(), Datum::String("x".repeat((id % 50) as usize)));
+    fields.insert(
+        "payload".into(),
+        Datum::String("x".repeat((id % 50) as usize)),
+    );
     Bytes::from(document::encode(&Datum::Object(fields)))
 }
 
@@ -32,14 +35,34 @@ fn document_of(id: i64) -> Bytes {
 fn documents_and_catalog_survive_restarts_with_other_shard_counts() {
     let directory = tempfile::tempdir().unwrap();
     let engine = Engine::start(config(directory.path(), 2)).unwrap();
-    assert!(engine.database("test").is_some(), "a new data directory has database `test`");
-    let table = block_on_thread(engine.create_table("test", "people", "id", Durability::Hard)).unwrap();
-    assert!(block_on_thread(engine.create_table("test", "people", "id", Durability::Hard)).is_err());
+    assert!(
+        engine.database("test").is_some(),
+        "a new data directory has database `test`"
+    );
+    let table =
+        block_on_thread(engine.create_table("test", "people", "id", Durability::Hard)).unwrap();
+    assert!(
+        block_on_thread(engine.create_table("test", "people", "id", Durability::Hard)).is_err()
+    );
     for id in 0..300 {
-        let outcome = block_on_thread(engine.put(table.id, key_of(id), document_of(id), Conflict::Error, Durability::Hard)).unwrap();
+        let outcome = block_on_thread(engine.put(
+            table.id,
+            key_of(id),
+            document_of(id),
+            Conflict::Error,
+            Durability::Hard,
+        ))
+        .unwrap();
         assert!(outcome.old.is_none() && !outcome.conflicted);
     }
-    let again = block_on_thread(engine.put(table.id, key_of(7), document_of(8), Conflict::Error, Durability::Hard)).unwrap();
+    let again = block_on_thread(engine.put(
+        table.id,
+        key_of(7),
+        document_of(8),
+        Conflict::Error,
+        Durability::Hard,
+    ))
+    .unwrap();
     assert!(again.conflicted, "a duplicate primary key conflicts");
     block_on_thread(engine.delete(table.id, key_of(299), Durability::Hard)).unwrap();
     assert_eq!(block_on_thread(engine.count(table.id)).unwrap(), 299);
@@ -47,13 +70,30 @@ fn documents_and_catalog_survive_restarts_with_other_shard_counts() {
 
     for shards in [1, 3] {
         let engine = Engine::start(config(directory.path(), shards)).unwrap();
-        assert_eq!(engine.partitions(), 4, "the partition count is the directory's, not the config's");
-        let table = engine.table("test", "people").expect("table recovered from the catalog");
+        assert_eq!(
+            engine.partitions(),
+            4,
+            "the partition count is the directory's, not the config's"
+        );
+        let table = engine
+            .table("test", "people")
+            .expect("table recovered from the catalog");
         assert_eq!(block_on_thread(engine.count(table.id)).unwrap(), 299);
-        assert_eq!(block_on_thread(engine.get(table.id, key_of(42))).unwrap(), Some(document_of(42)));
-        assert_eq!(block_on_thread(engine.get(table.id, key_of(299))).unwrap(), None);
+        assert_eq!(
+            block_on_thread(engine.get(table.id, key_of(42))).unwrap(),
+            Some(document_of(42))
+        );
+        assert_eq!(
+            block_on_thread(engine.get(table.id, key_of(299))).unwrap(),
+            None
+        );
         // A scan merges every partition in key (numeric) order.
-        let range = ScanRange { start: Bound::Included(key_of(10)), end: Bound::Excluded(key_of(20)), direction: Direction::Descending, limit: Some(4) };
+        let range = ScanRange {
+            start: Bound::Included(key_of(10)),
+            end: Bound::Excluded(key_of(20)),
+            direction: Direction::Descending,
+            limit: Some(4),
+        };
         let rows = block_on_thread(engine.scan(table.id, range)).unwrap();
         let keys: Vec<Bytes> = rows.into_iter().map(|(key, _)| key).collect();
         assert_eq!(keys, vec![key_of(19), key_of(18), key_of(17), key_of(16)]);
@@ -65,8 +105,16 @@ fn documents_and_catalog_survive_restarts_with_other_shard_counts() {
 fn full_scans_stream_in_batches_in_key_order() {
     let directory = tempfile::tempdir().unwrap();
     let engine = Engine::start(config(directory.path(), 2)).unwrap();
-    let table = block_on_thread(engine.create_table("test", "numbers", "id", Durability::Soft)).unwrap();
-    let mutations = (0..1000).map(|id| photondb_storage::Mutation::Put { table: table.id, key: key_of(id), value: document_of(id), conflict: Conflict::Replace }).collect();
+    let table =
+        block_on_thread(engine.create_table("test", "numbers", "id", Durability::Soft)).unwrap();
+    let mutations = (0..1000)
+        .map(|id| photondb_storage::Mutation::Put {
+            table: table.id,
+            key: key_of(id),
+            value: document_of(id),
+            conflict: Conflict::Replace,
+        })
+        .collect();
     block_on_thread(engine.write(mutations, Durability::Soft)).unwrap();
     let mut after = None;
     let mut seen = Vec::new();
@@ -89,8 +137,16 @@ fn dropped_tables_and_databases_stay_dropped() {
     let directory = tempfile::tempdir().unwrap();
     let engine = Engine::start(config(directory.path(), 2)).unwrap();
     block_on_thread(engine.create_database("shop")).unwrap();
-    let orders = block_on_thread(engine.create_table("shop", "orders", "id", Durability::Hard)).unwrap();
-    block_on_thread(engine.put(orders.id, key_of(1), document_of(1), Conflict::Error, Durability::Hard)).unwrap();
+    let orders =
+        block_on_thread(engine.create_table("shop", "orders", "id", Durability::Hard)).unwrap();
+    block_on_thread(engine.put(
+        orders.id,
+        key_of(1),
+        document_of(1),
+        Conflict::Error,
+        Durability::Hard,
+    ))
+    .unwrap();
     block_on_thread(engine.drop_database("shop")).unwrap();
     assert_eq!(block_on_thread(engine.count(orders.id)).unwrap(), 0);
     engine.shutdown().unwrap();
@@ -107,11 +163,28 @@ fn memory_storage_works_and_keeps_nothing() {
     let mut memory = config(directory.path(), 2);
     memory.storage = StorageKind::Memory;
     let engine = Engine::start(memory.clone()).unwrap();
-    let table = block_on_thread(engine.create_table("test", "scratch", "id", Durability::Hard)).unwrap();
-    block_on_thread(engine.put(table.id, key_of(1), document_of(1), Conflict::Error, Durability::Hard)).unwrap();
-    assert_eq!(block_on_thread(engine.get(table.id, key_of(1))).unwrap(), Some(document_of(1)));
+    let table =
+        block_on_thread(engine.create_table("test", "scratch", "id", Durability::Hard)).unwrap();
+    block_on_thread(engine.put(
+        table.id,
+        key_of(1),
+        document_of(1),
+        Conflict::Error,
+        Durability::Hard,
+    ))
+    .unwrap();
+    assert_eq!(
+        block_on_thread(engine.get(table.id, key_of(1))).unwrap(),
+        Some(document_of(1))
+    );
     engine.shutdown().unwrap();
-    assert!(std::fs::read_dir(directory.path()).unwrap().next().is_none(), "memory storage writes no files");
+    assert!(
+        std::fs::read_dir(directory.path())
+            .unwrap()
+            .next()
+            .is_none(),
+        "memory storage writes no files"
+    );
     let engine = Engine::start(memory).unwrap();
     assert!(engine.table("test", "scratch").is_none());
     engine.shutdown().unwrap();
@@ -127,8 +200,13 @@ fn a_damaged_partition_stops_the_start_with_its_file_named() {
     bytes[9] ^= 1;
     bytes[4096 + 9] ^= 1;
     std::fs::write(&superblock, bytes).unwrap();
-    let error = Engine::start(config(directory.path(), 1)).err().expect("start must fail");
-    assert!(error.to_string().contains("partition-0002/superblock"), "{error}");
+    let error = Engine::start(config(directory.path(), 1))
+        .err()
+        .expect("start must fail");
+    assert!(
+        error.to_string().contains("partition-0002/superblock"),
+        "{error}"
+    );
 }
 
 #[test]
@@ -138,7 +216,14 @@ fn rows_of_a_table_missing_from_the_catalog_are_removed_at_startup() {
     let directory = tempfile::tempdir().unwrap();
     let engine = Engine::start(config(directory.path(), 2)).unwrap();
     let orphan = photondb_storage::TableId(0xDEAD_BEEF);
-    let mutations = (0..50).map(|id| photondb_storage::Mutation::Put { table: orphan, key: key_of(id), value: document_of(id), conflict: Conflict::Replace }).collect();
+    let mutations = (0..50)
+        .map(|id| photondb_storage::Mutation::Put {
+            table: orphan,
+            key: key_of(id),
+            value: document_of(id),
+            conflict: Conflict::Replace,
+        })
+        .collect();
     block_on_thread(engine.write(mutations, Durability::Hard)).unwrap();
     assert_eq!(block_on_thread(engine.count(orphan)).unwrap(), 50);
     engine.shutdown().unwrap();
@@ -154,27 +239,52 @@ fn shards_call_each_other_and_themselves() {
     // its own shard run in place. Every answer must be the right one.
     let directory = tempfile::tempdir().unwrap();
     let engine = Engine::start(config(directory.path(), 2)).unwrap();
-    let table = block_on_thread(engine.create_table("test", "mesh", "id", Durability::Hard)).unwrap();
+    let table =
+        block_on_thread(engine.create_table("test", "mesh", "id", Durability::Hard)).unwrap();
     for id in 0..200 {
-        block_on_thread(engine.put(table.id, key_of(id), document_of(id), Conflict::Error, Durability::Hard)).unwrap();
+        block_on_thread(engine.put(
+            table.id,
+            key_of(id),
+            document_of(id),
+            Conflict::Error,
+            Durability::Hard,
+        ))
+        .unwrap();
     }
     let mut checks = Vec::new();
     for partition in 0..engine.partitions() {
         let inner = engine.clone();
         let table = table.id;
-        checks.push(block_on_thread(engine.run_on_partition(partition, move |_backend| async move {
-            let mut found = 0;
-            for id in 0..200 {
-                if inner.get(table, key_of(id)).await.unwrap() == Some(document_of(id)) {
-                    found += 1;
-                }
-            }
-            let id = 1000 + i64::from(partition);
-            inner.put(table, key_of(id), document_of(id), Conflict::Error, Durability::Hard).await.unwrap();
-            found
-        })).unwrap());
+        checks.push(
+            block_on_thread(
+                engine.run_on_partition(partition, move |_backend| async move {
+                    let mut found = 0;
+                    for id in 0..200 {
+                        if inner.get(table, key_of(id)).await.unwrap() == Some(document_of(id)) {
+                            found += 1;
+                        }
+                    }
+                    let id = 1000 + i64::from(partition);
+                    inner
+                        .put(
+                            table,
+                            key_of(id),
+                            document_of(id),
+                            Conflict::Error,
+                            Durability::Hard,
+                        )
+                        .await
+                        .unwrap();
+                    found
+                }),
+            )
+            .unwrap(),
+        );
     }
     assert_eq!(checks, vec![200; engine.partitions() as usize]);
-    assert_eq!(block_on_thread(engine.count(table.id)).unwrap(), 200 + u64::from(engine.partitions()));
+    assert_eq!(
+        block_on_thread(engine.count(table.id)).unwrap(),
+        200 + u64::from(engine.partitions())
+    );
     engine.shutdown().unwrap();
 }

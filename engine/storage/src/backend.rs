@@ -38,7 +38,12 @@ pub struct ScanRange {
 impl ScanRange {
     /// Every row, ascending.
     pub fn all() -> Self {
-        ScanRange { start: Bound::Unbounded, end: Bound::Unbounded, direction: Direction::Ascending, limit: None }
+        ScanRange {
+            start: Bound::Unbounded,
+            end: Bound::Unbounded,
+            direction: Direction::Ascending,
+            limit: None,
+        }
     }
 
     /// Whether no key can lie in the range (its start is above its end, or
@@ -48,7 +53,10 @@ impl ScanRange {
         match (&self.start, &self.end) {
             (Bound::Unbounded, _) | (_, Bound::Unbounded) => false,
             (Bound::Included(start), Bound::Included(end)) => start > end,
-            (Bound::Included(start) | Bound::Excluded(start), Bound::Included(end) | Bound::Excluded(end)) => start >= end,
+            (
+                Bound::Included(start) | Bound::Excluded(start),
+                Bound::Included(end) | Bound::Excluded(end),
+            ) => start >= end,
         }
     }
 }

@@ -27,19 +27,38 @@ pub enum Conflict {
 
 #[derive(Clone, Debug)]
 pub enum Mutation {
-    Put { table: TableId, key: Bytes, value: Bytes, conflict: Conflict },
-    Delete { table: TableId, key: Bytes },
+    Put {
+        table: TableId,
+        key: Bytes,
+        value: Bytes,
+        conflict: Conflict,
+    },
+    Delete {
+        table: TableId,
+        key: Bytes,
+    },
     /// Sets the row to `new` (`None` deletes it) only if it is still
     /// `expected` (`None`: absent). Otherwise nothing changes and the outcome
     /// is `conflicted`, carrying the row as it is now: the caller recomputes
     /// and tries again. This makes read-modify-write atomic per document
     /// without holding anything between the read and the write.
-    CompareAndSet { table: TableId, key: Bytes, expected: Option<Bytes>, new: Option<Bytes> },
+    CompareAndSet {
+        table: TableId,
+        key: Bytes,
+        expected: Option<Bytes>,
+        new: Option<Bytes>,
+    },
     /// Removes every row of a table in this partition.
-    DropTable { table: TableId },
+    DropTable {
+        table: TableId,
+    },
     /// Writes the entries the row has in `index` (a new index being built
     /// over rows written before it existed). The row is unchanged.
-    Reindex { table: TableId, key: Bytes, index: TableId },
+    Reindex {
+        table: TableId,
+        key: Bytes,
+        index: TableId,
+    },
 }
 
 impl Mutation {
@@ -47,7 +66,9 @@ impl Mutation {
         match self {
             Mutation::Put { key, value, .. } => 25 + key.len() + value.len(),
             Mutation::Delete { key, .. } => 21 + key.len(),
-            Mutation::CompareAndSet { key, new, .. } => 25 + key.len() + new.as_ref().map_or(0, |value| value.len()),
+            Mutation::CompareAndSet { key, new, .. } => {
+                25 + key.len() + new.as_ref().map_or(0, |value| value.len())
+            }
             Mutation::DropTable { .. } => 17,
             // Entries are counted by the caller, which computes them.
             Mutation::Reindex { .. } => 0,
@@ -69,7 +90,11 @@ impl WriteBatch {
     /// An upper bound on the WAL payload this batch produces (merges with
     /// `Conflict::Update` may grow a document; their bound adds the old one).
     pub(crate) fn payload_bound(&self, stored_len: impl Fn(&Mutation) -> usize) -> usize {
-        4 + self.mutations.iter().map(|mutation| mutation.payload_bytes() + stored_len(mutation)).sum::<usize>()
+        4 + self
+            .mutations
+            .iter()
+            .map(|mutation| mutation.payload_bytes() + stored_len(mutation))
+            .sum::<usize>()
     }
 }
 
@@ -84,9 +109,18 @@ pub struct WriteOutcome {
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum WalOperation {
-    Put { table: TableId, key: Bytes, value: Bytes },
-    Delete { table: TableId, key: Bytes },
-    DropTable { table: TableId },
+    Put {
+        table: TableId,
+        key: Bytes,
+        value: Bytes,
+    },
+    Delete {
+        table: TableId,
+        key: Bytes,
+    },
+    DropTable {
+        table: TableId,
+    },
 }
 
 const KIND_PUT: u8 = 1;
@@ -162,8 +196,15 @@ impl<'a> OperationReader<'a> {
         let kind = self.take(1)?[0];
         let table = TableId(u128::from_le_bytes(self.take(16)?.try_into().ok()?));
         Some(match kind {
-            KIND_PUT => WalOperation::Put { table, key: self.sized()?, value: self.sized()? },
-            KIND_DELETE => WalOperation::Delete { table, key: self.sized()? },
+            KIND_PUT => WalOperation::Put {
+                table,
+                key: self.sized()?,
+                value: self.sized()?,
+            },
+            KIND_DELETE => WalOperation::Delete {
+                table,
+                key: self.sized()?,
+            },
             KIND_DROP_TABLE => WalOperation::DropTable { table },
             _ => return None,
         })
@@ -183,58 +224,157 @@ pub(crate) fn decode_operations(bytes: &[u8]) -> Option<Vec<WalOperation>> {
 /// What one row mutation does to a row that is now `old`: its outcome, and
 /// the WAL operation that repeats it (none when nothing changes). Every
 /// backend decides the same way; only where rows live differs.
-pub(crate) fn decide(mutation: Mutation, old: Option<Bytes>) -> (WriteOutcome, Option<WalOperation>) {
+pub(crate) fn decide(
+    mutation: Mutation,
+    old: Option<Bytes>,
+) -> (WriteOutcome, Option<WalOperation>) {
     match mutation {
-        Mutation::Put { table, key, value, conflict } => {
+        Mutation::Put {
+            table,
+            key,
+            value,
+            conflict,
+        } => {
             let new = match (&old, conflict) {
-                (Some(_), Conflict::Error) => return (WriteOutcome { old, new: None, conflicted: true }, None),
+                (Some(_), Conflict::Error) => {
+                    return (
+                        WriteOutcome {
+                            old,
+                            new: None,
+                            conflicted: true,
+                        },
+                        None,
+                    )
+                }
                 (Some(old), Conflict::Update) => merge_documents(old, &value),
                 _ => value,
             };
             if old.as_ref() == Some(&new) {
-                return (WriteOutcome { old: old.clone(), new: old, conflicted: false }, None);
+                return (
+                    WriteOutcome {
+                        old: old.clone(),
+                        new: old,
+                        conflicted: false,
+                    },
+                    None,
+                );
             }
-            let operation = WalOperation::Put { table, key, value: new.clone() };
-            (WriteOutcome { old, new: Some(new), conflicted: false }, Some(operation))
+            let operation = WalOperation::Put {
+                table,
+                key,
+                value: new.clone(),
+            };
+            (
+                WriteOutcome {
+                    old,
+                    new: Some(new),
+                    conflicted: false,
+                },
+                Some(operation),
+            )
         }
-        Mutation::CompareAndSet { table, key, expected, new } => {
+        Mutation::CompareAndSet {
+            table,
+            key,
+            expected,
+            new,
+        } => {
             if old != expected {
-                return (WriteOutcome { old: old.clone(), new: old, conflicted: true }, None);
+                return (
+                    WriteOutcome {
+                        old: old.clone(),
+                        new: old,
+                        conflicted: true,
+                    },
+                    None,
+                );
             }
             if old == new {
-                return (WriteOutcome { old: old.clone(), new: old, conflicted: false }, None);
+                return (
+                    WriteOutcome {
+                        old: old.clone(),
+                        new: old,
+                        conflicted: false,
+                    },
+                    None,
+                );
             }
             let operation = match &new {
-                Some(value) => WalOperation::Put { table, key, value: value.clone() },
+                Some(value) => WalOperation::Put {
+                    table,
+                    key,
+                    value: value.clone(),
+                },
                 None => WalOperation::Delete { table, key },
             };
-            (WriteOutcome { old, new, conflicted: false }, Some(operation))
+            (
+                WriteOutcome {
+                    old,
+                    new,
+                    conflicted: false,
+                },
+                Some(operation),
+            )
         }
         Mutation::Delete { table, key } => {
             let operation = old.as_ref().map(|_| WalOperation::Delete { table, key });
-            (WriteOutcome { old, new: None, conflicted: false }, operation)
+            (
+                WriteOutcome {
+                    old,
+                    new: None,
+                    conflicted: false,
+                },
+                operation,
+            )
         }
         Mutation::DropTable { .. } => unreachable!("dropping a table is not a row mutation"),
-        Mutation::Reindex { .. } => (WriteOutcome { old: old.clone(), new: old, conflicted: false }, None),
+        Mutation::Reindex { .. } => (
+            WriteOutcome {
+                old: old.clone(),
+                new: old,
+                conflicted: false,
+            },
+            None,
+        ),
     }
 }
 
 /// What a row mutation does with the table's `indexes` kept in step: its
 /// outcome, and the WAL operations that repeat it (index entries first,
 /// then the row).
-pub(crate) fn decide_indexed(mutation: Mutation, old: Option<Bytes>, indexes: Option<&[Index]>) -> (WriteOutcome, Vec<WalOperation>) {
+pub(crate) fn decide_indexed(
+    mutation: Mutation,
+    old: Option<Bytes>,
+    indexes: Option<&[Index]>,
+) -> (WriteOutcome, Vec<WalOperation>) {
     let mut operations = Vec::new();
     if let Mutation::Reindex { key, index, .. } = &mutation {
-        let index = indexes.and_then(|indexes| indexes.iter().find(|candidate| candidate.id == *index));
+        let index =
+            indexes.and_then(|indexes| indexes.iter().find(|candidate| candidate.id == *index));
         if let (Some(document), Some(index)) = (&old, index) {
             crate::index::fill(index, key, document, &mut operations);
         }
-        return (WriteOutcome { old: old.clone(), new: old, conflicted: false }, operations);
+        return (
+            WriteOutcome {
+                old: old.clone(),
+                new: old,
+                conflicted: false,
+            },
+            operations,
+        );
     }
     let (outcome, operation) = decide(mutation, old);
     if let Some(operation) = operation {
-        if let (Some(indexes), WalOperation::Put { key, .. } | WalOperation::Delete { key, .. }) = (indexes, &operation) {
-            crate::index::changes(indexes, key, outcome.old.as_ref(), outcome.new.as_ref(), &mut operations);
+        if let (Some(indexes), WalOperation::Put { key, .. } | WalOperation::Delete { key, .. }) =
+            (indexes, &operation)
+        {
+            crate::index::changes(
+                indexes,
+                key,
+                outcome.old.as_ref(),
+                outcome.new.as_ref(),
+                &mut operations,
+            );
         }
         operations.push(operation);
     }

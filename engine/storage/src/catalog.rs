@@ -32,30 +32,52 @@ pub struct TableConfig {
 /// Formats a 128-bit id as a canonical UUID string.
 pub fn uuid_string(id: u128) -> String {
     let hex = format!("{id:032x}");
-    format!("{}-{}-{}-{}-{}", &hex[0..8], &hex[8..12], &hex[12..16], &hex[16..20], &hex[20..32])
+    format!(
+        "{}-{}-{}-{}-{}",
+        &hex[0..8],
+        &hex[8..12],
+        &hex[12..16],
+        &hex[16..20],
+        &hex[20..32]
+    )
 }
 
 pub fn parse_uuid(text: &str) -> Option<u128> {
     let hex: String = text.chars().filter(|character| *character != '-').collect();
-    (hex.len() == 32).then(|| u128::from_str_radix(&hex, 16).ok()).flatten()
+    (hex.len() == 32)
+        .then(|| u128::from_str_radix(&hex, 16).ok())
+        .flatten()
 }
 
 pub fn database_key(id: u128) -> Vec<u8> {
-    key::encode(&Datum::Array(vec!["db".into(), Datum::String(uuid_string(id))]))
+    key::encode(&Datum::Array(vec![
+        "db".into(),
+        Datum::String(uuid_string(id)),
+    ]))
 }
 
 pub fn table_key(id: TableId) -> Vec<u8> {
-    key::encode(&Datum::Array(vec!["table".into(), Datum::String(uuid_string(id.0))]))
+    key::encode(&Datum::Array(vec![
+        "table".into(),
+        Datum::String(uuid_string(id.0)),
+    ]))
 }
 
 fn object(fields: &[(&str, Datum)]) -> Vec<u8> {
-    let object: Object = fields.iter().map(|(name, value)| (name.to_string(), value.clone())).collect();
+    let object: Object = fields
+        .iter()
+        .map(|(name, value)| (name.to_string(), value.clone()))
+        .collect();
     document::encode(&Datum::Object(object))
 }
 
 impl DatabaseConfig {
     pub fn encode(&self) -> Vec<u8> {
-        object(&[("kind", "db".into()), ("id", Datum::String(uuid_string(self.id))), ("name", self.name.as_str().into())])
+        object(&[
+            ("kind", "db".into()),
+            ("id", Datum::String(uuid_string(self.id))),
+            ("name", self.name.as_str().into()),
+        ])
     }
 }
 
@@ -95,7 +117,10 @@ pub struct IndexConfig {
 }
 
 pub fn index_key(id: TableId) -> Vec<u8> {
-    key::encode(&Datum::Array(vec!["index".into(), Datum::String(uuid_string(id.0))]))
+    key::encode(&Datum::Array(vec![
+        "index".into(),
+        Datum::String(uuid_string(id.0)),
+    ]))
 }
 
 impl IndexConfig {
@@ -127,7 +152,10 @@ pub struct UserConfig {
 }
 
 pub fn user_key(name: &str) -> Vec<u8> {
-    key::encode(&Datum::Array(vec!["user".into(), Datum::String(name.to_owned())]))
+    key::encode(&Datum::Array(vec![
+        "user".into(),
+        Datum::String(name.to_owned()),
+    ]))
 }
 
 impl UserConfig {
@@ -155,7 +183,9 @@ pub enum Entry {
 
 /// Decodes a catalog document; `None` if it is not one this build knows.
 pub fn decode(bytes: &[u8]) -> Option<Entry> {
-    let Datum::Object(fields) = document::decode(bytes).ok()? else { return None };
+    let Datum::Object(fields) = document::decode(bytes).ok()? else {
+        return None;
+    };
     let text = |name: &str| match fields.get(name) {
         Some(Datum::String(value)) => Some(value.clone()),
         _ => None,
@@ -185,13 +215,20 @@ pub fn decode(bytes: &[u8]) -> Option<Entry> {
             geo: matches!(fields.get("geo"), Some(Datum::Bool(true))),
             ready: matches!(fields.get("ready"), Some(Datum::Bool(true))),
         })),
-        "db" => Some(Entry::Database(DatabaseConfig { id: parse_uuid(&text("id")?)?, name: text("name")? })),
+        "db" => Some(Entry::Database(DatabaseConfig {
+            id: parse_uuid(&text("id")?)?,
+            name: text("name")?,
+        })),
         "table" => Some(Entry::Table(TableConfig {
             id: TableId(parse_uuid(&text("id")?)?),
             database: parse_uuid(&text("db")?)?,
             name: text("name")?,
             primary_key: text("primary_key")?,
-            durability: if text("durability")? == "soft" { Durability::Soft } else { Durability::Hard },
+            durability: if text("durability")? == "soft" {
+                Durability::Soft
+            } else {
+                Durability::Hard
+            },
             // Written by every build since `reconfigure`; one shard before.
             shards: match fields.get("shards") {
                 Some(Datum::Number(count)) if *count >= 1.0 => *count as u32,

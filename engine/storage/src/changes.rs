@@ -48,7 +48,10 @@ impl ChangeQueue {
     }
 
     pub fn wants(&self, table: TableId) -> bool {
-        self.listener.borrow().as_ref().is_some_and(|listener| listener.wants(table))
+        self.listener
+            .borrow()
+            .as_ref()
+            .is_some_and(|listener| listener.wants(table))
     }
 
     /// Records a batch's changes; they may be seen once `durable_at` is
@@ -75,7 +78,9 @@ impl ChangeQueue {
             let ready = {
                 let mut waiting = self.waiting.borrow_mut();
                 match waiting.front() {
-                    Some((durable_at, _)) if *durable_at <= durable_lsn => waiting.pop_front().map(|(_, changes)| changes),
+                    Some((durable_at, _)) if *durable_at <= durable_lsn => {
+                        waiting.pop_front().map(|(_, changes)| changes)
+                    }
                     _ => None,
                 }
             };

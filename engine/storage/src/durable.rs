@@ -17,11 +17,13 @@ use std::path::{Path, PathBuf};
 use bytes::Bytes;
 
 use crate::backend::{Backend, Durability, ScanRange};
-use crate::batch::{decode_operations, encode_operations, Conflict, Mutation, WriteBatch, WriteOutcome};
+use crate::batch::{
+    decode_operations, encode_operations, Conflict, Mutation, WriteBatch, WriteOutcome,
+};
 use crate::btree::store::{Store, StoreOptions, MAX_KEY_BYTES};
+use crate::changes::{ChangeListener, ChangeQueue, RowChange};
 use crate::checkpoint::superblock::{self, Superblock};
 use crate::error::{Result, StorageError};
-use crate::changes::{ChangeListener, ChangeQueue, RowChange};
 use crate::index::{Index, IndexRegistry};
 use crate::io::{read_whole, DirectFile, FileSystem, BLOCK_BYTES};
 use crate::tables::TableId;
@@ -45,7 +47,10 @@ pub struct DurableOptions {
 
 impl Default for DurableOptions {
     fn default() -> Self {
-        DurableOptions { ring_bytes: 64 << 20, store: StoreOptions::default() }
+        DurableOptions {
+            ring_bytes: 64 << 20,
+            store: StoreOptions::default(),
+        }
     }
 }
 
@@ -66,23 +71,42 @@ pub struct DurableBackend<S: FileSystem> {
 impl<S: FileSystem> DurableBackend<S> {
     /// Creates a new, empty partition in `directory` (which must not hold
     /// one) and makes its files durable before returning.
-    pub async fn create(fs: S, directory: &Path, partition: u32, options: DurableOptions) -> Result<Self> {
+    pub async fn create(
+        fs: S,
+        directory: &Path,
+        partition: u32,
+        options: DurableOptions,
+    ) -> Result<Self> {
         let ring_bytes = block_ceil(options.ring_bytes.max(64 * BLOCK_BYTES as u64));
-        fs.create_directory(directory).await.map_err(|error| StorageError::io(directory, error))?;
+        fs.create_directory(directory)
+            .await
+            .map_err(|error| StorageError::io(directory, error))?;
         let wal_path = directory.join(WAL_FILE);
-        let wal_file = fs.create(&wal_path).await.map_err(|error| StorageError::io(&wal_path, error))?;
+        let wal_file = fs
+            .create(&wal_path)
+            .await
+            .map_err(|error| StorageError::io(&wal_path, error))?;
         // Zero-filled rather than fallocated: overwriting written blocks
         // needs no metadata update, so fdatasync stays a data-only flush.
         let zeros = vec![0u8; (1 << 20).min(ring_bytes as usize)];
         let mut offset = 0;
         while offset < ring_bytes {
             let len = zeros.len().min((ring_bytes - offset) as usize);
-            wal_file.write_at(offset, &zeros[..len]).await.map_err(|error| StorageError::io(&wal_path, error))?;
+            wal_file
+                .write_at(offset, &zeros[..len])
+                .await
+                .map_err(|error| StorageError::io(&wal_path, error))?;
             offset += len as u64;
         }
-        wal_file.sync_data().await.map_err(|error| StorageError::io(&wal_path, error))?;
+        wal_file
+            .sync_data()
+            .await
+            .map_err(|error| StorageError::io(&wal_path, error))?;
         let superblock_path = directory.join(SUPERBLOCK_FILE);
-        let superblock_file = fs.create(&superblock_path).await.map_err(|error| StorageError::io(&superblock_path, error))?;
+        let superblock_file = fs
+            .create(&superblock_path)
+            .await
+            .map_err(|error| StorageError::io(&superblock_path, error))?;
         let first = Superblock {
             sequence: 1,
             checkpoint_lsn: 0,
@@ -95,25 +119,53 @@ impl<S: FileSystem> DurableBackend<S> {
         };
         let mut both_slots = vec![0u8; 2 * BLOCK_BYTES];
         both_slots[BLOCK_BYTES..].copy_from_slice(&first.encode());
-        superblock_file.write_at(0, &both_slots).await.map_err(|error| StorageError::io(&superblock_path, error))?;
-        superblock_file.sync_data().await.map_err(|error| StorageError::io(&superblock_path, error))?;
+        superblock_file
+            .write_at(0, &both_slots)
+            .await
+            .map_err(|error| StorageError::io(&superblock_path, error))?;
+        superblock_file
+            .sync_data()
+            .await
+            .map_err(|error| StorageError::io(&superblock_path, error))?;
         let data_path = directory.join(DATA_FILE);
-        let data_file = fs.create(&data_path).await.map_err(|error| StorageError::io(&data_path, error))?;
-        fs.sync_directory(directory).await.map_err(|error| StorageError::io(directory, error))?;
+        let data_file = fs
+            .create(&data_path)
+            .await
+            .map_err(|error| StorageError::io(&data_path, error))?;
+        fs.sync_directory(directory)
+            .await
+            .map_err(|error| StorageError::io(directory, error))?;
         if let Some(parent) = directory.parent() {
-            fs.sync_directory(parent).await.map_err(|error| StorageError::io(parent, error))?;
+            fs.sync_directory(parent)
+                .await
+                .map_err(|error| StorageError::io(parent, error))?;
         }
         let wal = Wal::new(wal_file, wal_path, partition, ring_bytes, 0, 1, 0);
         let store = Store::create(data_file, data_path, options.store, first.sequence);
-        Ok(Self::assemble(partition, store, wal, superblock_file, superblock_path, first))
+        Ok(Self::assemble(
+            partition,
+            store,
+            wal,
+            superblock_file,
+            superblock_path,
+            first,
+        ))
     }
 
     /// Opens an existing partition: loads the newest valid checkpoint and
     /// replays the WAL after it. Fails on any corruption, naming file and
     /// offset.
-    pub async fn open(fs: S, directory: &Path, partition: u32, options: DurableOptions) -> Result<Self> {
+    pub async fn open(
+        fs: S,
+        directory: &Path,
+        partition: u32,
+        options: DurableOptions,
+    ) -> Result<Self> {
         let superblock_path = directory.join(SUPERBLOCK_FILE);
-        let superblock_file = fs.open(&superblock_path).await.map_err(|error| StorageError::io(&superblock_path, error))?;
+        let superblock_file = fs
+            .open(&superblock_path)
+            .await
+            .map_err(|error| StorageError::io(&superblock_path, error))?;
         let loaded = superblock::load(&superblock_file, &superblock_path).await?;
         let newest = loaded.newest;
         if newest.partition != partition {
@@ -123,14 +175,23 @@ impl<S: FileSystem> DurableBackend<S> {
             });
         }
         let data_path = directory.join(DATA_FILE);
-        let data_file = fs.open(&data_path).await.map_err(|error| StorageError::io(&data_path, error))?;
+        let data_file = fs
+            .open(&data_path)
+            .await
+            .map_err(|error| StorageError::io(&data_path, error))?;
         let store = Store::open(
             data_file,
             data_path,
             options.store,
             newest.sequence,
-            (newest.metadata_page, newest.metadata_pages, newest.metadata_bytes),
-            loaded.older.map(|older| (older.metadata_page, older.metadata_pages)),
+            (
+                newest.metadata_page,
+                newest.metadata_pages,
+                newest.metadata_bytes,
+            ),
+            loaded
+                .older
+                .map(|older| (older.metadata_page, older.metadata_pages)),
         )
         .await?;
 
@@ -142,30 +203,64 @@ impl<S: FileSystem> DurableBackend<S> {
             return Err(StorageError::Corruption {
                 path: wal_path.clone(),
                 offset: size,
-                detail: format!("WAL ring is {size} bytes, the superblock says {}", newest.ring_bytes),
+                detail: format!(
+                    "WAL ring is {size} bytes, the superblock says {}",
+                    newest.ring_bytes
+                ),
             });
         }
         let ring = read_whole(&wal_file, size).await.map_err(io_error)?;
         // The records are checked and decoded first, then applied (applying
         // may read pages, which the replay callback cannot wait for).
         let mut operations = Vec::new();
-        let tail = replay(&wal_path, &ring, newest.checkpoint_lsn, newest.wal_epoch, |lsn, payload| {
-            operations.extend(decode_operations(payload).ok_or_else(|| StorageError::Corruption {
-                path: wal_path.clone(),
-                offset: lsn % size,
-                detail: "WAL record passes its checksum but its operations do not decode".into(),
-            })?);
-            Ok(())
-        })?;
+        let tail = replay(
+            &wal_path,
+            &ring,
+            newest.checkpoint_lsn,
+            newest.wal_epoch,
+            |lsn, payload| {
+                operations.extend(decode_operations(payload).ok_or_else(|| {
+                    StorageError::Corruption {
+                        path: wal_path.clone(),
+                        offset: lsn % size,
+                        detail: "WAL record passes its checksum but its operations do not decode"
+                            .into(),
+                    }
+                })?);
+                Ok(())
+            },
+        )?;
         drop(ring);
         for operation in operations {
             store.replay(operation).await?;
         }
-        tracing::debug!(partition, records = tail.records, end_lsn = tail.end_lsn, "WAL replayed");
-        let reclaim = loaded.older.map_or(newest.checkpoint_lsn, |older| older.checkpoint_lsn.min(newest.checkpoint_lsn));
+        tracing::debug!(
+            partition,
+            records = tail.records,
+            end_lsn = tail.end_lsn,
+            "WAL replayed"
+        );
+        let reclaim = loaded.older.map_or(newest.checkpoint_lsn, |older| {
+            older.checkpoint_lsn.min(newest.checkpoint_lsn)
+        });
         let resume = block_ceil(tail.end_lsn);
-        let wal = Wal::new(wal_file, wal_path, partition, newest.ring_bytes, resume, tail.epoch + 1, reclaim);
-        Ok(Self::assemble(partition, store, wal, superblock_file, superblock_path, newest))
+        let wal = Wal::new(
+            wal_file,
+            wal_path,
+            partition,
+            newest.ring_bytes,
+            resume,
+            tail.epoch + 1,
+            reclaim,
+        );
+        Ok(Self::assemble(
+            partition,
+            store,
+            wal,
+            superblock_file,
+            superblock_path,
+            newest,
+        ))
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -205,7 +300,10 @@ impl<S: FileSystem> DurableBackend<S> {
             self.checkpoint().await?;
         }
         let path = self.superblock_path.clone();
-        self.superblock_file.close().await.map_err(|error| StorageError::io(&path, error))?;
+        self.superblock_file
+            .close()
+            .await
+            .map_err(|error| StorageError::io(&path, error))?;
         self.store.close().await?;
         self.wal.close().await
     }
@@ -258,15 +356,29 @@ impl<S: FileSystem> DurableBackend<S> {
             if keys.is_empty() {
                 return Ok(());
             }
-            let deletes = keys.into_iter().map(|key| Mutation::Delete { table, key }).collect();
+            let deletes = keys
+                .into_iter()
+                .map(|key| Mutation::Delete { table, key })
+                .collect();
             self.write_rows(deletes, durability).await?;
         }
     }
 
     /// Applies row mutations atomically and logs them as one record.
-    async fn write_rows(&self, mutations: Vec<Mutation>, durability: Durability) -> Result<Vec<WriteOutcome>> {
-        if let Some((_, key)) = mutations.iter().filter_map(Mutation::row).find(|(_, key)| key.len() > MAX_KEY_BYTES) {
-            return Err(StorageError::KeyTooLong { bytes: key.len(), limit: MAX_KEY_BYTES });
+    async fn write_rows(
+        &self,
+        mutations: Vec<Mutation>,
+        durability: Durability,
+    ) -> Result<Vec<WriteOutcome>> {
+        if let Some((_, key)) = mutations
+            .iter()
+            .filter_map(Mutation::row)
+            .find(|(_, key)| key.len() > MAX_KEY_BYTES)
+        {
+            return Err(StorageError::KeyTooLong {
+                bytes: key.len(),
+                limit: MAX_KEY_BYTES,
+            });
         }
         let batch = WriteBatch::new(mutations);
         let prepared = loop {
@@ -274,11 +386,18 @@ impl<S: FileSystem> DurableBackend<S> {
             // Updates merge into the stored document, which may grow it.
             let bound = prepared.index_payload_bytes()
                 + batch.payload_bound(|mutation| match mutation {
-                    Mutation::Put { key, conflict: Conflict::Update, .. } => key.len() + self.store.stored_length(mutation),
+                    Mutation::Put {
+                        key,
+                        conflict: Conflict::Update,
+                        ..
+                    } => key.len() + self.store.stored_length(mutation),
                     _ => 0,
                 });
             if bound > self.wal.max_payload_bytes() {
-                return Err(StorageError::WriteTooLarge { bytes: bound, limit: self.wal.max_payload_bytes() });
+                return Err(StorageError::WriteTooLarge {
+                    bytes: bound,
+                    limit: self.wal.max_payload_bytes(),
+                });
             }
             if self.wal.has_room(bound) {
                 break prepared;
@@ -295,11 +414,19 @@ impl<S: FileSystem> DurableBackend<S> {
         let mut operations = Vec::with_capacity(batch.mutations.len());
         let mut changes = Vec::new();
         for mutation in batch.mutations {
-            let row = mutation.row().filter(|(table, _)| self.changes.wants(*table)).map(|(table, key)| (table, key.clone()));
+            let row = mutation
+                .row()
+                .filter(|(table, _)| self.changes.wants(*table))
+                .map(|(table, key)| (table, key.clone()));
             let (outcome, logged) = self.store.apply(&prepared, mutation, &self.indexes);
             if let Some((table, key)) = row {
                 if !outcome.conflicted && outcome.old != outcome.new {
-                    changes.push(RowChange { table, key, old: outcome.old.clone(), new: outcome.new.clone() });
+                    changes.push(RowChange {
+                        table,
+                        key,
+                        old: outcome.old.clone(),
+                        new: outcome.new.clone(),
+                    });
                 }
             }
             outcomes.push(outcome);
@@ -310,7 +437,14 @@ impl<S: FileSystem> DurableBackend<S> {
             return Ok(outcomes);
         }
         let end = self.wal.append(&encode_operations(&operations))?;
-        self.changes.record(if durability == Durability::Hard { end } else { 0 }, changes);
+        self.changes.record(
+            if durability == Durability::Hard {
+                end
+            } else {
+                0
+            },
+            changes,
+        );
         if durability == Durability::Hard {
             self.wal.wait_durable(end).await?;
         }
@@ -325,13 +459,21 @@ impl<S: FileSystem> Backend for DurableBackend<S> {
             return Err(error);
         }
         // Dropping a table takes many batches of its own.
-        if batch.mutations.iter().any(|mutation| matches!(mutation, Mutation::DropTable { .. })) {
+        if batch
+            .mutations
+            .iter()
+            .any(|mutation| matches!(mutation, Mutation::DropTable { .. }))
+        {
             let mut outcomes = Vec::with_capacity(batch.mutations.len());
             for mutation in batch.mutations {
                 match mutation {
                     Mutation::DropTable { table } => {
                         self.drop_table(table, durability).await?;
-                        outcomes.push(WriteOutcome { old: None, new: None, conflicted: false });
+                        outcomes.push(WriteOutcome {
+                            old: None,
+                            new: None,
+                            conflicted: false,
+                        });
                     }
                     row => outcomes.extend(self.write_rows(vec![row], durability).await?),
                 }

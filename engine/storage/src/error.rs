@@ -7,7 +7,11 @@ pub enum StorageError {
     /// to start: serving it could return wrong data. An operator must restore
     /// from a backup or remove the damaged partition knowingly.
     #[error("corruption in {path} at offset {offset}: {detail}")]
-    Corruption { path: PathBuf, offset: u64, detail: String },
+    Corruption {
+        path: PathBuf,
+        offset: u64,
+        detail: String,
+    },
     /// An I/O call failed. During a write or sync this poisons the partition.
     #[error("I/O error on {path}: {detail}")]
     Io { path: PathBuf, detail: String },
@@ -29,7 +33,10 @@ pub enum StorageError {
 
 impl StorageError {
     pub(crate) fn io(path: &std::path::Path, error: std::io::Error) -> StorageError {
-        StorageError::Io { path: path.to_owned(), detail: error.to_string() }
+        StorageError::Io {
+            path: path.to_owned(),
+            detail: error.to_string(),
+        }
     }
 }
 

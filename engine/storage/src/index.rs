@@ -51,7 +51,10 @@ pub struct Index {
 
 impl std::fmt::Debug for Index {
     fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        formatter.debug_struct("Index").field("id", &self.id).finish_non_exhaustive()
+        formatter
+            .debug_struct("Index")
+            .field("id", &self.id)
+            .finish_non_exhaustive()
     }
 }
 
@@ -97,21 +100,43 @@ impl IndexRegistry {
 }
 
 fn entries(index: &Index, document: &[u8], primary: &[u8]) -> BTreeSet<Bytes> {
-    index.function.secondary_keys(document).iter().map(|secondary| entry_key(secondary, primary)).collect()
+    index
+        .function
+        .secondary_keys(document)
+        .iter()
+        .map(|secondary| entry_key(secondary, primary))
+        .collect()
 }
 
 /// The entry changes that take the indexes of a row from document `old`
 /// to `new` (either absent): removals of entries only `old` has, then
 /// insertions of entries only `new` has.
-pub(crate) fn changes(indexes: &[Index], primary: &Bytes, old: Option<&Bytes>, new: Option<&Bytes>, out: &mut Vec<WalOperation>) {
+pub(crate) fn changes(
+    indexes: &[Index],
+    primary: &Bytes,
+    old: Option<&Bytes>,
+    new: Option<&Bytes>,
+    out: &mut Vec<WalOperation>,
+) {
     for index in indexes {
-        let before = old.map(|document| entries(index, document, primary)).unwrap_or_default();
-        let after = new.map(|document| entries(index, document, primary)).unwrap_or_default();
+        let before = old
+            .map(|document| entries(index, document, primary))
+            .unwrap_or_default();
+        let after = new
+            .map(|document| entries(index, document, primary))
+            .unwrap_or_default();
         for key in before.difference(&after) {
-            out.push(WalOperation::Delete { table: index.id, key: key.clone() });
+            out.push(WalOperation::Delete {
+                table: index.id,
+                key: key.clone(),
+            });
         }
         for key in after.difference(&before) {
-            out.push(WalOperation::Put { table: index.id, key: key.clone(), value: primary.clone() });
+            out.push(WalOperation::Put {
+                table: index.id,
+                key: key.clone(),
+                value: primary.clone(),
+            });
         }
     }
 }
@@ -120,6 +145,10 @@ pub(crate) fn changes(indexes: &[Index], primary: &Bytes, old: Option<&Bytes>, n
 /// there already (building an index on rows written before it existed).
 pub(crate) fn fill(index: &Index, primary: &Bytes, document: &Bytes, out: &mut Vec<WalOperation>) {
     for key in entries(index, document, primary) {
-        out.push(WalOperation::Put { table: index.id, key, value: primary.clone() });
+        out.push(WalOperation::Put {
+            table: index.id,
+            key,
+            value: primary.clone(),
+        });
     }
 }

@@ -4,8 +4,8 @@ use bytes::Bytes;
 
 use crate::backend::{Backend, Durability, ScanRange};
 use crate::batch::{WriteBatch, WriteOutcome};
-use crate::error::Result;
 use crate::changes::{ChangeListener, ChangeQueue, RowChange};
+use crate::error::Result;
 use crate::index::{Index, IndexRegistry};
 use crate::tables::{TableId, Tables};
 
@@ -32,12 +32,20 @@ impl Backend for MemoryBackend {
                 .mutations
                 .into_iter()
                 .map(|mutation| {
-                    let row = mutation.row().filter(|(table, _)| self.changes.wants(*table)).map(|(table, key)| (table, key.clone()));
+                    let row = mutation
+                        .row()
+                        .filter(|(table, _)| self.changes.wants(*table))
+                        .map(|(table, key)| (table, key.clone()));
                     let indexes = mutation.row().and_then(|(table, _)| self.indexes.of(table));
                     let outcome = tables.apply(mutation, indexes.as_deref());
                     if let Some((table, key)) = row {
                         if !outcome.conflicted && outcome.old != outcome.new {
-                            changes.push(RowChange { table, key, old: outcome.old.clone(), new: outcome.new.clone() });
+                            changes.push(RowChange {
+                                table,
+                                key,
+                                old: outcome.old.clone(),
+                                new: outcome.new.clone(),
+                            });
                         }
                     }
                     outcome

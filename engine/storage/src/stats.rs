@@ -3,11 +3,15 @@
 //! layers above and exported there.
 
 /// Upper bounds of the fdatasync latency buckets, in seconds.
-pub const SYNC_SECONDS_BOUNDS: [f64; 14] = [0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0];
+pub const SYNC_SECONDS_BOUNDS: [f64; 14] = [
+    0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
+];
 
 /// Upper bounds of the group-commit buckets: WAL records made durable by
 /// one flush.
-pub const GROUP_COMMIT_BOUNDS: [f64; 11] = [1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0, 1024.0];
+pub const GROUP_COMMIT_BOUNDS: [f64; 11] = [
+    1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0, 1024.0,
+];
 
 /// A histogram with fixed bucket bounds: counts per bucket (the last for
 /// values above every bound), their sum and their number.
@@ -23,11 +27,20 @@ pub struct FixedHistogram<const N: usize> {
 
 impl<const N: usize> FixedHistogram<N> {
     pub fn new(bounds: [f64; N]) -> Self {
-        FixedHistogram { bounds, counts: vec![0; N + 1], sum: 0.0, count: 0 }
+        FixedHistogram {
+            bounds,
+            counts: vec![0; N + 1],
+            sum: 0.0,
+            count: 0,
+        }
     }
 
     pub fn observe(&mut self, value: f64) {
-        let bucket = self.bounds.iter().position(|bound| value <= *bound).unwrap_or(N);
+        let bucket = self
+            .bounds
+            .iter()
+            .position(|bound| value <= *bound)
+            .unwrap_or(N);
         self.counts[bucket] += 1;
         self.sum += value;
         self.count += 1;

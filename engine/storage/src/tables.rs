@@ -40,7 +40,9 @@ impl Tables {
     }
 
     pub fn scan(&self, table: TableId, range: &ScanRange) -> Vec<(Bytes, Bytes)> {
-        let Some(rows) = self.tables.get(&table) else { return Vec::new() };
+        let Some(rows) = self.tables.get(&table) else {
+            return Vec::new();
+        };
         if range.is_empty() {
             return Vec::new();
         }
@@ -62,7 +64,11 @@ impl Tables {
     pub fn apply(&mut self, mutation: Mutation, indexes: Option<&[Index]>) -> WriteOutcome {
         if let Mutation::DropTable { table } = mutation {
             self.tables.remove(&table);
-            return WriteOutcome { old: None, new: None, conflicted: false };
+            return WriteOutcome {
+                old: None,
+                new: None,
+                conflicted: false,
+            };
         }
         let (table, key) = mutation.row().expect("a row mutation");
         let old = self.get(table, key);

@@ -15,7 +15,10 @@ impl Waiters {
     /// Resolves after the next [`Waiters::wake_all`]. Callers re-check their
     /// condition afterwards: a wake says "something changed", not what.
     pub fn wait(&self) -> impl Future<Output = ()> + '_ {
-        Wait { waiters: self, registered: false }
+        Wait {
+            waiters: self,
+            registered: false,
+        }
     }
 
     pub fn wake_all(&self) {
@@ -37,7 +40,10 @@ impl Future for Wait<'_> {
             return Poll::Ready(());
         }
         self.registered = true;
-        self.waiters.wakers.borrow_mut().push(context.waker().clone());
+        self.waiters
+            .wakers
+            .borrow_mut()
+            .push(context.waker().clone());
         Poll::Pending
     }
 }

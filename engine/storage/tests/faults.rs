@@ -10,13 +10,17 @@ use bytes::Bytes;
 use common::*;
 use futures::task::LocalSpawnExt;
 use photondb_storage::io::simulated::{CrashMode, SimulatedFileSystem};
-use photondb_storage::{Backend, Conflict, Durability, Mutation, StorageError, TableId, WriteBatch};
+use photondb_storage::{
+    Backend, Conflict, Durability, Mutation, StorageError, TableId, WriteBatch,
+};
 
 const TABLE: TableId = TableId(42);
 const RING: u64 = 1 << 20;
 
 fn expected(rows: &[(u8, Bytes)]) -> Model {
-    rows.iter().map(|(key, value)| ((TABLE, Bytes::from(vec![*key])), value.clone())).collect()
+    rows.iter()
+        .map(|(key, value)| ((TABLE, Bytes::from(vec![*key])), value.clone()))
+        .collect()
 }
 
 fn write_rows(backend: &Simulated, rows: &[(u8, Bytes)]) {
@@ -26,19 +30,33 @@ fn write_rows(backend: &Simulated, rows: &[(u8, Bytes)]) {
 }
 
 fn rows(range: std::ops::Range<u8>, length: usize) -> Vec<(u8, Bytes)> {
-    range.map(|key| (key, value_of(key as u64, length))).collect()
+    range
+        .map(|key| (key, value_of(key as u64, length)))
+        .collect()
 }
 
 /// Starts a hard write whose sync never returns, so it is never acknowledged.
-fn start_unacknowledged_write(fs: &SimulatedFileSystem, backend: Simulated, key: u8, length: usize) {
+fn start_unacknowledged_write(
+    fs: &SimulatedFileSystem,
+    backend: Simulated,
+    key: u8,
+    length: usize,
+) {
     let backend = Rc::new(backend);
     let mut pool = futures::executor::LocalPool::new();
     fs.stall_syncs(true);
     let writer = backend.clone();
     pool.spawner()
         .spawn_local(async move {
-            let mutation = Mutation::Put { table: TABLE, key: Bytes::from(vec![key]), value: value_of(99, length), conflict: Conflict::Replace };
-            let _ = writer.write(WriteBatch::new(vec![mutation]), Durability::Hard).await;
+            let mutation = Mutation::Put {
+                table: TABLE,
+                key: Bytes::from(vec![key]),
+                value: value_of(99, length),
+                conflict: Conflict::Replace,
+            };
+            let _ = writer
+                .write(WriteBatch::new(vec![mutation]), Durability::Hard)
+                .await;
         })
         .expect("spawn");
     pool.run_until_stalled();
@@ -63,12 +81,21 @@ fn torn_last_write_is_a_tail_not_corruption() {
         let acknowledged = rows(0..20, 100);
         write_rows(&backend, &acknowledged);
         start_unacknowledged_write(&fs, backend, 200, 4000);
-        let recovered = open(&fs.crash(CrashMode::TearLastWrite { sectors_kept })).expect("recovers from a torn tail");
+        let recovered = open(&fs.crash(CrashMode::TearLastWrite { sectors_kept }))
+            .expect("recovers from a torn tail");
         let mut found = contents(&recovered, &[TABLE]);
         // The unacknowledged record survives only if the kept sectors hold all of it.
         let whole = found.remove(&(TABLE, Bytes::from(vec![200u8])));
-        assert_eq!(found, expected(&acknowledged), "sectors kept: {sectors_kept}");
-        assert_eq!(whole.is_some(), sectors_kept * 512 >= 4000 + 40, "sectors kept: {sectors_kept}");
+        assert_eq!(
+            found,
+            expected(&acknowledged),
+            "sectors kept: {sectors_kept}"
+        );
+        assert_eq!(
+            whole.is_some(),
+            sectors_kept * 512 >= 4000 + 40,
+            "sectors kept: {sectors_kept}"
+        );
     }
 }
 
@@ -131,7 +158,10 @@ fn flipped_bit_in_a_checkpoint_page_refuses_to_start() {
         drop(backend);
         fs.flip_bit(&data_path(), page * 4096 + 100, 5);
         let message = assert_corruption_in(open(&fs.crash(CrashMode::DropUnsynced)), &data_path());
-        assert!(message.contains(&format!("offset {}", page * 4096)), "{message}");
+        assert!(
+            message.contains(&format!("offset {}", page * 4096)),
+            "{message}"
+        );
     }
 }
 
@@ -175,14 +205,25 @@ fn failed_sync_poisons_the_partition() {
     write_rows(&backend, &acknowledged);
     fs.fail_next_sync();
     let failed = put(&backend, TABLE, &[100], b"lost");
-    assert!(matches!(failed, Err(StorageError::Io { .. }) | Err(StorageError::Poisoned { .. })), "{failed:?}");
+    assert!(
+        matches!(
+            failed,
+            Err(StorageError::Io { .. }) | Err(StorageError::Poisoned { .. })
+        ),
+        "{failed:?}"
+    );
     // Never retried: every later write is refused, even though the disk
     // would accept it now.
     match put(&backend, TABLE, &[101], b"refused") {
-        Err(StorageError::Poisoned { reason, .. }) => assert!(reason.contains("fdatasync"), "{reason}"),
+        Err(StorageError::Poisoned { reason, .. }) => {
+            assert!(reason.contains("fdatasync"), "{reason}")
+        }
         other => panic!("expected a poisoned partition, got {other:?}"),
     }
-    assert!(matches!(block_on(backend.checkpoint()), Err(StorageError::Poisoned { .. })));
+    assert!(matches!(
+        block_on(backend.checkpoint()),
+        Err(StorageError::Poisoned { .. })
+    ));
     drop(backend);
     let recovered = open(&fs.crash(CrashMode::DropUnsynced)).expect("recovers");
     assert_eq!(contents(&recovered, &[TABLE]), expected(&acknowledged));
@@ -196,7 +237,10 @@ fn failed_write_poisons_the_partition() {
     fs.fail_writes(true);
     assert!(put(&backend, TABLE, &[100], b"x").is_err());
     fs.fail_writes(false);
-    assert!(matches!(put(&backend, TABLE, &[101], b"y"), Err(StorageError::Poisoned { .. })));
+    assert!(matches!(
+        put(&backend, TABLE, &[101], b"y"),
+        Err(StorageError::Poisoned { .. })
+    ));
 }
 
 #[test]
@@ -207,7 +251,10 @@ fn failed_checkpoint_write_poisons_the_partition() {
     fs.fail_writes(true);
     assert!(block_on(backend.checkpoint()).is_err());
     fs.fail_writes(false);
-    assert!(matches!(put(&backend, TABLE, &[101], b"y"), Err(StorageError::Poisoned { .. })));
+    assert!(matches!(
+        put(&backend, TABLE, &[101], b"y"),
+        Err(StorageError::Poisoned { .. })
+    ));
 }
 
 #[test]
@@ -220,8 +267,16 @@ fn group_commit_shares_one_sync_among_concurrent_writers() {
         let writer = backend.clone();
         pool.spawner()
             .spawn_local(async move {
-                let mutation = Mutation::Put { table: TABLE, key: Bytes::from(vec![key]), value: value_of(key as u64, 50), conflict: Conflict::Replace };
-                writer.write(WriteBatch::new(vec![mutation]), Durability::Hard).await.expect("write");
+                let mutation = Mutation::Put {
+                    table: TABLE,
+                    key: Bytes::from(vec![key]),
+                    value: value_of(key as u64, 50),
+                    conflict: Conflict::Replace,
+                };
+                writer
+                    .write(WriteBatch::new(vec![mutation]), Durability::Hard)
+                    .await
+                    .expect("write");
             })
             .expect("spawn");
     }
@@ -244,8 +299,14 @@ fn soft_writes_may_be_lost_but_only_as_a_suffix() {
     let hard = rows(0..5, 100);
     write_rows(&backend, &hard);
     for key in 10..20u8 {
-        let mutation = Mutation::Put { table: TABLE, key: Bytes::from(vec![key]), value: value_of(key as u64, 100), conflict: Conflict::Replace };
-        block_on(backend.write(WriteBatch::new(vec![mutation]), Durability::Soft)).expect("soft write");
+        let mutation = Mutation::Put {
+            table: TABLE,
+            key: Bytes::from(vec![key]),
+            value: value_of(key as u64, 100),
+            conflict: Conflict::Replace,
+        };
+        block_on(backend.write(WriteBatch::new(vec![mutation]), Durability::Soft))
+            .expect("soft write");
     }
     // Soft writes are visible at once, durable only after a flush.
     assert_eq!(backend.count(TABLE).unwrap(), 15);
@@ -259,7 +320,10 @@ fn a_batch_larger_than_the_ring_allows_is_refused_cleanly() {
     let fs = SimulatedFileSystem::new();
     let backend = create(&fs, 256 * 1024);
     let huge = vec![7u8; 200 * 1024];
-    assert!(matches!(put(&backend, TABLE, b"k", &huge), Err(StorageError::WriteTooLarge { .. })));
+    assert!(matches!(
+        put(&backend, TABLE, b"k", &huge),
+        Err(StorageError::WriteTooLarge { .. })
+    ));
     // Nothing was applied and the partition still works.
     assert_eq!(backend.count(TABLE).unwrap(), 0);
     put(&backend, TABLE, b"k", b"small").expect("a normal write still works");

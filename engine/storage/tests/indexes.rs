@@ -29,7 +29,10 @@ impl IndexFunction for ByLeadingBytes {
 }
 
 fn index() -> Index {
-    Index { id: INDEX, function: Rc::new(ByLeadingBytes) }
+    Index {
+        id: INDEX,
+        function: Rc::new(ByLeadingBytes),
+    }
 }
 
 fn expected_entries(rows: &BTreeMap<Bytes, Bytes>) -> BTreeMap<Bytes, Bytes> {
@@ -43,19 +46,30 @@ fn expected_entries(rows: &BTreeMap<Bytes, Bytes>) -> BTreeMap<Bytes, Bytes> {
 }
 
 fn scan_all(backend: &Simulated, table: TableId) -> BTreeMap<Bytes, Bytes> {
-    block_on(backend.scan(table, &ScanRange::all())).expect("scan").into_iter().collect()
+    block_on(backend.scan(table, &ScanRange::all()))
+        .expect("scan")
+        .into_iter()
+        .collect()
 }
 
 fn assert_consistent(backend: &Simulated) {
     let rows = scan_all(backend, TABLE);
-    assert_eq!(scan_all(backend, INDEX), expected_entries(&rows), "index entries disagree with rows {rows:?}");
+    assert_eq!(
+        scan_all(backend, INDEX),
+        expected_entries(&rows),
+        "index entries disagree with rows {rows:?}"
+    );
 }
 
 #[derive(Clone, Debug)]
 enum Operation {
     /// Several mutations in one batch, possibly of the same key.
     Batch(Vec<(u8, Option<usize>, u8)>),
-    CompareAndSet { key: u8, new_length: Option<usize>, seed: u8 },
+    CompareAndSet {
+        key: u8,
+        new_length: Option<usize>,
+        seed: u8,
+    },
     Checkpoint,
     Crash,
 }
@@ -126,7 +140,13 @@ fn reindex_fills_an_index_built_over_existing_rows() {
     let fs = SimulatedFileSystem::new();
     let backend = create(&fs, 256 << 10);
     for key in 0..60u8 {
-        put(&backend, TABLE, &[key], &row_value(usize::from(key % 7) * 20 + 1, key)).expect("put");
+        put(
+            &backend,
+            TABLE,
+            &[key],
+            &row_value(usize::from(key % 7) * 20 + 1, key),
+        )
+        .expect("put");
     }
     backend.set_indexes(TABLE, vec![index()]);
     for key in (0..60u8).step_by(3) {
@@ -135,7 +155,14 @@ fn reindex_fills_an_index_built_over_existing_rows() {
     }
     let keys: Vec<Bytes> = scan_all(&backend, TABLE).into_keys().collect();
     for chunk in keys.chunks(16) {
-        let rebuild = chunk.iter().map(|key| Mutation::Reindex { table: TABLE, key: key.clone(), index: INDEX }).collect();
+        let rebuild = chunk
+            .iter()
+            .map(|key| Mutation::Reindex {
+                table: TABLE,
+                key: key.clone(),
+                index: INDEX,
+            })
+            .collect();
         block_on(backend.write(WriteBatch::new(rebuild), Durability::Hard)).expect("reindex");
     }
     assert_consistent(&backend);

@@ -12,23 +12,52 @@ use bytes::Bytes;
 use common::*;
 use futures::task::LocalSpawnExt;
 use photondb_storage::io::simulated::{CrashMode, SimulatedFileSystem};
-use photondb_storage::{Backend, Conflict, Direction, Durability, Mutation, ScanRange, TableId, WriteBatch};
+use photondb_storage::{
+    Backend, Conflict, Direction, Durability, Mutation, ScanRange, TableId, WriteBatch,
+};
 use proptest::prelude::*;
 
 const TABLES: [TableId; 2] = [TableId(7), TableId(9)];
 
 #[derive(Clone, Debug)]
 enum Operation {
-    Put { table: usize, key: u8, length: usize, conflict: Conflict, durability: Durability },
-    Delete { table: usize, key: u8 },
+    Put {
+        table: usize,
+        key: u8,
+        length: usize,
+        conflict: Conflict,
+        durability: Durability,
+    },
+    Delete {
+        table: usize,
+        key: u8,
+    },
     /// With `expect_current`, expects what the model holds (must apply);
     /// otherwise something else (must conflict and change nothing).
-    CompareAndSet { table: usize, key: u8, expect_current: bool, new_length: Option<usize> },
-    DropTable { table: usize },
-    Scan { table: usize, from: u8, to: u8, descending: bool, limit: Option<usize> },
+    CompareAndSet {
+        table: usize,
+        key: u8,
+        expect_current: bool,
+        new_length: Option<usize>,
+    },
+    DropTable {
+        table: usize,
+    },
+    Scan {
+        table: usize,
+        from: u8,
+        to: u8,
+        descending: bool,
+        limit: Option<usize>,
+    },
     Checkpoint,
-    Crash { mode: CrashModeChoice },
-    UnacknowledgedPutsThenCrash { puts: Vec<(usize, u8, usize)>, mode: CrashModeChoice },
+    Crash {
+        mode: CrashModeChoice,
+    },
+    UnacknowledgedPutsThenCrash {
+        puts: Vec<(usize, u8, usize)>,
+        mode: CrashModeChoice,
+    },
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -55,11 +84,19 @@ fn length() -> impl Strategy<Value = usize> {
 }
 
 fn crash_mode() -> impl Strategy<Value = CrashModeChoice> {
-    prop_oneof![Just(CrashModeChoice::Drop), (0usize..12).prop_map(CrashModeChoice::Tear), Just(CrashModeChoice::Keep)]
+    prop_oneof![
+        Just(CrashModeChoice::Drop),
+        (0usize..12).prop_map(CrashModeChoice::Tear),
+        Just(CrashModeChoice::Keep)
+    ]
 }
 
 fn operation() -> impl Strategy<Value = Operation> {
-    let conflict = prop_oneof![Just(Conflict::Error), Just(Conflict::Replace), Just(Conflict::Update)];
+    let conflict = prop_oneof![
+        Just(Conflict::Error),
+        Just(Conflict::Replace),
+        Just(Conflict::Update)
+    ];
     let durability = prop_oneof![4 => Just(Durability::Hard), 1 => Just(Durability::Soft)];
     prop_oneof![
         30 => (0..2usize, 0..48u8, length(), conflict, durability)
@@ -86,14 +123,25 @@ fn key_bytes(key: u8) -> Bytes {
 fn document(seed: u64, length: usize) -> Bytes {
     use photondb_datum::{document, Datum, Object};
     let mut fields = Object::new();
-    fields.insert(format!("f{}", seed % 3), Datum::String(value_of(seed, length).iter().map(|byte| char::from(b'a' + byte % 26)).collect()));
+    fields.insert(
+        format!("f{}", seed % 3),
+        Datum::String(
+            value_of(seed, length)
+                .iter()
+                .map(|byte| char::from(b'a' + byte % 26))
+                .collect(),
+        ),
+    );
     fields.insert("seed".into(), Datum::Number(seed as f64));
     Bytes::from(document::encode(&Datum::Object(fields)))
 }
 
 fn merged(old: &Bytes, patch: &Bytes) -> Bytes {
     use photondb_datum::{document, Datum};
-    let (Datum::Object(mut old), Datum::Object(patch)) = (document::decode(old).unwrap(), document::decode(patch).unwrap()) else {
+    let (Datum::Object(mut old), Datum::Object(patch)) = (
+        document::decode(old).unwrap(),
+        document::decode(patch).unwrap(),
+    ) else {
         unreachable!("the test writes objects only")
     };
     old.extend(patch);
@@ -109,11 +157,22 @@ fn run(operations: Vec<Operation>) -> Result<(), TestCaseError> {
     for operation in operations {
         seed += 1;
         match operation {
-            Operation::Put { table, key, length, conflict, durability } => {
+            Operation::Put {
+                table,
+                key,
+                length,
+                conflict,
+                durability,
+            } => {
                 let table = TABLES[table];
                 let (key, value) = (key_bytes(key), document(seed, length));
                 let outcomes = block_on(backend.write(
-                    WriteBatch::new(vec![Mutation::Put { table, key: key.clone(), value: value.clone(), conflict }]),
+                    WriteBatch::new(vec![Mutation::Put {
+                        table,
+                        key: key.clone(),
+                        value: value.clone(),
+                        conflict,
+                    }]),
                     durability,
                 ))
                 .expect("write");
@@ -138,18 +197,40 @@ fn run(operations: Vec<Operation>) -> Result<(), TestCaseError> {
             Operation::Delete { table, key } => {
                 let table = TABLES[table];
                 let key = key_bytes(key);
-                let outcomes = block_on(backend.write(WriteBatch::new(vec![Mutation::Delete { table, key: key.clone() }]), Durability::Hard))
-                    .expect("delete");
+                let outcomes = block_on(backend.write(
+                    WriteBatch::new(vec![Mutation::Delete {
+                        table,
+                        key: key.clone(),
+                    }]),
+                    Durability::Hard,
+                ))
+                .expect("delete");
                 prop_assert_eq!(&outcomes[0].old, &model.remove(&(table, key)));
             }
-            Operation::CompareAndSet { table, key, expect_current, new_length } => {
+            Operation::CompareAndSet {
+                table,
+                key,
+                expect_current,
+                new_length,
+            } => {
                 let table = TABLES[table];
                 let key = key_bytes(key);
                 let current = model.get(&(table, key.clone())).cloned();
-                let expected = if expect_current { current.clone() } else { Some(Bytes::from_static(b"not what is stored")) };
+                let expected = if expect_current {
+                    current.clone()
+                } else {
+                    Some(Bytes::from_static(b"not what is stored"))
+                };
                 let new = new_length.map(|length| document(seed, length));
-                let mutation = Mutation::CompareAndSet { table, key: key.clone(), expected, new: new.clone() };
-                let outcomes = block_on(backend.write(WriteBatch::new(vec![mutation]), Durability::Hard)).expect("compare and set");
+                let mutation = Mutation::CompareAndSet {
+                    table,
+                    key: key.clone(),
+                    expected,
+                    new: new.clone(),
+                };
+                let outcomes =
+                    block_on(backend.write(WriteBatch::new(vec![mutation]), Durability::Hard))
+                        .expect("compare and set");
                 prop_assert_eq!(&outcomes[0].old, &current);
                 prop_assert_eq!(outcomes[0].conflicted, !expect_current);
                 if expect_current {
@@ -161,20 +242,37 @@ fn run(operations: Vec<Operation>) -> Result<(), TestCaseError> {
             }
             Operation::DropTable { table } => {
                 let table = TABLES[table];
-                block_on(backend.write(WriteBatch::new(vec![Mutation::DropTable { table }]), Durability::Hard)).expect("drop");
+                block_on(backend.write(
+                    WriteBatch::new(vec![Mutation::DropTable { table }]),
+                    Durability::Hard,
+                ))
+                .expect("drop");
                 model.retain(|(row_table, _), _| *row_table != table);
             }
-            Operation::Scan { table, from, to, descending, limit } => {
+            Operation::Scan {
+                table,
+                from,
+                to,
+                descending,
+                limit,
+            } => {
                 let table = TABLES[table];
                 let range = ScanRange {
                     start: Bound::Included(key_bytes(from)),
                     end: Bound::Excluded(key_bytes(to)),
-                    direction: if descending { Direction::Descending } else { Direction::Ascending },
+                    direction: if descending {
+                        Direction::Descending
+                    } else {
+                        Direction::Ascending
+                    },
                     limit,
                 };
                 let actual = block_on(backend.scan(table, &range)).expect("scan");
                 let mut expected: Vec<(Bytes, Bytes)> = if from < to {
-                    model.range((table, key_bytes(from))..(table, key_bytes(to))).map(|((_, key), value)| (key.clone(), value.clone())).collect()
+                    model
+                        .range((table, key_bytes(from))..(table, key_bytes(to)))
+                        .map(|((_, key), value)| (key.clone(), value.clone()))
+                        .collect()
                 } else {
                     Vec::new()
                 };
@@ -196,7 +294,13 @@ fn run(operations: Vec<Operation>) -> Result<(), TestCaseError> {
                 let puts: Vec<(TableId, Bytes, Bytes)> = puts
                     .into_iter()
                     .enumerate()
-                    .map(|(index, (table, key, length))| (TABLES[table], key_bytes(key), document(seed * 16 + index as u64, length)))
+                    .map(|(index, (table, key, length))| {
+                        (
+                            TABLES[table],
+                            key_bytes(key),
+                            document(seed * 16 + index as u64, length),
+                        )
+                    })
                     .collect();
                 let shared = Rc::new(backend);
                 let writer = shared.clone();
@@ -207,9 +311,20 @@ fn run(operations: Vec<Operation>) -> Result<(), TestCaseError> {
                     .spawn_local(async move {
                         let last = batches.len() - 1;
                         for (index, (table, key, value)) in batches.into_iter().enumerate() {
-                            let mutation = Mutation::Put { table, key, value, conflict: Conflict::Replace };
-                            let durability = if index == last { Durability::Hard } else { Durability::Soft };
-                            let _ = writer.write(WriteBatch::new(vec![mutation]), durability).await;
+                            let mutation = Mutation::Put {
+                                table,
+                                key,
+                                value,
+                                conflict: Conflict::Replace,
+                            };
+                            let durability = if index == last {
+                                Durability::Hard
+                            } else {
+                                Durability::Soft
+                            };
+                            let _ = writer
+                                .write(WriteBatch::new(vec![mutation]), durability)
+                                .await;
                         }
                     })
                     .expect("spawn");
@@ -228,7 +343,10 @@ fn run(operations: Vec<Operation>) -> Result<(), TestCaseError> {
                     candidate.insert((*table, key.clone()), value.clone());
                     matched = recovered == candidate;
                 }
-                prop_assert!(matched, "recovered rows are not the model plus a prefix of the unacknowledged writes");
+                prop_assert!(
+                    matched,
+                    "recovered rows are not the model plus a prefix of the unacknowledged writes"
+                );
                 model = recovered;
             }
         }
@@ -261,7 +379,9 @@ fn ring_wraps_many_times_and_recovers() {
             conflict: Conflict::Replace,
             durability: Durability::Hard,
         })
-        .chain(std::iter::once(Operation::Crash { mode: CrashModeChoice::Drop }))
+        .chain(std::iter::once(Operation::Crash {
+            mode: CrashModeChoice::Drop,
+        }))
         .collect();
     run(operations).unwrap();
 }

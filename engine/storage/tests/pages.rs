@@ -26,9 +26,15 @@ fn a_table_many_times_the_cache_reads_back_whole_across_restarts() {
     }
     block_on(backend.checkpoint()).expect("checkpoint");
     let (_, _, cached) = backend.page_stats();
-    assert!(cached <= (8 << 10) + 4096, "the cache holds {cached} bytes, over its 8 KiB budget");
+    assert!(
+        cached <= (8 << 10) + 4096,
+        "the cache holds {cached} bytes, over its 8 KiB budget"
+    );
     for number in (0..3000).step_by(7) {
-        assert_eq!(block_on(backend.get(TABLE, &key(number))).expect("get"), Some(value(number)));
+        assert_eq!(
+            block_on(backend.get(TABLE, &key(number))).expect("get"),
+            Some(value(number))
+        );
     }
     drop(backend);
     let backend = open(&fs.crash(CrashMode::DropUnsynced)).expect("reopen");
@@ -36,7 +42,10 @@ fn a_table_many_times_the_cache_reads_back_whole_across_restarts() {
     let rows = contents(&backend, &[TABLE]);
     assert_eq!(rows.len(), 3000);
     for number in 0..3000 {
-        assert_eq!(rows.get(&(TABLE, Bytes::from(key(number)))), Some(&value(number)));
+        assert_eq!(
+            rows.get(&(TABLE, Bytes::from(key(number)))),
+            Some(&value(number))
+        );
     }
 }
 
@@ -50,7 +59,13 @@ fn pages_the_tree_stops_using_are_reused() {
         // runs), then checkpoint.
         for number in 0..400 {
             let length = if number % 10 == 0 { 3000 } else { 60 };
-            put(&backend, TABLE, &key(number), &value_of((round * 1000 + number) as u64, length)).expect("put");
+            put(
+                &backend,
+                TABLE,
+                &key(number),
+                &value_of((round * 1000 + number) as u64, length),
+            )
+            .expect("put");
         }
         block_on(backend.checkpoint()).expect("checkpoint");
         sizes.push(backend.page_stats().0);
@@ -59,11 +74,17 @@ fn pages_the_tree_stops_using_are_reused() {
     // off after a few rounds instead of growing by a round's pages each time.
     let settled = sizes[8];
     let last = *sizes.last().unwrap();
-    assert!(last <= settled + settled / 4, "the data file kept growing: {sizes:?}");
+    assert!(
+        last <= settled + settled / 4,
+        "the data file kept growing: {sizes:?}"
+    );
     drop(backend);
     let backend = open(&fs.crash(CrashMode::DropUnsynced)).expect("reopen");
     for number in 0..400 {
         let length = if number % 10 == 0 { 3000 } else { 60 };
-        assert_eq!(block_on(backend.get(TABLE, &key(number))).expect("get"), Some(value_of((23 * 1000 + number) as u64, length)));
+        assert_eq!(
+            block_on(backend.get(TABLE, &key(number))).expect("get"),
+            Some(value_of((23 * 1000 + number) as u64, length))
+        );
     }
 }

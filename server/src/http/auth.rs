@@ -34,12 +34,22 @@ const CACHE_ENTRIES: usize = 10_000;
 
 fn unauthorized(message: &str) -> Response {
     let body = error_body("ReqlAuthError", message, json!([]));
-    (StatusCode::UNAUTHORIZED, [(header::WWW_AUTHENTICATE, "Basic realm=\"photondb\""), (header::CONTENT_TYPE, "application/json")], body.to_string()).into_response()
+    (
+        StatusCode::UNAUTHORIZED,
+        [
+            (header::WWW_AUTHENTICATE, "Basic realm=\"photondb\""),
+            (header::CONTENT_TYPE, "application/json"),
+        ],
+        body.to_string(),
+    )
+        .into_response()
 }
 
 /// `user:password` of a Basic `Authorization` header.
 fn basic_credentials(value: &str) -> Option<(String, String)> {
-    let encoded = value.strip_prefix("Basic ").or_else(|| value.strip_prefix("basic "))?;
+    let encoded = value
+        .strip_prefix("Basic ")
+        .or_else(|| value.strip_prefix("basic "))?;
     let decoded = photondb_datum::json::base64_decode(encoded.trim()).ok()?;
     let text = String::from_utf8(decoded).ok()?;
     let (user, password) = text.split_once(':')?;
@@ -47,9 +57,17 @@ fn basic_credentials(value: &str) -> Option<(String, String)> {
 }
 
 fn password_matches(shared: &Shared, user: &str, password: &str) -> bool {
-    let Some(config) = shared.engine.user(user) else { return false };
+    let Some(config) = shared.engine.user(user) else {
+        return false;
+    };
     let fingerprint: [u8; 32] = Sha256::digest(format!("{user}:{password}").as_bytes()).into();
-    if let Some(key) = shared.credentials.keys.lock().expect("credentials lock").get(&fingerprint) {
+    if let Some(key) = shared
+        .credentials
+        .keys
+        .lock()
+        .expect("credentials lock")
+        .get(&fingerprint)
+    {
         if *key == config.stored_key {
             return true;
         }
@@ -57,7 +75,12 @@ fn password_matches(shared: &Shared, user: &str, password: &str) -> bool {
     let derived = StoredCredentials::derive(password, config.salt.clone(), config.iterations);
     // Constant-time comparison: fold every byte before deciding.
     let matches = derived.stored_key.len() == config.stored_key.len()
-        && derived.stored_key.iter().zip(&config.stored_key).fold(0u8, |acc, (a, b)| acc | (a ^ b)) == 0;
+        && derived
+            .stored_key
+            .iter()
+            .zip(&config.stored_key)
+            .fold(0u8, |acc, (a, b)| acc | (a ^ b))
+            == 0;
     if matches {
         let mut keys = shared.credentials.keys.lock().expect("credentials lock");
         if keys.len() >= CACHE_ENTRIES {
@@ -69,13 +92,26 @@ fn password_matches(shared: &Shared, user: &str, password: &str) -> bool {
 }
 
 /// The middleware in front of the API routes.
-pub(super) async fn require_user(State(shared): State<Arc<Shared>>, request: Request, next: Next) -> Response {
-    let authorization = request.headers().get(header::AUTHORIZATION).and_then(|value| value.to_str().ok()).map(str::to_owned);
+pub(super) async fn require_user(
+    State(shared): State<Arc<Shared>>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let authorization = request
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|value| value.to_str().ok())
+        .map(str::to_owned);
     match authorization {
         None => {
-            let open = shared.engine.user("admin").is_some_and(|admin| !admin.has_password);
+            let open = shared
+                .engine
+                .user("admin")
+                .is_some_and(|admin| !admin.has_password);
             if !open {
-                return unauthorized("Authentication required (HTTP Basic, as a user of this server).");
+                return unauthorized(
+                    "Authentication required (HTTP Basic, as a user of this server).",
+                );
             }
         }
         Some(value) => {
@@ -84,7 +120,10 @@ pub(super) async fn require_user(State(shared): State<Arc<Shared>>, request: Req
             };
             // Derivation takes a while (4,096 rounds): off the async thread.
             let checking = shared.clone();
-            let checked = tokio::task::spawn_blocking(move || password_matches(&checking, &user, &password)).await.unwrap_or(false);
+            let checked =
+                tokio::task::spawn_blocking(move || password_matches(&checking, &user, &password))
+                    .await
+                    .unwrap_or(false);
             if !checked {
                 return unauthorized("Wrong password or unknown user.");
             }

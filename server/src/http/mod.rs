@@ -79,16 +79,26 @@ impl HttpServer {
 /// Binds `address` (port 0: any free port) and serves on a thread of its
 /// own.
 pub fn start(engine: Engine, drain: Arc<Drain>, address: SocketAddr) -> anyhow::Result<HttpServer> {
-    let listener = std::net::TcpListener::bind(address).map_err(|error| anyhow::anyhow!("binding the HTTP port {address}: {error}"))?;
+    let listener = std::net::TcpListener::bind(address)
+        .map_err(|error| anyhow::anyhow!("binding the HTTP port {address}: {error}"))?;
     listener.set_nonblocking(true)?;
     let address = listener.local_addr()?;
-    let shared = Arc::new(Shared { engine, drain, next_partition: AtomicU32::new(0), credentials: Default::default(), open_sockets: Default::default() });
+    let shared = Arc::new(Shared {
+        engine,
+        drain,
+        next_partition: AtomicU32::new(0),
+        credentials: Default::default(),
+        open_sockets: Default::default(),
+    });
     // Everything under /api/v1 but the OpenAPI document needs a user.
     let api = Router::new()
         .route("/api/v1/query", post(query))
         .route("/api/v1/ws", get(websocket::upgrade))
         .merge(rest::routes())
-        .layer(axum::middleware::from_fn_with_state(shared.clone(), auth::require_user));
+        .layer(axum::middleware::from_fn_with_state(
+            shared.clone(),
+            auth::require_user,
+        ));
     let router = Router::new()
         .route("/health/live", get(live))
         .route("/health/ready", get(ready))
@@ -99,48 +109,71 @@ pub fn start(engine: Engine, drain: Arc<Drain>, address: SocketAddr) -> anyhow::
         .with_state(shared.clone());
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let sockets = shared;
-    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
-    let thread = std::thread::Builder::new().name("http".into()).spawn(move || {
-        runtime.block_on(async move {
-            let listener = match tokio::net::TcpListener::from_std(listener) {
-                Ok(listener) => listener,
-                Err(error) => {
-                    tracing::error!(%error, "HTTP listener");
-                    return;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let thread = std::thread::Builder::new()
+        .name("http".into())
+        .spawn(move || {
+            runtime.block_on(async move {
+                let listener = match tokio::net::TcpListener::from_std(listener) {
+                    Ok(listener) => listener,
+                    Err(error) => {
+                        tracing::error!(%error, "HTTP listener");
+                        return;
+                    }
+                };
+                let serving = axum::serve(listener, router).with_graceful_shutdown(async move {
+                    let _ = stopped.await;
+                });
+                if let Err(error) = serving.await {
+                    tracing::error!(%error, "HTTP server stopped");
                 }
-            };
-            let serving = axum::serve(listener, router).with_graceful_shutdown(async move {
-                let _ = stopped.await;
+                // Upgraded sockets outlive the server: let them send their
+                // close frames (they watch for shutdown) before the runtime ends.
+                let deadline = Instant::now() + SOCKETS_CLOSE_WAIT;
+                while sockets.open_sockets.load(Ordering::SeqCst) > 0 && Instant::now() < deadline {
+                    tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+                }
             });
-            if let Err(error) = serving.await {
-                tracing::error!(%error, "HTTP server stopped");
-            }
-            // Upgraded sockets outlive the server: let them send their
-            // close frames (they watch for shutdown) before the runtime ends.
-            let deadline = Instant::now() + SOCKETS_CLOSE_WAIT;
-            while sockets.open_sockets.load(Ordering::SeqCst) > 0 && Instant::now() < deadline {
-                tokio::time::sleep(std::time::Duration::from_millis(10)).await;
-            }
-        });
-    })?;
-    Ok(HttpServer { address, stop: Some(stop), thread: Some(thread) })
+        })?;
+    Ok(HttpServer {
+        address,
+        stop: Some(stop),
+        thread: Some(thread),
+    })
 }
 
 pub(crate) fn json_response(status: StatusCode, body: Json) -> Response {
-    (status, [(header::CONTENT_TYPE, "application/json")], body.to_string()).into_response()
+    (
+        status,
+        [(header::CONTENT_TYPE, "application/json")],
+        body.to_string(),
+    )
+        .into_response()
 }
 
 /// Counts a request in the metrics as it is answered.
 pub(crate) fn counted(route: &str, started: Instant, response: Response) -> Response {
     let status = response.status().as_u16().to_string();
-    metrics().http_requests.with_label_values(&[route, &status]).inc();
-    metrics().http_seconds.with_label_values(&[route]).observe(started.elapsed().as_secs_f64());
+    metrics()
+        .http_requests
+        .with_label_values(&[route, &status])
+        .inc();
+    metrics()
+        .http_seconds
+        .with_label_values(&[route])
+        .observe(started.elapsed().as_secs_f64());
     response
 }
 
 async fn live() -> Response {
     let started = Instant::now();
-    counted("/health/live", started, json_response(StatusCode::OK, json!({"status": "live"})))
+    counted(
+        "/health/live",
+        started,
+        json_response(StatusCode::OK, json!({"status": "live"})),
+    )
 }
 
 async fn ready(State(shared): State<Arc<Shared>>) -> Response {
@@ -154,15 +187,28 @@ async fn ready(State(shared): State<Arc<Shared>>) -> Response {
         let engine = shared.engine.clone();
         shared
             .engine
-            .run_on_partition_from_outside(0, move |_| async move { engine.storage_stats().await.map_or(0, |stats| stats.poisoned_partitions) })
+            .run_on_partition_from_outside(0, move |_| async move {
+                engine
+                    .storage_stats()
+                    .await
+                    .map_or(0, |stats| stats.poisoned_partitions)
+            })
             .await
             .unwrap_or(0)
     };
     let response = if shared.drain.is_draining() {
-        json_response(StatusCode::SERVICE_UNAVAILABLE, json!({"status": "unavailable", "reason": "the server is shutting down"}))
+        json_response(
+            StatusCode::SERVICE_UNAVAILABLE,
+            json!({"status": "unavailable", "reason": "the server is shutting down"}),
+        )
     } else if poisoned > 0 {
-        let reason = format!("{poisoned} partition(s) stopped after a failed write or sync; a restart recovers them");
-        json_response(StatusCode::SERVICE_UNAVAILABLE, json!({"status": "unavailable", "reason": reason}))
+        let reason = format!(
+            "{poisoned} partition(s) stopped after a failed write or sync; a restart recovers them"
+        );
+        json_response(
+            StatusCode::SERVICE_UNAVAILABLE,
+            json!({"status": "unavailable", "reason": reason}),
+        )
     } else {
         json_response(StatusCode::OK, json!({"status": "ready"}))
     };
@@ -171,18 +217,43 @@ async fn ready(State(shared): State<Arc<Shared>>) -> Response {
 
 async fn openapi_document() -> Response {
     let started = Instant::now();
-    counted("/api/v1/openapi.json", started, json_response(StatusCode::OK, openapi::document()))
+    counted(
+        "/api/v1/openapi.json",
+        started,
+        json_response(StatusCode::OK, openapi::document()),
+    )
 }
 
 async fn prometheus_metrics(State(shared): State<Arc<Shared>>) -> Response {
     let started = Instant::now();
     // Read on a shard: engine calls from there need no `Send` future.
     let engine = shared.engine.clone();
-    let text = match shared.engine.run_on_partition_from_outside(0, move |_| async move { metrics().render(&engine).await }).await {
+    let text = match shared
+        .engine
+        .run_on_partition_from_outside(0, move |_| async move { metrics().render(&engine).await })
+        .await
+    {
         Ok(text) => text,
-        Err(error) => return counted("/_metrics", started, json_response(StatusCode::SERVICE_UNAVAILABLE, json!({"error": error.to_string()}))),
+        Err(error) => {
+            return counted(
+                "/_metrics",
+                started,
+                json_response(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    json!({"error": error.to_string()}),
+                ),
+            )
+        }
     };
-    let response = (StatusCode::OK, [(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], text).into_response();
+    let response = (
+        StatusCode::OK,
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        text,
+    )
+        .into_response();
     counted("/_metrics", started, response)
 }
 
@@ -196,9 +267,12 @@ pub(crate) fn error_body(class: &str, message: &str, backtrace: Json) -> Json {
 /// runs.
 pub(crate) fn status_of(class: ErrorClass) -> StatusCode {
     match class {
-        ErrorClass::Compile | ErrorClass::Client | ErrorClass::QueryLogic | ErrorClass::NonExistence | ErrorClass::User | ErrorClass::OpFailed => {
-            StatusCode::BAD_REQUEST
-        }
+        ErrorClass::Compile
+        | ErrorClass::Client
+        | ErrorClass::QueryLogic
+        | ErrorClass::NonExistence
+        | ErrorClass::User
+        | ErrorClass::OpFailed => StatusCode::BAD_REQUEST,
         ErrorClass::ResourceLimit => StatusCode::UNPROCESSABLE_ENTITY,
         ErrorClass::OpIndeterminate | ErrorClass::Internal => StatusCode::INTERNAL_SERVER_ERROR,
     }
@@ -211,32 +285,71 @@ async fn query(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: Byte
 }
 
 async fn answer_query(shared: &Shared, headers: &HeaderMap, body: &[u8]) -> Response {
-    let json_content = headers.get(header::CONTENT_TYPE).and_then(|value| value.to_str().ok()).is_some_and(|value| value.starts_with("application/json"));
+    let json_content = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|value| value.to_str().ok())
+        .is_some_and(|value| value.starts_with("application/json"));
     if !json_content {
-        return json_response(StatusCode::UNSUPPORTED_MEDIA_TYPE, error_body("ReqlClientError", "Expected a JSON body (Content-Type: application/json).", json!([])));
+        return json_response(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            error_body(
+                "ReqlClientError",
+                "Expected a JSON body (Content-Type: application/json).",
+                json!([]),
+            ),
+        );
     }
     let request: Json = match serde_json::from_slice(body) {
         Ok(request) => request,
         Err(error) => {
-            let message = format!("Malformed JSON at line {}, column {}: {error}", error.line(), error.column());
-            return json_response(StatusCode::BAD_REQUEST, error_body("ReqlClientError", &message, json!([])));
+            let message = format!(
+                "Malformed JSON at line {}, column {}: {error}",
+                error.line(),
+                error.column()
+            );
+            return json_response(
+                StatusCode::BAD_REQUEST,
+                error_body("ReqlClientError", &message, json!([])),
+            );
         }
     };
     let Some(term) = request.get("query").cloned() else {
-        return json_response(StatusCode::BAD_REQUEST, error_body("ReqlClientError", "Expected an object with a `query` field.", json!([])));
+        return json_response(
+            StatusCode::BAD_REQUEST,
+            error_body(
+                "ReqlClientError",
+                "Expected an object with a `query` field.",
+                json!([]),
+            ),
+        );
     };
     let optargs = match request.get("optargs") {
         None => serde_json::Map::new(),
         Some(Json::Object(optargs)) => optargs.clone(),
-        Some(_) => return json_response(StatusCode::BAD_REQUEST, error_body("ReqlClientError", "Expected `optargs` to be an object.", json!([]))),
+        Some(_) => {
+            return json_response(
+                StatusCode::BAD_REQUEST,
+                error_body(
+                    "ReqlClientError",
+                    "Expected `optargs` to be an object.",
+                    json!([]),
+                ),
+            )
+        }
     };
     if shared.drain.is_draining() {
         let error = ReqlError::op_failed("The server is shutting down; the query was not run.");
-        return json_response(StatusCode::SERVICE_UNAVAILABLE, error_body(error.class.driver_name(), &error.message, json!([])));
+        return json_response(
+            StatusCode::SERVICE_UNAVAILABLE,
+            error_body(error.class.driver_name(), &error.message, json!([])),
+        );
     }
     match run_on_shard(shared, term, optargs).await {
         Ok(result) => json_response(StatusCode::OK, json!({"result": result})),
-        Err((class, message, backtrace)) => json_response(status_of(class), error_body(class.driver_name(), &message, backtrace)),
+        Err((class, message, backtrace)) => json_response(
+            status_of(class),
+            error_body(class.driver_name(), &message, backtrace),
+        ),
     }
 }
 
@@ -244,8 +357,13 @@ async fn answer_query(shared: &Shared, headers: &HeaderMap, body: &[u8]) -> Resp
 pub(crate) type QueryFailure = (ErrorClass, String, Json);
 
 /// Runs a query on a shard (each in turn) and reads its whole result.
-pub(crate) async fn run_on_shard(shared: &Shared, term: Json, optargs: serde_json::Map<String, Json>) -> Result<Json, QueryFailure> {
-    let partition = shared.next_partition.fetch_add(1, Ordering::Relaxed) % shared.engine.partitions();
+pub(crate) async fn run_on_shard(
+    shared: &Shared,
+    term: Json,
+    optargs: serde_json::Map<String, Json>,
+) -> Result<Json, QueryFailure> {
+    let partition =
+        shared.next_partition.fetch_add(1, Ordering::Relaxed) % shared.engine.partitions();
     let engine = shared.engine.clone();
     let started = Instant::now();
     let evaluated = shared
@@ -263,18 +381,26 @@ pub(crate) async fn run_on_shard(shared: &Shared, term: Json, optargs: serde_jso
             Err((error.class, error.message.clone(), error.backtrace_json()))
         }
     };
-    let label = outcome.as_ref().map_or_else(|(class, _, _)| class.driver_name(), |_| "success");
+    let label = outcome
+        .as_ref()
+        .map_or_else(|(class, _, _)| class.driver_name(), |_| "success");
     metrics().query_answered("http", label, started.elapsed().as_secs_f64());
     outcome
 }
 
 /// Evaluates a query on the current shard and reads its whole result.
-async fn run(engine: &Engine, term: Json, optargs: serde_json::Map<String, Json>) -> Result<Json, ReqlError> {
+async fn run(
+    engine: &Engine,
+    term: Json,
+    optargs: serde_json::Map<String, Json>,
+) -> Result<Json, ReqlError> {
     match connection::evaluate(engine, Some(&term), &optargs).await? {
         Evaluated::Atom(response) => Ok(response["r"][0].clone()),
         Evaluated::Stream(stream, context, _) => {
             if stream.is_feed() {
-                return Err(ReqlError::logic("Changefeeds are not served by `/api/v1/query`; use a RethinkDB driver."));
+                return Err(ReqlError::logic(
+                    "Changefeeds are not served by `/api/v1/query`; use a RethinkDB driver.",
+                ));
             }
             let rows = stream.collect(&context).await?;
             Ok(Json::Array(rows.iter().map(to_json).collect()))

@@ -25,9 +25,14 @@ pub fn document() -> Json {
     let names = json!({"type": "array", "items": {"type": "string"}});
     let db = parameter("db", "Database name.");
     let table = parameter("table", "Table name.");
-    let id = parameter("id", "Primary key: a number when it reads as one, else a string.");
+    let id = parameter(
+        "id",
+        "Primary key: a number when it reads as one, else a string.",
+    );
     let missing = error_response("The database, table or document does not exist.");
-    let malformed = error_response("Malformed JSON (with line and column), or a request that is not what the route takes.");
+    let malformed = error_response(
+        "Malformed JSON (with line and column), or a request that is not what the route takes.",
+    );
     let media = error_response("The body is not `application/json`.");
     json!({
         "openapi": "3.0.3",

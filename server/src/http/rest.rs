@@ -46,10 +46,25 @@ pub(super) fn routes() -> Router<Arc<Shared>> {
     Router::new()
         .route("/api/v1/dbs", get(list_databases).post(create_database))
         .route("/api/v1/dbs/{db}", axum::routing::delete(drop_database))
-        .route("/api/v1/dbs/{db}/tables", get(list_tables).post(create_table))
-        .route("/api/v1/dbs/{db}/tables/{table}", axum::routing::delete(drop_table))
-        .route("/api/v1/dbs/{db}/tables/{table}/docs", get(list_documents).post(insert_documents))
-        .route("/api/v1/dbs/{db}/tables/{table}/docs/{id}", get(get_document).put(replace_document).patch(update_document).delete(delete_document))
+        .route(
+            "/api/v1/dbs/{db}/tables",
+            get(list_tables).post(create_table),
+        )
+        .route(
+            "/api/v1/dbs/{db}/tables/{table}",
+            axum::routing::delete(drop_table),
+        )
+        .route(
+            "/api/v1/dbs/{db}/tables/{table}/docs",
+            get(list_documents).post(insert_documents),
+        )
+        .route(
+            "/api/v1/dbs/{db}/tables/{table}/docs/{id}",
+            get(get_document)
+                .put(replace_document)
+                .patch(update_document)
+                .delete(delete_document),
+        )
 }
 
 fn term(term_type: u64, args: Vec<Json>) -> Json {
@@ -77,42 +92,80 @@ fn literal(value: Json) -> Json {
 }
 
 fn document_key(id: &str) -> Json {
-    id.parse::<f64>().ok().filter(|number| number.is_finite()).map_or_else(|| json!(id), |number| json!(number))
+    id.parse::<f64>()
+        .ok()
+        .filter(|number| number.is_finite())
+        .map_or_else(|| json!(id), |number| json!(number))
 }
 
 /// A query failure as a response: a missing database, table or document
 /// is 404; anything else by its class.
 fn failure(error: QueryFailure) -> Response {
     let (class, message, backtrace) = error;
-    let status = if class == ErrorClass::OpFailed && message.ends_with("does not exist.") { StatusCode::NOT_FOUND } else { status_of(class) };
+    let status = if class == ErrorClass::OpFailed && message.ends_with("does not exist.") {
+        StatusCode::NOT_FOUND
+    } else {
+        status_of(class)
+    };
     json_response(status, error_body(class.driver_name(), &message, backtrace))
 }
 
 fn bad_request(message: &str) -> Response {
-    json_response(StatusCode::BAD_REQUEST, error_body("ReqlClientError", message, json!([])))
+    json_response(
+        StatusCode::BAD_REQUEST,
+        error_body("ReqlClientError", message, json!([])),
+    )
 }
 
 /// The JSON body of a request: 415 without a JSON content type, 400 (with
 /// where) when it does not parse.
 fn json_body(headers: &HeaderMap, body: &[u8]) -> Result<Json, Response> {
-    let json_content = headers.get(header::CONTENT_TYPE).and_then(|value| value.to_str().ok()).is_some_and(|value| value.starts_with("application/json"));
+    let json_content = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|value| value.to_str().ok())
+        .is_some_and(|value| value.starts_with("application/json"));
     if !json_content {
-        return Err(json_response(StatusCode::UNSUPPORTED_MEDIA_TYPE, error_body("ReqlClientError", "Expected a JSON body (Content-Type: application/json).", json!([]))));
+        return Err(json_response(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            error_body(
+                "ReqlClientError",
+                "Expected a JSON body (Content-Type: application/json).",
+                json!([]),
+            ),
+        ));
     }
-    serde_json::from_slice(body).map_err(|error| bad_request(&format!("Malformed JSON at line {}, column {}: {error}", error.line(), error.column())))
+    serde_json::from_slice(body).map_err(|error| {
+        bad_request(&format!(
+            "Malformed JSON at line {}, column {}: {error}",
+            error.line(),
+            error.column()
+        ))
+    })
 }
 
 async fn run(shared: &Shared, query: Json) -> Result<Json, Response> {
-    run_on_shard(shared, query, serde_json::Map::new()).await.map_err(failure)
+    run_on_shard(shared, query, serde_json::Map::new())
+        .await
+        .map_err(failure)
 }
 
 /// A write's summary as a response: conflicts are 409, other per-document
 /// errors 400.
 fn write_summary(summary: Json, success: StatusCode) -> Response {
     if summary["errors"].as_u64().unwrap_or(0) > 0 {
-        let message = summary["first_error"].as_str().unwrap_or("The write failed.").to_owned();
-        let status = if message.starts_with("Duplicate primary key") { StatusCode::CONFLICT } else { StatusCode::BAD_REQUEST };
-        return json_response(status, json!({"error": {"type": "ReqlOpFailedError", "message": message, "backtrace": []}, "result": summary}));
+        let message = summary["first_error"]
+            .as_str()
+            .unwrap_or("The write failed.")
+            .to_owned();
+        let status = if message.starts_with("Duplicate primary key") {
+            StatusCode::CONFLICT
+        } else {
+            StatusCode::BAD_REQUEST
+        };
+        return json_response(
+            status,
+            json!({"error": {"type": "ReqlOpFailedError", "message": message, "backtrace": []}, "result": summary}),
+        );
     }
     json_response(success, summary)
 }
@@ -130,16 +183,29 @@ async fn list_databases(State(shared): State<Arc<Shared>>) -> Response {
     counted("/api/v1/dbs", started, response)
 }
 
-async fn create_database(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: Bytes) -> Response {
+async fn create_database(
+    State(shared): State<Arc<Shared>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
     let started = Instant::now();
     let response = async {
         let request = json_body(&headers, &body)?;
-        let Some(name) = request.get("name").and_then(Json::as_str) else { return Err(bad_request("Expected an object with a string `name`.")) };
+        let Some(name) = request.get("name").and_then(Json::as_str) else {
+            return Err(bad_request("Expected an object with a string `name`."));
+        };
         let result = run(&shared, term(kind::DB_CREATE, vec![json!(name)])).await?;
-        Ok(json_response(StatusCode::CREATED, result["config_changes"][0]["new_val"].clone()))
+        Ok(json_response(
+            StatusCode::CREATED,
+            result["config_changes"][0]["new_val"].clone(),
+        ))
     }
     .await;
-    counted("/api/v1/dbs", started, response.unwrap_or_else(|response| response))
+    counted(
+        "/api/v1/dbs",
+        started,
+        response.unwrap_or_else(|response| response),
+    )
 }
 
 async fn drop_database(State(shared): State<Arc<Shared>>, Path(db): Path<String>) -> Response {
@@ -160,41 +226,79 @@ async fn list_tables(State(shared): State<Arc<Shared>>, Path(db): Path<String>) 
     counted("/api/v1/dbs/{db}/tables", started, response)
 }
 
-async fn create_table(State(shared): State<Arc<Shared>>, Path(db): Path<String>, headers: HeaderMap, body: Bytes) -> Response {
+async fn create_table(
+    State(shared): State<Arc<Shared>>,
+    Path(db): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
     let started = Instant::now();
     let response = async {
         let request = json_body(&headers, &body)?;
-        let Some(name) = request.get("name").and_then(Json::as_str) else { return Err(bad_request("Expected an object with a string `name`.")) };
+        let Some(name) = request.get("name").and_then(Json::as_str) else {
+            return Err(bad_request("Expected an object with a string `name`."));
+        };
         let mut optargs = serde_json::Map::new();
         for option in ["primary_key", "durability"] {
             if let Some(value) = request.get(option) {
                 optargs.insert(option.into(), value.clone());
             }
         }
-        let result = run(&shared, term_with(kind::TABLE_CREATE, vec![database(&db), json!(name)], Json::Object(optargs))).await?;
-        Ok(json_response(StatusCode::CREATED, result["config_changes"][0]["new_val"].clone()))
+        let result = run(
+            &shared,
+            term_with(
+                kind::TABLE_CREATE,
+                vec![database(&db), json!(name)],
+                Json::Object(optargs),
+            ),
+        )
+        .await?;
+        Ok(json_response(
+            StatusCode::CREATED,
+            result["config_changes"][0]["new_val"].clone(),
+        ))
     }
     .await;
-    counted("/api/v1/dbs/{db}/tables", started, response.unwrap_or_else(|response| response))
+    counted(
+        "/api/v1/dbs/{db}/tables",
+        started,
+        response.unwrap_or_else(|response| response),
+    )
 }
 
-async fn drop_table(State(shared): State<Arc<Shared>>, Path((db, name)): Path<(String, String)>) -> Response {
+async fn drop_table(
+    State(shared): State<Arc<Shared>>,
+    Path((db, name)): Path<(String, String)>,
+) -> Response {
     let started = Instant::now();
-    let response = match run(&shared, term(kind::TABLE_DROP, vec![database(&db), json!(name)])).await {
+    let response = match run(
+        &shared,
+        term(kind::TABLE_DROP, vec![database(&db), json!(name)]),
+    )
+    .await
+    {
         Ok(_) => no_content(),
         Err(response) => response,
     };
     counted("/api/v1/dbs/{db}/tables/{table}", started, response)
 }
 
-async fn list_documents(State(shared): State<Arc<Shared>>, Path((db, name)): Path<(String, String)>, Query(parameters): Query<HashMap<String, String>>) -> Response {
+async fn list_documents(
+    State(shared): State<Arc<Shared>>,
+    Path((db, name)): Path<(String, String)>,
+    Query(parameters): Query<HashMap<String, String>>,
+) -> Response {
     let started = Instant::now();
     let response = async {
         let limit = match parameters.get("limit") {
             None => DEFAULT_PAGE,
             Some(text) => match text.parse::<u64>() {
                 Ok(limit) if (1..=MAX_PAGE).contains(&limit) => limit,
-                _ => return Err(bad_request(&format!("`limit` must be a whole number from 1 to {MAX_PAGE}."))),
+                _ => {
+                    return Err(bad_request(&format!(
+                        "`limit` must be a whole number from 1 to {MAX_PAGE}."
+                    )))
+                }
             },
         };
         // Rows come in primary-key order: a page starts after the last key
@@ -203,7 +307,9 @@ async fn list_documents(State(shared): State<Arc<Shared>>, Path((db, name)): Pat
         let after = match parameters.get("cursor") {
             None => None,
             Some(cursor) => {
-                let decoded = base64_decode(cursor).ok().and_then(|bytes| serde_json::from_slice::<Json>(&bytes).ok());
+                let decoded = base64_decode(cursor)
+                    .ok()
+                    .and_then(|bytes| serde_json::from_slice::<Json>(&bytes).ok());
                 match decoded {
                     Some(key) => Some(key),
                     None => return Err(bad_request("`cursor` is not one this server gave out.")),
@@ -212,58 +318,132 @@ async fn list_documents(State(shared): State<Arc<Shared>>, Path((db, name)): Pat
         };
         let rows = match after {
             None => table(&db, &name),
-            Some(key) => term_with(kind::BETWEEN, vec![table(&db, &name), literal(key), term(kind::MAXVAL, vec![])], json!({"left_bound": "open"})),
+            Some(key) => term_with(
+                kind::BETWEEN,
+                vec![table(&db, &name), literal(key), term(kind::MAXVAL, vec![])],
+                json!({"left_bound": "open"}),
+            ),
         };
-        let primary_key = run(&shared, json!([kind::GET_FIELD, [term(kind::CONFIG, vec![table(&db, &name)]), "primary_key"]])).await?;
+        let primary_key = run(
+            &shared,
+            json!([
+                kind::GET_FIELD,
+                [term(kind::CONFIG, vec![table(&db, &name)]), "primary_key"]
+            ]),
+        )
+        .await?;
         let page = run(&shared, term(kind::LIMIT, vec![rows, json!(limit)])).await?;
         let documents = page.as_array().cloned().unwrap_or_default();
-        let cursor = match (documents.len() as u64 == limit, documents.last(), primary_key.as_str()) {
-            (true, Some(last), Some(field)) => Json::String(base64_encode(last[field].to_string().as_bytes())),
+        let cursor = match (
+            documents.len() as u64 == limit,
+            documents.last(),
+            primary_key.as_str(),
+        ) {
+            (true, Some(last), Some(field)) => {
+                Json::String(base64_encode(last[field].to_string().as_bytes()))
+            }
             _ => Json::Null,
         };
-        Ok(json_response(StatusCode::OK, json!({"docs": documents, "cursor": cursor})))
+        Ok(json_response(
+            StatusCode::OK,
+            json!({"docs": documents, "cursor": cursor}),
+        ))
     }
     .await;
-    counted("/api/v1/dbs/{db}/tables/{table}/docs", started, response.unwrap_or_else(|response| response))
+    counted(
+        "/api/v1/dbs/{db}/tables/{table}/docs",
+        started,
+        response.unwrap_or_else(|response| response),
+    )
 }
 
-async fn insert_documents(State(shared): State<Arc<Shared>>, Path((db, name)): Path<(String, String)>, headers: HeaderMap, body: Bytes) -> Response {
+async fn insert_documents(
+    State(shared): State<Arc<Shared>>,
+    Path((db, name)): Path<(String, String)>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
     let started = Instant::now();
     let response = async {
         let documents = json_body(&headers, &body)?;
         if !matches!(documents, Json::Object(_) | Json::Array(_)) {
             return Err(bad_request("Expected a document or an array of documents."));
         }
-        let summary = run(&shared, term(kind::INSERT, vec![table(&db, &name), literal(documents)])).await?;
+        let summary = run(
+            &shared,
+            term(kind::INSERT, vec![table(&db, &name), literal(documents)]),
+        )
+        .await?;
         Ok(write_summary(summary, StatusCode::CREATED))
     }
     .await;
-    counted("/api/v1/dbs/{db}/tables/{table}/docs", started, response.unwrap_or_else(|response| response))
+    counted(
+        "/api/v1/dbs/{db}/tables/{table}/docs",
+        started,
+        response.unwrap_or_else(|response| response),
+    )
 }
 
 fn get_term(db: &str, name: &str, id: &str) -> Json {
     term(kind::GET, vec![table(db, name), document_key(id)])
 }
 
-async fn get_document(State(shared): State<Arc<Shared>>, Path((db, name, id)): Path<(String, String, String)>) -> Response {
+async fn get_document(
+    State(shared): State<Arc<Shared>>,
+    Path((db, name, id)): Path<(String, String, String)>,
+) -> Response {
     let started = Instant::now();
     let response = match run(&shared, get_term(&db, &name, &id)).await {
-        Ok(Json::Null) => json_response(StatusCode::NOT_FOUND, error_body("ReqlNonExistenceError", &format!("Document `{id}` does not exist in `{db}.{name}`."), json!([]))),
+        Ok(Json::Null) => json_response(
+            StatusCode::NOT_FOUND,
+            error_body(
+                "ReqlNonExistenceError",
+                &format!("Document `{id}` does not exist in `{db}.{name}`."),
+                json!([]),
+            ),
+        ),
         Ok(document) => json_response(StatusCode::OK, document),
         Err(response) => response,
     };
-    counted("/api/v1/dbs/{db}/tables/{table}/docs/{id}", started, response)
+    counted(
+        "/api/v1/dbs/{db}/tables/{table}/docs/{id}",
+        started,
+        response,
+    )
 }
 
 /// PUT (replace) or PATCH (update) of one document that must exist.
-async fn change_document(shared: &Shared, db: &str, name: &str, id: &str, headers: &HeaderMap, body: &[u8], term_type: u64) -> Result<Response, Response> {
+async fn change_document(
+    shared: &Shared,
+    db: &str,
+    name: &str,
+    id: &str,
+    headers: &HeaderMap,
+    body: &[u8],
+    term_type: u64,
+) -> Result<Response, Response> {
     let document = json_body(headers, body)?;
     if !document.is_object() {
         return Err(bad_request("Expected a document (a JSON object)."));
     }
-    let summary = run(shared, term_with(term_type, vec![get_term(db, name, id), literal(document)], json!({"return_changes": true}))).await?;
+    let summary = run(
+        shared,
+        term_with(
+            term_type,
+            vec![get_term(db, name, id), literal(document)],
+            json!({"return_changes": true}),
+        ),
+    )
+    .await?;
     if summary["skipped"].as_u64().unwrap_or(0) > 0 {
-        return Ok(json_response(StatusCode::NOT_FOUND, error_body("ReqlNonExistenceError", &format!("Document `{id}` does not exist in `{db}.{name}`."), json!([]))));
+        return Ok(json_response(
+            StatusCode::NOT_FOUND,
+            error_body(
+                "ReqlNonExistenceError",
+                &format!("Document `{id}` does not exist in `{db}.{name}`."),
+                json!([]),
+            ),
+        ));
     }
     if summary["errors"].as_u64().unwrap_or(0) > 0 {
         return Ok(write_summary(summary, StatusCode::OK));
@@ -271,29 +451,68 @@ async fn change_document(shared: &Shared, db: &str, name: &str, id: &str, header
     let changed = summary["changes"][0]["new_val"].clone();
     if changed.is_null() {
         // Unchanged: nothing in `changes`; answer with the document as it is.
-        return Ok(json_response(StatusCode::OK, run(shared, get_term(db, name, id)).await?));
+        return Ok(json_response(
+            StatusCode::OK,
+            run(shared, get_term(db, name, id)).await?,
+        ));
     }
     Ok(json_response(StatusCode::OK, changed))
 }
 
-async fn replace_document(State(shared): State<Arc<Shared>>, Path((db, name, id)): Path<(String, String, String)>, headers: HeaderMap, body: Bytes) -> Response {
+async fn replace_document(
+    State(shared): State<Arc<Shared>>,
+    Path((db, name, id)): Path<(String, String, String)>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
     let started = Instant::now();
-    let response = change_document(&shared, &db, &name, &id, &headers, &body, kind::REPLACE).await.unwrap_or_else(|response| response);
-    counted("/api/v1/dbs/{db}/tables/{table}/docs/{id}", started, response)
+    let response = change_document(&shared, &db, &name, &id, &headers, &body, kind::REPLACE)
+        .await
+        .unwrap_or_else(|response| response);
+    counted(
+        "/api/v1/dbs/{db}/tables/{table}/docs/{id}",
+        started,
+        response,
+    )
 }
 
-async fn update_document(State(shared): State<Arc<Shared>>, Path((db, name, id)): Path<(String, String, String)>, headers: HeaderMap, body: Bytes) -> Response {
+async fn update_document(
+    State(shared): State<Arc<Shared>>,
+    Path((db, name, id)): Path<(String, String, String)>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
     let started = Instant::now();
-    let response = change_document(&shared, &db, &name, &id, &headers, &body, kind::UPDATE).await.unwrap_or_else(|response| response);
-    counted("/api/v1/dbs/{db}/tables/{table}/docs/{id}", started, response)
+    let response = change_document(&shared, &db, &name, &id, &headers, &body, kind::UPDATE)
+        .await
+        .unwrap_or_else(|response| response);
+    counted(
+        "/api/v1/dbs/{db}/tables/{table}/docs/{id}",
+        started,
+        response,
+    )
 }
 
-async fn delete_document(State(shared): State<Arc<Shared>>, Path((db, name, id)): Path<(String, String, String)>) -> Response {
+async fn delete_document(
+    State(shared): State<Arc<Shared>>,
+    Path((db, name, id)): Path<(String, String, String)>,
+) -> Response {
     let started = Instant::now();
     let response = match run(&shared, term(kind::DELETE, vec![get_term(&db, &name, &id)])).await {
         Ok(summary) if summary["deleted"].as_u64() == Some(1) => no_content(),
-        Ok(_) => json_response(StatusCode::NOT_FOUND, error_body("ReqlNonExistenceError", &format!("Document `{id}` does not exist in `{db}.{name}`."), json!([]))),
+        Ok(_) => json_response(
+            StatusCode::NOT_FOUND,
+            error_body(
+                "ReqlNonExistenceError",
+                &format!("Document `{id}` does not exist in `{db}.{name}`."),
+                json!([]),
+            ),
+        ),
         Err(response) => response,
     };
-    counted("/api/v1/dbs/{db}/tables/{table}/docs/{id}", started, response)
+    counted(
+        "/api/v1/dbs/{db}/tables/{table}/docs/{id}",
+        started,
+        response,
+    )
 }

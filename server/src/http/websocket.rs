@@ -42,7 +42,10 @@ enum Control {
     Stop,
 }
 
-pub(super) async fn upgrade(State(shared): State<Arc<Shared>>, upgrade: WebSocketUpgrade) -> Response {
+pub(super) async fn upgrade(
+    State(shared): State<Arc<Shared>>,
+    upgrade: WebSocketUpgrade,
+) -> Response {
     upgrade.on_upgrade(move |socket| serve(shared, socket))
 }
 
@@ -103,33 +106,58 @@ async fn serve(shared: Arc<Shared>, mut socket: WebSocket) {
 }
 
 /// Handles one client message.
-fn receive(shared: &Arc<Shared>, text: &str, outbox: &flume::Sender<Json>, queries: &mut HashMap<u64, flume::Sender<Control>>) {
+fn receive(
+    shared: &Arc<Shared>,
+    text: &str,
+    outbox: &flume::Sender<Json>,
+    queries: &mut HashMap<u64, flume::Sender<Control>>,
+) {
     let message: Json = match serde_json::from_str(text) {
         Ok(message) => message,
         Err(error) => {
-            let _ = outbox.try_send(client_error(Json::Null, &format!("Malformed JSON at line {}, column {}: {error}", error.line(), error.column())));
+            let _ = outbox.try_send(client_error(
+                Json::Null,
+                &format!(
+                    "Malformed JSON at line {}, column {}: {error}",
+                    error.line(),
+                    error.column()
+                ),
+            ));
             return;
         }
     };
     let Some(token) = message.get("token").and_then(Json::as_u64) else {
-        let _ = outbox.try_send(client_error(Json::Null, "Expected a message with a numeric `token`."));
+        let _ = outbox.try_send(client_error(
+            Json::Null,
+            "Expected a message with a numeric `token`.",
+        ));
         return;
     };
     match message.get("type").and_then(Json::as_str) {
         Some("CONTINUE") | Some("STOP") => {
-            let control = if message["type"] == "STOP" { Control::Stop } else { Control::Continue };
+            let control = if message["type"] == "STOP" {
+                Control::Stop
+            } else {
+                Control::Continue
+            };
             match queries.get(&token) {
                 Some(sender) => {
                     let _ = sender.send(control);
                 }
                 None => {
-                    let _ = outbox.try_send(client_error(json!(token), &format!("Token {token} not in stream cache.")));
+                    let _ = outbox.try_send(client_error(
+                        json!(token),
+                        &format!("Token {token} not in stream cache."),
+                    ));
                 }
             }
         }
         None | Some("START") => {
             if queries.contains_key(&token) {
-                let _ = outbox.try_send(client_error(json!(token), &format!("Token {token} is already in use.")));
+                let _ = outbox.try_send(client_error(
+                    json!(token),
+                    &format!("Token {token} is already in use."),
+                ));
                 return;
             }
             let Some(term) = message.get("query").cloned() else {
@@ -140,7 +168,10 @@ fn receive(shared: &Arc<Shared>, text: &str, outbox: &flume::Sender<Json>, queri
                 None => serde_json::Map::new(),
                 Some(Json::Object(optargs)) => optargs.clone(),
                 Some(_) => {
-                    let _ = outbox.try_send(client_error(json!(token), "Expected `optargs` to be an object."));
+                    let _ = outbox.try_send(client_error(
+                        json!(token),
+                        "Expected `optargs` to be an object.",
+                    ));
                     return;
                 }
             };
@@ -149,72 +180,100 @@ fn receive(shared: &Arc<Shared>, text: &str, outbox: &flume::Sender<Json>, queri
             start(shared, token, term, optargs, outbox.clone(), controls);
         }
         Some(other) => {
-            let _ = outbox.try_send(client_error(json!(token), &format!("Unknown message type `{other}`.")));
+            let _ = outbox.try_send(client_error(
+                json!(token),
+                &format!("Unknown message type `{other}`."),
+            ));
         }
     }
 }
 
 /// Runs one query on a shard until its last batch, a STOP, or the socket
 /// going away.
-fn start(shared: &Arc<Shared>, token: u64, term: Json, optargs: serde_json::Map<String, Json>, outbox: flume::Sender<Json>, controls: flume::Receiver<Control>) {
+fn start(
+    shared: &Arc<Shared>,
+    token: u64,
+    term: Json,
+    optargs: serde_json::Map<String, Json>,
+    outbox: flume::Sender<Json>,
+    controls: flume::Receiver<Control>,
+) {
     if shared.drain.is_draining() {
         let error = ReqlError::op_failed("The server is shutting down; the query was not run.");
         let _ = outbox.try_send(tagged(token, error.to_response()));
         return;
     }
-    let partition = shared.next_partition.fetch_add(1, Ordering::Relaxed) % shared.engine.partitions();
+    let partition =
+        shared.next_partition.fetch_add(1, Ordering::Relaxed) % shared.engine.partitions();
     let engine = shared.engine.clone();
-    let job = shared.engine.run_on_partition_from_outside(partition, move |_| async move {
-        let evaluated = connection::evaluate(&engine, Some(&term), &optargs).await;
-        let (mut stream, context, limits) = match evaluated {
-            Ok(Evaluated::Atom(response)) => {
-                let _ = outbox.send_async(tagged(token, response)).await;
-                return;
-            }
-            Ok(Evaluated::Stream(stream, context, limits)) => (stream, context, limits),
-            Err(error) => {
-                let _ = outbox.send_async(tagged(token, error.to_response())).await;
-                return;
-            }
-        };
-        let mut first = true;
-        // A CONTINUE that came while a batch was being made counts for
-        // the next one.
-        let continued_early = std::cell::Cell::new(false);
-        loop {
-            // A batch (which for a changefeed may wait long), unless the
-            // client stops or leaves first.
-            let batch = futures_lite::future::or(async { Some(connection::next_batch(&mut stream, &context, limits, first).await) }, async {
-                loop {
-                    match controls.recv_async().await {
-                        Ok(Control::Continue) => continued_early.set(true),
-                        Ok(Control::Stop) | Err(_) => return None,
-                    }
-                }
-            })
-            .await;
-            first = false;
-            let Some(batch) = batch else {
-                let _ = outbox.send_async(tagged(token, json!({"t": response_type::SUCCESS_SEQUENCE, "r": [], "n": []}))).await;
-                return;
-            };
-            let more = batch["t"] == response_type::SUCCESS_PARTIAL;
-            if outbox.send_async(tagged(token, batch)).await.is_err() || !more {
-                return;
-            }
-            if continued_early.replace(false) {
-                continue;
-            }
-            match controls.recv_async().await {
-                Ok(Control::Continue) => {}
-                Ok(Control::Stop) => {
-                    let _ = outbox.send_async(tagged(token, json!({"t": response_type::SUCCESS_SEQUENCE, "r": [], "n": []}))).await;
+    let job = shared
+        .engine
+        .run_on_partition_from_outside(partition, move |_| async move {
+            let evaluated = connection::evaluate(&engine, Some(&term), &optargs).await;
+            let (mut stream, context, limits) = match evaluated {
+                Ok(Evaluated::Atom(response)) => {
+                    let _ = outbox.send_async(tagged(token, response)).await;
                     return;
                 }
-                Err(_) => return,
+                Ok(Evaluated::Stream(stream, context, limits)) => (stream, context, limits),
+                Err(error) => {
+                    let _ = outbox.send_async(tagged(token, error.to_response())).await;
+                    return;
+                }
+            };
+            let mut first = true;
+            // A CONTINUE that came while a batch was being made counts for
+            // the next one.
+            let continued_early = std::cell::Cell::new(false);
+            loop {
+                // A batch (which for a changefeed may wait long), unless the
+                // client stops or leaves first.
+                let batch = futures_lite::future::or(
+                    async {
+                        Some(connection::next_batch(&mut stream, &context, limits, first).await)
+                    },
+                    async {
+                        loop {
+                            match controls.recv_async().await {
+                                Ok(Control::Continue) => continued_early.set(true),
+                                Ok(Control::Stop) | Err(_) => return None,
+                            }
+                        }
+                    },
+                )
+                .await;
+                first = false;
+                let Some(batch) = batch else {
+                    let _ = outbox
+                        .send_async(tagged(
+                            token,
+                            json!({"t": response_type::SUCCESS_SEQUENCE, "r": [], "n": []}),
+                        ))
+                        .await;
+                    return;
+                };
+                let more = batch["t"] == response_type::SUCCESS_PARTIAL;
+                if outbox.send_async(tagged(token, batch)).await.is_err() || !more {
+                    return;
+                }
+                if continued_early.replace(false) {
+                    continue;
+                }
+                match controls.recv_async().await {
+                    Ok(Control::Continue) => {}
+                    Ok(Control::Stop) => {
+                        let _ = outbox
+                            .send_async(tagged(
+                                token,
+                                json!({"t": response_type::SUCCESS_SEQUENCE, "r": [], "n": []}),
+                            ))
+                            .await;
+                        return;
+                    }
+                    Err(_) => return,
+                }
             }
-        }
-    });
+        });
     tokio::spawn(async move {
         if let Err(error) = job.await {
             tracing::warn!(%error, "a WebSocket query could not run on its shard");

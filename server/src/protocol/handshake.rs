@@ -42,7 +42,10 @@ fn credentials_of(user: &UserConfig) -> Option<StoredCredentials> {
 /// Why a handshake ended without a session. The message has been sent to
 /// the client (when there was one to send) and the connection must close.
 #[derive(Debug)]
-#[allow(dead_code, reason = "the fields are read through Debug, in the connection log")]
+#[allow(
+    dead_code,
+    reason = "the fields are read through Debug, in the connection log"
+)]
 pub enum Failure {
     Io(std::io::Error),
     Refused { code: u64, message: String },
@@ -59,17 +62,24 @@ pub async fn run(transport: &mut Transport, engine: &Engine) -> Result<String, F
     let magic = transport.read_exact(4).await?;
     let magic = u32::from_le_bytes(magic.try_into().expect("4 bytes"));
     if magic != MAGIC_V1_0 {
-        let message = "ERROR: Received an unsupported protocol version. This port is for RethinkDB queries. \
+        let message =
+            "ERROR: Received an unsupported protocol version. This port is for RethinkDB queries. \
                        Does your client driver version not match the server?\n\0";
         transport.write_all(message.as_bytes()).await?;
-        return Err(Failure::Refused { code: 0, message: format!("unsupported protocol magic {magic:#x}") });
+        return Err(Failure::Refused {
+            code: 0,
+            message: format!("unsupported protocol magic {magic:#x}"),
+        });
     }
-    send(transport, &json!({
-        "success": true,
-        "min_protocol_version": 0,
-        "max_protocol_version": 0,
-        "server_version": SERVER_VERSION,
-    }))
+    send(
+        transport,
+        &json!({
+            "success": true,
+            "min_protocol_version": 0,
+            "max_protocol_version": 0,
+            "server_version": SERVER_VERSION,
+        }),
+    )
     .await?;
 
     let first = receive(transport).await?;
@@ -93,10 +103,24 @@ pub async fn run(transport: &mut Transport, engine: &Engine) -> Result<String, F
     // An unknown user goes through the whole exchange with made-up
     // credentials, so the reply does not reveal which users exist.
     let known = engine.user(&user).as_ref().and_then(credentials_of);
-    let credentials = known.clone().unwrap_or_else(|| StoredCredentials::derive(&base64_encode(&random_bytes(16)), random_bytes(16), ITERATIONS));
+    let credentials = known.clone().unwrap_or_else(|| {
+        StoredCredentials::derive(
+            &base64_encode(&random_bytes(16)),
+            random_bytes(16),
+            ITERATIONS,
+        )
+    });
     let nonce = format!("{client_nonce}{}", base64_encode(&random_bytes(18)));
-    let server_first = format!("r={nonce},s={},i={}", base64_encode(&credentials.salt), credentials.iterations);
-    send(transport, &json!({ "success": true, "authentication": server_first })).await?;
+    let server_first = format!(
+        "r={nonce},s={},i={}",
+        base64_encode(&credentials.salt),
+        credentials.iterations
+    );
+    send(
+        transport,
+        &json!({ "success": true, "authentication": server_first }),
+    )
+    .await?;
 
     let last = receive(transport).await?;
     let Some(client_final) = last.get("authentication").and_then(Value::as_str) else {
@@ -113,7 +137,9 @@ pub async fn run(transport: &mut Transport, engine: &Engine) -> Result<String, F
         return refuse(transport, 1, "Nonce mismatch.").await;
     }
     let auth_message = format!("{client_first_bare},{server_first},{without_proof}");
-    let signature = base64_decode(proof).ok().and_then(|proof| credentials.verify(&auth_message, &proof));
+    let signature = base64_decode(proof)
+        .ok()
+        .and_then(|proof| credentials.verify(&auth_message, &proof));
     match (known, signature) {
         (Some(_), Some(signature)) => {
             send(transport, &json!({ "success": true, "authentication": format!("v={}", base64_encode(&signature)) })).await?;
@@ -143,13 +169,27 @@ async fn receive(transport: &mut Transport) -> Result<Value, Failure> {
     match serde_json::from_slice::<Value>(&bytes) {
         Ok(value @ Value::Object(_)) => Ok(value),
         _ => {
-            let _ = send(transport, &json!({ "success": false, "error": "Expected a JSON object.", "error_code": 4 })).await;
-            Err(Failure::Refused { code: 4, message: "malformed handshake JSON".into() })
+            let _ = send(
+                transport,
+                &json!({ "success": false, "error": "Expected a JSON object.", "error_code": 4 }),
+            )
+            .await;
+            Err(Failure::Refused {
+                code: 4,
+                message: "malformed handshake JSON".into(),
+            })
         }
     }
 }
 
 async fn refuse<T>(transport: &mut Transport, code: u64, message: &str) -> Result<T, Failure> {
-    let _ = send(transport, &json!({ "success": false, "error": message, "error_code": code })).await;
-    Err(Failure::Refused { code, message: message.to_owned() })
+    let _ = send(
+        transport,
+        &json!({ "success": false, "error": message, "error_code": code }),
+    )
+    .await;
+    Err(Failure::Refused {
+        code,
+        message: message.to_owned(),
+    })
 }

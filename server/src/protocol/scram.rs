@@ -28,7 +28,12 @@ impl StoredCredentials {
         let client_key = hmac(&salted, b"Client Key");
         let stored_key: [u8; 32] = Sha256::digest(client_key).into();
         let server_key = hmac(&salted, b"Server Key");
-        StoredCredentials { salt, iterations, stored_key, server_key }
+        StoredCredentials {
+            salt,
+            iterations,
+            stored_key,
+            server_key,
+        }
     }
 
     /// Checks a client proof for `auth_message`; on success returns the
@@ -38,10 +43,17 @@ impl StoredCredentials {
             return None;
         }
         let client_signature = hmac(&self.stored_key, auth_message.as_bytes());
-        let client_key: Vec<u8> = proof.iter().zip(client_signature.iter()).map(|(a, b)| a ^ b).collect();
+        let client_key: Vec<u8> = proof
+            .iter()
+            .zip(client_signature.iter())
+            .map(|(a, b)| a ^ b)
+            .collect();
         let candidate: [u8; 32] = Sha256::digest(&client_key).into();
         // Constant-time comparison: fold every byte before deciding.
-        let difference = candidate.iter().zip(self.stored_key.iter()).fold(0u8, |acc, (a, b)| acc | (a ^ b));
+        let difference = candidate
+            .iter()
+            .zip(self.stored_key.iter())
+            .fold(0u8, |acc, (a, b)| acc | (a ^ b));
         (difference == 0).then(|| hmac(&self.server_key, auth_message.as_bytes()))
     }
 }
@@ -68,10 +80,17 @@ mod tests {
         let credentials = StoredCredentials::derive("", salt, 4096);
         let client_nonce = "rOprNGfwEbeRWgbNEkqO";
         let nonce = format!("{client_nonce}%hvYDpWUa2RaTCAfuxFIlj)hNlF$k0");
-        let auth_message = format!("n=admin,r={client_nonce},r={nonce},s=W22ZaJ0SNY7soEsUEjb6gQ==,i=4096,c=biws,r={nonce}");
+        let auth_message = format!(
+            "n=admin,r={client_nonce},r={nonce},s=W22ZaJ0SNY7soEsUEjb6gQ==,i=4096,c=biws,r={nonce}"
+        );
         let proof = base64_decode("OkbuESfuxuY+w/WtxXhV9p1wrKTxO8vSpKRZORUwJxY=").unwrap();
-        let signature = credentials.verify(&auth_message, &proof).expect("the proof is valid");
-        assert_eq!(base64_encode(&signature), "PH9dpmfOMvaWZuonGClIn310jaApnm03JsjECx/r/dw=");
+        let signature = credentials
+            .verify(&auth_message, &proof)
+            .expect("the proof is valid");
+        assert_eq!(
+            base64_encode(&signature),
+            "PH9dpmfOMvaWZuonGClIn310jaApnm03JsjECx/r/dw="
+        );
         let mut wrong = proof.clone();
         wrong[0] ^= 1;
         assert!(credentials.verify(&auth_message, &wrong).is_none());

@@ -69,7 +69,10 @@ impl Selector {
 #[derive(Debug)]
 enum Partial {
     Count(u64),
-    Sum { total: f64, rows: u64 },
+    Sum {
+        total: f64,
+        rows: u64,
+    },
     /// The best value so far, with its row's key (ties go to the smaller
     /// key, as rows come in key order) and the row.
     Best(Option<(Datum, Bytes, Datum)>),
@@ -79,7 +82,10 @@ impl Reduction {
     fn empty(&self) -> Partial {
         match self {
             Reduction::Count | Reduction::CountMatching(_) => Partial::Count(0),
-            Reduction::Sum(_) | Reduction::Avg(_) => Partial::Sum { total: 0.0, rows: 0 },
+            Reduction::Sum(_) | Reduction::Avg(_) => Partial::Sum {
+                total: 0.0,
+                rows: 0,
+            },
             Reduction::Min(_) | Reduction::Max(_) => Partial::Best(None),
         }
     }
@@ -92,7 +98,13 @@ impl Reduction {
         }
     }
 
-    async fn add(&self, context: &Context, partial: &mut Partial, key: &Bytes, row: &Datum) -> Result<(), ReqlError> {
+    async fn add(
+        &self,
+        context: &Context,
+        partial: &mut Partial,
+        key: &Bytes,
+        row: &Datum,
+    ) -> Result<(), ReqlError> {
         match (self, partial) {
             (Reduction::Count, Partial::Count(count)) => *count += 1,
             (Reduction::CountMatching(wanted), Partial::Count(count)) => {
@@ -121,7 +133,8 @@ impl Reduction {
                     let replace = match best {
                         None => true,
                         Some((current, current_key, _)) => {
-                            self.better(&value, current) || (value.cmp_reql(current).is_eq() && key < current_key)
+                            self.better(&value, current)
+                                || (value.cmp_reql(current).is_eq() && key < current_key)
                         }
                     };
                     if replace {
@@ -137,14 +150,23 @@ impl Reduction {
     fn merge(&self, into: &mut Partial, other: Partial) {
         match (into, other) {
             (Partial::Count(count), Partial::Count(more)) => *count += more,
-            (Partial::Sum { total, rows }, Partial::Sum { total: more, rows: more_rows }) => {
+            (
+                Partial::Sum { total, rows },
+                Partial::Sum {
+                    total: more,
+                    rows: more_rows,
+                },
+            ) => {
                 *total += more;
                 *rows += more_rows;
             }
             (Partial::Best(best), Partial::Best(Some((value, key, row)))) => {
                 let replace = match best {
                     None => true,
-                    Some((current, current_key, _)) => self.better(&value, current) || (value.cmp_reql(current).is_eq() && key < *current_key),
+                    Some((current, current_key, _)) => {
+                        self.better(&value, current)
+                            || (value.cmp_reql(current).is_eq() && key < *current_key)
+                    }
                 };
                 if replace {
                     *best = Some((value, key, row));
@@ -161,10 +183,14 @@ impl Reduction {
         match (self, partial) {
             (Reduction::Count, Partial::Count(count)) => Some(Datum::Number(count as f64)),
             (Reduction::CountMatching(_), Partial::Count(0)) => None,
-            (Reduction::CountMatching(_), Partial::Count(count)) => Some(Datum::Number(count as f64)),
+            (Reduction::CountMatching(_), Partial::Count(count)) => {
+                Some(Datum::Number(count as f64))
+            }
             (_, Partial::Sum { rows: 0, .. }) => None,
             (Reduction::Sum(_), Partial::Sum { total, .. }) => Some(Datum::Number(total)),
-            (Reduction::Avg(_), Partial::Sum { total, rows }) => Some(Datum::Number(total / rows as f64)),
+            (Reduction::Avg(_), Partial::Sum { total, rows }) => {
+                Some(Datum::Number(total / rows as f64))
+            }
             (_, Partial::Best(best)) => best.map(|(_, _, row)| row),
             _ => unreachable!("partials are made by their reduction"),
         }
@@ -186,34 +212,54 @@ pub async fn grouped_on_partitions(
 ) -> Result<Vec<(Datum, Datum)>, ReqlError> {
     let calls = (0..context.engine.partitions()).map(|partition| {
         let inner = context.clone();
-        let (start, end, filters, keys, reduction) = (start.clone(), end.clone(), filters.clone(), keys.clone(), reduction.clone());
-        context.engine.run_on_partition(partition, move |backend| async move {
-            let context = inner;
-            let mut partials: BTreeMap<Datum, Partial> = BTreeMap::new();
-            let mut from = start;
-            loop {
-                let range = ScanRange { start: from.clone(), end: end.clone(), direction: Direction::Ascending, limit: Some(SCAN_ROWS) };
-                let rows = backend.scan(table, &range).await.map_err(|error| ReqlError::from(photondb_runtime::EngineError::from(error)))?;
-                let Some((last, _)) = rows.last() else { break };
-                from = Bound::Excluded(last.clone());
-                let full = rows.len() == SCAN_ROWS;
-                for (key, bytes) in rows {
-                    let row = document::decode(&bytes)
-                        .map_err(|error| ReqlError::new(ErrorClass::Internal, format!("Stored document is unreadable: {error}")))?;
-                    if !filters.is_empty() && !Stream::passes(&context, &filters, &row).await? {
-                        continue;
+        let (start, end, filters, keys, reduction) = (
+            start.clone(),
+            end.clone(),
+            filters.clone(),
+            keys.clone(),
+            reduction.clone(),
+        );
+        context
+            .engine
+            .run_on_partition(partition, move |backend| async move {
+                let context = inner;
+                let mut partials: BTreeMap<Datum, Partial> = BTreeMap::new();
+                let mut from = start;
+                loop {
+                    let range = ScanRange {
+                        start: from.clone(),
+                        end: end.clone(),
+                        direction: Direction::Ascending,
+                        limit: Some(SCAN_ROWS),
+                    };
+                    let rows = backend.scan(table, &range).await.map_err(|error| {
+                        ReqlError::from(photondb_runtime::EngineError::from(error))
+                    })?;
+                    let Some((last, _)) = rows.last() else { break };
+                    from = Bound::Excluded(last.clone());
+                    let full = rows.len() == SCAN_ROWS;
+                    for (key, bytes) in rows {
+                        let row = document::decode(&bytes).map_err(|error| {
+                            ReqlError::new(
+                                ErrorClass::Internal,
+                                format!("Stored document is unreadable: {error}"),
+                            )
+                        })?;
+                        if !filters.is_empty() && !Stream::passes(&context, &filters, &row).await? {
+                            continue;
+                        }
+                        for group in group_keys(&context, &keys, multi, &row).await? {
+                            let partial =
+                                partials.entry(group).or_insert_with(|| reduction.empty());
+                            reduction.add(&context, partial, &key, &row).await?;
+                        }
                     }
-                    for group in group_keys(&context, &keys, multi, &row).await? {
-                        let partial = partials.entry(group).or_insert_with(|| reduction.empty());
-                        reduction.add(&context, partial, &key, &row).await?;
+                    if !full {
+                        break;
                     }
                 }
-                if !full {
-                    break;
-                }
-            }
-            Ok::<_, ReqlError>(partials)
-        })
+                Ok::<_, ReqlError>(partials)
+            })
     });
     let mut merged: BTreeMap<Datum, Partial> = BTreeMap::new();
     for partials in photondb_runtime::join_all(calls).await {
@@ -226,5 +272,8 @@ pub async fn grouped_on_partitions(
             }
         }
     }
-    Ok(merged.into_iter().filter_map(|(group, partial)| reduction.finish(partial).map(|value| (group, value))).collect())
+    Ok(merged
+        .into_iter()
+        .filter_map(|(group, partial)| reduction.finish(partial).map(|value| (group, value)))
+        .collect())
 }

@@ -31,7 +31,10 @@ fn number(datum: &Datum) -> Result<f64, ReqlError> {
 fn integer(datum: &Datum) -> Result<i64, ReqlError> {
     let value = number(datum)?;
     if value.fract() != 0.0 || value.abs() > 9_007_199_254_740_992.0 {
-        return Err(ReqlError::logic(format!("Number not an integer: {}", to_json(datum))));
+        return Err(ReqlError::logic(format!(
+            "Number not an integer: {}",
+            to_json(datum)
+        )));
     }
     Ok(value as i64)
 }
@@ -70,7 +73,10 @@ pub fn json_text(datum: &Datum) -> String {
 }
 
 fn is_builtin_type(name: &str) -> bool {
-    matches!(name, "ARRAY" | "BOOL" | "NULL" | "NUMBER" | "OBJECT" | "STRING" | "BINARY")
+    matches!(
+        name,
+        "ARRAY" | "BOOL" | "NULL" | "NUMBER" | "OBJECT" | "STRING" | "BINARY"
+    )
 }
 
 fn coerce(value: Datum, target: &str) -> Result<Datum, ReqlError> {
@@ -78,7 +84,11 @@ fn coerce(value: Datum, target: &str) -> Result<Datum, ReqlError> {
     let from = value.type_name();
     // Binary is `PTYPE<BINARY>` to `type_of`, plain `BINARY` here.
     let cannot = |value: &Datum| {
-        let name = if matches!(value, Datum::Binary(_)) { "BINARY" } else { value.type_name() };
+        let name = if matches!(value, Datum::Binary(_)) {
+            "BINARY"
+        } else {
+            value.type_name()
+        };
         ReqlError::logic(format!("Cannot coerce {name} to {target}."))
     };
     if !is_builtin_type(&target) {
@@ -90,15 +100,20 @@ fn coerce(value: Datum, target: &str) -> Result<Datum, ReqlError> {
     Ok(match (value, target.as_str()) {
         (value, "STRING") => match value {
             Datum::String(text) => Datum::String(text),
-            Datum::Binary(bytes) => Datum::String(String::from_utf8(bytes).map_err(|_| ReqlError::logic("Cannot coerce BINARY to STRING: not valid UTF-8."))?),
+            Datum::Binary(bytes) => Datum::String(String::from_utf8(bytes).map_err(|_| {
+                ReqlError::logic("Cannot coerce BINARY to STRING: not valid UTF-8.")
+            })?),
             other => Datum::String(json_text(&other)),
         },
         (_, "BOOL") => unreachable!("handled below"),
         (Datum::String(text), "NUMBER") => Datum::Number(parse_number(&text)?),
         (Datum::String(text), "BINARY") => Datum::Binary(text.into_bytes()),
-        (Datum::Object(fields), "ARRAY") => {
-            Datum::Array(fields.into_iter().map(|(key, value)| Datum::Array(vec![Datum::String(key), value])).collect())
-        }
+        (Datum::Object(fields), "ARRAY") => Datum::Array(
+            fields
+                .into_iter()
+                .map(|(key, value)| Datum::Array(vec![Datum::String(key), value]))
+                .collect(),
+        ),
         (Datum::Array(pairs), "OBJECT") => {
             let mut object = Object::new();
             for pair in pairs {
@@ -115,7 +130,10 @@ fn coerce(value: Datum, target: &str) -> Result<Datum, ReqlError> {
                         }
                     }
                     Datum::Array(items) => {
-                        return Err(ReqlError::logic(format!("Expected array of size 2, but got size {}.", items.len())))
+                        return Err(ReqlError::logic(format!(
+                            "Expected array of size 2, but got size {}.",
+                            items.len()
+                        )))
                     }
                     other => return Err(type_error("ARRAY", &other)),
                 }
@@ -128,19 +146,36 @@ fn coerce(value: Datum, target: &str) -> Result<Datum, ReqlError> {
 
 fn parse_number(text: &str) -> Result<f64, ReqlError> {
     let trimmed = text.trim();
-    let parsed = if let Some(hex) = trimmed.strip_prefix("0x").or_else(|| trimmed.strip_prefix("0X")) {
+    let parsed = if let Some(hex) = trimmed
+        .strip_prefix("0x")
+        .or_else(|| trimmed.strip_prefix("0X"))
+    {
         i64::from_str_radix(hex, 16).ok().map(|value| value as f64)
     } else {
-        serde_json::from_str::<serde_json::Value>(trimmed).ok().and_then(|value| value.as_f64()).or_else(|| {
-            trimmed.parse::<f64>().ok().filter(|_| !trimmed.chars().any(|character| character.is_ascii_alphabetic()) || trimmed.contains(['e', 'E']))
-        })
+        serde_json::from_str::<serde_json::Value>(trimmed)
+            .ok()
+            .and_then(|value| value.as_f64())
+            .or_else(|| {
+                trimmed.parse::<f64>().ok().filter(|_| {
+                    !trimmed
+                        .chars()
+                        .any(|character| character.is_ascii_alphabetic())
+                        || trimmed.contains(['e', 'E'])
+                })
+            })
     };
     match parsed {
         Some(value) if value.is_finite() => Ok(value),
-        _ if matches!(trimmed.to_ascii_lowercase().as_str(), "inf" | "-inf" | "infinity" | "-infinity" | "nan") => {
+        _ if matches!(
+            trimmed.to_ascii_lowercase().as_str(),
+            "inf" | "-inf" | "infinity" | "-infinity" | "nan"
+        ) =>
+        {
             Err(ReqlError::logic(format!("Non-finite number: {trimmed}")))
         }
-        _ => Err(ReqlError::logic(format!("Could not coerce `{text}` to NUMBER."))),
+        _ => Err(ReqlError::logic(format!(
+            "Could not coerce `{text}` to NUMBER."
+        ))),
     }
 }
 
@@ -161,19 +196,34 @@ fn uuid_v5(name: &str) -> String {
 /// `slice`'s `left_bound` and `right_bound` options: whether the left end is
 /// open and the right end closed (by default the left is closed, the right
 /// open).
-pub async fn slice_bound_options(context: &Context, optargs: &BTreeMap<String, Term>) -> Result<(bool, bool), ReqlError> {
+pub async fn slice_bound_options(
+    context: &Context,
+    optargs: &BTreeMap<String, Term>,
+) -> Result<(bool, bool), ReqlError> {
     let closed = |name: &'static str, default: bool| async move {
         match context.optional_datum(optargs, name).await? {
             None => Ok(default),
             Some(Datum::String(text)) if text == "closed" => Ok(true),
             Some(Datum::String(text)) if text == "open" => Ok(false),
-            Some(other) => Err(ReqlError::logic(format!("Expected `open` or `closed` for optarg `{name}` (got `{}`).", pretty(&other)))),
+            Some(other) => Err(ReqlError::logic(format!(
+                "Expected `open` or `closed` for optarg `{name}` (got `{}`).",
+                pretty(&other)
+            ))),
         }
     };
-    Ok((!closed("left_bound", true).await?, closed("right_bound", false).await?))
+    Ok((
+        !closed("left_bound", true).await?,
+        closed("right_bound", false).await?,
+    ))
 }
 
-fn slice_bounds(length: usize, start: i64, end: Option<i64>, left_open: bool, right_closed: bool) -> (usize, usize) {
+fn slice_bounds(
+    length: usize,
+    start: i64,
+    end: Option<i64>,
+    left_open: bool,
+    right_closed: bool,
+) -> (usize, usize) {
     let resolve = |index: i64| if index < 0 { (length as i64 + index).max(0) } else { index.min(length as i64) } as usize;
     let mut from = resolve(start);
     if left_open {
@@ -188,7 +238,12 @@ fn slice_bounds(length: usize, start: i64, end: Option<i64>, left_open: bool, ri
 
 impl Context {
     /// Evaluates the datum-level terms; `None` for any other term.
-    pub async fn datum_term(&self, term_type: u64, args: &[Term], optargs: &BTreeMap<String, Term>) -> Option<Result<Value, ReqlError>> {
+    pub async fn datum_term(
+        &self,
+        term_type: u64,
+        args: &[Term],
+        optargs: &BTreeMap<String, Term>,
+    ) -> Option<Result<Value, ReqlError>> {
         let result = match term_type {
             kind::COERCE_TO => self.coerce_to(args).await,
             kind::OBJECT => self.object_term(args).await,
@@ -199,7 +254,12 @@ impl Context {
             kind::SPLIT => self.split(args).await,
             kind::MATCH => self.match_term(args).await,
             kind::RANDOM => self.random(args, optargs).await,
-            kind::BIT_AND | kind::BIT_OR | kind::BIT_XOR | kind::BIT_NOT | kind::BIT_SAL | kind::BIT_SAR => self.bits(term_type, args).await,
+            kind::BIT_AND
+            | kind::BIT_OR
+            | kind::BIT_XOR
+            | kind::BIT_NOT
+            | kind::BIT_SAL
+            | kind::BIT_SAR => self.bits(term_type, args).await,
             kind::RANGE => self.range(args).await,
             kind::FORMAT => self.format_term(args).await,
             _ => {
@@ -232,12 +292,30 @@ impl Context {
                 (None, '{') => name = Some(String::new()),
                 (None, '}') => return Err(ReqlError::logic("No parameter tags to close")),
                 (None, other) => out.push(other),
-                (Some(_), '{') => return Err(ReqlError::logic("Nested template parameters are not allowed")),
-                (Some(_), ',') => return Err(ReqlError::logic("Formatting separator `,` is not allowed in parameter name")),
-                (Some(_), '\\') => return Err(ReqlError::logic("Reserved escape character `\\` is not allowed in parameter name")),
+                (Some(_), '{') => {
+                    return Err(ReqlError::logic(
+                        "Nested template parameters are not allowed",
+                    ))
+                }
+                (Some(_), ',') => {
+                    return Err(ReqlError::logic(
+                        "Formatting separator `,` is not allowed in parameter name",
+                    ))
+                }
+                (Some(_), '\\') => {
+                    return Err(ReqlError::logic(
+                        "Reserved escape character `\\` is not allowed in parameter name",
+                    ))
+                }
                 (Some(parameter), '}') => {
                     let value = fields.get(parameter.as_str()).ok_or_else(|| {
-                        ReqlError::new(ErrorClass::NonExistence, format!("No attribute `{parameter}` in object:\n{}", pretty(&Datum::Object(fields.clone()))))
+                        ReqlError::new(
+                            ErrorClass::NonExistence,
+                            format!(
+                                "No attribute `{parameter}` in object:\n{}",
+                                pretty(&Datum::Object(fields.clone()))
+                            ),
+                        )
                     })?;
                     match value {
                         Datum::String(text) => out.push_str(text),
@@ -269,7 +347,10 @@ impl Context {
 
     async fn object_term(&self, args: &[Term]) -> Result<Value, ReqlError> {
         if args.len() % 2 != 0 {
-            return Err(ReqlError::logic(format!("OBJECT expects an even number of arguments (but found {}).", args.len())));
+            return Err(ReqlError::logic(format!(
+                "OBJECT expects an even number of arguments (but found {}).",
+                args.len()
+            )));
         }
         let mut object = Object::new();
         for pair in (0..args.len()).step_by(2) {
@@ -294,10 +375,14 @@ impl Context {
     async fn uuid_term(&self, args: &[Term]) -> Result<Value, ReqlError> {
         arity(args, 0, 1)?;
         if args.is_empty() {
-            let mut bytes: [u8; 16] = crate::protocol::scram::random_bytes(16).try_into().expect("16 bytes");
+            let mut bytes: [u8; 16] = crate::protocol::scram::random_bytes(16)
+                .try_into()
+                .expect("16 bytes");
             bytes[6] = (bytes[6] & 0x0F) | 0x40;
             bytes[8] = (bytes[8] & 0x3F) | 0x80;
-            return Ok(Value::Datum(Datum::String(photondb_storage::catalog::uuid_string(u128::from_be_bytes(bytes)))));
+            return Ok(Value::Datum(Datum::String(
+                photondb_storage::catalog::uuid_string(u128::from_be_bytes(bytes)),
+            )));
         }
         let name = self.string_argument(args, 0).await?;
         Ok(Value::Datum(Datum::String(uuid_v5(&name))))
@@ -306,7 +391,9 @@ impl Context {
     async fn branch(&self, args: &[Term]) -> Result<Value, ReqlError> {
         arity(args, 3, usize::MAX)?;
         if args.len() % 2 == 0 {
-            return Err(ReqlError::logic("Cannot call `branch` term with an even number of arguments."));
+            return Err(ReqlError::logic(
+                "Cannot call `branch` term with an even number of arguments.",
+            ));
         }
         for pair in (0..args.len() - 1).step_by(2) {
             if truthy(&self.strict_datum_argument(args, pair).await?) {
@@ -326,9 +413,14 @@ impl Context {
         // The handler sees the error (or null); a function gets its message.
         let mut handler_context = self.child();
         handler_context.caught = Some(caught.clone());
-        let argument = caught.as_ref().map_or(Datum::Null, |error| Datum::String(error.message.clone()));
+        let argument = caught
+            .as_ref()
+            .map_or(Datum::Null, |error| Datum::String(error.message.clone()));
         match handler_context.argument(args, 1).await? {
-            Value::Function(function) => function.call(&handler_context, vec![argument]).await.map(Value::Datum),
+            Value::Function(function) => function
+                .call(&handler_context, vec![argument])
+                .await
+                .map(Value::Datum),
             other => Ok(other),
         }
     }
@@ -339,20 +431,31 @@ impl Context {
             Datum::String(text) => text,
             other => return Err(type_error("STRING", &other).within(Frame::Position(0))),
         };
-        let separator = match if args.len() > 1 { self.datum_argument(args, 1).await? } else { Datum::Null } {
+        let separator = match if args.len() > 1 {
+            self.datum_argument(args, 1).await?
+        } else {
+            Datum::Null
+        } {
             Datum::Null => None,
             Datum::String(separator) => Some(separator),
             other => return Err(type_error("STRING", &other).within(Frame::Position(1))),
         };
         let limit = if args.len() > 2 {
             match self.datum_argument(args, 2).await? {
-                Datum::Number(limit) if limit.fract() == 0.0 && limit >= -1.0 => (limit >= 0.0).then_some(limit as usize),
+                Datum::Number(limit) if limit.fract() == 0.0 && limit >= -1.0 => {
+                    (limit >= 0.0).then_some(limit as usize)
+                }
                 other => return Err(type_error("NUMBER", &other).within(Frame::Position(2))),
             }
         } else {
             None
         };
-        Ok(Value::Datum(Datum::Array(split_text(&text, separator.as_deref(), limit).into_iter().map(Datum::String).collect())))
+        Ok(Value::Datum(Datum::Array(
+            split_text(&text, separator.as_deref(), limit)
+                .into_iter()
+                .map(Datum::String)
+                .collect(),
+        )))
     }
 
     /// `string.match(regex)`: RethinkDB's match object (`str`, `start`,
@@ -369,10 +472,18 @@ impl Context {
             other => return Err(type_error("STRING", &other).within(Frame::Position(1))),
         };
         let regex = regex::Regex::new(&pattern).map_err(|error| {
-            let detail = error.to_string().lines().last().unwrap_or_default().trim_start_matches("error: ").to_owned();
+            let detail = error
+                .to_string()
+                .lines()
+                .last()
+                .unwrap_or_default()
+                .trim_start_matches("error: ")
+                .to_owned();
             ReqlError::logic(format!("Error in regexp `{pattern}`: {detail}"))
         })?;
-        let Some(captures) = regex.captures(&text) else { return Ok(Value::Datum(Datum::Null)) };
+        let Some(captures) = regex.captures(&text) else {
+            return Ok(Value::Datum(Datum::Null));
+        };
         let part = |found: regex::Match| {
             let mut fields = Object::new();
             fields.insert("str".into(), Datum::String(found.as_str().to_owned()));
@@ -381,17 +492,31 @@ impl Context {
             fields
         };
         let mut whole = part(captures.get(0).expect("group 0 is the match"));
-        let groups = captures.iter().skip(1).map(|group| group.map_or(Datum::Null, |group| Datum::Object(part(group)))).collect();
+        let groups = captures
+            .iter()
+            .skip(1)
+            .map(|group| group.map_or(Datum::Null, |group| Datum::Object(part(group))))
+            .collect();
         whole.insert("groups".into(), Datum::Array(groups));
         Ok(Value::Datum(Datum::Object(whole)))
     }
 
-    async fn random(&self, args: &[Term], optargs: &BTreeMap<String, Term>) -> Result<Value, ReqlError> {
+    async fn random(
+        &self,
+        args: &[Term],
+        optargs: &BTreeMap<String, Term>,
+    ) -> Result<Value, ReqlError> {
         arity(args, 0, 2)?;
-        let float = matches!(self.optional_datum(optargs, "float").await?, Some(Datum::Bool(true)));
+        let float = matches!(
+            self.optional_datum(optargs, "float").await?,
+            Some(Datum::Bool(true))
+        );
         let mut bounds = Vec::with_capacity(2);
         for index in 0..args.len() {
-            bounds.push(number(&self.datum_argument(args, index).await?).map_err(|error| error.within(Frame::Position(index)))?);
+            bounds.push(
+                number(&self.datum_argument(args, index).await?)
+                    .map_err(|error| error.within(Frame::Position(index)))?,
+            );
         }
         let unit = random_unit();
         if float || args.is_empty() {
@@ -403,26 +528,40 @@ impl Context {
             };
             // Halves first: `high - low` can overflow for ±f64::MAX.
             let value = low + (high / 2.0 - low / 2.0) * 2.0 * unit;
-            return Ok(Value::Datum(Datum::Number(if value.is_finite() { value } else { low })));
+            return Ok(Value::Datum(Datum::Number(if value.is_finite() {
+                value
+            } else {
+                low
+            })));
         }
         let (low, high) = match bounds[..] {
             [high] => (0.0, high),
             [low, high] => (low, high),
-            _ => return Err(ReqlError::logic("Generating a random integer requires one or two bounds.")),
+            _ => {
+                return Err(ReqlError::logic(
+                    "Generating a random integer requires one or two bounds.",
+                ))
+            }
         };
         let as_integer = |value: f64, which: &str| {
             if value.fract() != 0.0 || value.abs() > 9_007_199_254_740_992.0 {
-                Err(ReqlError::logic(format!("{which} bound ({value}) could not be safely converted to an integer.")))
+                Err(ReqlError::logic(format!(
+                    "{which} bound ({value}) could not be safely converted to an integer."
+                )))
             } else {
                 Ok(value as i64)
             }
         };
         let (low, high) = (as_integer(low, "Lower")?, as_integer(high, "Upper")?);
         if low >= high {
-            return Err(ReqlError::logic(format!("Lower bound ({low}) is not less than upper bound ({high}).")));
+            return Err(ReqlError::logic(format!(
+                "Lower bound ({low}) is not less than upper bound ({high})."
+            )));
         }
         let span = (high - low) as f64;
-        Ok(Value::Datum(Datum::Number((low as f64 + (unit * span).floor()).min(high as f64 - 1.0))))
+        Ok(Value::Datum(Datum::Number(
+            (low as f64 + (unit * span).floor()).min(high as f64 - 1.0),
+        )))
     }
 
     async fn bits(&self, term_type: u64, args: &[Term]) -> Result<Value, ReqlError> {
@@ -459,7 +598,10 @@ impl Context {
                     kind::BIT_OR => a | b,
                     _ => a ^ b,
                 };
-                values.into_iter().reduce(combine).expect("at least one argument") as f64
+                values
+                    .into_iter()
+                    .reduce(combine)
+                    .expect("at least one argument") as f64
             }
         };
         if !result.is_finite() {
@@ -473,7 +615,8 @@ impl Context {
         let mut bounds = Vec::with_capacity(args.len());
         for index in 0..args.len() {
             let datum = self.datum_argument(args, index).await?;
-            bounds.push(range_integer(&datum).map_err(|error| error.within(Frame::Position(index)))?);
+            bounds
+                .push(range_integer(&datum).map_err(|error| error.within(Frame::Position(index)))?);
         }
         let stream = match bounds[..] {
             [] => super::stream::Stream::range(0, None),
@@ -490,7 +633,9 @@ impl Context {
             return match &self.caught {
                 Some(Some(error)) => Err(error.clone()),
                 Some(None) => Ok(Value::Datum(Datum::Null)),
-                None => Err(ReqlError::logic("Empty ERROR term outside a default block.")),
+                None => Err(ReqlError::logic(
+                    "Empty ERROR term outside a default block.",
+                )),
             };
         }
         let message = self.string_argument(args, 0).await?;
@@ -503,7 +648,12 @@ impl Context {
         Err(ReqlError::new(ErrorClass::User, message))
     }
 
-    async fn simple_datum_term(&self, term_type: u64, args: &[Term], _optargs: &BTreeMap<String, Term>) -> Result<Value, ReqlError> {
+    async fn simple_datum_term(
+        &self,
+        term_type: u64,
+        args: &[Term],
+        _optargs: &BTreeMap<String, Term>,
+    ) -> Result<Value, ReqlError> {
         let mut values = Vec::with_capacity(args.len());
         for index in 0..args.len() {
             values.push(self.datum_argument(args, index).await?);
@@ -512,7 +662,9 @@ impl Context {
         let first = values[0].clone();
         let result = match term_type {
             kind::KEYS => match first {
-                Datum::Object(fields) => Datum::Array(fields.into_keys().map(Datum::String).collect()),
+                Datum::Object(fields) => {
+                    Datum::Array(fields.into_keys().map(Datum::String).collect())
+                }
                 other => return Err(type_error("OBJECT", &other).within(Frame::Position(0))),
             },
             kind::VALUES => match first {
@@ -521,16 +673,31 @@ impl Context {
             },
             kind::IS_EMPTY => match first {
                 Datum::Array(items) => Datum::Bool(items.is_empty()),
-                other => return Err(ReqlError::logic(format!("Cannot convert {} to SEQUENCE", other.type_name())).within(Frame::Position(0))),
+                other => {
+                    return Err(ReqlError::logic(format!(
+                        "Cannot convert {} to SEQUENCE",
+                        other.type_name()
+                    ))
+                    .within(Frame::Position(0)))
+                }
             },
             kind::UPCASE | kind::DOWNCASE => match first {
-                Datum::String(text) => Datum::String(if term_type == kind::UPCASE { text.to_uppercase() } else { text.to_lowercase() }),
+                Datum::String(text) => Datum::String(if term_type == kind::UPCASE {
+                    text.to_uppercase()
+                } else {
+                    text.to_lowercase()
+                }),
                 other => return Err(type_error("STRING", &other).within(Frame::Position(0))),
             },
             kind::JSON => match first {
                 Datum::String(text) => {
-                    let parsed: serde_json::Value = serde_json::from_str(&text)
-                        .map_err(|error| ReqlError::logic(format!("Failed to parse \"{text}\" as JSON: {}", parse_error_message(&text, &error))))?;
+                    let parsed: serde_json::Value =
+                        serde_json::from_str(&text).map_err(|error| {
+                            ReqlError::logic(format!(
+                                "Failed to parse \"{text}\" as JSON: {}",
+                                parse_error_message(&text, &error)
+                            ))
+                        })?;
                     from_json(&parsed).map_err(|error| ReqlError::logic(error.to_string()))?
                 }
                 other => return Err(type_error("STRING", &other).within(Frame::Position(0))),
@@ -550,9 +717,13 @@ impl Context {
                 })
             }
             kind::MOD => {
-                let (dividend, divisor) = (integer(&first).map_err(at(0))?, integer(&values[1]).map_err(at(1))?);
+                let (dividend, divisor) = (
+                    integer(&first).map_err(at(0))?,
+                    integer(&values[1]).map_err(at(1))?,
+                );
                 if divisor == 0 {
-                    return Err(ReqlError::logic("Cannot take a number modulo 0.").within(Frame::Position(1)));
+                    return Err(ReqlError::logic("Cannot take a number modulo 0.")
+                        .within(Frame::Position(1)));
                 }
                 Datum::Number((dividend % divisor) as f64)
             }
@@ -570,25 +741,59 @@ impl Context {
             kind::NTH => match first {
                 Datum::Array(items) => {
                     let index = integer(&values[1]).map_err(at(1))?;
-                    let position = if index < 0 { items.len() as i64 + index } else { index };
+                    let position = if index < 0 {
+                        items.len() as i64 + index
+                    } else {
+                        index
+                    };
                     if position < 0 && index < 0 {
-                        return Err(ReqlError::logic(format!("Cannot use an index < -1 ({index}) on a stream.")));
+                        return Err(ReqlError::logic(format!(
+                            "Cannot use an index < -1 ({index}) on a stream."
+                        )));
                     }
-                    items.get(position as usize).cloned().ok_or_else(|| ReqlError::new(ErrorClass::NonExistence, format!("Index out of bounds: {index}")))?
+                    items.get(position as usize).cloned().ok_or_else(|| {
+                        ReqlError::new(
+                            ErrorClass::NonExistence,
+                            format!("Index out of bounds: {index}"),
+                        )
+                    })?
                 }
-                other => return Err(ReqlError::logic(format!("Cannot convert {} to SEQUENCE", other.type_name())).within(Frame::Position(0))),
+                other => {
+                    return Err(ReqlError::logic(format!(
+                        "Cannot convert {} to SEQUENCE",
+                        other.type_name()
+                    ))
+                    .within(Frame::Position(0)))
+                }
             },
             kind::SKIP | kind::LIMIT => match first {
                 Datum::Array(items) => {
                     let count = integer(&values[1]).map_err(at(1))?;
                     if count < 0 {
-                        let name = if term_type == kind::SKIP { "SKIP" } else { "LIMIT" };
-                        return Err(ReqlError::logic(format!("{name} takes a non-negative argument (got {count})")).within(Frame::Position(1)));
+                        let name = if term_type == kind::SKIP {
+                            "SKIP"
+                        } else {
+                            "LIMIT"
+                        };
+                        return Err(ReqlError::logic(format!(
+                            "{name} takes a non-negative argument (got {count})"
+                        ))
+                        .within(Frame::Position(1)));
                     }
                     let count = (count as usize).min(items.len());
-                    Datum::Array(if term_type == kind::SKIP { items[count..].to_vec() } else { items[..count].to_vec() })
+                    Datum::Array(if term_type == kind::SKIP {
+                        items[count..].to_vec()
+                    } else {
+                        items[..count].to_vec()
+                    })
                 }
-                other => return Err(ReqlError::logic(format!("Cannot convert {} to SEQUENCE", other.type_name())).within(Frame::Position(0))),
+                other => {
+                    return Err(ReqlError::logic(format!(
+                        "Cannot convert {} to SEQUENCE",
+                        other.type_name()
+                    ))
+                    .within(Frame::Position(0)))
+                }
             },
             kind::SLICE => {
                 let start = integer(&values[1]).map_err(at(1))?;
@@ -596,38 +801,66 @@ impl Context {
                 let (left_open, right_closed) = slice_bound_options(self, _optargs).await?;
                 match first {
                     Datum::Array(items) => {
-                        let (from, to) = slice_bounds(items.len(), start, end, left_open, right_closed);
+                        let (from, to) =
+                            slice_bounds(items.len(), start, end, left_open, right_closed);
                         Datum::Array(items[from..to].to_vec())
                     }
                     Datum::String(text) => {
                         let characters: Vec<char> = text.chars().collect();
-                        let (from, to) = slice_bounds(characters.len(), start, end, left_open, right_closed);
+                        let (from, to) =
+                            slice_bounds(characters.len(), start, end, left_open, right_closed);
                         Datum::String(characters[from..to].iter().collect())
                     }
                     Datum::Binary(bytes) => {
-                        let (from, to) = slice_bounds(bytes.len(), start, end, left_open, right_closed);
+                        let (from, to) =
+                            slice_bounds(bytes.len(), start, end, left_open, right_closed);
                         Datum::Binary(bytes[from..to].to_vec())
                     }
-                    other => return Err(ReqlError::logic(format!("Cannot convert {} to SEQUENCE", other.type_name())).within(Frame::Position(0))),
+                    other => {
+                        return Err(ReqlError::logic(format!(
+                            "Cannot convert {} to SEQUENCE",
+                            other.type_name()
+                        ))
+                        .within(Frame::Position(0)))
+                    }
                 }
             }
             kind::HAS_FIELDS => match first {
-                Datum::Object(fields) => Datum::Bool(super::sequence::has_selectors(&Datum::Object(fields), &values[1..])?),
+                Datum::Object(fields) => Datum::Bool(super::sequence::has_selectors(
+                    &Datum::Object(fields),
+                    &values[1..],
+                )?),
                 // On an array: the objects that have the fields.
                 Datum::Array(items) => {
                     let mut kept = Vec::new();
                     for item in items {
-                        if matches!(item, Datum::Object(_)) && super::sequence::has_selectors(&item, &values[1..])? {
+                        if matches!(item, Datum::Object(_))
+                            && super::sequence::has_selectors(&item, &values[1..])?
+                        {
                             kept.push(item);
                         }
                     }
                     Datum::Array(kept)
                 }
-                other => return Err(ReqlError::logic(format!("Cannot perform has_fields on a non-object non-sequence `{}`.", pretty(&other))).within(Frame::Position(0))),
+                other => {
+                    return Err(ReqlError::logic(format!(
+                        "Cannot perform has_fields on a non-object non-sequence `{}`.",
+                        pretty(&other)
+                    ))
+                    .within(Frame::Position(0)))
+                }
             },
             kind::CONTAINS => match first {
-                Datum::Array(items) => Datum::Bool(values[1..].iter().all(|wanted| items.contains(wanted))),
-                other => return Err(ReqlError::logic(format!("Cannot convert {} to SEQUENCE", other.type_name())).within(Frame::Position(0))),
+                Datum::Array(items) => {
+                    Datum::Bool(values[1..].iter().all(|wanted| items.contains(wanted)))
+                }
+                other => {
+                    return Err(ReqlError::logic(format!(
+                        "Cannot convert {} to SEQUENCE",
+                        other.type_name()
+                    ))
+                    .within(Frame::Position(0)))
+                }
             },
             _ => unreachable!("filtered above"),
         };
@@ -637,7 +870,9 @@ impl Context {
 
 /// A uniform float in [0, 1) from the kernel's random source.
 fn random_unit() -> f64 {
-    let bytes: [u8; 8] = crate::protocol::scram::random_bytes(8).try_into().expect("8 bytes");
+    let bytes: [u8; 8] = crate::protocol::scram::random_bytes(8)
+        .try_into()
+        .expect("8 bytes");
     (u64::from_le_bytes(bytes) >> 11) as f64 / (1u64 << 53) as f64
 }
 
@@ -646,7 +881,10 @@ fn random_unit() -> f64 {
 fn bit_integer(datum: &Datum) -> Result<i64, ReqlError> {
     let value = range_integer(datum)?;
     if value == 1 << 53 {
-        return Err(ReqlError::logic(format!("Integer too large: {}", to_json(datum))));
+        return Err(ReqlError::logic(format!(
+            "Integer too large: {}",
+            to_json(datum)
+        )));
     }
     Ok(value)
 }
@@ -665,13 +903,22 @@ fn number_text(value: f64) -> String {
 fn range_integer(datum: &Datum) -> Result<i64, ReqlError> {
     let value = number(datum)?;
     if value > 9_007_199_254_740_992.0 {
-        return Err(ReqlError::logic(format!("Number not an integer (>2^53): {}", number_text(value))));
+        return Err(ReqlError::logic(format!(
+            "Number not an integer (>2^53): {}",
+            number_text(value)
+        )));
     }
     if value < -9_007_199_254_740_992.0 {
-        return Err(ReqlError::logic(format!("Number not an integer (<-2^53): {}", number_text(value))));
+        return Err(ReqlError::logic(format!(
+            "Number not an integer (<-2^53): {}",
+            number_text(value)
+        )));
     }
     if value.fract() != 0.0 {
-        return Err(ReqlError::logic(format!("Number not an integer: {}", to_json(datum))));
+        return Err(ReqlError::logic(format!(
+            "Number not an integer: {}",
+            to_json(datum)
+        )));
     }
     Ok(value as i64)
 }
@@ -712,7 +959,9 @@ fn split_text(text: &str, separator: Option<&str>, limit: Option<usize>) -> Vec<
             if limit == usize::MAX {
                 text.split(separator).map(str::to_owned).collect()
             } else {
-                text.splitn(limit + 1, separator).map(str::to_owned).collect()
+                text.splitn(limit + 1, separator)
+                    .map(str::to_owned)
+                    .collect()
             }
         }
     }
@@ -722,8 +971,17 @@ fn split_text(text: &str, separator: Option<&str>, limit: Option<usize>) -> Vec<
 /// every other term.
 fn simple_term_arity(term_type: u64) -> Option<(usize, usize)> {
     Some(match term_type {
-        kind::KEYS | kind::VALUES | kind::IS_EMPTY | kind::UPCASE | kind::DOWNCASE | kind::JSON | kind::TO_JSON_STRING
-        | kind::FLOOR | kind::CEIL | kind::ROUND | kind::BINARY => (1, 1),
+        kind::KEYS
+        | kind::VALUES
+        | kind::IS_EMPTY
+        | kind::UPCASE
+        | kind::DOWNCASE
+        | kind::JSON
+        | kind::TO_JSON_STRING
+        | kind::FLOOR
+        | kind::CEIL
+        | kind::ROUND
+        | kind::BINARY => (1, 1),
         kind::MOD | kind::APPEND | kind::PREPEND | kind::NTH | kind::SKIP | kind::LIMIT => (2, 2),
         kind::HAS_FIELDS | kind::CONTAINS => (1, usize::MAX),
         kind::SLICE => (2, 3),
@@ -737,13 +995,27 @@ mod tests {
 
     #[test]
     fn split_matches_the_suite() {
-        let split = |text: &str, separator: Option<&str>, limit: Option<usize>| split_text(text, separator, limit);
+        let split = |text: &str, separator: Option<&str>, limit: Option<usize>| {
+            split_text(text, separator, limit)
+        };
         assert_eq!(split("", None, None), Vec::<String>::new());
         assert_eq!(split("", Some(" "), None), vec![""]);
-        assert_eq!(split("aaaa bbbb  cccc ", None, None), vec!["aaaa", "bbbb", "cccc"]);
-        assert_eq!(split("aaaa bbbb  cccc ", Some(" "), None), vec!["aaaa", "bbbb", "", "cccc", ""]);
-        assert_eq!(split("aaaa bbbb  cccc ", Some(""), Some(5)), vec!["a", "a", "a", "a", " ", "bbbb  cccc "]);
-        assert_eq!(split("aaaa bbbb  cccc ", Some("bb"), Some(3)), vec!["aaaa ", "", "  cccc "]);
+        assert_eq!(
+            split("aaaa bbbb  cccc ", None, None),
+            vec!["aaaa", "bbbb", "cccc"]
+        );
+        assert_eq!(
+            split("aaaa bbbb  cccc ", Some(" "), None),
+            vec!["aaaa", "bbbb", "", "cccc", ""]
+        );
+        assert_eq!(
+            split("aaaa bbbb  cccc ", Some(""), Some(5)),
+            vec!["a", "a", "a", "a", " ", "bbbb  cccc "]
+        );
+        assert_eq!(
+            split("aaaa bbbb  cccc ", Some("bb"), Some(3)),
+            vec!["aaaa ", "", "  cccc "]
+        );
     }
 
     #[test]
@@ -757,6 +1029,9 @@ mod tests {
         assert_eq!(parse_number("0xa").unwrap(), 10.0);
         assert!(parse_number("--1.2").is_err());
         assert!(parse_number("-1.2-").is_err());
-        assert_eq!(parse_number("inf").unwrap_err().message, "Non-finite number: inf");
+        assert_eq!(
+            parse_number("inf").unwrap_err().message,
+            "Non-finite number: inf"
+        );
     }
 }

@@ -70,14 +70,22 @@ pub struct ReqlError {
 
 impl ReqlError {
     pub fn new(class: ErrorClass, message: impl Into<String>) -> Self {
-        ReqlError { class, message: message.into(), backtrace: Vec::new() }
+        ReqlError {
+            class,
+            message: message.into(),
+            backtrace: Vec::new(),
+        }
     }
 
     /// A logic error; a null found where a value was needed is a
     /// non-existence error, as in RethinkDB (so `default` catches it).
     pub fn logic(message: impl Into<String>) -> Self {
         let message = message.into();
-        let class = if message.ends_with("but found NULL.") { ErrorClass::NonExistence } else { ErrorClass::QueryLogic };
+        let class = if message.ends_with("but found NULL.") {
+            ErrorClass::NonExistence
+        } else {
+            ErrorClass::QueryLogic
+        };
         Self::new(class, message)
     }
 
@@ -129,9 +137,15 @@ impl ReqlError {
             })
             .collect();
         match self.class {
-            ErrorClass::Compile => json!({ "t": response_type::COMPILE_ERROR, "r": [self.message], "b": backtrace }),
-            ErrorClass::Client => json!({ "t": response_type::CLIENT_ERROR, "r": [self.message], "b": backtrace }),
-            class => json!({ "t": response_type::RUNTIME_ERROR, "e": class.error_type(), "r": [self.message], "b": backtrace }),
+            ErrorClass::Compile => {
+                json!({ "t": response_type::COMPILE_ERROR, "r": [self.message], "b": backtrace })
+            }
+            ErrorClass::Client => {
+                json!({ "t": response_type::CLIENT_ERROR, "r": [self.message], "b": backtrace })
+            }
+            class => {
+                json!({ "t": response_type::RUNTIME_ERROR, "e": class.error_type(), "r": [self.message], "b": backtrace })
+            }
         }
     }
 }

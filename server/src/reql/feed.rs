@@ -50,7 +50,12 @@ enum Selection {
     /// Primary keys (`get_all`).
     PrimaryKeys(BTreeSet<Vec<u8>>),
     /// Rows with a secondary key in a range, or among keys.
-    Index { function: Function, multi: bool, range: Option<(Bound<Vec<u8>>, Bound<Vec<u8>>)>, keys: BTreeSet<Vec<u8>> },
+    Index {
+        function: Function,
+        multi: bool,
+        range: Option<(Bound<Vec<u8>>, Bound<Vec<u8>>)>,
+        keys: BTreeSet<Vec<u8>>,
+    },
 }
 
 impl Selection {
@@ -60,7 +65,12 @@ impl Selection {
             Selection::Point(key) => key.as_slice() == primary,
             Selection::PrimaryRange(start, end) => within(primary, start, end),
             Selection::PrimaryKeys(keys) => keys.contains(primary),
-            Selection::Index { function, multi, range, keys } => {
+            Selection::Index {
+                function,
+                multi,
+                range,
+                keys,
+            } => {
                 let secondary = match function.call(context, vec![row.clone()]).await {
                     Ok(value) => super::index::secondary_keys(value, *multi),
                     Err(_) => return false,
@@ -135,14 +145,23 @@ impl TopRows {
 
     /// The changes that take the limit from its rows to `now`.
     fn difference(&self, now: &[Datum]) -> Vec<(Option<Datum>, Option<Datum>)> {
-        let before: BTreeMap<Vec<u8>, &Datum> = self.rows.iter().filter_map(|row| self.key_of(row).map(|key| (key::encode(&key), row))).collect();
-        let after: BTreeMap<Vec<u8>, &Datum> = now.iter().filter_map(|row| self.key_of(row).map(|key| (key::encode(&key), row))).collect();
+        let before: BTreeMap<Vec<u8>, &Datum> = self
+            .rows
+            .iter()
+            .filter_map(|row| self.key_of(row).map(|key| (key::encode(&key), row)))
+            .collect();
+        let after: BTreeMap<Vec<u8>, &Datum> = now
+            .iter()
+            .filter_map(|row| self.key_of(row).map(|key| (key::encode(&key), row)))
+            .collect();
         let mut changed = Vec::new();
         let mut left: Vec<&Datum> = Vec::new();
         let mut entered: Vec<&Datum> = Vec::new();
         for (key, row) in &before {
             match after.get(key) {
-                Some(now_row) if now_row != row => changed.push((Some((*row).clone()), Some((*now_row).clone()))),
+                Some(now_row) if now_row != row => {
+                    changed.push((Some((*row).clone()), Some((*now_row).clone())))
+                }
                 Some(_) => {}
                 None => left.push(row),
             }
@@ -156,7 +175,10 @@ impl TopRows {
         }
         let pairs = left.len().max(entered.len());
         for index in 0..pairs {
-            changed.push((left.get(index).map(|row| (*row).clone()), entered.get(index).map(|row| (*row).clone())));
+            changed.push((
+                left.get(index).map(|row| (*row).clone()),
+                entered.get(index).map(|row| (*row).clone()),
+            ));
         }
         changed
     }
@@ -230,7 +252,12 @@ impl FeedSource {
 
     /// Moves what is ready into `out`. With `wait`, waits until at least
     /// one row is there; without, returns what is ready now (maybe none).
-    pub async fn fill(&mut self, context: &Context, out: &mut VecDeque<Datum>, wait: bool) -> Result<(), ReqlError> {
+    pub async fn fill(
+        &mut self,
+        context: &Context,
+        out: &mut VecDeque<Datum>,
+        wait: bool,
+    ) -> Result<(), ReqlError> {
         if self.initializing_due {
             self.initializing_due = false;
             out.push_back(self.state("initializing"));
@@ -279,7 +306,10 @@ impl FeedSource {
                 if let Squash::Seconds(seconds) = self.squash {
                     // RethinkDB ends a batch by its deadline even while
                     // squashing: the wait is capped by the batch time.
-                    photondb_runtime::network::sleep(std::time::Duration::from_secs_f64(seconds.min(SQUASH_WAIT_CAP_SECONDS))).await;
+                    photondb_runtime::network::sleep(std::time::Duration::from_secs_f64(
+                        seconds.min(SQUASH_WAIT_CAP_SECONDS),
+                    ))
+                    .await;
                 }
             }
             // Rows read but not yet sent count against the queue too: a
@@ -301,12 +331,24 @@ impl FeedSource {
                 }
                 continue;
             }
-            let events = if self.squash == Squash::No { events } else { squash(events) };
+            let events = if self.squash == Squash::No {
+                events
+            } else {
+                squash(events)
+            };
             for event in events {
                 match event {
                     FeedEvent::Skipped(count) => out.push_back(overflow_error(count)),
                     FeedEvent::Change(change) => {
-                        if let Some(document) = self.change_document(context, &change.key, change.old.as_ref(), change.new.as_ref()).await? {
+                        if let Some(document) = self
+                            .change_document(
+                                context,
+                                &change.key,
+                                change.old.as_ref(),
+                                change.new.as_ref(),
+                            )
+                            .await?
+                        {
                             out.push_back(document);
                         }
                     }
@@ -320,7 +362,12 @@ impl FeedSource {
 
     /// An `order_by.limit` feed after `events`: the query again, and what
     /// changed in the limit.
-    async fn top_changes(&mut self, context: &Context, events: Vec<FeedEvent>, out: &mut VecDeque<Datum>) -> Result<(), ReqlError> {
+    async fn top_changes(
+        &mut self,
+        context: &Context,
+        events: Vec<FeedEvent>,
+        out: &mut VecDeque<Datum>,
+    ) -> Result<(), ReqlError> {
         let mut changed = false;
         for event in events {
             match event {
@@ -360,19 +407,41 @@ impl FeedSource {
     }
 
     /// One side of a change: the row as the feed shows it, if selected.
-    async fn side(&self, context: &Context, primary: &[u8], stored: Option<&Bytes>) -> Result<Option<Datum>, ReqlError> {
-        let Some(stored) = stored else { return Ok(None) };
-        let row = document::decode(stored).map_err(|error| ReqlError::new(ErrorClass::Internal, format!("Stored document is unreadable: {error}")))?;
+    async fn side(
+        &self,
+        context: &Context,
+        primary: &[u8],
+        stored: Option<&Bytes>,
+    ) -> Result<Option<Datum>, ReqlError> {
+        let Some(stored) = stored else {
+            return Ok(None);
+        };
+        let row = document::decode(stored).map_err(|error| {
+            ReqlError::new(
+                ErrorClass::Internal,
+                format!("Stored document is unreadable: {error}"),
+            )
+        })?;
         if !self.selection.selects(context, primary, &row).await {
             return Ok(None);
         }
         // A row the operations before `changes()` fail on is not in the
         // feed's selection (RethinkDB drops the change, it does not end
         // the feed).
-        Ok(super::stream::apply_operations(context, &self.operations, row).await.unwrap_or(None))
+        Ok(
+            super::stream::apply_operations(context, &self.operations, row)
+                .await
+                .unwrap_or(None),
+        )
     }
 
-    async fn change_document(&self, context: &Context, primary: &[u8], old: Option<&Bytes>, new: Option<&Bytes>) -> Result<Option<Datum>, ReqlError> {
+    async fn change_document(
+        &self,
+        context: &Context,
+        primary: &[u8],
+        old: Option<&Bytes>,
+        new: Option<&Bytes>,
+    ) -> Result<Option<Datum>, ReqlError> {
         let old = self.side(context, primary, old).await?;
         let new = self.side(context, primary, new).await?;
         if old.is_none() && new.is_none() {
@@ -384,7 +453,12 @@ impl FeedSource {
 
 fn overflow_error(skipped: u64) -> Datum {
     let mut fields = Object::new();
-    fields.insert("error".into(), Datum::String(format!("Changefeed cache over array size limit, skipped {skipped} elements.")));
+    fields.insert(
+        "error".into(),
+        Datum::String(format!(
+            "Changefeed cache over array size limit, skipped {skipped} elements."
+        )),
+    );
     Datum::Object(fields)
 }
 
@@ -410,7 +484,8 @@ fn squash(events: Vec<FeedEvent>) -> Vec<FeedEvent> {
             skipped => squashed.push(skipped),
         }
     }
-    squashed.retain(|event| !matches!(event, FeedEvent::Change(change) if change.old == change.new));
+    squashed
+        .retain(|event| !matches!(event, FeedEvent::Change(change) if change.old == change.new));
     squashed
 }
 
@@ -422,28 +497,47 @@ struct Options {
     queue_size: usize,
 }
 
-async fn options(context: &Context, optargs: &BTreeMap<String, Term>) -> Result<Options, ReqlError> {
+async fn options(
+    context: &Context,
+    optargs: &BTreeMap<String, Term>,
+) -> Result<Options, ReqlError> {
     let flag = |name: &'static str| async move {
         match context.optional_datum(optargs, name).await? {
             None => Ok(false),
             Some(Datum::Bool(flag)) => Ok(flag),
-            Some(other) => Err(other.wrong_type("BOOL").within(Frame::Optional(name.into()))),
+            Some(other) => Err(other
+                .wrong_type("BOOL")
+                .within(Frame::Optional(name.into()))),
         }
     };
     let squash = match context.optional_datum(optargs, "squash").await? {
         None | Some(Datum::Bool(false)) => Squash::No,
         Some(Datum::Bool(true)) => Squash::Yes,
         Some(Datum::Number(seconds)) if seconds < 0.0 => {
-            return Err(ReqlError::logic("Expected BOOL or a positive NUMBER but found a negative NUMBER."))
+            return Err(ReqlError::logic(
+                "Expected BOOL or a positive NUMBER but found a negative NUMBER.",
+            ))
         }
         Some(Datum::Number(seconds)) if seconds == 0.0 => Squash::Yes,
         Some(Datum::Number(seconds)) => Squash::Seconds(seconds.min(3600.0)),
-        Some(other) => return Err(ReqlError::logic(format!("Expected BOOL or NUMBER but found {}.", other.type_name()))),
+        Some(other) => {
+            return Err(ReqlError::logic(format!(
+                "Expected BOOL or NUMBER but found {}.",
+                other.type_name()
+            )))
+        }
     };
-    let queue_size = match context.optional_datum(optargs, "changefeed_queue_size").await? {
+    let queue_size = match context
+        .optional_datum(optargs, "changefeed_queue_size")
+        .await?
+    {
         None => context.changefeed_queue_size,
         Some(Datum::Number(size)) if size >= 1.0 => size as usize,
-        Some(Datum::Number(size)) => return Err(ReqlError::logic(format!("Illegal changefeed queue size `{size}`."))),
+        Some(Datum::Number(size)) => {
+            return Err(ReqlError::logic(format!(
+                "Illegal changefeed queue size `{size}`."
+            )))
+        }
         Some(other) => return Err(other.wrong_type("NUMBER")),
     };
     Ok(Options {
@@ -456,46 +550,102 @@ async fn options(context: &Context, optargs: &BTreeMap<String, Term>) -> Result<
 }
 
 /// `changes()`.
-pub async fn evaluate(context: &Context, args: &[Term], optargs: &BTreeMap<String, Term>) -> Result<Value, ReqlError> {
+pub async fn evaluate(
+    context: &Context,
+    args: &[Term],
+    optargs: &BTreeMap<String, Term>,
+) -> Result<Value, ReqlError> {
     arity(args, 1, 1)?;
     let options = options(context, optargs).await?;
     if !reads_table_only(&args[0]) {
-        return Err(ReqlError::logic("Cannot call `changes` after a non-deterministic function."));
+        return Err(ReqlError::logic(
+            "Cannot call `changes` after a non-deterministic function.",
+        ));
     }
     // `get(key).changes()`: a point feed, whether or not the row exists.
-    if let Term::Call { term_type: kind::GET, args: get_args, .. } = &args[0] {
+    if let Term::Call {
+        term_type: kind::GET,
+        args: get_args,
+        ..
+    } = &args[0]
+    {
         if get_args.len() == 2 {
-            let table = context.table_argument(get_args, 0).await.map_err(|error| error.within(Frame::Position(0)))?;
-            let key = context.datum_argument(get_args, 1).await.map_err(|error| error.within(Frame::Position(0)))?;
+            let table = context
+                .table_argument(get_args, 0)
+                .await
+                .map_err(|error| error.within(Frame::Position(0)))?;
+            let key = context
+                .datum_argument(get_args, 1)
+                .await
+                .map_err(|error| error.within(Frame::Position(0)))?;
             let encoded = super::eval::primary_key_bytes(&key)?;
-            let subscription = context.engine.subscribe(table.id, options.queue_size).await?;
+            let subscription = context
+                .engine
+                .subscribe(table.id, options.queue_size)
+                .await?;
             let current = super::write::get(&context.engine, &table, &key).await?;
-            let point_initial = options.include_initial.then(|| current.unwrap_or(Datum::Null));
-            return Ok(feed_value(FeedSource { point_initial, atom: true, ..FeedSource::new(subscription, Selection::Point(encoded), &options) }));
+            let point_initial = options
+                .include_initial
+                .then(|| current.unwrap_or(Datum::Null));
+            return Ok(feed_value(FeedSource {
+                point_initial,
+                atom: true,
+                ..FeedSource::new(subscription, Selection::Point(encoded), &options)
+            }));
         }
     }
     let stream = match context.argument(args, 0).await? {
         Value::Table(table) => Stream::table(table, Bound::Unbounded, Bound::Unbounded),
         Value::Stream(stream) => stream,
-        other => return Err(ReqlError::logic(format!("Cannot call `changes` on a value of type {}.", other.type_name())).within(Frame::Position(0))),
+        other => {
+            return Err(ReqlError::logic(format!(
+                "Cannot call `changes` on a value of type {}.",
+                other.type_name()
+            ))
+            .within(Frame::Position(0)))
+        }
     };
     let (table, selection) = selection_of(context, &stream)?;
-    if let ([Operation::Limit(_)], Source::Table(read)) = (stream.operations.as_slice(), &stream.source) {
+    if let ([Operation::Limit(_)], Source::Table(read)) =
+        (stream.operations.as_slice(), &stream.source)
+    {
         if read.ordered {
             // `order_by(index=…).limit(n)`: follow the rows in the limit.
-            let subscription = context.engine.subscribe(table.id, options.queue_size).await?;
-            let mut top = TopRows { query: stream.clone(), primary_key: table.primary_key.clone(), rows: Vec::new(), initial_due: options.include_initial };
+            let subscription = context
+                .engine
+                .subscribe(table.id, options.queue_size)
+                .await?;
+            let mut top = TopRows {
+                query: stream.clone(),
+                primary_key: table.primary_key.clone(),
+                rows: Vec::new(),
+                initial_due: options.include_initial,
+            };
             top.rows = top.read(context).await?;
-            return Ok(feed_value(FeedSource { top: Some(Box::new(top)), ..FeedSource::new(subscription, Selection::All, &options) }));
+            return Ok(feed_value(FeedSource {
+                top: Some(Box::new(top)),
+                ..FeedSource::new(subscription, Selection::All, &options)
+            }));
         }
     }
-    if stream.operations.iter().any(|operation| matches!(operation, Operation::Skip(_) | Operation::Limit(_))) {
+    if stream
+        .operations
+        .iter()
+        .any(|operation| matches!(operation, Operation::Skip(_) | Operation::Limit(_)))
+    {
         return Err(ReqlError::logic("Cannot call `changes` on a `skip` or `limit` (only `order_by(index=…).limit(n)` has a changefeed)."));
     }
-    let subscription = context.engine.subscribe(table.id, options.queue_size).await?;
+    let subscription = context
+        .engine
+        .subscribe(table.id, options.queue_size)
+        .await?;
     let operations = stream.operations.clone();
     let initial = options.include_initial.then_some(stream);
-    Ok(feed_value(FeedSource { operations, initial, ..FeedSource::new(subscription, selection, &options) }))
+    Ok(feed_value(FeedSource {
+        operations,
+        initial,
+        ..FeedSource::new(subscription, selection, &options)
+    }))
 }
 
 /// Whether a term only reads a table (`table`, `between`, `get_all`,
@@ -503,10 +653,18 @@ pub async fn evaluate(context: &Context, args: &[Term], optargs: &BTreeMap<Strin
 /// deterministic for writes, but a feed may follow it.
 fn reads_table_only(term: &Term) -> bool {
     match term {
-        Term::Call { term_type: kind::TABLE | kind::DB, .. } => true,
+        Term::Call {
+            term_type: kind::TABLE | kind::DB,
+            ..
+        } => true,
         Term::Call { args, optargs, .. } => {
-            let this_ok = !matches!(term, Term::Call { term_type: kind::JAVASCRIPT | kind::HTTP | kind::RANDOM, .. })
-                && !matches!(term, Term::Call { term_type: kind::UUID, args, .. } if args.is_empty());
+            let this_ok = !matches!(
+                term,
+                Term::Call {
+                    term_type: kind::JAVASCRIPT | kind::HTTP | kind::RANDOM,
+                    ..
+                }
+            ) && !matches!(term, Term::Call { term_type: kind::UUID, args, .. } if args.is_empty());
             this_ok && args.iter().all(reads_table_only) && optargs.values().all(reads_table_only)
         }
         _ => true,

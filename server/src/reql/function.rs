@@ -20,31 +20,63 @@ impl Function {
     /// Reads a `FUNC` term's arguments: `[[MAKE_ARRAY, [ids…]], body]`.
     pub fn from_arguments(args: &[Term], context: &Context) -> Result<Function, ReqlError> {
         if args.len() != 2 {
-            return Err(ReqlError::compile(format!("Expected 2 arguments but found {} (in FUNC).", args.len())));
+            return Err(ReqlError::compile(format!(
+                "Expected 2 arguments but found {} (in FUNC).",
+                args.len()
+            )));
         }
         let parameters = match &args[0] {
-            Term::Call { term_type: super::term_type::MAKE_ARRAY, args: ids, .. } => ids
+            Term::Call {
+                term_type: super::term_type::MAKE_ARRAY,
+                args: ids,
+                ..
+            } => ids
                 .iter()
                 .map(|id| match id {
-                    Term::Datum(Datum::Number(number)) if *number >= 0.0 && number.fract() == 0.0 => Ok(*number as u64),
-                    _ => Err(ReqlError::compile("Function parameters must be variable numbers.").within(Frame::Position(0))),
+                    Term::Datum(Datum::Number(number))
+                        if *number >= 0.0 && number.fract() == 0.0 =>
+                    {
+                        Ok(*number as u64)
+                    }
+                    _ => Err(
+                        ReqlError::compile("Function parameters must be variable numbers.")
+                            .within(Frame::Position(0)),
+                    ),
                 })
                 .collect::<Result<_, _>>()?,
             Term::Datum(Datum::Array(ids)) => ids
                 .iter()
                 .map(|id| match id {
-                    Datum::Number(number) if *number >= 0.0 && number.fract() == 0.0 => Ok(*number as u64),
-                    _ => Err(ReqlError::compile("Function parameters must be variable numbers.").within(Frame::Position(0))),
+                    Datum::Number(number) if *number >= 0.0 && number.fract() == 0.0 => {
+                        Ok(*number as u64)
+                    }
+                    _ => Err(
+                        ReqlError::compile("Function parameters must be variable numbers.")
+                            .within(Frame::Position(0)),
+                    ),
                 })
                 .collect::<Result<_, _>>()?,
-            _ => return Err(ReqlError::compile("Expected an array of parameters in FUNC.").within(Frame::Position(0))),
+            _ => {
+                return Err(
+                    ReqlError::compile("Expected an array of parameters in FUNC.")
+                        .within(Frame::Position(0)),
+                )
+            }
         };
-        Ok(Function { parameters, body: args[1].clone(), captured: context.variables.clone() })
+        Ok(Function {
+            parameters,
+            body: args[1].clone(),
+            captured: context.variables.clone(),
+        })
     }
 
     /// A term to evaluate later, with the variables in scope now.
     pub fn closure(body: Term, context: &Context) -> Function {
-        Function { parameters: Vec::new(), body, captured: context.variables.clone() }
+        Function {
+            parameters: Vec::new(),
+            body,
+            captured: context.variables.clone(),
+        }
     }
 
     /// Calls the function. A function of one parameter also binds `r.row`.
@@ -57,7 +89,11 @@ impl Function {
         Box::pin(self.call_inner(context, arguments))
     }
 
-    async fn call_inner(&self, context: &Context, arguments: Vec<Datum>) -> Result<Datum, ReqlError> {
+    async fn call_inner(
+        &self,
+        context: &Context,
+        arguments: Vec<Datum>,
+    ) -> Result<Datum, ReqlError> {
         match self.call_value(context, arguments).await? {
             (Value::Datum(datum), _) => Ok(datum),
             (Value::SingleSelection { row, .. }, _) => Ok(row.unwrap_or(Datum::Null)),
@@ -69,7 +105,11 @@ impl Function {
     /// Calls the function and returns what its body evaluated to, whatever
     /// kind of value that is, with the context it ran in (a stream it
     /// returns is read there).
-    pub async fn call_value(&self, context: &Context, arguments: Vec<Datum>) -> Result<(Value, Context), ReqlError> {
+    pub async fn call_value(
+        &self,
+        context: &Context,
+        arguments: Vec<Datum>,
+    ) -> Result<(Value, Context), ReqlError> {
         if arguments.len() != self.parameters.len() && !self.parameters.is_empty() {
             let plural = |count: usize| if count == 1 { "" } else { "s" };
             return Err(ReqlError::logic(format!(
@@ -83,7 +123,11 @@ impl Function {
         let mut inner = context.with_variables(self.captured.clone());
         // `r.row` is this function's argument when it takes one; otherwise
         // it stays what it was around the call.
-        inner.implicit = if arguments.len() == 1 { Some(arguments[0].clone()) } else { context.implicit.clone() };
+        inner.implicit = if arguments.len() == 1 {
+            Some(arguments[0].clone())
+        } else {
+            context.implicit.clone()
+        };
         for (parameter, argument) in self.parameters.iter().zip(arguments) {
             inner.variables.insert(*parameter, argument);
         }
@@ -119,7 +163,14 @@ impl Callable {
         let template = match self {
             Callable::Constant(_) => true,
             Callable::Function(function) => {
-                matches!(function.body, Term::Datum(_) | Term::Call { term_type: super::term_type::MAKE_OBJ, .. })
+                matches!(
+                    function.body,
+                    Term::Datum(_)
+                        | Term::Call {
+                            term_type: super::term_type::MAKE_OBJ,
+                            ..
+                        }
+                )
             }
         };
         match self.call(context, row.clone()).await? {
@@ -135,7 +186,12 @@ impl Callable {
                         }
                     };
                     match found {
-                        None => return Err(ReqlError::new(super::error::ErrorClass::NonExistence, format!("No attribute `{name}` in object."))),
+                        None => {
+                            return Err(ReqlError::new(
+                                super::error::ErrorClass::NonExistence,
+                                format!("No attribute `{name}` in object."),
+                            ))
+                        }
                         Some(found) if found != value => return Ok(false),
                         Some(_) => {}
                     }

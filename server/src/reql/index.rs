@@ -30,10 +30,19 @@ const WAIT_POLL: std::time::Duration = std::time::Duration::from_millis(5);
 pub struct Compiler;
 
 impl IndexCompiler for Compiler {
-    fn compile(&self, engine: &Engine, index: &IndexConfig) -> Result<Rc<dyn IndexFunction>, String> {
+    fn compile(
+        &self,
+        engine: &Engine,
+        index: &IndexConfig,
+    ) -> Result<Rc<dyn IndexFunction>, String> {
         let context = Context::new(engine.clone());
-        let function = compile_function(&index.function, &context).map_err(|error| error.message)?;
-        Ok(Rc::new(CompiledIndex { function, context, multi: index.multi }))
+        let function =
+            compile_function(&index.function, &context).map_err(|error| error.message)?;
+        Ok(Rc::new(CompiledIndex {
+            function,
+            context,
+            multi: index.multi,
+        }))
     }
 }
 
@@ -46,7 +55,9 @@ struct CompiledIndex {
 
 impl IndexFunction for CompiledIndex {
     fn secondary_keys(&self, document: &[u8]) -> Vec<Vec<u8>> {
-        let Ok(row) = document::decode(document) else { return Vec::new() };
+        let Ok(row) = document::decode(document) else {
+            return Vec::new();
+        };
         match run_to_completion(self.function.call(&self.context, vec![row])) {
             Some(Ok(value)) => secondary_keys(value, self.multi),
             // A row the function fails on is not in the index, as in RethinkDB.
@@ -76,7 +87,11 @@ fn run_to_completion<F: Future>(future: F) -> Option<F::Output> {
 pub fn secondary_keys(value: Datum, multi: bool) -> Vec<Vec<u8>> {
     match value {
         Datum::Array(items) if multi => {
-            let mut keys: Vec<Vec<u8>> = items.into_iter().filter(is_indexable).map(|item| key::encode(&item)).collect();
+            let mut keys: Vec<Vec<u8>> = items
+                .into_iter()
+                .filter(is_indexable)
+                .map(|item| key::encode(&item))
+                .collect();
             keys.sort();
             keys.dedup();
             keys
@@ -99,9 +114,14 @@ fn is_indexable(value: &Datum) -> bool {
 
 /// A stored index function (wire JSON of a `FUNC`) as a [`Function`].
 pub fn compile_function(wire: &str, context: &Context) -> Result<Function, ReqlError> {
-    let json: Json = serde_json::from_str(wire).map_err(|error| ReqlError::op_failed(format!("Index function does not parse: {error}")))?;
+    let json: Json = serde_json::from_str(wire)
+        .map_err(|error| ReqlError::op_failed(format!("Index function does not parse: {error}")))?;
     match Term::parse(&json)? {
-        Term::Call { term_type: kind::FUNC, args, .. } => Function::from_arguments(&args, context),
+        Term::Call {
+            term_type: kind::FUNC,
+            args,
+            ..
+        } => Function::from_arguments(&args, context),
         _ => Err(ReqlError::op_failed("Index function is not a function.")),
     }
 }
@@ -109,55 +129,104 @@ pub fn compile_function(wire: &str, context: &Context) -> Result<Function, ReqlE
 /// The wire JSON of a term (the inverse of [`Term::parse`]).
 fn to_wire(term: &Term) -> Result<Json, ReqlError> {
     match term {
-        Term::Datum(datum @ (Datum::Array(_) | Datum::Object(_))) => Ok(Json::Array(vec![Json::from(kind::DATUM), photondb_datum::json::to_json(datum)])),
+        Term::Datum(datum @ (Datum::Array(_) | Datum::Object(_))) => Ok(Json::Array(vec![
+            Json::from(kind::DATUM),
+            photondb_datum::json::to_json(datum),
+        ])),
         Term::Datum(datum) => Ok(photondb_datum::json::to_json(datum)),
-        Term::Call { term_type, args, optargs } => {
+        Term::Call {
+            term_type,
+            args,
+            optargs,
+        } => {
             let args = args.iter().map(to_wire).collect::<Result<Vec<_>, _>>()?;
             let mut wire = vec![Json::from(*term_type), Json::Array(args)];
             if !optargs.is_empty() {
-                let optargs = optargs.iter().map(|(name, value)| Ok((name.clone(), to_wire(value)?))).collect::<Result<serde_json::Map<_, _>, ReqlError>>()?;
+                let optargs = optargs
+                    .iter()
+                    .map(|(name, value)| Ok((name.clone(), to_wire(value)?)))
+                    .collect::<Result<serde_json::Map<_, _>, ReqlError>>()?;
                 wire.push(Json::Object(optargs));
             }
             Ok(Json::Array(wire))
         }
-        Term::Evaluated(_) => Err(ReqlError::logic("Index functions cannot refer to values computed earlier in the query.")),
+        Term::Evaluated(_) => Err(ReqlError::logic(
+            "Index functions cannot refer to values computed earlier in the query.",
+        )),
     }
 }
 
 fn function_term(parameter: u64, body: Term) -> Term {
-    let parameters = Term::Call { term_type: kind::MAKE_ARRAY, args: vec![Term::Datum(Datum::Number(parameter as f64))], optargs: BTreeMap::new() };
-    Term::Call { term_type: kind::FUNC, args: vec![parameters, body], optargs: BTreeMap::new() }
+    let parameters = Term::Call {
+        term_type: kind::MAKE_ARRAY,
+        args: vec![Term::Datum(Datum::Number(parameter as f64))],
+        optargs: BTreeMap::new(),
+    };
+    Term::Call {
+        term_type: kind::FUNC,
+        args: vec![parameters, body],
+        optargs: BTreeMap::new(),
+    }
 }
 
 /// `row => row(field)`: the function of `index_create(name)` without one.
 fn field_function(field: &str) -> Term {
-    let row = Term::Call { term_type: kind::VAR, args: vec![Term::Datum(Datum::Number(1.0))], optargs: BTreeMap::new() };
-    function_term(1, Term::Call { term_type: kind::GET_FIELD, args: vec![row, Term::Datum(Datum::String(field.to_owned()))], optargs: BTreeMap::new() })
+    let row = Term::Call {
+        term_type: kind::VAR,
+        args: vec![Term::Datum(Datum::Number(1.0))],
+        optargs: BTreeMap::new(),
+    };
+    function_term(
+        1,
+        Term::Call {
+            term_type: kind::GET_FIELD,
+            args: vec![row, Term::Datum(Datum::String(field.to_owned()))],
+            optargs: BTreeMap::new(),
+        },
+    )
 }
 
 /// Whether a term may define an index: no table reads, no randomness, no
 /// `r.now()` (which would index every row under the time it was written).
 fn is_index_safe(term: &Term) -> bool {
     match term {
-        Term::Call { term_type: super::time::NOW, .. } => false,
-        Term::Call { args, optargs, .. } => term.is_deterministic() && args.iter().all(is_index_safe) && optargs.values().all(is_index_safe),
+        Term::Call {
+            term_type: super::time::NOW,
+            ..
+        } => false,
+        Term::Call { args, optargs, .. } => {
+            term.is_deterministic()
+                && args.iter().all(is_index_safe)
+                && optargs.values().all(is_index_safe)
+        }
         other => other.is_deterministic(),
     }
 }
 
 /// The index named `name` of `table`; `None` for the primary key.
-pub fn named(context: &Context, table: &TableConfig, name: &str) -> Result<Option<IndexConfig>, ReqlError> {
+pub fn named(
+    context: &Context,
+    table: &TableConfig,
+    name: &str,
+) -> Result<Option<IndexConfig>, ReqlError> {
     if name == table.primary_key {
         return Ok(None);
     }
     match context.engine.index(table.id, name) {
         Some(index) => Ok(Some(index)),
-        None => Err(ReqlError::op_failed(format!("Index `{name}` was not found on table `{}.{}`.", context.database_name_of(table), table.name))),
+        None => Err(ReqlError::op_failed(format!(
+            "Index `{name}` was not found on table `{}.{}`.",
+            context.database_name_of(table),
+            table.name
+        ))),
     }
 }
 
 /// An `index` option's value: a string.
-pub async fn option(context: &Context, optargs: &BTreeMap<String, Term>) -> Result<Option<String>, ReqlError> {
+pub async fn option(
+    context: &Context,
+    optargs: &BTreeMap<String, Term>,
+) -> Result<Option<String>, ReqlError> {
     match context.optional_datum(optargs, "index").await? {
         None => Ok(None),
         Some(Datum::String(name)) => Ok(Some(name)),
@@ -169,27 +238,44 @@ fn status_document(context: &Context, index: &IndexConfig) -> Datum {
     let mut fields = vec![
         ("index", Datum::String(index.name.clone())),
         ("ready", Datum::Bool(index.ready)),
-        ("function", Datum::Binary(index.function.clone().into_bytes())),
+        (
+            "function",
+            Datum::Binary(index.function.clone().into_bytes()),
+        ),
         ("multi", Datum::Bool(index.multi)),
         ("geo", Datum::Bool(index.geo)),
         ("outdated", Datum::Bool(false)),
     ];
     if !index.ready {
-        fields.push(("progress", Datum::Number(context.engine.build_progress(index.id).unwrap_or(0.0))));
+        fields.push((
+            "progress",
+            Datum::Number(context.engine.build_progress(index.id).unwrap_or(0.0)),
+        ));
     }
-    Datum::Object(fields.into_iter().map(|(name, value)| (name.to_owned(), value)).collect())
+    Datum::Object(
+        fields
+            .into_iter()
+            .map(|(name, value)| (name.to_owned(), value))
+            .collect(),
+    )
 }
 
 fn check_not_primary(table: &TableConfig, name: &str) -> Result<(), ReqlError> {
     if name == table.primary_key {
-        return Err(ReqlError::logic(format!("Index name conflict: `{name}` is the name of the primary key.")));
+        return Err(ReqlError::logic(format!(
+            "Index name conflict: `{name}` is the name of the primary key."
+        )));
     }
     Ok(())
 }
 
 /// The indexes a status or wait names (all when none are named), in the
 /// order named.
-async fn selected(context: &Context, table: &TableConfig, args: &[Term]) -> Result<Vec<IndexConfig>, ReqlError> {
+async fn selected(
+    context: &Context,
+    table: &TableConfig,
+    args: &[Term],
+) -> Result<Vec<IndexConfig>, ReqlError> {
     let all = context.engine.indexes_of(table.id);
     if args.len() == 1 {
         return Ok(all);
@@ -200,14 +286,23 @@ async fn selected(context: &Context, table: &TableConfig, args: &[Term]) -> Resu
         match all.iter().find(|index| index.name == name) {
             Some(index) => chosen.push(index.clone()),
             None => {
-                return Err(ReqlError::op_failed(format!("Index `{name}` was not found on table `{}.{}`.", context.database_name_of(table), table.name)))
+                return Err(ReqlError::op_failed(format!(
+                    "Index `{name}` was not found on table `{}.{}`.",
+                    context.database_name_of(table),
+                    table.name
+                )))
             }
         }
     }
     Ok(chosen)
 }
 
-pub async fn evaluate(context: &Context, term_type: u64, args: &[Term], optargs: &BTreeMap<String, Term>) -> Result<Value, ReqlError> {
+pub async fn evaluate(
+    context: &Context,
+    term_type: u64,
+    args: &[Term],
+    optargs: &BTreeMap<String, Term>,
+) -> Result<Value, ReqlError> {
     let engine = &context.engine;
     match term_type {
         kind::INDEX_CREATE => {
@@ -215,10 +310,16 @@ pub async fn evaluate(context: &Context, term_type: u64, args: &[Term], optargs:
             let table = context.table_argument(args, 0).await?;
             let name = context.string_argument(args, 1).await?;
             check_not_primary(&table, &name)?;
-            super::admin::check_name("Index", &name).map_err(|error| error.within(Frame::Position(1)))?;
+            super::admin::check_name("Index", &name)
+                .map_err(|error| error.within(Frame::Position(1)))?;
             let function = match args.get(2) {
                 None => field_function(&name),
-                Some(term @ Term::Call { term_type: kind::FUNC, .. }) => term.clone(),
+                Some(
+                    term @ Term::Call {
+                        term_type: kind::FUNC,
+                        ..
+                    },
+                ) => term.clone(),
                 Some(_) => match context.argument(args, 2).await? {
                     // The `function` of `index_status`: a stored definition.
                     Value::Datum(Datum::Binary(bytes)) => {
@@ -227,9 +328,10 @@ pub async fn evaluate(context: &Context, term_type: u64, args: &[Term], optargs:
                             .map_err(|_| ReqlError::logic("Binary blob passed to index create could not be interpreted as a reql_index_function_t."))?;
                         Term::parse(&json)?
                     }
-                    Value::Function(function) if function.captured.is_empty() => {
-                        function_term(function.parameters.first().copied().unwrap_or(1), function.body)
-                    }
+                    Value::Function(function) if function.captured.is_empty() => function_term(
+                        function.parameters.first().copied().unwrap_or(1),
+                        function.body,
+                    ),
                     Value::Datum(datum) => function_term(1, Term::Datum(datum)),
                     other => return Err(other.wrong_type("FUNCTION").within(Frame::Position(2))),
                 },
@@ -237,8 +339,14 @@ pub async fn evaluate(context: &Context, term_type: u64, args: &[Term], optargs:
             if !is_index_safe(&function) {
                 return Err(ReqlError::logic("Could not prove function deterministic.  Index functions must be deterministic."));
             }
-            let multi = matches!(context.optional_datum(optargs, "multi").await?, Some(Datum::Bool(true)));
-            let geo = matches!(context.optional_datum(optargs, "geo").await?, Some(Datum::Bool(true)));
+            let multi = matches!(
+                context.optional_datum(optargs, "multi").await?,
+                Some(Datum::Bool(true))
+            );
+            let geo = matches!(
+                context.optional_datum(optargs, "geo").await?,
+                Some(Datum::Bool(true))
+            );
             let wire = serde_json::to_string(&to_wire(&function)?).expect("JSON serializes");
             // Compile it now: a function that does not compile fails here,
             // not on every later write.
@@ -256,7 +364,13 @@ pub async fn evaluate(context: &Context, term_type: u64, args: &[Term], optargs:
         kind::INDEX_LIST => {
             arity(args, 1, 1)?;
             let table = context.table_argument(args, 0).await?;
-            Ok(Value::Datum(Datum::Array(engine.indexes_of(table.id).into_iter().map(|index| Datum::String(index.name)).collect())))
+            Ok(Value::Datum(Datum::Array(
+                engine
+                    .indexes_of(table.id)
+                    .into_iter()
+                    .map(|index| Datum::String(index.name))
+                    .collect(),
+            )))
         }
         kind::INDEX_RENAME => {
             arity(args, 3, 3)?;
@@ -266,19 +380,34 @@ pub async fn evaluate(context: &Context, term_type: u64, args: &[Term], optargs:
             let overwrite = match context.optional_datum(optargs, "overwrite").await? {
                 None => false,
                 Some(Datum::Bool(flag)) => flag,
-                Some(other) => return Err(other.wrong_type("BOOL").within(Frame::Optional("overwrite".into()))),
+                Some(other) => {
+                    return Err(other
+                        .wrong_type("BOOL")
+                        .within(Frame::Optional("overwrite".into())))
+                }
             };
             check_not_primary(&table, &old_name)?;
             check_not_primary(&table, &new_name)?;
-            super::admin::check_name("Index", &new_name).map_err(|error| error.within(Frame::Position(2)))?;
-            let renamed = engine.rename_index(&table, &old_name, &new_name, overwrite).await?;
-            Ok(Value::Datum(object([("renamed", Datum::Number(if renamed { 1.0 } else { 0.0 }))])))
+            super::admin::check_name("Index", &new_name)
+                .map_err(|error| error.within(Frame::Position(2)))?;
+            let renamed = engine
+                .rename_index(&table, &old_name, &new_name, overwrite)
+                .await?;
+            Ok(Value::Datum(object([(
+                "renamed",
+                Datum::Number(if renamed { 1.0 } else { 0.0 }),
+            )])))
         }
         kind::INDEX_STATUS => {
             arity(args, 1, usize::MAX)?;
             let table = context.table_argument(args, 0).await?;
             let indexes = selected(context, &table, args).await?;
-            Ok(Value::Datum(Datum::Array(indexes.iter().map(|index| status_document(context, index)).collect())))
+            Ok(Value::Datum(Datum::Array(
+                indexes
+                    .iter()
+                    .map(|index| status_document(context, index))
+                    .collect(),
+            )))
         }
         kind::INDEX_WAIT => {
             arity(args, 1, usize::MAX)?;
@@ -286,7 +415,12 @@ pub async fn evaluate(context: &Context, term_type: u64, args: &[Term], optargs:
             loop {
                 let indexes = selected(context, &table, args).await?;
                 if indexes.iter().all(|index| index.ready) {
-                    return Ok(Value::Datum(Datum::Array(indexes.iter().map(|index| status_document(context, index)).collect())));
+                    return Ok(Value::Datum(Datum::Array(
+                        indexes
+                            .iter()
+                            .map(|index| status_document(context, index))
+                            .collect(),
+                    )));
                 }
                 photondb_runtime::network::sleep(WAIT_POLL).await;
             }

@@ -27,12 +27,23 @@ fn servers_with_tag(tag: &str) -> u64 {
     u64::from(tag == "default")
 }
 
-pub async fn evaluate(context: &Context, term_type: u64, args: &[Term], optargs: &BTreeMap<String, Term>) -> Result<Value, ReqlError> {
+pub async fn evaluate(
+    context: &Context,
+    term_type: u64,
+    args: &[Term],
+    optargs: &BTreeMap<String, Term>,
+) -> Result<Value, ReqlError> {
     arity(args, 1, 1)?;
     let (tables, whole_database) = match context.argument(args, 0).await? {
         Value::Table(table) => (vec![table], false),
         Value::Database(database) => {
-            let tables = context.engine.catalog().tables.into_values().filter(|table| table.database == database.id).collect();
+            let tables = context
+                .engine
+                .catalog()
+                .tables
+                .into_values()
+                .filter(|table| table.database == database.id)
+                .collect();
             (tables, true)
         }
         other => return Err(other.wrong_type("TABLE")),
@@ -51,7 +62,10 @@ pub async fn evaluate(context: &Context, term_type: u64, args: &[Term], optargs:
         Some(Datum::Bool(flag)) => *flag,
         Some(other) => return Err(other.wrong_type("BOOL")),
     };
-    if let Some(mode) = options.get("emergency_repair").filter(|mode| **mode != Datum::Null) {
+    if let Some(mode) = options
+        .get("emergency_repair")
+        .filter(|mode| **mode != Datum::Null)
+    {
         return emergency_repair(mode, &options, whole_database);
     }
     let shards = requested_shards(&options)?;
@@ -60,11 +74,20 @@ pub async fn evaluate(context: &Context, term_type: u64, args: &[Term], optargs:
     let mut status_changes = Vec::with_capacity(tables.len());
     for table in &tables {
         let database = context.database_name_of(table);
-        let updated = TableConfig { shards, ..table.clone() };
+        let updated = TableConfig {
+            shards,
+            ..table.clone()
+        };
         if !dry_run {
             context.engine.update_table(updated.clone()).await?;
         }
-        config_changes.push(object([("new_val", table_document(&updated, &database, &context.engine)), ("old_val", table_document(table, &database, &context.engine))]));
+        config_changes.push(object([
+            (
+                "new_val",
+                table_document(&updated, &database, &context.engine),
+            ),
+            ("old_val", table_document(table, &database, &context.engine)),
+        ]));
         let status = table_status_document(table, &database);
         status_changes.push(object([("new_val", status.clone()), ("old_val", status)]));
     }
@@ -84,32 +107,57 @@ fn rebalance(context: &Context, tables: &[TableConfig]) -> Datum {
             object([("new_val", status.clone()), ("old_val", status)])
         })
         .collect();
-    object([("rebalanced", Datum::Number(tables.len() as f64)), ("status_changes", Datum::Array(status_changes))])
+    object([
+        ("rebalanced", Datum::Number(tables.len() as f64)),
+        ("status_changes", Datum::Array(status_changes)),
+    ])
 }
 
 /// A healthy single server never needs repair; RethinkDB says so.
-fn emergency_repair(mode: &Datum, options: &BTreeMap<String, Datum>, whole_database: bool) -> Result<Value, ReqlError> {
-    if !matches!(mode, Datum::String(text) if text == "unsafe_rollback" || text == "unsafe_rollback_or_erase") {
-        return Err(ReqlError::logic("`emergency_repair` should be \"unsafe_rollback\" or \"unsafe_rollback_or_erase\""));
+fn emergency_repair(
+    mode: &Datum,
+    options: &BTreeMap<String, Datum>,
+    whole_database: bool,
+) -> Result<Value, ReqlError> {
+    if !matches!(mode, Datum::String(text) if text == "unsafe_rollback" || text == "unsafe_rollback_or_erase")
+    {
+        return Err(ReqlError::logic(
+            "`emergency_repair` should be \"unsafe_rollback\" or \"unsafe_rollback_or_erase\"",
+        ));
     }
     if whole_database {
         return Err(ReqlError::logic(
             "Can't emergency repair an entire database at once; instead you should run `reconfigure()` on each table individually.",
         ));
     }
-    let placement = ["shards", "replicas", "primary_replica_tag", "nonvoting_replica_tags"];
+    let placement = [
+        "shards",
+        "replicas",
+        "primary_replica_tag",
+        "nonvoting_replica_tags",
+    ];
     if placement.iter().any(|name| options.contains_key(*name)) {
-        return Err(ReqlError::logic("In emergency repair mode, you can't specify shards, replicas, etc."));
+        return Err(ReqlError::logic(
+            "In emergency repair mode, you can't specify shards, replicas, etc.",
+        ));
     }
-    Err(ReqlError::op_failed("This table doesn't need to be repaired."))
+    Err(ReqlError::op_failed(
+        "This table doesn't need to be repaired.",
+    ))
 }
 
 fn requested_shards(options: &BTreeMap<String, Datum>) -> Result<u32, ReqlError> {
     match options.get("shards") {
         None => Err(ReqlError::logic("Missing required argument `shards`.")),
-        Some(Datum::Number(count)) if count.fract() != 0.0 => Err(ReqlError::logic(format!("Number not an integer: {count}"))),
-        Some(Datum::Number(count)) if *count < 1.0 => Err(ReqlError::logic("Every table must have at least one shard.")),
-        Some(Datum::Number(count)) if *count > MAXIMUM_SHARDS => Err(ReqlError::logic("Maximum number of shards is 64.")),
+        Some(Datum::Number(count)) if count.fract() != 0.0 => {
+            Err(ReqlError::logic(format!("Number not an integer: {count}")))
+        }
+        Some(Datum::Number(count)) if *count < 1.0 => Err(ReqlError::logic(
+            "Every table must have at least one shard.",
+        )),
+        Some(Datum::Number(count)) if *count > MAXIMUM_SHARDS => {
+            Err(ReqlError::logic("Maximum number of shards is 64."))
+        }
         Some(Datum::Number(count)) => Ok(*count as u32),
         Some(other) => Err(other.wrong_type("NUMBER")),
     }
@@ -136,8 +184,12 @@ fn check_replicas(options: &BTreeMap<String, Datum>) -> Result<(), ReqlError> {
         Some(other) => return Err(other.wrong_type("STRING")),
     };
     let count = |value: &Datum| match value {
-        Datum::Number(count) if *count < 0.0 => Err(ReqlError::logic("Can't have a negative number of replicas")),
-        Datum::Number(count) if count.fract() != 0.0 => Err(ReqlError::logic(format!("Number not an integer: {count}"))),
+        Datum::Number(count) if *count < 0.0 => {
+            Err(ReqlError::logic("Can't have a negative number of replicas"))
+        }
+        Datum::Number(count) if count.fract() != 0.0 => {
+            Err(ReqlError::logic(format!("Number not an integer: {count}")))
+        }
         Datum::Number(count) => Ok(*count as u64),
         other => Err(other.wrong_type("NUMBER")),
     };
@@ -145,19 +197,31 @@ fn check_replicas(options: &BTreeMap<String, Datum>) -> Result<(), ReqlError> {
         None => return Err(ReqlError::logic("Missing required argument `replicas`.")),
         Some(Datum::Object(per_tag)) => {
             let Some(primary_tag) = primary_tag else {
-                return Err(ReqlError::logic("`primary_replica_tag` must be specified when `replicas` is an OBJECT."));
+                return Err(ReqlError::logic(
+                    "`primary_replica_tag` must be specified when `replicas` is an OBJECT.",
+                ));
             };
-            let replicas = per_tag.iter().map(|(tag, value)| Ok((tag.clone(), count(value)?))).collect::<Result<_, ReqlError>>()?;
+            let replicas = per_tag
+                .iter()
+                .map(|(tag, value)| Ok((tag.clone(), count(value)?)))
+                .collect::<Result<_, ReqlError>>()?;
             (replicas, primary_tag)
         }
         Some(total) => {
             if primary_tag.is_some() {
-                return Err(ReqlError::logic("`replicas` must be an OBJECT if `primary_replica_tag` is specified."));
+                return Err(ReqlError::logic(
+                    "`replicas` must be an OBJECT if `primary_replica_tag` is specified.",
+                ));
             }
             if options.contains_key("nonvoting_replica_tags") {
-                return Err(ReqlError::logic("`replicas` must be an OBJECT if `nonvoting_replica_tags` is specified."));
+                return Err(ReqlError::logic(
+                    "`replicas` must be an OBJECT if `nonvoting_replica_tags` is specified.",
+                ));
             }
-            (BTreeMap::from([("default".to_owned(), count(total)?)]), "default".to_owned())
+            (
+                BTreeMap::from([("default".to_owned(), count(total)?)]),
+                "default".to_owned(),
+            )
         }
     };
     if replicas.values().sum::<u64>() == 0 {

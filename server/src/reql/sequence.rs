@@ -9,8 +9,8 @@ use std::ops::Bound;
 
 use photondb_datum::{Datum, Object};
 
-use super::eval::TypeMismatch;
 use super::error::{ErrorClass, Frame, ReqlError};
+use super::eval::TypeMismatch;
 use super::eval::{arity, pretty, truthy, Context, Value};
 use super::function::Callable;
 use super::stream::{Operation, Stream, Transform};
@@ -39,7 +39,9 @@ pub fn stray_literal() -> ReqlError {
 /// Whether a datum holds an `r.literal` anywhere.
 pub fn contains_literal(datum: &Datum) -> bool {
     match datum {
-        Datum::Object(fields) => as_literal(datum).is_some() || fields.values().any(contains_literal),
+        Datum::Object(fields) => {
+            as_literal(datum).is_some() || fields.values().any(contains_literal)
+        }
         Datum::Array(items) => items.iter().any(contains_literal),
         _ => false,
     }
@@ -47,7 +49,11 @@ pub fn contains_literal(datum: &Datum) -> bool {
 
 pub fn as_literal(datum: &Datum) -> Option<Option<&Datum>> {
     match datum {
-        Datum::Object(fields) if fields.get("$reql_type$") == Some(&Datum::String(LITERAL_TYPE.into())) => Some(fields.get("value")),
+        Datum::Object(fields)
+            if fields.get("$reql_type$") == Some(&Datum::String(LITERAL_TYPE.into())) =>
+        {
+            Some(fields.get("value"))
+        }
         _ => None,
     }
 }
@@ -88,7 +94,12 @@ fn strip_literals(datum: Datum) -> Datum {
             if let Some(value) = as_literal(&Datum::Object(fields.clone())) {
                 return value.cloned().unwrap_or(Datum::Null);
             }
-            Datum::Object(fields.into_iter().map(|(key, value)| (key, strip_literals(value))).collect())
+            Datum::Object(
+                fields
+                    .into_iter()
+                    .map(|(key, value)| (key, strip_literals(value)))
+                    .collect(),
+            )
         }
         other => other,
     }
@@ -98,7 +109,10 @@ fn strip_literals(datum: Datum) -> Datum {
 /// look inside), none of them null: `has_fields` and `with_fields`.
 pub fn has_selectors(row: &Datum, selectors: &[Datum]) -> Result<bool, ReqlError> {
     let Datum::Object(fields) = row else {
-        return Err(ReqlError::logic(format!("Cannot perform has_fields on a non-object non-sequence `{}`.", pretty(row))));
+        return Err(ReqlError::logic(format!(
+            "Cannot perform has_fields on a non-object non-sequence `{}`.",
+            pretty(row)
+        )));
     };
     for selector in selectors {
         let present = match selector {
@@ -110,13 +124,20 @@ pub fn has_selectors(row: &Datum, selectors: &[Datum]) -> Result<bool, ReqlError
                     all &= match fields.get(name) {
                         None | Some(Datum::Null) => false,
                         Some(_) if *sub == Datum::Bool(true) => true,
-                        Some(value @ Datum::Object(_)) => has_selectors(value, std::slice::from_ref(sub))?,
+                        Some(value @ Datum::Object(_)) => {
+                            has_selectors(value, std::slice::from_ref(sub))?
+                        }
                         Some(_) => false,
                     };
                 }
                 all
             }
-            other => return Err(ReqlError::logic(format!("Invalid path argument `{}`.", pretty(other)))),
+            other => {
+                return Err(ReqlError::logic(format!(
+                    "Invalid path argument `{}`.",
+                    pretty(other)
+                )))
+            }
         };
         if !present {
             return Ok(false);
@@ -127,13 +148,20 @@ pub fn has_selectors(row: &Datum, selectors: &[Datum]) -> Result<bool, ReqlError
 
 pub fn pluck(value: &Datum, selectors: &[Datum]) -> Result<Datum, ReqlError> {
     match value {
-        Datum::Array(items) => items.iter().map(|item| pluck(item, selectors)).collect::<Result<_, _>>().map(Datum::Array),
+        Datum::Array(items) => items
+            .iter()
+            .map(|item| pluck(item, selectors))
+            .collect::<Result<_, _>>()
+            .map(Datum::Array),
         Datum::Object(fields) => {
             let mut out = Object::new();
             pluck_into(fields, selectors, &mut out)?;
             Ok(Datum::Object(out))
         }
-        other => Err(ReqlError::logic(format!("Cannot perform pluck on a non-object non-sequence `{}`.", pretty(other)))),
+        other => Err(ReqlError::logic(format!(
+            "Cannot perform pluck on a non-object non-sequence `{}`.",
+            pretty(other)
+        ))),
     }
 }
 
@@ -148,13 +176,17 @@ fn pluck_into(fields: &Object, selectors: &[Datum], out: &mut Object) -> Result<
             Datum::Array(nested) => pluck_into(fields, nested, out)?,
             Datum::Object(paths) => {
                 for (name, sub) in paths {
-                    let Some(value) = fields.get(name) else { continue };
+                    let Some(value) = fields.get(name) else {
+                        continue;
+                    };
                     if *sub == Datum::Bool(true) {
                         out.insert(name.clone(), value.clone());
                         continue;
                     }
                     let selected = match value {
-                        Datum::Object(_) | Datum::Array(_) => pluck(value, std::slice::from_ref(sub))?,
+                        Datum::Object(_) | Datum::Array(_) => {
+                            pluck(value, std::slice::from_ref(sub))?
+                        }
                         _ => continue,
                     };
                     let merged = match out.remove(name) {
@@ -164,7 +196,12 @@ fn pluck_into(fields: &Object, selectors: &[Datum], out: &mut Object) -> Result<
                     out.insert(name.clone(), merged);
                 }
             }
-            other => return Err(ReqlError::logic(format!("Invalid path argument `{}`.", pretty(other)))),
+            other => {
+                return Err(ReqlError::logic(format!(
+                    "Invalid path argument `{}`.",
+                    pretty(other)
+                )))
+            }
         }
     }
     Ok(())
@@ -172,13 +209,20 @@ fn pluck_into(fields: &Object, selectors: &[Datum], out: &mut Object) -> Result<
 
 pub fn without(value: &Datum, selectors: &[Datum]) -> Result<Datum, ReqlError> {
     match value {
-        Datum::Array(items) => items.iter().map(|item| without(item, selectors)).collect::<Result<_, _>>().map(Datum::Array),
+        Datum::Array(items) => items
+            .iter()
+            .map(|item| without(item, selectors))
+            .collect::<Result<_, _>>()
+            .map(Datum::Array),
         Datum::Object(fields) => {
             let mut out = fields.clone();
             without_from(&mut out, selectors)?;
             Ok(Datum::Object(out))
         }
-        other => Err(ReqlError::logic(format!("Cannot perform without on a non-object non-sequence `{}`.", pretty(other)))),
+        other => Err(ReqlError::logic(format!(
+            "Cannot perform without on a non-object non-sequence `{}`.",
+            pretty(other)
+        ))),
     }
 }
 
@@ -195,12 +239,18 @@ fn without_from(fields: &mut Object, selectors: &[Datum]) -> Result<(), ReqlErro
                         fields.remove(name);
                     } else if let Some(value) = fields.get(name).cloned() {
                         if matches!(value, Datum::Object(_) | Datum::Array(_)) {
-                            fields.insert(name.clone(), without(&value, std::slice::from_ref(sub))?);
+                            fields
+                                .insert(name.clone(), without(&value, std::slice::from_ref(sub))?);
                         }
                     }
                 }
             }
-            other => return Err(ReqlError::logic(format!("Invalid path argument `{}`.", pretty(other)))),
+            other => {
+                return Err(ReqlError::logic(format!(
+                    "Invalid path argument `{}`.",
+                    pretty(other)
+                )))
+            }
         }
     }
     Ok(())
@@ -233,7 +283,11 @@ enum SortKey {
     Function(Callable),
 }
 
-fn compare_sort_values(keys: &[(bool, SortKey)], a: &[Option<Datum>], b: &[Option<Datum>]) -> Ordering {
+fn compare_sort_values(
+    keys: &[(bool, SortKey)],
+    a: &[Option<Datum>],
+    b: &[Option<Datum>],
+) -> Ordering {
     for ((descending, _), (x, y)) in keys.iter().zip(a.iter().zip(b.iter())) {
         let ordering = match (x, y) {
             (Some(x), Some(y)) => x.cmp_reql(y),
@@ -241,7 +295,11 @@ fn compare_sort_values(keys: &[(bool, SortKey)], a: &[Option<Datum>], b: &[Optio
             (None, Some(_)) => Ordering::Less,
             (Some(_), None) => Ordering::Greater,
         };
-        let ordering = if *descending { ordering.reverse() } else { ordering };
+        let ordering = if *descending {
+            ordering.reverse()
+        } else {
+            ordering
+        };
         if ordering != Ordering::Equal {
             return ordering;
         }
@@ -251,7 +309,12 @@ fn compare_sort_values(keys: &[(bool, SortKey)], a: &[Option<Datum>], b: &[Optio
 
 impl Context {
     /// Evaluates the sequence terms; `None` for any other term.
-    pub async fn sequence_term(&self, term_type: u64, args: &[Term], optargs: &BTreeMap<String, Term>) -> Option<Result<Value, ReqlError>> {
+    pub async fn sequence_term(
+        &self,
+        term_type: u64,
+        args: &[Term],
+        optargs: &BTreeMap<String, Term>,
+    ) -> Option<Result<Value, ReqlError>> {
         Some(match term_type {
             kind::LITERAL => self.literal_term(args).await,
             kind::PLUCK | kind::WITHOUT => self.pluck_or_without(term_type, args).await,
@@ -262,16 +325,26 @@ impl Context {
             kind::UNION => self.union(args, optargs).await,
             kind::CONCAT_MAP => self.concat_map(args).await,
             kind::REDUCE => self.reduce(args).await,
-            kind::SUM | kind::AVG | kind::MIN | kind::MAX => self.aggregate(term_type, args, optargs).await,
+            kind::SUM | kind::AVG | kind::MIN | kind::MAX => {
+                self.aggregate(term_type, args, optargs).await
+            }
             kind::FOR_EACH => self.for_each(args).await,
             kind::SAMPLE => self.sample(args).await,
             kind::ZIP => self.zip(args).await,
             kind::EQ_JOIN => self.eq_join(args, optargs).await,
             kind::FOLD => self.fold(args, optargs).await,
             kind::INNER_JOIN | kind::OUTER_JOIN => self.nested_join(term_type, args).await,
-            kind::SET_INSERT | kind::SET_UNION | kind::SET_INTERSECTION | kind::SET_DIFFERENCE | kind::DIFFERENCE => self.set_operation(term_type, args).await,
-            kind::INSERT_AT | kind::DELETE_AT | kind::CHANGE_AT | kind::SPLICE_AT => self.positional(term_type, args).await,
-            kind::NTH | kind::IS_EMPTY if self.is_stream_argument(args) => self.stream_query(term_type, args).await,
+            kind::SET_INSERT
+            | kind::SET_UNION
+            | kind::SET_INTERSECTION
+            | kind::SET_DIFFERENCE
+            | kind::DIFFERENCE => self.set_operation(term_type, args).await,
+            kind::INSERT_AT | kind::DELETE_AT | kind::CHANGE_AT | kind::SPLICE_AT => {
+                self.positional(term_type, args).await
+            }
+            kind::NTH | kind::IS_EMPTY if self.is_stream_argument(args) => {
+                self.stream_query(term_type, args).await
+            }
             kind::CONTAINS | kind::OFFSETS_OF => self.stream_query(term_type, args).await,
             _ => return None,
         })
@@ -279,7 +352,11 @@ impl Context {
 
     async fn literal_term(&self, args: &[Term]) -> Result<Value, ReqlError> {
         arity(args, 0, 1)?;
-        let value = if args.is_empty() { None } else { Some(self.datum_argument(args, 0).await?) };
+        let value = if args.is_empty() {
+            None
+        } else {
+            Some(self.datum_argument(args, 0).await?)
+        };
         if value.as_ref().is_some_and(contains_literal) {
             return Err(stray_literal());
         }
@@ -296,14 +373,24 @@ impl Context {
         let is_stream = self.is_stream_argument(args);
         let stream = match self.argument(args, 0).await? {
             Value::Datum(Datum::Array(items)) => Stream::rows(items),
-            Value::Datum(other) => return Err(ReqlError::logic(format!("Cannot perform has_fields on a non-object non-sequence `{}`.", pretty(&other)))),
-            value => self.into_stream(value).map_err(|error| error.within(Frame::Position(0)))?,
+            Value::Datum(other) => {
+                return Err(ReqlError::logic(format!(
+                    "Cannot perform has_fields on a non-object non-sequence `{}`.",
+                    pretty(&other)
+                )))
+            }
+            value => self
+                .into_stream(value)
+                .map_err(|error| error.within(Frame::Position(0)))?,
         };
         let stream = stream.with(Operation::WithFields(selectors));
         if is_stream {
             return Ok(Value::Stream(stream));
         }
-        stream.collect(self).await.map(|rows| Value::Datum(Datum::Array(rows)))
+        stream
+            .collect(self)
+            .await
+            .map(|rows| Value::Datum(Datum::Array(rows)))
     }
 
     async fn pluck_or_without(&self, term_type: u64, args: &[Term]) -> Result<Value, ReqlError> {
@@ -312,13 +399,33 @@ impl Context {
         for index in 1..args.len() {
             selectors.push(self.datum_argument(args, index).await?);
         }
-        let transform = if term_type == kind::PLUCK { Transform::Pluck(selectors) } else { Transform::Without(selectors) };
+        let transform = if term_type == kind::PLUCK {
+            Transform::Pluck(selectors)
+        } else {
+            Transform::Without(selectors)
+        };
         match self.argument(args, 0).await? {
             Value::Datum(datum) => transform.apply(self, datum).await.map(Value::Datum),
-            Value::SingleSelection { row, .. } | Value::SystemSelection { row, .. } => transform.apply(self, row.unwrap_or(Datum::Null)).await.map(Value::Datum),
-            Value::Table(table) => Ok(Value::Stream(Stream::table(table, Bound::Unbounded, Bound::Unbounded).with(Operation::Transform(transform)))),
-            Value::Stream(stream) => Ok(Value::Stream(stream.with(Operation::Transform(transform)))),
-            other => Err(ReqlError::logic(format!("Cannot perform {} on a non-object non-sequence `{}`.", if term_type == kind::PLUCK { "pluck" } else { "without" }, other.type_name()))),
+            Value::SingleSelection { row, .. } | Value::SystemSelection { row, .. } => transform
+                .apply(self, row.unwrap_or(Datum::Null))
+                .await
+                .map(Value::Datum),
+            Value::Table(table) => Ok(Value::Stream(
+                Stream::table(table, Bound::Unbounded, Bound::Unbounded)
+                    .with(Operation::Transform(transform)),
+            )),
+            Value::Stream(stream) => {
+                Ok(Value::Stream(stream.with(Operation::Transform(transform))))
+            }
+            other => Err(ReqlError::logic(format!(
+                "Cannot perform {} on a non-object non-sequence `{}`.",
+                if term_type == kind::PLUCK {
+                    "pluck"
+                } else {
+                    "without"
+                },
+                other.type_name()
+            ))),
         }
     }
 
@@ -331,9 +438,17 @@ impl Context {
         let transform = Transform::Merge(patches);
         match self.argument(args, 0).await? {
             Value::Datum(datum) => transform.apply(self, datum).await.map(Value::Datum),
-            Value::SingleSelection { row, .. } | Value::SystemSelection { row, .. } => transform.apply(self, row.unwrap_or(Datum::Null)).await.map(Value::Datum),
-            Value::Table(table) => Ok(Value::Stream(Stream::table(table, Bound::Unbounded, Bound::Unbounded).with(Operation::Transform(transform)))),
-            Value::Stream(stream) => Ok(Value::Stream(stream.with(Operation::Transform(transform)))),
+            Value::SingleSelection { row, .. } | Value::SystemSelection { row, .. } => transform
+                .apply(self, row.unwrap_or(Datum::Null))
+                .await
+                .map(Value::Datum),
+            Value::Table(table) => Ok(Value::Stream(
+                Stream::table(table, Bound::Unbounded, Bound::Unbounded)
+                    .with(Operation::Transform(transform)),
+            )),
+            Value::Stream(stream) => {
+                Ok(Value::Stream(stream.with(Operation::Transform(transform))))
+            }
             other => Err(other.wrong_type("OBJECT")),
         }
     }
@@ -342,10 +457,19 @@ impl Context {
     async fn rows(&self, args: &[Term], index: usize) -> Result<(Vec<Datum>, bool), ReqlError> {
         match self.argument(args, index).await? {
             Value::Datum(Datum::Array(items)) => Ok((items, false)),
-            Value::Table(table) => Ok((Stream::table(table, Bound::Unbounded, Bound::Unbounded).collect(self).await?, true)),
+            Value::Table(table) => Ok((
+                Stream::table(table, Bound::Unbounded, Bound::Unbounded)
+                    .collect(self)
+                    .await?,
+                true,
+            )),
             Value::Stream(stream) => Ok((stream.collect(self).await?, true)),
             Value::SystemTable(name) => Ok((super::system::rows(self, &name)?, true)),
-            other => Err(ReqlError::logic(format!("Cannot convert {} to SEQUENCE", other.type_name())).within(Frame::Position(index))),
+            other => Err(ReqlError::logic(format!(
+                "Cannot convert {} to SEQUENCE",
+                other.type_name()
+            ))
+            .within(Frame::Position(index))),
         }
     }
 
@@ -357,12 +481,24 @@ impl Context {
         }
     }
 
-    async fn order_by(&self, args: &[Term], optargs: &BTreeMap<String, Term>) -> Result<Value, ReqlError> {
+    async fn order_by(
+        &self,
+        args: &[Term],
+        optargs: &BTreeMap<String, Term>,
+    ) -> Result<Value, ReqlError> {
         arity(args, 1, usize::MAX)?;
         if let Some(index_term) = optargs.get("index") {
             let (descending, index_term) = match index_term {
-                Term::Call { term_type: kind::DESC, args: inner, .. } if inner.len() == 1 => (true, &inner[0]),
-                Term::Call { term_type: kind::ASC, args: inner, .. } if inner.len() == 1 => (false, &inner[0]),
+                Term::Call {
+                    term_type: kind::DESC,
+                    args: inner,
+                    ..
+                } if inner.len() == 1 => (true, &inner[0]),
+                Term::Call {
+                    term_type: kind::ASC,
+                    args: inner,
+                    ..
+                } if inner.len() == 1 => (false, &inner[0]),
                 other => (false, other),
             };
             let mut stream = match self.argument(args, 0).await? {
@@ -391,7 +527,9 @@ impl Context {
                 }
                 _ => {
                     let sliced = sliced_by.unwrap_or_else(|| read.table.primary_key.clone());
-                    return Err(ReqlError::logic(format!("Cannot order by index `{name}` after calling BETWEEN on index `{sliced}`.")));
+                    return Err(ReqlError::logic(format!(
+                        "Cannot order by index `{name}` after calling BETWEEN on index `{sliced}`."
+                    )));
                 }
             }
             read.descending = descending;
@@ -402,10 +540,14 @@ impl Context {
             // The index orders first; the other orderings break its ties.
             let index_key = match &index {
                 None => SortKey::Field(read.table.primary_key.clone()),
-                Some(index) => SortKey::Function(Callable::Function(super::index::compile_function(&index.function, self)?)),
+                Some(index) => SortKey::Function(Callable::Function(
+                    super::index::compile_function(&index.function, self)?,
+                )),
             };
             let rows = stream.collect(self).await?;
-            return self.sort_after(rows, vec![(descending, index_key)], args, true).await;
+            return self
+                .sort_after(rows, vec![(descending, index_key)], args, true)
+                .await;
         }
         let (rows, is_stream) = self.rows(args, 0).await?;
         if args.len() == 1 {
@@ -414,30 +556,56 @@ impl Context {
         self.sort(rows, args, is_stream).await
     }
 
-    async fn sort(&self, rows: Vec<Datum>, args: &[Term], is_stream: bool) -> Result<Value, ReqlError> {
+    async fn sort(
+        &self,
+        rows: Vec<Datum>,
+        args: &[Term],
+        is_stream: bool,
+    ) -> Result<Value, ReqlError> {
         self.sort_after(rows, Vec::new(), args, is_stream).await
     }
 
     /// Sorts by `leading` orderings, then by those `args` give.
-    async fn sort_after(&self, rows: Vec<Datum>, leading: Vec<(bool, SortKey)>, args: &[Term], is_stream: bool) -> Result<Value, ReqlError> {
+    async fn sort_after(
+        &self,
+        rows: Vec<Datum>,
+        leading: Vec<(bool, SortKey)>,
+        args: &[Term],
+        is_stream: bool,
+    ) -> Result<Value, ReqlError> {
         let mut keys = leading;
         for index in 1..args.len() {
-            keys.push(self.sort_key(&args[index]).await.map_err(|error| error.within(Frame::Position(index)))?);
+            keys.push(
+                self.sort_key(&args[index])
+                    .await
+                    .map_err(|error| error.within(Frame::Position(index)))?,
+            );
         }
         let mut keyed = Vec::with_capacity(rows.len());
         for row in rows {
             keyed.push((self.sort_values(&keys, &row).await?, row));
         }
         keyed.sort_by(|(a, _), (b, _)| compare_sort_values(&keys, a, b));
-        Ok(Self::sequence_value(keyed.into_iter().map(|(_, row)| row).collect(), is_stream))
+        Ok(Self::sequence_value(
+            keyed.into_iter().map(|(_, row)| row).collect(),
+            is_stream,
+        ))
     }
 
     /// One ordering of `order_by` (or `union`'s `interleave`): a field name
     /// or a function, wrapped in `r.asc`/`r.desc` or not.
     async fn sort_key(&self, term: &Term) -> Result<(bool, SortKey), ReqlError> {
         let (descending, term) = match term {
-            Term::Call { term_type: kind::DESC, args: inner, .. } if inner.len() == 1 => (true, &inner[0]),
-            Term::Call { term_type: kind::ASC, args: inner, .. } if inner.len() == 1 => (false, &inner[0]),
+            Term::Call {
+                term_type: kind::DESC,
+                args: inner,
+                ..
+            } if inner.len() == 1 => (true, &inner[0]),
+            Term::Call {
+                term_type: kind::ASC,
+                args: inner,
+                ..
+            } if inner.len() == 1 => (false, &inner[0]),
             other => (false, other),
         };
         let key = match self.eval(term).await? {
@@ -452,13 +620,22 @@ impl Context {
     /// missing field, a non-existence error in the function) is `None`: it
     /// sorts before every value ascending and after every value
     /// descending, as in RethinkDB; the row stays.
-    async fn sort_values(&self, keys: &[(bool, SortKey)], row: &Datum) -> Result<Vec<Option<Datum>>, ReqlError> {
+    async fn sort_values(
+        &self,
+        keys: &[(bool, SortKey)],
+        row: &Datum,
+    ) -> Result<Vec<Option<Datum>>, ReqlError> {
         let mut values = Vec::with_capacity(keys.len());
         for (_, key) in keys {
             values.push(match key {
                 SortKey::Field(field) => match row {
                     Datum::Object(fields) => fields.get(field).cloned(),
-                    other => return Err(ReqlError::logic(format!("Cannot perform get_field on a non-object non-sequence `{}`.", pretty(other)))),
+                    other => {
+                        return Err(ReqlError::logic(format!(
+                            "Cannot perform get_field on a non-object non-sequence `{}`.",
+                            pretty(other)
+                        )))
+                    }
                 },
                 SortKey::Function(function) => match function.call(self, row.clone()).await {
                     Ok(value) => Some(value),
@@ -470,9 +647,16 @@ impl Context {
         Ok(values)
     }
 
-    async fn distinct(&self, args: &[Term], optargs: &BTreeMap<String, Term>) -> Result<Value, ReqlError> {
+    async fn distinct(
+        &self,
+        args: &[Term],
+        optargs: &BTreeMap<String, Term>,
+    ) -> Result<Value, ReqlError> {
         arity(args, 1, 1)?;
-        if let Some(name) = super::index::option(self, optargs).await.map_err(|error| error.within(Frame::Optional("index".into())))? {
+        if let Some(name) = super::index::option(self, optargs)
+            .await
+            .map_err(|error| error.within(Frame::Optional("index".into())))?
+        {
             return self.distinct_index_values(args, &name).await;
         }
         let (mut rows, is_stream) = self.rows(args, 0).await?;
@@ -487,11 +671,17 @@ impl Context {
         let table = self.table_argument(args, 0).await?;
         let Some(index) = super::index::named(self, &table, name)? else {
             let key = table.primary_key.clone();
-            let stream = Stream::table(table, Bound::Unbounded, Bound::Unbounded).with(Operation::Field(key));
+            let stream = Stream::table(table, Bound::Unbounded, Bound::Unbounded)
+                .with(Operation::Field(key));
             return Ok(Value::Stream(stream));
         };
         let function = super::index::compile_function(&index.function, self)?;
-        let mut stream = Stream::index_range(table, super::stream::IndexRead::whole(index.clone()), Bound::Unbounded, Bound::Unbounded);
+        let mut stream = Stream::index_range(
+            table,
+            super::stream::IndexRead::whole(index.clone()),
+            Bound::Unbounded,
+            Bound::Unbounded,
+        );
         // Index order is key order: equal keys are neighbours, except rows
         // of a multi index, whose other keys come elsewhere.
         let mut keys: BTreeMap<Vec<u8>, Datum> = BTreeMap::new();
@@ -516,7 +706,11 @@ impl Context {
         Ok(Value::Stream(Stream::rows(keys.into_values().collect())))
     }
 
-    async fn union(&self, args: &[Term], optargs: &BTreeMap<String, Term>) -> Result<Value, ReqlError> {
+    async fn union(
+        &self,
+        args: &[Term],
+        optargs: &BTreeMap<String, Term>,
+    ) -> Result<Value, ReqlError> {
         let mut sequences = Vec::with_capacity(args.len());
         let mut any_stream = false;
         let mut total = 0;
@@ -532,24 +726,41 @@ impl Context {
         // `interleave`: true or absent (any order; here, one after the
         // other), false (one after the other), or an ordering the inputs
         // follow, which the result then follows too (a merge).
-        let keys = match optargs.get("interleave") {
-            None => Vec::new(),
-            Some(term) => match term {
-                Term::Call { term_type: kind::MAKE_ARRAY, args: orderings, .. } => {
-                    let mut keys = Vec::with_capacity(orderings.len());
-                    for ordering in orderings {
-                        keys.push(self.sort_key(ordering).await.map_err(|error| error.within(Frame::Optional("interleave".into())))?);
+        let keys =
+            match optargs.get("interleave") {
+                None => Vec::new(),
+                Some(term) => match term {
+                    Term::Call {
+                        term_type: kind::MAKE_ARRAY,
+                        args: orderings,
+                        ..
+                    } => {
+                        let mut keys = Vec::with_capacity(orderings.len());
+                        for ordering in orderings {
+                            keys.push(self.sort_key(ordering).await.map_err(|error| {
+                                error.within(Frame::Optional("interleave".into()))
+                            })?);
+                        }
+                        keys
                     }
-                    keys
-                }
-                single => match self.eval(single).await.map_err(|error| error.within(Frame::Optional("interleave".into())))? {
-                    Value::Datum(Datum::Bool(_)) => Vec::new(),
-                    _ => vec![self.sort_key(single).await.map_err(|error| error.within(Frame::Optional("interleave".into())))?],
+                    single => match self
+                        .eval(single)
+                        .await
+                        .map_err(|error| error.within(Frame::Optional("interleave".into())))?
+                    {
+                        Value::Datum(Datum::Bool(_)) => Vec::new(),
+                        _ => vec![self
+                            .sort_key(single)
+                            .await
+                            .map_err(|error| error.within(Frame::Optional("interleave".into())))?],
+                    },
                 },
-            },
-        };
+            };
         if keys.is_empty() {
-            return Ok(Self::sequence_value(sequences.into_iter().flatten().collect(), any_stream));
+            return Ok(Self::sequence_value(
+                sequences.into_iter().flatten().collect(),
+                any_stream,
+            ));
         }
         let mut keyed = Vec::with_capacity(sequences.len());
         for rows in sequences {
@@ -558,7 +769,9 @@ impl Context {
                 let values = self.sort_values(&keys, &row).await?;
                 if let Some((previous, _)) = entries.last() {
                     if compare_sort_values(&keys, previous, &values) == Ordering::Greater {
-                        return Err(ReqlError::logic("The streams given as arguments are not ordered by given ordering."));
+                        return Err(ReqlError::logic(
+                            "The streams given as arguments are not ordered by given ordering.",
+                        ));
                     }
                 }
                 entries.push((values, row));
@@ -570,8 +783,13 @@ impl Context {
         loop {
             let mut best: Option<usize> = None;
             for (index, entries) in keyed.iter().enumerate() {
-                let Some((values, _)) = entries.front() else { continue };
-                if best.is_none_or(|best| compare_sort_values(&keys, values, &keyed[best].front().expect("a head").0) == Ordering::Less) {
+                let Some((values, _)) = entries.front() else {
+                    continue;
+                };
+                if best.is_none_or(|best| {
+                    compare_sort_values(&keys, values, &keyed[best].front().expect("a head").0)
+                        == Ordering::Less
+                }) {
                     best = Some(index);
                 }
             }
@@ -591,7 +809,12 @@ impl Context {
             budget.tick().await;
             match function.call(self, row).await? {
                 Datum::Array(items) => out.extend(items),
-                other => return Err(ReqlError::logic(format!("Cannot convert {} to SEQUENCE", other.type_name()))),
+                other => {
+                    return Err(ReqlError::logic(format!(
+                        "Cannot convert {} to SEQUENCE",
+                        other.type_name()
+                    )))
+                }
             }
         }
         Ok(Self::sequence_value(out, is_stream))
@@ -606,7 +829,10 @@ impl Context {
         };
         let mut rows = rows.into_iter();
         let Some(mut accumulator) = rows.next() else {
-            return Err(ReqlError::new(ErrorClass::NonExistence, "Cannot reduce over an empty stream."));
+            return Err(ReqlError::new(
+                ErrorClass::NonExistence,
+                "Cannot reduce over an empty stream.",
+            ));
         };
         let mut budget = super::cooperate::Budget::default();
         for row in rows {
@@ -616,35 +842,58 @@ impl Context {
         Ok(Value::Datum(accumulator))
     }
 
-    async fn aggregate(&self, term_type: u64, args: &[Term], optargs: &BTreeMap<String, Term>) -> Result<Value, ReqlError> {
+    async fn aggregate(
+        &self,
+        term_type: u64,
+        args: &[Term],
+        optargs: &BTreeMap<String, Term>,
+    ) -> Result<Value, ReqlError> {
         arity(args, 1, 2)?;
         // `min()`/`max()` of a table without a field: by primary key, as
         // RethinkDB reads them from the primary index.
         let input = self.argument(args, 0).await?;
         if let (1, kind::MIN | kind::MAX, Value::Table(table)) = (args.len(), term_type, &input) {
             let table = table.clone();
-            let index = match super::index::option(self, optargs).await.map_err(|error| error.within(Frame::Optional("index".into())))? {
+            let index = match super::index::option(self, optargs)
+                .await
+                .map_err(|error| error.within(Frame::Optional("index".into())))?
+            {
                 Some(name) => super::index::named(self, &table, &name)?,
                 None => None,
             };
-            let direction = if term_type == kind::MIN { photondb_storage::Direction::Ascending } else { photondb_storage::Direction::Descending };
+            let direction = if term_type == kind::MIN {
+                photondb_storage::Direction::Ascending
+            } else {
+                photondb_storage::Direction::Descending
+            };
             let row = match index {
                 // The first or last row in a secondary index's order.
                 Some(index) => {
                     let read = super::stream::IndexRead::whole(index);
-                    let mut stream = Stream::index_range(table, read, Bound::Unbounded, Bound::Unbounded).with(Operation::Limit(1));
+                    let mut stream =
+                        Stream::index_range(table, read, Bound::Unbounded, Bound::Unbounded)
+                            .with(Operation::Limit(1));
                     if let Some(read) = stream.table_read_mut_any() {
                         read.descending = term_type == kind::MAX;
                     }
                     stream.next(self).await?
                 }
                 None => {
-                    let range = photondb_storage::ScanRange { start: Bound::Unbounded, end: Bound::Unbounded, direction, limit: Some(1) };
+                    let range = photondb_storage::ScanRange {
+                        start: Bound::Unbounded,
+                        end: Bound::Unbounded,
+                        direction,
+                        limit: Some(1),
+                    };
                     match self.engine.scan(table.id, range).await?.into_iter().next() {
-                        Some((_, bytes)) => Some(
-                            photondb_datum::document::decode(&bytes)
-                                .map_err(|error| ReqlError::new(ErrorClass::Internal, format!("Stored document is unreadable: {error}")))?,
-                        ),
+                        Some((_, bytes)) => {
+                            Some(photondb_datum::document::decode(&bytes).map_err(|error| {
+                                ReqlError::new(
+                                    ErrorClass::Internal,
+                                    format!("Stored document is unreadable: {error}"),
+                                )
+                            })?)
+                        }
                         None => None,
                     }
                 }
@@ -657,7 +906,11 @@ impl Context {
                 }
             };
         }
-        let rows = self.into_stream(input).map_err(|error| error.within(Frame::Position(0)))?.collect(self).await?;
+        let rows = self
+            .into_stream(input)
+            .map_err(|error| error.within(Frame::Position(0)))?
+            .collect(self)
+            .await?;
         let selected = self.aggregate_select(args, rows).await?;
         self.aggregate_selected(term_type, selected)
     }
@@ -665,7 +918,12 @@ impl Context {
     /// `group(…).sum('field')` and kin, one group at a time: a group in which
     /// no row has the field (or the function found nothing) drops out of
     /// the result, as in RethinkDB, instead of failing or summing to 0.
-    pub(super) async fn aggregate_group(&self, term_type: u64, args: &[Term], rows: Vec<Datum>) -> Result<Option<Datum>, ReqlError> {
+    pub(super) async fn aggregate_group(
+        &self,
+        term_type: u64,
+        args: &[Term],
+        rows: Vec<Datum>,
+    ) -> Result<Option<Datum>, ReqlError> {
         let selected = self.aggregate_select(args, rows).await?;
         if args.len() == 2 && selected.is_empty() {
             return Ok(None);
@@ -678,7 +936,11 @@ impl Context {
 
     /// Each row with the value the aggregation looks at (the row itself,
     /// its field, or the function's result); rows without one are left out.
-    async fn aggregate_select(&self, args: &[Term], rows: Vec<Datum>) -> Result<Vec<(Datum, Datum)>, ReqlError> {
+    async fn aggregate_select(
+        &self,
+        args: &[Term],
+        rows: Vec<Datum>,
+    ) -> Result<Vec<(Datum, Datum)>, ReqlError> {
         let key = if args.len() == 2 {
             match self.argument(args, 1).await? {
                 Value::Datum(Datum::String(field)) => Some(SortKey::Field(field)),
@@ -697,7 +959,12 @@ impl Context {
                         Some(value) => value.clone(),
                         None => continue,
                     },
-                    other => return Err(ReqlError::logic(format!("Cannot perform get_field on a non-object non-sequence `{}`.", pretty(other)))),
+                    other => {
+                        return Err(ReqlError::logic(format!(
+                            "Cannot perform get_field on a non-object non-sequence `{}`.",
+                            pretty(other)
+                        )))
+                    }
                 },
                 Some(SortKey::Function(function)) => match function.call(self, row.clone()).await {
                     Ok(value) => value,
@@ -710,7 +977,11 @@ impl Context {
         Ok(selected)
     }
 
-    fn aggregate_selected(&self, term_type: u64, selected: Vec<(Datum, Datum)>) -> Result<Value, ReqlError> {
+    fn aggregate_selected(
+        &self,
+        term_type: u64,
+        selected: Vec<(Datum, Datum)>,
+    ) -> Result<Value, ReqlError> {
         let name = match term_type {
             kind::SUM => "sum",
             kind::AVG => "avg",
@@ -737,7 +1008,11 @@ impl Context {
             _ => {
                 let best = selected.into_iter().reduce(|best, candidate| {
                     let ordering = candidate.0.cmp_reql(&best.0);
-                    let better = if term_type == kind::MIN { ordering == Ordering::Less } else { ordering == Ordering::Greater };
+                    let better = if term_type == kind::MIN {
+                        ordering == Ordering::Less
+                    } else {
+                        ordering == Ordering::Greater
+                    };
                     if better {
                         candidate
                     } else {
@@ -757,14 +1032,19 @@ impl Context {
         let (mut rows, is_stream) = self.rows(args, 0).await?;
         let count = match self.datum_argument(args, 1).await? {
             Datum::Number(count) if count < 0.0 => {
-                return Err(ReqlError::logic(format!("Number of items to sample must be non-negative, got `{count}`.")).within(Frame::Position(0)))
+                return Err(ReqlError::logic(format!(
+                    "Number of items to sample must be non-negative, got `{count}`."
+                ))
+                .within(Frame::Position(0)))
             }
             Datum::Number(count) if count.fract() == 0.0 => count as usize,
             other => return Err(other.wrong_type("NUMBER").within(Frame::Position(1))),
         };
         // Partial Fisher-Yates; xorshift seeded from the kernel.
         let take = count.min(rows.len());
-        let seed: [u8; 8] = crate::protocol::scram::random_bytes(8).try_into().expect("8 bytes");
+        let seed: [u8; 8] = crate::protocol::scram::random_bytes(8)
+            .try_into()
+            .expect("8 bytes");
         let mut state = u64::from_le_bytes(seed) | 1;
         for index in 0..take {
             state ^= state << 13;
@@ -779,7 +1059,11 @@ impl Context {
 
     /// `left.eq_join(field_or_function, right_table)`: the right row whose
     /// primary key equals the left row's value, as `{left, right}`.
-    async fn eq_join(&self, args: &[Term], optargs: &BTreeMap<String, Term>) -> Result<Value, ReqlError> {
+    async fn eq_join(
+        &self,
+        args: &[Term],
+        optargs: &BTreeMap<String, Term>,
+    ) -> Result<Value, ReqlError> {
         arity(args, 3, 3)?;
         let (rows, is_stream) = self.rows(args, 0).await?;
         let key = match self.argument(args, 1).await? {
@@ -788,7 +1072,10 @@ impl Context {
             other => return Err(other.wrong_type("STRING").within(Frame::Position(1))),
         };
         let right = self.table_argument(args, 2).await?;
-        let index = match super::index::option(self, optargs).await.map_err(|error| error.within(Frame::Optional("index".into())))? {
+        let index = match super::index::option(self, optargs)
+            .await
+            .map_err(|error| error.within(Frame::Optional("index".into())))?
+        {
             Some(name) => super::index::named(self, &right, &name)?,
             None => None,
         };
@@ -802,7 +1089,12 @@ impl Context {
                         Some(value) => value.clone(),
                         None => continue,
                     },
-                    other => return Err(ReqlError::logic(format!("Cannot perform get_field on a non-object non-sequence `{}`.", pretty(other)))),
+                    other => {
+                        return Err(ReqlError::logic(format!(
+                            "Cannot perform get_field on a non-object non-sequence `{}`.",
+                            pretty(other)
+                        )))
+                    }
                 },
                 SortKey::Function(function) => match function.call(self, row.clone()).await {
                     Ok(value) => value,
@@ -815,14 +1107,20 @@ impl Context {
             }
             match &index {
                 None => {
-                    if let Some(right_row) = super::write::get(&self.engine, &right, &value).await? {
+                    if let Some(right_row) = super::write::get(&self.engine, &right, &value).await?
+                    {
                         joined.push(super::eval::object([("left", row), ("right", right_row)]));
                     }
                 }
                 Some(index) => {
-                    let matches = Stream::index_keys(right.clone(), index.clone(), vec![value]).collect(self).await?;
+                    let matches = Stream::index_keys(right.clone(), index.clone(), vec![value])
+                        .collect(self)
+                        .await?;
                     for right_row in matches {
-                        joined.push(super::eval::object([("left", row.clone()), ("right", right_row)]));
+                        joined.push(super::eval::object([
+                            ("left", row.clone()),
+                            ("right", right_row),
+                        ]));
                     }
                 }
             }
@@ -846,9 +1144,16 @@ impl Context {
             let mut matched = false;
             for right in &right_rows {
                 budget.tick().await;
-                if truthy(&predicate.call(self, vec![left.clone(), right.clone()]).await?) {
+                if truthy(
+                    &predicate
+                        .call(self, vec![left.clone(), right.clone()])
+                        .await?,
+                ) {
                     matched = true;
-                    joined.push(super::eval::object([("left", left.clone()), ("right", right.clone())]));
+                    joined.push(super::eval::object([
+                        ("left", left.clone()),
+                        ("right", right.clone()),
+                    ]));
                 }
             }
             if !matched && term_type == kind::OUTER_JOIN {
@@ -861,7 +1166,11 @@ impl Context {
     /// `fold(base, combine, {emit, final_emit})`: without `emit`, the final
     /// accumulator (through `final_emit`); with it, a stream of what `emit`
     /// returns for each row.
-    async fn fold(&self, args: &[Term], optargs: &BTreeMap<String, Term>) -> Result<Value, ReqlError> {
+    async fn fold(
+        &self,
+        args: &[Term],
+        optargs: &BTreeMap<String, Term>,
+    ) -> Result<Value, ReqlError> {
         arity(args, 3, 3)?;
         let stream = self.stream_argument(args, 0).await?;
         let base = self.datum_argument(args, 1).await?;
@@ -873,13 +1182,21 @@ impl Context {
         let optional_function = |name: &'static str| async move {
             match optargs.get(name) {
                 None => Ok(None),
-                Some(term) => function_of(self.eval(term).await?, Frame::Optional(name.into())).map(Some),
+                Some(term) => {
+                    function_of(self.eval(term).await?, Frame::Optional(name.into())).map(Some)
+                }
             }
         };
         let emit = optional_function("emit").await?;
         let final_emit = optional_function("final_emit").await?;
         if let Some(emit) = emit {
-            let folded = Stream::fold(super::stream::FoldSource { inner: stream, accumulator: base, combine, emit, final_emit });
+            let folded = Stream::fold(super::stream::FoldSource {
+                inner: stream,
+                accumulator: base,
+                combine,
+                emit,
+                final_emit,
+            });
             return Ok(Value::Stream(folded));
         }
         stream.check_finite()?;
@@ -889,7 +1206,10 @@ impl Context {
             accumulator = combine.call(self, vec![accumulator, row]).await?;
         }
         match final_emit {
-            Some(final_emit) => final_emit.call(self, vec![accumulator]).await.map(Value::Datum),
+            Some(final_emit) => final_emit
+                .call(self, vec![accumulator])
+                .await
+                .map(Value::Datum),
             None => Ok(Value::Datum(accumulator)),
         }
     }
@@ -900,10 +1220,14 @@ impl Context {
         let mut zipped = Vec::with_capacity(rows.len());
         for row in rows {
             let Datum::Object(mut fields) = row else {
-                return Err(ReqlError::logic("ZIP can only be called on the result of a join."));
+                return Err(ReqlError::logic(
+                    "ZIP can only be called on the result of a join.",
+                ));
             };
             let (Some(left), right) = (fields.remove("left"), fields.remove("right")) else {
-                return Err(ReqlError::logic("ZIP can only be called on the result of a join."));
+                return Err(ReqlError::logic(
+                    "ZIP can only be called on the result of a join.",
+                ));
             };
             zipped.push(match right {
                 Some(right) => merge(left, right),
@@ -933,22 +1257,38 @@ impl Context {
                     for result in results {
                         match result {
                             Datum::Object(result) => combine_write_results(&mut total, result),
-                            other => return Err(ReqlError::logic(format!("{EXPECTS_WRITES}  Expected type OBJECT but found {}.", other.type_name()))),
+                            other => {
+                                return Err(ReqlError::logic(format!(
+                                    "{EXPECTS_WRITES}  Expected type OBJECT but found {}.",
+                                    other.type_name()
+                                )))
+                            }
                         }
                     }
                 }
-                other => return Err(ReqlError::logic(format!("{EXPECTS_WRITES}  Expected type ARRAY but found {}.", other.type_name()))),
+                other => {
+                    return Err(ReqlError::logic(format!(
+                        "{EXPECTS_WRITES}  Expected type ARRAY but found {}.",
+                        other.type_name()
+                    )))
+                }
             }
         }
         Ok(Value::Datum(Datum::Object(total)))
     }
 
-    pub(super) async fn stream_query(&self, term_type: u64, args: &[Term]) -> Result<Value, ReqlError> {
+    pub(super) async fn stream_query(
+        &self,
+        term_type: u64,
+        args: &[Term],
+    ) -> Result<Value, ReqlError> {
         let mut stream = self.stream_argument(args, 0).await?;
         match term_type {
             kind::IS_EMPTY => {
                 arity(args, 1, 1)?;
-                Ok(Value::Datum(Datum::Bool(stream.next(self).await?.is_none())))
+                Ok(Value::Datum(Datum::Bool(
+                    stream.next(self).await?.is_none(),
+                )))
             }
             kind::NTH => {
                 arity(args, 2, 2)?;
@@ -959,16 +1299,32 @@ impl Context {
                 if index < 0 {
                     let rows = stream.collect(self).await?;
                     let position = rows.len() as i64 + index;
-                    return rows.get(position as usize).filter(|_| position >= 0).cloned().map(Value::Datum).ok_or_else(|| {
-                        ReqlError::new(ErrorClass::NonExistence, format!("Index out of bounds: {index}"))
-                    });
+                    return rows
+                        .get(position as usize)
+                        .filter(|_| position >= 0)
+                        .cloned()
+                        .map(Value::Datum)
+                        .ok_or_else(|| {
+                            ReqlError::new(
+                                ErrorClass::NonExistence,
+                                format!("Index out of bounds: {index}"),
+                            )
+                        });
                 }
                 for _ in 0..index {
                     if stream.next(self).await?.is_none() {
-                        return Err(ReqlError::new(ErrorClass::NonExistence, format!("Index out of bounds: {index}")));
+                        return Err(ReqlError::new(
+                            ErrorClass::NonExistence,
+                            format!("Index out of bounds: {index}"),
+                        ));
                     }
                 }
-                stream.next(self).await?.map(Value::Datum).ok_or_else(|| ReqlError::new(ErrorClass::NonExistence, format!("Index out of bounds: {index}")))
+                stream.next(self).await?.map(Value::Datum).ok_or_else(|| {
+                    ReqlError::new(
+                        ErrorClass::NonExistence,
+                        format!("Index out of bounds: {index}"),
+                    )
+                })
             }
             kind::OFFSETS_OF => {
                 arity(args, 2, 2)?;
@@ -1020,7 +1376,9 @@ impl Context {
                 // COUNT with an argument: equal values, or a predicate.
                 arity(args, 1, 2)?;
                 if args.len() == 1 {
-                    return Ok(Value::Datum(Datum::Number(stream.count(self).await? as f64)));
+                    return Ok(Value::Datum(Datum::Number(
+                        stream.count(self).await? as f64,
+                    )));
                 }
                 let predicate = self.callable_argument(args, 1).await?;
                 let mut count = 0u64;
@@ -1089,30 +1447,54 @@ impl Context {
             }
             _ => {
                 let other = other()?;
-                out = items.into_iter().filter(|item| !other.contains(item)).collect();
+                out = items
+                    .into_iter()
+                    .filter(|item| !other.contains(item))
+                    .collect();
             }
         }
         Ok(Value::Datum(Datum::Array(out)))
     }
 
     async fn positional(&self, term_type: u64, args: &[Term]) -> Result<Value, ReqlError> {
-        let (minimum, maximum) = if term_type == kind::DELETE_AT { (2, 3) } else { (3, 3) };
+        let (minimum, maximum) = if term_type == kind::DELETE_AT {
+            (2, 3)
+        } else {
+            (3, 3)
+        };
         arity(args, minimum, maximum)?;
         let mut items = match self.datum_argument(args, 0).await? {
             Datum::Array(items) => items,
             other => return Err(other.wrong_type("ARRAY").within(Frame::Position(0))),
         };
-        let index = whole_number(&self.datum_argument(args, 1).await?).map_err(|error| error.within(Frame::Position(1)))?;
+        let index = whole_number(&self.datum_argument(args, 1).await?)
+            .map_err(|error| error.within(Frame::Position(1)))?;
         let length = items.len() as i64;
         let inserting = matches!(term_type, kind::INSERT_AT | kind::SPLICE_AT);
         // A range deletion may start at the end (deleting nothing).
-        let limit = if inserting || (term_type == kind::DELETE_AT && args.len() == 3) { length } else { length - 1 };
-        let position = if index < 0 { length + index + i64::from(inserting) } else { index };
+        let limit = if inserting || (term_type == kind::DELETE_AT && args.len() == 3) {
+            length
+        } else {
+            length - 1
+        };
+        let position = if index < 0 {
+            length + index + i64::from(inserting)
+        } else {
+            index
+        };
         if position < 0 {
-            return Err(ReqlError::new(ErrorClass::NonExistence, format!("Index out of bounds: {index}")).within(Frame::Position(0)));
+            return Err(ReqlError::new(
+                ErrorClass::NonExistence,
+                format!("Index out of bounds: {index}"),
+            )
+            .within(Frame::Position(0)));
         }
         if position > limit {
-            return Err(ReqlError::new(ErrorClass::NonExistence, format!("Index `{index}` out of bounds for array of size: `{length}`.")).within(Frame::Position(0)));
+            return Err(ReqlError::new(
+                ErrorClass::NonExistence,
+                format!("Index `{index}` out of bounds for array of size: `{length}`."),
+            )
+            .within(Frame::Position(0)));
         }
         let position = position as usize;
         match term_type {

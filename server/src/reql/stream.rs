@@ -11,9 +11,9 @@ use photondb_datum::{document, Datum};
 use photondb_storage::catalog::{IndexConfig, TableConfig};
 use photondb_storage::{Direction, ScanRange};
 
-use super::eval::TypeMismatch;
 use super::error::{ErrorClass, ReqlError};
 use super::eval::Context;
+use super::eval::TypeMismatch;
 use super::function::{Callable, Function};
 
 /// Rows fetched from storage per round trip to the shards.
@@ -28,14 +28,20 @@ pub enum Source {
     Rows(VecDeque<Datum>),
     /// `get_all` on the primary key: the rows of these keys, in this order,
     /// read a batch at a time (missing keys yield nothing).
-    Keys { table: TableConfig, keys: VecDeque<Datum> },
+    Keys {
+        table: TableConfig,
+        keys: VecDeque<Datum>,
+    },
     /// `get_all` on a secondary index: for each key in turn, the rows the
     /// index has under it.
     IndexKeys(Box<IndexKeys>),
     /// A changefeed: change documents as writes commit, without end.
     Feed(Box<super::feed::FeedSource>),
     /// `r.range`: integers from `next`, up to `end` (exclusive) or forever.
-    Range { next: i64, end: Option<i64> },
+    Range {
+        next: i64,
+        end: Option<i64>,
+    },
     /// `fold` with `emit`: what `emit` returns for each row of `inner`, then
     /// what `final_emit` returns for the final accumulator.
     Fold(Box<FoldSource>),
@@ -80,7 +86,11 @@ pub struct IndexRead {
 impl IndexRead {
     /// A read of the whole index.
     pub fn whole(config: IndexConfig) -> IndexRead {
-        IndexRead { config, bounds: (Bound::Unbounded, Bound::Unbounded), exact: None }
+        IndexRead {
+            config,
+            bounds: (Bound::Unbounded, Bound::Unbounded),
+            exact: None,
+        }
     }
 }
 
@@ -107,7 +117,10 @@ pub struct PartitionCursor {
 /// The bounds on entry keys that select rows whose secondary key lies
 /// between `start` and `end` (key encodings), and whether a bound had to
 /// be cut to the stored key length.
-pub fn entry_bounds(start: Bound<Vec<u8>>, end: Bound<Vec<u8>>) -> (Bound<Bytes>, Bound<Bytes>, bool) {
+pub fn entry_bounds(
+    start: Bound<Vec<u8>>,
+    end: Bound<Vec<u8>>,
+) -> (Bound<Bytes>, Bound<Bytes>, bool) {
     use photondb_storage::index::MAX_SECONDARY_BYTES;
     // An entry is its secondary key followed by a primary key, which starts
     // with a tag byte below 0xFF: `key ++ [0xFF]` is above every entry of
@@ -211,7 +224,10 @@ impl Transform {
 #[derive(Clone, Debug)]
 pub enum Operation {
     /// `default` runs when the predicate meets a missing value.
-    Filter { predicate: Callable, default: Option<Function> },
+    Filter {
+        predicate: Callable,
+        default: Option<Function>,
+    },
     Map(Function),
     Transform(Transform),
     /// `with_fields`: rows with every selected field, plucked to them.
@@ -240,18 +256,50 @@ pub struct Stream {
 
 impl Stream {
     pub fn table(table: TableConfig, start: Bound<Bytes>, end: Bound<Bytes>) -> Stream {
-        Stream::new(Source::Table(Box::new(TableRead { table, start, end, index: None, descending: false, ordered: false, sliced: false, batch_rows: FETCH_ROWS, finished: false, partitions: None })))
+        Stream::new(Source::Table(Box::new(TableRead {
+            table,
+            start,
+            end,
+            index: None,
+            descending: false,
+            ordered: false,
+            sliced: false,
+            batch_rows: FETCH_ROWS,
+            finished: false,
+            partitions: None,
+        })))
     }
 
     /// Rows of a table through a secondary index, entry keys from `start`
     /// to `end`.
-    pub fn index_range(table: TableConfig, index: IndexRead, start: Bound<Bytes>, end: Bound<Bytes>) -> Stream {
-        Stream::new(Source::Table(Box::new(TableRead { table, start, end, index: Some(index), descending: false, ordered: false, sliced: false, batch_rows: FETCH_ROWS, finished: false, partitions: None })))
+    pub fn index_range(
+        table: TableConfig,
+        index: IndexRead,
+        start: Bound<Bytes>,
+        end: Bound<Bytes>,
+    ) -> Stream {
+        Stream::new(Source::Table(Box::new(TableRead {
+            table,
+            start,
+            end,
+            index: Some(index),
+            descending: false,
+            ordered: false,
+            sliced: false,
+            batch_rows: FETCH_ROWS,
+            finished: false,
+            partitions: None,
+        })))
     }
 
     /// `get_all` through a secondary index.
     pub fn index_keys(table: TableConfig, index: IndexConfig, keys: Vec<Datum>) -> Stream {
-        Stream::new(Source::IndexKeys(Box::new(IndexKeys { table, index, keys: keys.into(), current: None })))
+        Stream::new(Source::IndexKeys(Box::new(IndexKeys {
+            table,
+            index,
+            keys: keys.into(),
+            current: None,
+        })))
     }
 
     /// The table read of a stream not started yet, whatever operations
@@ -267,7 +315,9 @@ impl Stream {
     /// order (`order_by(index=…)`).
     pub fn table_read_mut(&mut self) -> Option<&mut TableRead> {
         match &mut self.source {
-            Source::Table(read) if read.partitions.is_none() && self.operations.is_empty() => Some(read),
+            Source::Table(read) if read.partitions.is_none() && self.operations.is_empty() => {
+                Some(read)
+            }
             _ => None,
         }
     }
@@ -277,7 +327,10 @@ impl Stream {
     }
 
     pub fn keys(table: TableConfig, keys: Vec<Datum>) -> Stream {
-        Stream::new(Source::Keys { table, keys: keys.into() })
+        Stream::new(Source::Keys {
+            table,
+            keys: keys.into(),
+        })
     }
 
     pub fn range(start: i64, end: Option<i64>) -> Stream {
@@ -294,7 +347,10 @@ impl Stream {
 
     /// Whether the stream never ends by itself.
     pub fn is_endless(&self) -> bool {
-        let limited = self.operations.iter().any(|operation| matches!(operation, Operation::Limit(_)));
+        let limited = self
+            .operations
+            .iter()
+            .any(|operation| matches!(operation, Operation::Limit(_)));
         !limited
             && match &self.source {
                 Source::Range { end: None, .. } | Source::Feed(_) => true,
@@ -363,7 +419,9 @@ impl Stream {
     pub fn with(mut self, operation: Operation) -> Stream {
         // `order_by(index=…).limit(10)` reads ten rows of each partition,
         // not a full batch.
-        if let (Operation::Limit(count), Source::Table(read), true) = (&operation, &mut self.source, self.operations.is_empty()) {
+        if let (Operation::Limit(count), Source::Table(read), true) =
+            (&operation, &mut self.source, self.operations.is_empty())
+        {
             read.batch_rows = (*count).clamp(1, FETCH_ROWS);
         }
         self.operations.push(operation);
@@ -374,10 +432,15 @@ impl Stream {
     /// The table this stream selects rows of, if writes can go through it
     /// (no `map` has changed the rows).
     pub fn selected_table(&self) -> Option<&TableConfig> {
-        let changed = self
-            .operations
-            .iter()
-            .any(|operation| matches!(operation, Operation::Map(_) | Operation::Transform(_) | Operation::WithFields(_) | Operation::Field(_)));
+        let changed = self.operations.iter().any(|operation| {
+            matches!(
+                operation,
+                Operation::Map(_)
+                    | Operation::Transform(_)
+                    | Operation::WithFields(_)
+                    | Operation::Field(_)
+            )
+        });
         if changed {
             return None;
         }
@@ -392,7 +455,10 @@ impl Stream {
     /// Whether rows come from a table (so results stream to the client
     /// rather than arriving as one array).
     pub fn is_table_source(&self) -> bool {
-        matches!(self.source, Source::Table(_) | Source::Keys { .. } | Source::IndexKeys(_) | Source::Feed(_))
+        matches!(
+            self.source,
+            Source::Table(_) | Source::Keys { .. } | Source::IndexKeys(_) | Source::Feed(_)
+        )
     }
 
     /// A key range of a table with nothing applied yet: RethinkDB's
@@ -420,8 +486,15 @@ impl Stream {
                     match Box::pin(fold.inner.next(context)).await? {
                         Some(row) => {
                             let previous = fold.accumulator.clone();
-                            fold.accumulator = fold.combine.call(context, vec![previous.clone(), row.clone()]).await?;
-                            match fold.emit.call(context, vec![previous, row, fold.accumulator.clone()]).await? {
+                            fold.accumulator = fold
+                                .combine
+                                .call(context, vec![previous.clone(), row.clone()])
+                                .await?;
+                            match fold
+                                .emit
+                                .call(context, vec![previous, row, fold.accumulator.clone()])
+                                .await?
+                            {
                                 Datum::Array(items) => {
                                     let emitted = !items.is_empty();
                                     self.pending.extend(items);
@@ -434,7 +507,10 @@ impl Stream {
                         }
                         None => {
                             if let Some(final_emit) = &fold.final_emit {
-                                match final_emit.call(context, vec![fold.accumulator.clone()]).await? {
+                                match final_emit
+                                    .call(context, vec![fold.accumulator.clone()])
+                                    .await?
+                                {
                                     Datum::Array(items) => self.pending.extend(items),
                                     other => return Err(other.wrong_type("ARRAY")),
                                 }
@@ -471,7 +547,9 @@ impl Stream {
                 self.pending.push_back(function.call(context, items).await?);
             }
             Source::Range { next, end } => {
-                let stop = end.map_or(*next + FETCH_ROWS as i64, |end| end.min(*next + FETCH_ROWS as i64));
+                let stop = end.map_or(*next + FETCH_ROWS as i64, |end| {
+                    end.min(*next + FETCH_ROWS as i64)
+                });
                 while *next < stop {
                     self.pending.push_back(Datum::Number(*next as f64));
                     *next += 1;
@@ -494,10 +572,18 @@ impl Stream {
                         break;
                     };
                     let encoded = photondb_datum::key::encode(&key);
-                    read.current = Some(index_read_between(context, &read.table, &read.index, Bound::Included(encoded.clone()), Bound::Included(encoded))?);
+                    read.current = Some(index_read_between(
+                        context,
+                        &read.table,
+                        &read.index,
+                        Bound::Included(encoded.clone()),
+                        Bound::Included(encoded),
+                    )?);
                 }
                 let current = read.current.as_mut().expect("a current read");
-                let Source::Table(table_read) = &mut current.source else { unreachable!("an index read is a table read") };
+                let Source::Table(table_read) = &mut current.source else {
+                    unreachable!("an index read is a table read")
+                };
                 let rows = table_read.next_batch(context).await?;
                 if rows.is_empty() && table_read.finished {
                     read.current = None;
@@ -572,15 +658,49 @@ impl Stream {
     /// The table, key range and filters of a stream that reads a table
     /// through filters only (and has not started), for work that runs on
     /// the partitions themselves.
-    pub fn table_filters(&self) -> Option<(photondb_storage::TableId, Bound<Bytes>, Bound<Bytes>, Vec<Operation>)> {
-        let Source::Table(read) = &self.source else { return None };
-        let TableRead { table, start, end, index: None, finished: false, partitions: None, .. } = &**read else { return None };
-        let only_filters = self.operations.iter().all(|operation| matches!(operation, Operation::Filter { .. }));
-        (only_filters && self.pending.is_empty()).then(|| (table.id, start.clone(), end.clone(), self.operations.clone()))
+    pub fn table_filters(
+        &self,
+    ) -> Option<(
+        photondb_storage::TableId,
+        Bound<Bytes>,
+        Bound<Bytes>,
+        Vec<Operation>,
+    )> {
+        let Source::Table(read) = &self.source else {
+            return None;
+        };
+        let TableRead {
+            table,
+            start,
+            end,
+            index: None,
+            finished: false,
+            partitions: None,
+            ..
+        } = &**read
+        else {
+            return None;
+        };
+        let only_filters = self
+            .operations
+            .iter()
+            .all(|operation| matches!(operation, Operation::Filter { .. }));
+        (only_filters && self.pending.is_empty()).then(|| {
+            (
+                table.id,
+                start.clone(),
+                end.clone(),
+                self.operations.clone(),
+            )
+        })
     }
 
     /// Whether a row passes every one of `filters` (filter operations).
-    pub async fn passes(context: &Context, filters: &[Operation], row: &Datum) -> Result<bool, ReqlError> {
+    pub async fn passes(
+        context: &Context,
+        filters: &[Operation],
+        row: &Datum,
+    ) -> Result<bool, ReqlError> {
         for filter in filters {
             if let Operation::Filter { predicate, default } = filter {
                 if !filter_accepts(context, predicate, default.as_ref(), row).await? {
@@ -618,13 +738,34 @@ impl Stream {
         if self.operations.is_empty() {
             if let Source::Table(read) = &self.source {
                 match &**read {
-                    TableRead { table, start: Bound::Unbounded, end: Bound::Unbounded, index: None, partitions: None, .. } => {
+                    TableRead {
+                        table,
+                        start: Bound::Unbounded,
+                        end: Bound::Unbounded,
+                        index: None,
+                        partitions: None,
+                        ..
+                    } => {
                         return Ok(context.engine.count(table.id).await?);
                     }
                     // Entries of an index range, counted where they are,
                     // without reading a document.
-                    TableRead { index: Some(IndexRead { config, exact: None, .. }), start, end, partitions: None, .. } => {
-                        return Ok(context.engine.count_index_range(config.id, start.clone(), end.clone()).await?);
+                    TableRead {
+                        index:
+                            Some(IndexRead {
+                                config,
+                                exact: None,
+                                ..
+                            }),
+                        start,
+                        end,
+                        partitions: None,
+                        ..
+                    } => {
+                        return Ok(context
+                            .engine
+                            .count_index_range(config.id, start.clone(), end.clone())
+                            .await?);
                     }
                     _ => {}
                 }
@@ -635,7 +776,17 @@ impl Stream {
         if let Some((table, start, end, filters)) = self.table_filters() {
             // One group for every row: the grouped count does the work.
             let everything = vec![Callable::Constant(Datum::Null)];
-            let counted = super::aggregate::grouped_on_partitions(context, table, start, end, filters, everything, false, super::aggregate::Reduction::Count).await?;
+            let counted = super::aggregate::grouped_on_partitions(
+                context,
+                table,
+                start,
+                end,
+                filters,
+                everything,
+                false,
+                super::aggregate::Reduction::Count,
+            )
+            .await?;
             return Ok(match counted.first() {
                 Some((_, Datum::Number(count))) => *count as u64,
                 _ => 0,
@@ -661,32 +812,68 @@ impl TableRead {
         }
         let count = context.engine.partitions();
         let (start, end) = (self.start.clone(), self.end.clone());
-        let cursors = self
-            .partitions
-            .get_or_insert_with(|| (0..count).map(|_| PartitionCursor { start: start.clone(), end: end.clone(), buffer: VecDeque::new(), done: false }).collect());
-        let direction = if self.descending { Direction::Descending } else { Direction::Ascending };
-        let needed: Vec<usize> = (0..cursors.len()).filter(|&index| cursors[index].buffer.is_empty() && !cursors[index].done).collect();
+        let cursors = self.partitions.get_or_insert_with(|| {
+            (0..count)
+                .map(|_| PartitionCursor {
+                    start: start.clone(),
+                    end: end.clone(),
+                    buffer: VecDeque::new(),
+                    done: false,
+                })
+                .collect()
+        });
+        let direction = if self.descending {
+            Direction::Descending
+        } else {
+            Direction::Ascending
+        };
+        let needed: Vec<usize> = (0..cursors.len())
+            .filter(|&index| cursors[index].buffer.is_empty() && !cursors[index].done)
+            .collect();
         let fetches = needed.iter().map(|&index| {
-            let range = ScanRange { start: cursors[index].start.clone(), end: cursors[index].end.clone(), direction, limit: Some(self.batch_rows) };
-            let (engine, table, index_id) = (&context.engine, self.table.id, self.index.as_ref().map(|index| index.config.id));
+            let range = ScanRange {
+                start: cursors[index].start.clone(),
+                end: cursors[index].end.clone(),
+                direction,
+                limit: Some(self.batch_rows),
+            };
+            let (engine, table, index_id) = (
+                &context.engine,
+                self.table.id,
+                self.index.as_ref().map(|index| index.config.id),
+            );
             async move {
                 match index_id {
-                    None => engine.scan_partition(table, index as u32, range).await.map(|rows| {
-                        let fetched = rows.len();
-                        (fetched, rows.into_iter().map(|(key, document)| (key, document, false)).collect::<Vec<_>>())
-                    }),
-                    Some(index_id) => engine.scan_index_partition(table, index_id, index as u32, range).await.map(|rows| {
-                        let fetched = rows.len();
-                        let rows = rows
-                            .into_iter()
-                            .map(|row| {
-                                let cut = photondb_storage::index::is_truncated(&row.entry, &row.primary);
-                                // A row gone since its entry was read: an empty document, skipped below.
-                                (row.entry, row.document.unwrap_or_default(), cut)
-                            })
-                            .collect();
-                        (fetched, rows)
-                    }),
+                    None => engine
+                        .scan_partition(table, index as u32, range)
+                        .await
+                        .map(|rows| {
+                            let fetched = rows.len();
+                            (
+                                fetched,
+                                rows.into_iter()
+                                    .map(|(key, document)| (key, document, false))
+                                    .collect::<Vec<_>>(),
+                            )
+                        }),
+                    Some(index_id) => engine
+                        .scan_index_partition(table, index_id, index as u32, range)
+                        .await
+                        .map(|rows| {
+                            let fetched = rows.len();
+                            let rows = rows
+                                .into_iter()
+                                .map(|row| {
+                                    let cut = photondb_storage::index::is_truncated(
+                                        &row.entry,
+                                        &row.primary,
+                                    );
+                                    // A row gone since its entry was read: an empty document, skipped below.
+                                    (row.entry, row.document.unwrap_or_default(), cut)
+                                })
+                                .collect();
+                            (fetched, rows)
+                        }),
                 }
             }
         });
@@ -708,7 +895,10 @@ impl TableRead {
             cursor.buffer.extend(batch);
         }
         while rows.len() < FETCH_ROWS {
-            if cursors.iter().any(|cursor| cursor.buffer.is_empty() && !cursor.done) {
+            if cursors
+                .iter()
+                .any(|cursor| cursor.buffer.is_empty() && !cursor.done)
+            {
                 break;
             }
             let candidates = (0..cursors.len()).filter(|&index| !cursors[index].buffer.is_empty());
@@ -725,9 +915,18 @@ impl TableRead {
             if value.is_empty() {
                 continue;
             }
-            let row = document::decode(&value).map_err(|error| ReqlError::new(ErrorClass::Internal, format!("Stored document is unreadable: {error}")))?;
+            let row = document::decode(&value).map_err(|error| {
+                ReqlError::new(
+                    ErrorClass::Internal,
+                    format!("Stored document is unreadable: {error}"),
+                )
+            })?;
             if cut {
-                if let Some((index, function)) = self.index.as_ref().and_then(|index| Some((index, index.exact.as_ref()?))) {
+                if let Some((index, function)) = self
+                    .index
+                    .as_ref()
+                    .and_then(|index| Some((index, index.exact.as_ref()?)))
+                {
                     let keys = match function.call(context, vec![row.clone()]).await {
                         Ok(value) => super::index::secondary_keys(value, index.config.multi),
                         Err(_) => Vec::new(),
@@ -748,13 +947,20 @@ impl TableRead {
 fn field_of(row: Datum, name: &str) -> Result<Option<Datum>, ReqlError> {
     match row {
         Datum::Object(mut fields) => Ok(fields.remove(name)),
-        other => Err(ReqlError::logic(format!("Cannot perform get_field on a non-object non-sequence `{}`.", super::eval::pretty(&other)))),
+        other => Err(ReqlError::logic(format!(
+            "Cannot perform get_field on a non-object non-sequence `{}`.",
+            super::eval::pretty(&other)
+        ))),
     }
 }
 
 /// A row through row-by-row operations (`filter`, `map`, `pluck`…):
 /// `None` when a filter drops it.
-pub async fn apply_operations(context: &Context, operations: &[Operation], mut row: Datum) -> Result<Option<Datum>, ReqlError> {
+pub async fn apply_operations(
+    context: &Context,
+    operations: &[Operation],
+    mut row: Datum,
+) -> Result<Option<Datum>, ReqlError> {
     for operation in operations {
         match operation {
             Operation::Filter { predicate, default } => {
@@ -782,22 +988,51 @@ pub async fn apply_operations(context: &Context, operations: &[Operation], mut r
 
 /// A read of the rows whose secondary key in `index` lies between `start`
 /// and `end` (key encodings).
-pub fn index_read_between(context: &Context, table: &TableConfig, index: &IndexConfig, start: Bound<Vec<u8>>, end: Bound<Vec<u8>>) -> Result<Stream, ReqlError> {
+pub fn index_read_between(
+    context: &Context,
+    table: &TableConfig,
+    index: &IndexConfig,
+    start: Bound<Vec<u8>>,
+    end: Bound<Vec<u8>>,
+) -> Result<Stream, ReqlError> {
     let (entry_start, entry_end, cut) = entry_bounds(start.clone(), end.clone());
-    let exact = if cut { Some(Box::new(super::index::compile_function(&index.function, context)?)) } else { None };
-    Ok(Stream::index_range(table.clone(), IndexRead { config: index.clone(), bounds: (start, end), exact }, entry_start, entry_end))
+    let exact = if cut {
+        Some(Box::new(super::index::compile_function(
+            &index.function,
+            context,
+        )?))
+    } else {
+        None
+    };
+    Ok(Stream::index_range(
+        table.clone(),
+        IndexRead {
+            config: index.clone(),
+            bounds: (start, end),
+            exact,
+        },
+        entry_start,
+        entry_end,
+    ))
 }
 
 /// `filter(predicate, default=…)` on one row: a missing field counts as the
 /// default (evaluated only then, and able to rethrow), or as false.
-async fn filter_accepts(context: &Context, predicate: &Callable, default: Option<&Function>, row: &Datum) -> Result<bool, ReqlError> {
+async fn filter_accepts(
+    context: &Context,
+    predicate: &Callable,
+    default: Option<&Function>,
+    row: &Datum,
+) -> Result<bool, ReqlError> {
     match predicate.accepts(context, row).await {
         Ok(accepted) => Ok(accepted),
         Err(error) if error.class == ErrorClass::NonExistence => match default {
             Some(handler) => {
                 let mut handler_context = context.child();
                 handler_context.caught = Some(Some(error));
-                Ok(super::eval::truthy(&handler.call(&handler_context, Vec::new()).await?))
+                Ok(super::eval::truthy(
+                    &handler.call(&handler_context, Vec::new()).await?,
+                ))
             }
             None => Ok(false),
         },

@@ -34,12 +34,20 @@ pub const TABLES: &[&str] = &[
 ];
 
 /// The tables of user databases (not the system database's own).
-fn user_tables(catalog: &photondb_runtime::Catalog) -> impl Iterator<Item = &photondb_storage::catalog::TableConfig> {
-    catalog.tables.values().filter(|table| table.database != DATABASE_ID)
+fn user_tables(
+    catalog: &photondb_runtime::Catalog,
+) -> impl Iterator<Item = &photondb_storage::catalog::TableConfig> {
+    catalog
+        .tables
+        .values()
+        .filter(|table| table.database != DATABASE_ID)
 }
 
 pub fn database() -> DatabaseConfig {
-    DatabaseConfig { id: DATABASE_ID, name: DATABASE.to_owned() }
+    DatabaseConfig {
+        id: DATABASE_ID,
+        name: DATABASE.to_owned(),
+    }
 }
 
 /// A stable id for a system table, for `info()`.
@@ -49,9 +57,15 @@ pub fn table_id(name: &str) -> String {
 }
 
 pub fn table_status_document(table: &TableConfig, database_name: &str) -> Datum {
-    let replica = object([("server", Datum::String(SERVER_NAME.into())), ("state", Datum::String("ready".into()))]);
+    let replica = object([
+        ("server", Datum::String(SERVER_NAME.into())),
+        ("state", Datum::String("ready".into())),
+    ]);
     let shard = object([
-        ("primary_replicas", Datum::Array(vec![Datum::String(SERVER_NAME.into())])),
+        (
+            "primary_replicas",
+            Datum::Array(vec![Datum::String(SERVER_NAME.into())]),
+        ),
         ("replicas", Datum::Array(vec![replica])),
     ]);
     let status = object([
@@ -73,11 +87,21 @@ pub fn table_status_document(table: &TableConfig, database_name: &str) -> Datum 
 /// The rows of system table `name`.
 pub fn rows(context: &Context, name: &str) -> Result<Vec<Datum>, ReqlError> {
     let catalog = context.engine.catalog();
-    let database_name = |id: u128| catalog.databases.values().find(|database| database.id == id).map_or_else(String::new, |database| database.name.clone());
+    let database_name = |id: u128| {
+        catalog
+            .databases
+            .values()
+            .find(|database| database.id == id)
+            .map_or_else(String::new, |database| database.name.clone())
+    };
     Ok(match name {
         "db_config" => catalog.databases.values().map(database_document).collect(),
-        "table_config" => user_tables(&catalog).map(|table| table_document(table, &database_name(table.database), &context.engine)).collect(),
-        "table_status" => user_tables(&catalog).map(|table| table_status_document(table, &database_name(table.database))).collect(),
+        "table_config" => user_tables(&catalog)
+            .map(|table| table_document(table, &database_name(table.database), &context.engine))
+            .collect(),
+        "table_status" => user_tables(&catalog)
+            .map(|table| table_status_document(table, &database_name(table.database)))
+            .collect(),
         "server_config" => vec![object([
             ("cache_size_mb", Datum::String("auto".into())),
             ("id", Datum::String(SERVER_ID.into())),
@@ -90,47 +114,84 @@ pub fn rows(context: &Context, name: &str) -> Result<Vec<Datum>, ReqlError> {
             (
                 "process",
                 object([
-                    ("argv", Datum::Array(std::env::args().map(Datum::String).collect())),
+                    (
+                        "argv",
+                        Datum::Array(std::env::args().map(Datum::String).collect()),
+                    ),
                     ("pid", Datum::Number(std::process::id() as f64)),
-                    ("version", Datum::String(format!("PhotonDB {}", env!("CARGO_PKG_VERSION")))),
+                    (
+                        "version",
+                        Datum::String(format!("PhotonDB {}", env!("CARGO_PKG_VERSION"))),
+                    ),
                 ]),
             ),
         ])],
         "users" => catalog
             .users
             .values()
-            .map(|user| object([("id", Datum::String(user.name.clone())), ("password", Datum::Bool(user.has_password))]))
+            .map(|user| {
+                object([
+                    ("id", Datum::String(user.name.clone())),
+                    ("password", Datum::Bool(user.has_password)),
+                ])
+            })
             .collect(),
-        "cluster_config" => vec![object([("heartbeat_timeout_secs", Datum::Number(10.0)), ("id", Datum::String("heartbeat".into()))])],
+        "cluster_config" => vec![object([
+            ("heartbeat_timeout_secs", Datum::Number(10.0)),
+            ("id", Datum::String("heartbeat".into())),
+        ])],
         // Only `admin` holds permissions (all of them, global scope), as in
         // a fresh RethinkDB; `grant` comes with permissions enforcement.
         "permissions" => vec![object([
             ("id", Datum::Array(vec![Datum::String("admin".into())])),
             (
                 "permissions",
-                object([("config", Datum::Bool(true)), ("connect", Datum::Bool(true)), ("read", Datum::Bool(true)), ("write", Datum::Bool(true))]),
+                object([
+                    ("config", Datum::Bool(true)),
+                    ("connect", Datum::Bool(true)),
+                    ("read", Datum::Bool(true)),
+                    ("write", Datum::Bool(true)),
+                ]),
             ),
             ("user", Datum::String("admin".into())),
         ])],
         "current_issues" | "jobs" | "stats" | "logs" => Vec::new(),
-        other => return Err(ReqlError::op_failed(format!("Table `{DATABASE}.{other}` does not exist."))),
+        other => {
+            return Err(ReqlError::op_failed(format!(
+                "Table `{DATABASE}.{other}` does not exist."
+            )))
+        }
     })
 }
 
 /// Writes to `rethinkdb.users`: `insert({id, password})` creates a user,
 /// `get(name).update({password})` changes a password (`false` clears it).
-pub async fn write_user(context: &Context, name: &str, password: &Datum, create: bool) -> Result<(), ReqlError> {
+pub async fn write_user(
+    context: &Context,
+    name: &str,
+    password: &Datum,
+    create: bool,
+) -> Result<(), ReqlError> {
     let exists = context.engine.user(name).is_some();
     if create && exists {
-        return Err(ReqlError::op_failed(format!("User `{name}` already exists.")));
+        return Err(ReqlError::op_failed(format!(
+            "User `{name}` already exists."
+        )));
     }
     if !create && !exists {
-        return Err(ReqlError::op_failed(format!("User `{name}` does not exist.")));
+        return Err(ReqlError::op_failed(format!(
+            "User `{name}` does not exist."
+        )));
     }
     let password = match password {
         Datum::String(password) => password.clone(),
         Datum::Bool(false) => String::new(),
-        other => return Err(ReqlError::logic(format!("Expected a string or `false` for `password`, got {}.", other.type_name()))),
+        other => {
+            return Err(ReqlError::logic(format!(
+                "Expected a string or `false` for `password`, got {}.",
+                other.type_name()
+            )))
+        }
     };
     let user = crate::protocol::handshake::user_with_password(name, &password);
     context.engine.put_user(user).await?;
@@ -139,5 +200,8 @@ pub async fn write_user(context: &Context, name: &str, password: &Datum, create:
 
 /// `info()` of a datum: its type and its JSON.
 pub fn datum_info(datum: &Datum) -> Datum {
-    object([("type", Datum::String(datum.type_name().into())), ("value", Datum::String(to_json(datum).to_string()))])
+    object([
+        ("type", Datum::String(datum.type_name().into())),
+        ("value", Datum::String(to_json(datum).to_string())),
+    ])
 }

@@ -12,7 +12,11 @@ use super::term_type;
 #[derive(Clone, Debug)]
 pub enum Term {
     Datum(Datum),
-    Call { term_type: u64, args: Vec<Term>, optargs: BTreeMap<String, Term> },
+    Call {
+        term_type: u64,
+        args: Vec<Term>,
+        optargs: BTreeMap<String, Term>,
+    },
     /// An argument already evaluated by the caller (grouped data applies a
     /// term once per group this way); never sent by a client.
     Evaluated(Box<super::eval::Value>),
@@ -22,15 +26,23 @@ impl Term {
     pub fn parse(value: &Value) -> Result<Term, ReqlError> {
         match value {
             Value::Array(parts) => {
-                let term_type = parts
-                    .first()
-                    .and_then(Value::as_u64)
-                    .ok_or_else(|| ReqlError::compile(format!("Expected a term type as the first element of {value}.")))?;
+                let term_type = parts.first().and_then(Value::as_u64).ok_or_else(|| {
+                    ReqlError::compile(format!(
+                        "Expected a term type as the first element of {value}."
+                    ))
+                })?;
                 if parts.len() > 3 {
-                    return Err(ReqlError::compile(format!("Expected an array of 1 to 3 elements, but found {}.", parts.len())));
+                    return Err(ReqlError::compile(format!(
+                        "Expected an array of 1 to 3 elements, but found {}.",
+                        parts.len()
+                    )));
                 }
                 if term_type == term_type::DATUM {
-                    let datum = parts.get(1).map(from_json).transpose().map_err(|error| ReqlError::logic(error.to_string()))?;
+                    let datum = parts
+                        .get(1)
+                        .map(from_json)
+                        .transpose()
+                        .map_err(|error| ReqlError::logic(error.to_string()))?;
                     return Ok(Term::Datum(datum.unwrap_or(Datum::Null)));
                 }
                 let args = match parts.get(1) {
@@ -38,25 +50,47 @@ impl Term {
                     Some(Value::Array(args)) => args
                         .iter()
                         .enumerate()
-                        .map(|(index, arg)| Term::parse(arg).map_err(|error| error.within(Frame::Position(index))))
+                        .map(|(index, arg)| {
+                            Term::parse(arg).map_err(|error| error.within(Frame::Position(index)))
+                        })
                         .collect::<Result<_, _>>()?,
-                    Some(other) => return Err(ReqlError::compile(format!("Expected an array of arguments, but found {other}."))),
+                    Some(other) => {
+                        return Err(ReqlError::compile(format!(
+                            "Expected an array of arguments, but found {other}."
+                        )))
+                    }
                 };
                 let optargs = match parts.get(2) {
                     None => BTreeMap::new(),
                     Some(Value::Object(optargs)) => parse_optargs(optargs)?,
-                    Some(other) => return Err(ReqlError::compile(format!("Expected an object of optional arguments, but found {other}."))),
+                    Some(other) => {
+                        return Err(ReqlError::compile(format!(
+                            "Expected an object of optional arguments, but found {other}."
+                        )))
+                    }
                 };
-                Ok(Term::Call { term_type, args, optargs })
+                Ok(Term::Call {
+                    term_type,
+                    args,
+                    optargs,
+                })
             }
             // A literal object: its values may be terms.
             Value::Object(fields) => {
                 if fields.contains_key("$reql_type$") {
-                    return from_json(value).map(Term::Datum).map_err(|error| ReqlError::logic(error.to_string()));
+                    return from_json(value)
+                        .map(Term::Datum)
+                        .map_err(|error| ReqlError::logic(error.to_string()));
                 }
-                Ok(Term::Call { term_type: term_type::MAKE_OBJ, args: Vec::new(), optargs: parse_optargs(fields)? })
+                Ok(Term::Call {
+                    term_type: term_type::MAKE_OBJ,
+                    args: Vec::new(),
+                    optargs: parse_optargs(fields)?,
+                })
             }
-            scalar => from_json(scalar).map(Term::Datum).map_err(|error| ReqlError::logic(error.to_string())),
+            scalar => from_json(scalar)
+                .map(Term::Datum)
+                .map_err(|error| ReqlError::logic(error.to_string())),
         }
     }
 }
@@ -75,26 +109,58 @@ impl Term {
     }
 
     /// `parent`: the nearest enclosing term that is not an array literal.
-    fn check_within(&self, writes_legal: bool, single_argument_functions: usize, parent: Option<u64>) -> Result<(), ReqlError> {
-        let Term::Call { term_type, args, optargs } = self else { return Ok(()) };
+    fn check_within(
+        &self,
+        writes_legal: bool,
+        single_argument_functions: usize,
+        parent: Option<u64>,
+    ) -> Result<(), ReqlError> {
+        let Term::Call {
+            term_type,
+            args,
+            optargs,
+        } = self
+        else {
+            return Ok(());
+        };
         if !writes_legal && is_write_or_meta(*term_type) {
-            return Err(ReqlError::compile("Cannot nest writes or meta ops in stream operations.  Use FOR_EACH instead."));
+            return Err(ReqlError::compile(
+                "Cannot nest writes or meta ops in stream operations.  Use FOR_EACH instead.",
+            ));
         }
-        if matches!(*term_type, term_type::ASC | term_type::DESC) && !matches!(parent, Some(term_type::ORDER_BY | term_type::UNION)) {
-            let name = if *term_type == term_type::ASC { "ASC" } else { "DESC" };
-            return Err(ReqlError::compile(format!("{name} may only be used as an argument to ORDER_BY or UNION.")));
+        if matches!(*term_type, term_type::ASC | term_type::DESC)
+            && !matches!(parent, Some(term_type::ORDER_BY | term_type::UNION))
+        {
+            let name = if *term_type == term_type::ASC {
+                "ASC"
+            } else {
+                "DESC"
+            };
+            return Err(ReqlError::compile(format!(
+                "{name} may only be used as an argument to ORDER_BY or UNION."
+            )));
         }
-        let parent = if *term_type == term_type::MAKE_ARRAY { parent } else { Some(*term_type) };
+        let parent = if *term_type == term_type::MAKE_ARRAY {
+            parent
+        } else {
+            Some(*term_type)
+        };
         if *term_type == term_type::IMPLICIT_VAR && single_argument_functions > 1 {
-            return Err(ReqlError::compile("Cannot use r.row in nested queries.  Use functions instead."));
+            return Err(ReqlError::compile(
+                "Cannot use r.row in nested queries.  Use functions instead.",
+            ));
         }
-        let functions = single_argument_functions + usize::from(*term_type == term_type::FUNC && parameter_count(args) == Some(1));
+        let functions = single_argument_functions
+            + usize::from(*term_type == term_type::FUNC && parameter_count(args) == Some(1));
         let forbids = forbids_writes(*term_type);
         for (index, arg) in args.iter().enumerate() {
-            arg.check_within(writes_legal && (index == 0 || !forbids), functions, parent).map_err(|error| error.within(Frame::Position(index)))?;
+            arg.check_within(writes_legal && (index == 0 || !forbids), functions, parent)
+                .map_err(|error| error.within(Frame::Position(index)))?;
         }
         for (name, optarg) in optargs {
-            optarg.check_within(writes_legal && !forbids, functions, parent).map_err(|error| error.within(Frame::Optional(name.clone())))?;
+            optarg
+                .check_within(writes_legal && !forbids, functions, parent)
+                .map_err(|error| error.within(Frame::Optional(name.clone())))?;
         }
         Ok(())
     }
@@ -109,13 +175,18 @@ impl Term {
         match self {
             Term::Datum(_) => true,
             Term::Evaluated(_) => false,
-            Term::Call { term_type, args, optargs } => {
+            Term::Call {
+                term_type,
+                args,
+                optargs,
+            } => {
                 let this = match *term_type {
                     TABLE | DB | JAVASCRIPT | HTTP | RANDOM => false,
                     UUID => !args.is_empty(),
                     _ => true,
                 };
-                this && args.iter().all(Term::is_deterministic) && optargs.values().all(Term::is_deterministic)
+                this && args.iter().all(Term::is_deterministic)
+                    && optargs.values().all(Term::is_deterministic)
             }
         }
     }
@@ -124,7 +195,11 @@ impl Term {
 /// How many parameters a `FUNC` term's arguments declare.
 fn parameter_count(args: &[Term]) -> Option<usize> {
     match args.first()? {
-        Term::Call { term_type: term_type::MAKE_ARRAY, args: parameters, .. } => Some(parameters.len()),
+        Term::Call {
+            term_type: term_type::MAKE_ARRAY,
+            args: parameters,
+            ..
+        } => Some(parameters.len()),
         Term::Datum(photondb_datum::Datum::Array(parameters)) => Some(parameters.len()),
         _ => None,
     }
@@ -134,8 +209,22 @@ fn is_write_or_meta(term_type: u64) -> bool {
     use term_type::*;
     matches!(
         term_type,
-        UPDATE | DELETE | INSERT | REPLACE | DB_CREATE | DB_DROP | TABLE_CREATE | TABLE_DROP | WAIT | RECONFIGURE
-            | REBALANCE | SYNC | INDEX_CREATE | INDEX_DROP | INDEX_WAIT | INDEX_RENAME
+        UPDATE
+            | DELETE
+            | INSERT
+            | REPLACE
+            | DB_CREATE
+            | DB_DROP
+            | TABLE_CREATE
+            | TABLE_DROP
+            | WAIT
+            | RECONFIGURE
+            | REBALANCE
+            | SYNC
+            | INDEX_CREATE
+            | INDEX_DROP
+            | INDEX_WAIT
+            | INDEX_RENAME
     )
 }
 
@@ -144,14 +233,36 @@ fn forbids_writes(term_type: u64) -> bool {
     use term_type::*;
     matches!(
         term_type,
-        REDUCE | MAP | FILTER | CONCAT_MAP | GROUP | INNER_JOIN | OUTER_JOIN | EQ_JOIN | UPDATE | DELETE | REPLACE
-            | INSERT | COUNT | SUM | AVG | MIN | MAX
+        REDUCE
+            | MAP
+            | FILTER
+            | CONCAT_MAP
+            | GROUP
+            | INNER_JOIN
+            | OUTER_JOIN
+            | EQ_JOIN
+            | UPDATE
+            | DELETE
+            | REPLACE
+            | INSERT
+            | COUNT
+            | SUM
+            | AVG
+            | MIN
+            | MAX
     )
 }
 
-pub fn parse_optargs(fields: &serde_json::Map<String, Value>) -> Result<BTreeMap<String, Term>, ReqlError> {
+pub fn parse_optargs(
+    fields: &serde_json::Map<String, Value>,
+) -> Result<BTreeMap<String, Term>, ReqlError> {
     fields
         .iter()
-        .map(|(name, value)| Ok((name.clone(), Term::parse(value).map_err(|error| error.within(Frame::Optional(name.clone())))?)))
+        .map(|(name, value)| {
+            Ok((
+                name.clone(),
+                Term::parse(value).map_err(|error| error.within(Frame::Optional(name.clone())))?,
+            ))
+        })
         .collect()
 }

@@ -11,8 +11,8 @@ use std::collections::BTreeMap;
 
 use photondb_datum::Datum;
 
-use super::eval::TypeMismatch;
 use super::error::{Frame, ReqlError};
+use super::eval::TypeMismatch;
 use super::eval::{arity, Context, Value};
 use super::term::Term;
 
@@ -56,11 +56,16 @@ fn civil_from_days(days: i64) -> (i64, i64, i64) {
     let days = days + 719_468;
     let era = days.div_euclid(146_097);
     let day_of_era = days - era * 146_097;
-    let year_of_era = (day_of_era - day_of_era / 1460 + day_of_era / 36_524 - day_of_era / 146_096) / 365;
+    let year_of_era =
+        (day_of_era - day_of_era / 1460 + day_of_era / 36_524 - day_of_era / 146_096) / 365;
     let day_of_year = day_of_era - (365 * year_of_era + year_of_era / 4 - year_of_era / 100);
     let month_index = (5 * day_of_year + 2) / 153;
     let day = day_of_year - (153 * month_index + 2) / 5 + 1;
-    let month = if month_index < 10 { month_index + 3 } else { month_index - 9 };
+    let month = if month_index < 10 {
+        month_index + 3
+    } else {
+        month_index - 9
+    };
     let year = year_of_era + era * 400 + i64::from(month <= 2);
     (year, month, day)
 }
@@ -75,26 +80,45 @@ pub fn parse_timezone(text: &str) -> Result<(i64, String), ReqlError> {
     let (sign, rest) = match text.as_bytes().first() {
         Some(b'+') => (1, &text[1..]),
         Some(b'-') => (-1, &text[1..]),
-        _ => return Err(ReqlError::logic(format!("Timezone `{text}` does not start with `-` or `+`."))),
+        _ => {
+            return Err(ReqlError::logic(format!(
+                "Timezone `{text}` does not start with `-` or `+`."
+            )))
+        }
     };
     let digits: String = rest.chars().filter(|character| *character != ':').collect();
-    if !digits.chars().all(|character| character.is_ascii_digit()) || !(digits.len() == 2 || digits.len() == 4) {
+    if !digits.chars().all(|character| character.is_ascii_digit())
+        || !(digits.len() == 2 || digits.len() == 4)
+    {
         return Err(invalid());
     }
     let hours: i64 = digits[..2].parse().map_err(|_| invalid())?;
-    let minutes: i64 = if digits.len() == 4 { digits[2..].parse().map_err(|_| invalid())? } else { 0 };
+    let minutes: i64 = if digits.len() == 4 {
+        digits[2..].parse().map_err(|_| invalid())?
+    } else {
+        0
+    };
     if hours > 23 {
         return Err(ReqlError::logic(format!("Hours out of range in `{text}`.")));
     }
     if minutes > 59 {
-        return Err(ReqlError::logic(format!("Minutes out of range in `{text}`.")));
+        return Err(ReqlError::logic(format!(
+            "Minutes out of range in `{text}`."
+        )));
     }
     // RFC 3339: "-00:00" means an unknown offset, which a time cannot have.
     if sign < 0 && hours == 0 && minutes == 0 {
-        return Err(ReqlError::logic(format!("`{text}` is not a valid time offset.")));
+        return Err(ReqlError::logic(format!(
+            "`{text}` is not a valid time offset."
+        )));
     }
     let offset = sign * (hours * 3600 + minutes * 60);
-    let canonical = format!("{}{:02}:{:02}", if sign < 0 { '-' } else { '+' }, hours, minutes);
+    let canonical = format!(
+        "{}{:02}:{:02}",
+        if sign < 0 { '-' } else { '+' },
+        hours,
+        minutes
+    );
     Ok((offset, canonical))
 }
 
@@ -114,12 +138,22 @@ fn local_parts(epoch_seconds: f64, timezone: &str) -> (i64, i64, i64, f64) {
 pub fn to_iso8601(epoch_seconds: f64, timezone: &str) -> Result<String, ReqlError> {
     let (year, month, day, seconds_of_day) = local_parts(epoch_seconds, timezone);
     if !(0..=9999).contains(&year) {
-        return Err(ReqlError::logic(format!("Year `{year}` out of valid ISO 8601 range [0, 9999].")));
+        return Err(ReqlError::logic(format!(
+            "Year `{year}` out of valid ISO 8601 range [0, 9999]."
+        )));
     }
     let whole = seconds_of_day.floor() as i64;
     let millis = ((seconds_of_day - whole as f64) * 1000.0).round() as i64;
-    let (whole, millis) = if millis >= 1000 { (whole + 1, millis - 1000) } else { (whole, millis) };
-    let fraction = if millis == 0 { String::new() } else { format!(".{millis:03}") };
+    let (whole, millis) = if millis >= 1000 {
+        (whole + 1, millis - 1000)
+    } else {
+        (whole, millis)
+    };
+    let fraction = if millis == 0 {
+        String::new()
+    } else {
+        format!(".{millis:03}")
+    };
     Ok(format!(
         "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}{fraction}{timezone}",
         whole / 3600,
@@ -135,9 +169,11 @@ pub fn parse_iso8601(text: &str, default_timezone: Option<&str>) -> Result<Datum
     let (date, rest) = text.split_at(text.find('T').unwrap_or(text.len()));
     let date_parts: Vec<&str> = date.split('-').collect();
     let (year, month, day) = match date_parts[..] {
-        [year, month, day] if year.len() == 4 && month.len() == 2 && day.len() == 2 => {
-            (year.parse::<i64>().map_err(|_| invalid())?, month.parse::<i64>().map_err(|_| invalid())?, day.parse::<i64>().map_err(|_| invalid())?)
-        }
+        [year, month, day] if year.len() == 4 && month.len() == 2 && day.len() == 2 => (
+            year.parse::<i64>().map_err(|_| invalid())?,
+            month.parse::<i64>().map_err(|_| invalid())?,
+            day.parse::<i64>().map_err(|_| invalid())?,
+        ),
         _ => return Err(invalid()),
     };
     if !(1..=12).contains(&month) || !(1..=31).contains(&day) {
@@ -155,23 +191,39 @@ pub fn parse_iso8601(text: &str, default_timezone: Option<&str>) -> Result<Datum
         let number = |part: &str| part.parse::<f64>().map_err(|_| invalid());
         seconds_of_day = match clock_parts[..] {
             [hours, minutes] => number(hours)? * 3600.0 + number(minutes)? * 60.0,
-            [hours, minutes, seconds] => number(hours)? * 3600.0 + number(minutes)? * 60.0 + number(seconds)?,
+            [hours, minutes, seconds] => {
+                number(hours)? * 3600.0 + number(minutes)? * 60.0 + number(seconds)?
+            }
             _ => return Err(invalid()),
         };
     }
     let timezone = match timezone.or_else(|| default_timezone.map(str::to_owned)) {
         Some(timezone) => timezone,
-        None => return Err(ReqlError::logic("ISO 8601 string has no time zone, and no default time zone was provided.")),
+        None => {
+            return Err(ReqlError::logic(
+                "ISO 8601 string has no time zone, and no default time zone was provided.",
+            ))
+        }
     };
     let (offset, canonical) = parse_timezone(&timezone)?;
-    let epoch = days_from_civil(year, month, day) as f64 * 86_400.0 + seconds_of_day - offset as f64;
-    Ok(Datum::Time { epoch_seconds: truncate_to_millis(epoch), timezone: canonical })
+    let epoch =
+        days_from_civil(year, month, day) as f64 * 86_400.0 + seconds_of_day - offset as f64;
+    Ok(Datum::Time {
+        epoch_seconds: truncate_to_millis(epoch),
+        timezone: canonical,
+    })
 }
 
 fn expect_time(datum: Datum) -> Result<(f64, String), ReqlError> {
     match datum {
-        Datum::Time { epoch_seconds, timezone } => Ok((epoch_seconds, timezone)),
-        other => Err(ReqlError::logic(format!("Expected type PTYPE<TIME> but found {}.", other.type_name()))),
+        Datum::Time {
+            epoch_seconds,
+            timezone,
+        } => Ok((epoch_seconds, timezone)),
+        other => Err(ReqlError::logic(format!(
+            "Expected type PTYPE<TIME> but found {}.",
+            other.type_name()
+        ))),
     }
 }
 
@@ -184,20 +236,36 @@ fn number(datum: &Datum) -> Result<f64, ReqlError> {
 
 impl Context {
     /// Evaluates the time terms; `None` for any other term.
-    pub async fn time_term(&self, term_type: u64, args: &[Term], optargs: &BTreeMap<String, Term>) -> Option<Result<Value, ReqlError>> {
+    pub async fn time_term(
+        &self,
+        term_type: u64,
+        args: &[Term],
+        optargs: &BTreeMap<String, Term>,
+    ) -> Option<Result<Value, ReqlError>> {
         if (MONDAY..=SUNDAY).contains(&term_type) {
-            return Some(Ok(Value::Datum(Datum::Number((term_type - MONDAY + 1) as f64))));
+            return Some(Ok(Value::Datum(Datum::Number(
+                (term_type - MONDAY + 1) as f64,
+            ))));
         }
         if (JANUARY..=DECEMBER).contains(&term_type) {
-            return Some(Ok(Value::Datum(Datum::Number((term_type - JANUARY + 1) as f64))));
+            return Some(Ok(Value::Datum(Datum::Number(
+                (term_type - JANUARY + 1) as f64,
+            ))));
         }
         let result = match term_type {
-            NOW => arity(args, 0, 0).map(|()| Value::Datum(Datum::Time { epoch_seconds: self.now, timezone: "+00:00".into() })),
+            NOW => arity(args, 0, 0).map(|()| {
+                Value::Datum(Datum::Time {
+                    epoch_seconds: self.now,
+                    timezone: "+00:00".into(),
+                })
+            }),
             EPOCH_TIME => self.epoch_time(args).await,
             TIME => self.time_constructor(args).await,
             ISO8601 => self.iso8601(args, optargs).await,
-            TO_ISO8601 | TO_EPOCH_TIME | TIMEZONE | DATE | TIME_OF_DAY | YEAR | MONTH | DAY | DAY_OF_WEEK | DAY_OF_YEAR | HOURS | MINUTES
-            | SECONDS => self.time_part(term_type, args).await,
+            TO_ISO8601 | TO_EPOCH_TIME | TIMEZONE | DATE | TIME_OF_DAY | YEAR | MONTH | DAY
+            | DAY_OF_WEEK | DAY_OF_YEAR | HOURS | MINUTES | SECONDS => {
+                self.time_part(term_type, args).await
+            }
             IN_TIMEZONE => self.in_timezone(args).await,
             DURING => self.during(args, optargs).await,
             _ => return None,
@@ -207,28 +275,50 @@ impl Context {
 
     async fn epoch_time(&self, args: &[Term]) -> Result<Value, ReqlError> {
         arity(args, 1, 1)?;
-        let seconds = number(&self.datum_argument(args, 0).await?).map_err(|error| error.within(Frame::Position(0)))?;
-        Ok(Value::Datum(Datum::Time { epoch_seconds: truncate_to_millis(seconds), timezone: "+00:00".into() }))
+        let seconds = number(&self.datum_argument(args, 0).await?)
+            .map_err(|error| error.within(Frame::Position(0)))?;
+        Ok(Value::Datum(Datum::Time {
+            epoch_seconds: truncate_to_millis(seconds),
+            timezone: "+00:00".into(),
+        }))
     }
 
     async fn time_constructor(&self, args: &[Term]) -> Result<Value, ReqlError> {
         arity(args, 4, 7)?;
         if args.len() != 4 && args.len() != 7 {
-            return Err(ReqlError::logic(format!("Got {} arguments to TIME (expected 4 or 7).", args.len())));
+            return Err(ReqlError::logic(format!(
+                "Got {} arguments to TIME (expected 4 or 7).",
+                args.len()
+            )));
         }
         let mut parts = Vec::with_capacity(args.len() - 1);
         for index in 0..args.len() - 1 {
-            parts.push(number(&self.datum_argument(args, index).await?).map_err(|error| error.within(Frame::Position(index)))?);
+            parts.push(
+                number(&self.datum_argument(args, index).await?)
+                    .map_err(|error| error.within(Frame::Position(index)))?,
+            );
         }
         let timezone = self.string_argument(args, args.len() - 1).await?;
         let (offset, canonical) = parse_timezone(&timezone)?;
-        let (hours, minutes, seconds) = if parts.len() == 6 { (parts[3], parts[4], parts[5]) } else { (0.0, 0.0, 0.0) };
+        let (hours, minutes, seconds) = if parts.len() == 6 {
+            (parts[3], parts[4], parts[5])
+        } else {
+            (0.0, 0.0, 0.0)
+        };
         let days = days_from_civil(parts[0] as i64, parts[1] as i64, parts[2] as i64);
-        let epoch = days as f64 * 86_400.0 + hours * 3600.0 + minutes * 60.0 + seconds - offset as f64;
-        Ok(Value::Datum(Datum::Time { epoch_seconds: truncate_to_millis(epoch), timezone: canonical }))
+        let epoch =
+            days as f64 * 86_400.0 + hours * 3600.0 + minutes * 60.0 + seconds - offset as f64;
+        Ok(Value::Datum(Datum::Time {
+            epoch_seconds: truncate_to_millis(epoch),
+            timezone: canonical,
+        }))
     }
 
-    async fn iso8601(&self, args: &[Term], optargs: &BTreeMap<String, Term>) -> Result<Value, ReqlError> {
+    async fn iso8601(
+        &self,
+        args: &[Term],
+        optargs: &BTreeMap<String, Term>,
+    ) -> Result<Value, ReqlError> {
         arity(args, 1, 1)?;
         let text = self.string_argument(args, 0).await?;
         let default = match self.optional_datum(optargs, "default_timezone").await? {
@@ -241,18 +331,24 @@ impl Context {
 
     async fn time_part(&self, term_type: u64, args: &[Term]) -> Result<Value, ReqlError> {
         arity(args, 1, 1)?;
-        let (epoch, timezone) = expect_time(self.datum_argument(args, 0).await?).map_err(|error| error.within(Frame::Position(0)))?;
+        let (epoch, timezone) = expect_time(self.datum_argument(args, 0).await?)
+            .map_err(|error| error.within(Frame::Position(0)))?;
         let (year, month, day, seconds_of_day) = local_parts(epoch, &timezone);
         // RethinkDB's calendar (boost's) covers these years only.
         if !(1400..=10000).contains(&year) && !matches!(term_type, TO_EPOCH_TIME | TIMEZONE) {
-            return Err(ReqlError::logic("Error in time logic: Year is out of valid range: 1400..10000."));
+            return Err(ReqlError::logic(
+                "Error in time logic: Year is out of valid range: 1400..10000.",
+            ));
         }
         let days = days_from_civil(year, month, day);
         Ok(Value::Datum(match term_type {
             TO_ISO8601 => Datum::String(to_iso8601(epoch, &timezone)?),
             TO_EPOCH_TIME => Datum::Number(epoch),
             TIMEZONE => Datum::String(timezone),
-            DATE => Datum::Time { epoch_seconds: days as f64 * 86_400.0 - offset_of(&timezone) as f64, timezone },
+            DATE => Datum::Time {
+                epoch_seconds: days as f64 * 86_400.0 - offset_of(&timezone) as f64,
+                timezone,
+            },
             TIME_OF_DAY => Datum::Number(truncate_to_millis(seconds_of_day)),
             YEAR => Datum::Number(year as f64),
             MONTH => Datum::Number(month as f64),
@@ -268,30 +364,56 @@ impl Context {
 
     async fn in_timezone(&self, args: &[Term]) -> Result<Value, ReqlError> {
         arity(args, 2, 2)?;
-        let (epoch, _) = expect_time(self.datum_argument(args, 0).await?).map_err(|error| error.within(Frame::Position(0)))?;
+        let (epoch, _) = expect_time(self.datum_argument(args, 0).await?)
+            .map_err(|error| error.within(Frame::Position(0)))?;
         let zone = self.string_argument(args, 1).await?;
         let (_, canonical) = parse_timezone(&zone)?;
-        Ok(Value::Datum(Datum::Time { epoch_seconds: epoch, timezone: canonical }))
+        Ok(Value::Datum(Datum::Time {
+            epoch_seconds: epoch,
+            timezone: canonical,
+        }))
     }
 
-    async fn during(&self, args: &[Term], optargs: &BTreeMap<String, Term>) -> Result<Value, ReqlError> {
+    async fn during(
+        &self,
+        args: &[Term],
+        optargs: &BTreeMap<String, Term>,
+    ) -> Result<Value, ReqlError> {
         arity(args, 3, 3)?;
         let mut instants = Vec::with_capacity(3);
         for index in 0..3 {
-            instants.push(expect_time(self.datum_argument(args, index).await?).map_err(|error| error.within(Frame::Position(index)))?.0);
+            instants.push(
+                expect_time(self.datum_argument(args, index).await?)
+                    .map_err(|error| error.within(Frame::Position(index)))?
+                    .0,
+            );
         }
         let closed = |name: &'static str, default: bool| async move {
             match self.optional_datum(optargs, name).await? {
                 None => Ok(default),
                 Some(Datum::String(text)) if text == "closed" => Ok(true),
                 Some(Datum::String(text)) if text == "open" => Ok(false),
-                Some(other) => Err(ReqlError::logic(format!("Expected `open` or `closed` for optarg `{name}` (got `{}`).", super::write::option_text(&other)))),
+                Some(other) => Err(ReqlError::logic(format!(
+                    "Expected `open` or `closed` for optarg `{name}` (got `{}`).",
+                    super::write::option_text(&other)
+                ))),
             }
         };
-        let (left_closed, right_closed) = (closed("left_bound", true).await?, closed("right_bound", false).await?);
+        let (left_closed, right_closed) = (
+            closed("left_bound", true).await?,
+            closed("right_bound", false).await?,
+        );
         let (time, start, end) = (instants[0], instants[1], instants[2]);
-        let after_start = if left_closed { time >= start } else { time > start };
-        let before_end = if right_closed { time <= end } else { time < end };
+        let after_start = if left_closed {
+            time >= start
+        } else {
+            time > start
+        };
+        let before_end = if right_closed {
+            time <= end
+        } else {
+            time < end
+        };
         Ok(Value::Datum(Datum::Bool(after_start && before_end)))
     }
 }
@@ -312,10 +434,22 @@ mod tests {
 
     #[test]
     fn iso8601_reads_and_writes_rethinkdb_forms() {
-        let Datum::Time { epoch_seconds, timezone } = parse_iso8601("2013-07-30T20:56:05-07:00", None).unwrap() else { unreachable!() };
+        let Datum::Time {
+            epoch_seconds,
+            timezone,
+        } = parse_iso8601("2013-07-30T20:56:05-07:00", None).unwrap()
+        else {
+            unreachable!()
+        };
         assert_eq!(epoch_seconds, 1_375_242_965.0);
-        assert_eq!(to_iso8601(epoch_seconds, &timezone).unwrap(), "2013-07-30T20:56:05-07:00");
-        assert_eq!(to_iso8601(truncate_to_millis(1.4444445), "+00:00").unwrap(), "1970-01-01T00:00:01.444+00:00");
+        assert_eq!(
+            to_iso8601(epoch_seconds, &timezone).unwrap(),
+            "2013-07-30T20:56:05-07:00"
+        );
+        assert_eq!(
+            to_iso8601(truncate_to_millis(1.4444445), "+00:00").unwrap(),
+            "1970-01-01T00:00:01.444+00:00"
+        );
         assert_eq!(truncate_to_millis(1.001), 1.001);
         assert!(parse_iso8601("2013-07-30T20:56:05", None).is_err());
     }

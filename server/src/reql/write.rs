@@ -10,8 +10,8 @@ use photondb_storage::{Conflict, Durability, Mutation};
 
 use std::ops::Bound;
 
-use super::eval::TypeMismatch;
 use super::error::{ErrorClass, Frame, ReqlError};
+use super::eval::TypeMismatch;
 use super::eval::{arity, object, pretty, primary_key_bytes, Context, Value};
 use super::function::Callable;
 use super::stream::Stream;
@@ -34,7 +34,10 @@ fn check_storable(datum: &Datum) -> Result<(), ReqlError> {
     match datum {
         Datum::Array(items) => {
             if items.len() > DISK_ARRAY_LIMIT {
-                return Err(ReqlError::new(ErrorClass::ResourceLimit, "Array too large for disk writes (limit 100,000 elements)."));
+                return Err(ReqlError::new(
+                    ErrorClass::ResourceLimit,
+                    "Array too large for disk writes (limit 100,000 elements).",
+                ));
             }
             items.iter().try_for_each(check_storable)
         }
@@ -43,29 +46,47 @@ fn check_storable(datum: &Datum) -> Result<(), ReqlError> {
     }
 }
 
-pub async fn get(engine: &Engine, table: &TableConfig, key: &Datum) -> Result<Option<Datum>, ReqlError> {
+pub async fn get(
+    engine: &Engine,
+    table: &TableConfig,
+    key: &Datum,
+) -> Result<Option<Datum>, ReqlError> {
     let encoded = primary_key_bytes(key)?;
     let stored = engine.get(table.id, Bytes::from(encoded)).await?;
     stored.map(|bytes| decode(&bytes)).transpose()
 }
 
 fn decode(bytes: &[u8]) -> Result<Datum, ReqlError> {
-    document::decode(bytes).map_err(|error| ReqlError::new(super::error::ErrorClass::Internal, format!("Stored document is unreadable: {error}")))
+    document::decode(bytes).map_err(|error| {
+        ReqlError::new(
+            super::error::ErrorClass::Internal,
+            format!("Stored document is unreadable: {error}"),
+        )
+    })
 }
 
 fn new_uuid() -> String {
-    let mut bytes: [u8; 16] = crate::protocol::scram::random_bytes(16).try_into().expect("16 bytes");
+    let mut bytes: [u8; 16] = crate::protocol::scram::random_bytes(16)
+        .try_into()
+        .expect("16 bytes");
     bytes[6] = (bytes[6] & 0x0F) | 0x40;
     bytes[8] = (bytes[8] & 0x3F) | 0x80;
     uuid_string(u128::from_be_bytes(bytes))
 }
 
-async fn durability(context: &Context, optargs: &BTreeMap<String, Term>, table: &TableConfig) -> Result<Durability, ReqlError> {
+async fn durability(
+    context: &Context,
+    optargs: &BTreeMap<String, Term>,
+    table: &TableConfig,
+) -> Result<Durability, ReqlError> {
     match context.optional_datum(optargs, "durability").await? {
         Some(Datum::String(text)) if text == "hard" => Ok(Durability::Hard),
         Some(Datum::String(text)) if text == "soft" => Ok(Durability::Soft),
-        Some(other) => Err(ReqlError::logic(format!("Durability option `{}` unrecognized (options are \"hard\" and \"soft\").", option_text(&other)))
-            .within(Frame::Optional("durability".into()))),
+        Some(other) => Err(ReqlError::logic(format!(
+            "Durability option `{}` unrecognized (options are \"hard\" and \"soft\").",
+            option_text(&other)
+        ))
+        .within(Frame::Optional("durability".into()))),
         None => Ok(context.durability.unwrap_or(table.durability)),
     }
 }
@@ -82,16 +103,22 @@ enum ReturnChanges {
     Always,
 }
 
-async fn return_changes(context: &Context, optargs: &BTreeMap<String, Term>) -> Result<ReturnChanges, ReqlError> {
-    Ok(match context.optional_datum(optargs, "return_changes").await? {
-        None | Some(Datum::Bool(false)) => ReturnChanges::Never,
-        Some(Datum::Bool(true)) => ReturnChanges::Changed,
-        Some(Datum::String(text)) if text == "always" => ReturnChanges::Always,
-        Some(other) => {
-            return Err(other.wrong_type("BOOL")
-                .within(Frame::Optional("return_changes".into())))
-        }
-    })
+async fn return_changes(
+    context: &Context,
+    optargs: &BTreeMap<String, Term>,
+) -> Result<ReturnChanges, ReqlError> {
+    Ok(
+        match context.optional_datum(optargs, "return_changes").await? {
+            None | Some(Datum::Bool(false)) => ReturnChanges::Never,
+            Some(Datum::Bool(true)) => ReturnChanges::Changed,
+            Some(Datum::String(text)) if text == "always" => ReturnChanges::Always,
+            Some(other) => {
+                return Err(other
+                    .wrong_type("BOOL")
+                    .within(Frame::Optional("return_changes".into())))
+            }
+        },
+    )
 }
 
 #[derive(Default)]
@@ -110,7 +137,10 @@ struct Tally {
 
 impl Tally {
     fn new(return_changes: ReturnChanges) -> Tally {
-        Tally { return_changes, ..Tally::default() }
+        Tally {
+            return_changes,
+            ..Tally::default()
+        }
     }
 
     /// Counts a failed document; with `'always'`, lists it with its error.
@@ -129,8 +159,13 @@ impl Tally {
     /// Lists a document the write went through (the caller counts it).
     fn change(&mut self, old: Option<Datum>, new: Option<Datum>) {
         let changed = old != new;
-        if self.return_changes == ReturnChanges::Always || (self.return_changes == ReturnChanges::Changed && changed) {
-            self.changes.push(object([("new_val", new.unwrap_or(Datum::Null)), ("old_val", old.unwrap_or(Datum::Null))]));
+        if self.return_changes == ReturnChanges::Always
+            || (self.return_changes == ReturnChanges::Changed && changed)
+        {
+            self.changes.push(object([
+                ("new_val", new.unwrap_or(Datum::Null)),
+                ("old_val", old.unwrap_or(Datum::Null)),
+            ]));
         }
     }
 
@@ -174,11 +209,17 @@ impl Tally {
     }
 }
 
-pub async fn insert(context: &Context, args: &[Term], optargs: &BTreeMap<String, Term>) -> Result<Value, ReqlError> {
+pub async fn insert(
+    context: &Context,
+    args: &[Term],
+    optargs: &BTreeMap<String, Term>,
+) -> Result<Value, ReqlError> {
     arity(args, 2, 2)?;
     let table = match context.argument(args, 0).await? {
         Value::Table(table) => table,
-        Value::SystemTable(name) => return insert_system(context, &name, context.datum_argument(args, 1).await?).await,
+        Value::SystemTable(name) => {
+            return insert_system(context, &name, context.datum_argument(args, 1).await?).await
+        }
         other => return Err(other.wrong_type("TABLE").within(Frame::Position(0))),
     };
     let documents = match context.datum_argument(args, 1).await? {
@@ -222,7 +263,11 @@ pub async fn insert(context: &Context, args: &[Term], optargs: &BTreeMap<String,
     for document in documents {
         let mut result = Tally::new(return_changes);
         let Datum::Object(mut fields) = document else {
-            result.error(format!("Expected type OBJECT but found {}.", document.type_name()), None, None);
+            result.error(
+                format!("Expected type OBJECT but found {}.", document.type_name()),
+                None,
+                None,
+            );
             results.push(Some(result));
             continue;
         };
@@ -236,10 +281,16 @@ pub async fn insert(context: &Context, args: &[Term], optargs: &BTreeMap<String,
             }
         };
         let value = Datum::Object(fields);
-        let checked = primary_key_bytes(&key).and_then(|encoded| check_storable(&value).map(|()| encoded));
+        let checked =
+            primary_key_bytes(&key).and_then(|encoded| check_storable(&value).map(|()| encoded));
         match checked {
             Ok(encoded) => {
-                mutations.push(Mutation::Put { table: table.id, key: Bytes::from(encoded), value: Bytes::from(document::encode(&value)), conflict });
+                mutations.push(Mutation::Put {
+                    table: table.id,
+                    key: Bytes::from(encoded),
+                    value: Bytes::from(document::encode(&value)),
+                    conflict,
+                });
                 written.push(value);
                 results.push(None);
             }
@@ -268,7 +319,16 @@ pub async fn insert(context: &Context, args: &[Term], optargs: &BTreeMap<String,
                 written_results.push(result);
                 continue;
             };
-            match resolve_conflict(context, &table, resolver, old.clone(), new_document, durability).await {
+            match resolve_conflict(
+                context,
+                &table,
+                resolver,
+                old.clone(),
+                new_document,
+                durability,
+            )
+            .await
+            {
                 Ok((before, after)) => (old, new) = (before, after),
                 Err(error) => {
                     result.error(error.message, existing.clone(), existing);
@@ -289,7 +349,9 @@ pub async fn insert(context: &Context, args: &[Term], optargs: &BTreeMap<String,
     let mut written_results = written_results.into_iter();
     let mut tally = Tally::new(return_changes);
     for result in results {
-        let result = result.or_else(|| written_results.next()).expect("one result per written document");
+        let result = result
+            .or_else(|| written_results.next())
+            .expect("one result per written document");
         tally.absorb(result);
     }
     tally.generated_keys = generated_keys;
@@ -313,7 +375,14 @@ async fn resolve_conflict(
         let resolved = match &old {
             // Gone meanwhile: the insert goes ahead as it was.
             None => proposed.clone(),
-            Some(existing) => resolver.call(context, vec![key_value.clone(), existing.clone(), proposed.clone()]).await?,
+            Some(existing) => {
+                resolver
+                    .call(
+                        context,
+                        vec![key_value.clone(), existing.clone(), proposed.clone()],
+                    )
+                    .await?
+            }
         };
         let new = match resolved {
             Datum::Null => None,
@@ -329,17 +398,38 @@ async fn resolve_conflict(
                 check_storable(&document)?;
                 Some(document)
             }
-            other => return Err(ReqlError::logic(format!("Inserted value must be an OBJECT (got {}):\n{}", other.type_name(), pretty(&other)))),
+            other => {
+                return Err(ReqlError::logic(format!(
+                    "Inserted value must be an OBJECT (got {}):\n{}",
+                    other.type_name(),
+                    pretty(&other)
+                )))
+            }
         };
-        match compare_and_set(context, table, key.clone(), old.as_ref(), new.as_ref(), durability).await? {
+        match compare_and_set(
+            context,
+            table,
+            key.clone(),
+            old.as_ref(),
+            new.as_ref(),
+            durability,
+        )
+        .await?
+        {
             None => return Ok((old, new)),
             Some(current) => old = current,
         }
     }
-    Err(ReqlError::op_failed(format!("The document changed {ATTEMPTS} times while it was being inserted; try again.")))
+    Err(ReqlError::op_failed(format!(
+        "The document changed {ATTEMPTS} times while it was being inserted; try again."
+    )))
 }
 
-pub async fn delete(context: &Context, args: &[Term], optargs: &BTreeMap<String, Term>) -> Result<Value, ReqlError> {
+pub async fn delete(
+    context: &Context,
+    args: &[Term],
+    optargs: &BTreeMap<String, Term>,
+) -> Result<Value, ReqlError> {
     arity(args, 1, 1)?;
     let target = context.argument(args, 0).await?;
     let (table, mut rows) = rows_of(target).map_err(|error| error.within(Frame::Position(0)))?;
@@ -351,7 +441,10 @@ pub async fn delete(context: &Context, args: &[Term], optargs: &BTreeMap<String,
             continue;
         };
         let key = primary_key_of(&table, &row)?;
-        let outcome = context.engine.delete(table.id, Bytes::from(primary_key_bytes(&key)?), durability).await?;
+        let outcome = context
+            .engine
+            .delete(table.id, Bytes::from(primary_key_bytes(&key)?), durability)
+            .await?;
         match outcome.old.as_deref().map(decode).transpose()? {
             Some(old) => {
                 tally.deleted += 1;
@@ -388,7 +481,9 @@ fn rows_of(target: Value) -> Result<(TableConfig, Rows), ReqlError> {
         }
         Value::Stream(stream) => match stream.selected_table().cloned() {
             Some(table) => Ok((table, Rows::Stream(stream))),
-            None => Err(ReqlError::logic("Expected type SELECTION but found SEQUENCE.")),
+            None => Err(ReqlError::logic(
+                "Expected type SELECTION but found SEQUENCE.",
+            )),
         },
         other => Err(other.wrong_type("SELECTION")),
     }
@@ -396,18 +491,26 @@ fn rows_of(target: Value) -> Result<(TableConfig, Rows), ReqlError> {
 
 fn primary_key_of(table: &TableConfig, row: &Datum) -> Result<Datum, ReqlError> {
     match row {
-        Datum::Object(fields) => fields
-            .get(&table.primary_key)
-            .cloned()
-            .ok_or_else(|| ReqlError::new(ErrorClass::Internal, format!("Stored row has no primary key `{}`.", table.primary_key))),
+        Datum::Object(fields) => fields.get(&table.primary_key).cloned().ok_or_else(|| {
+            ReqlError::new(
+                ErrorClass::Internal,
+                format!("Stored row has no primary key `{}`.", table.primary_key),
+            )
+        }),
         other => Err(other.wrong_type("OBJECT")),
     }
 }
 
 /// Inserts into a system table: only `users` takes writes so far.
-async fn insert_system(context: &Context, table: &str, documents: Datum) -> Result<Value, ReqlError> {
+async fn insert_system(
+    context: &Context,
+    table: &str,
+    documents: Datum,
+) -> Result<Value, ReqlError> {
     if table != "users" {
-        return Err(ReqlError::op_failed(format!("Table `rethinkdb.{table}` cannot be written by PhotonDB yet.")));
+        return Err(ReqlError::op_failed(format!(
+            "Table `rethinkdb.{table}` cannot be written by PhotonDB yet."
+        )));
     }
     let documents = match documents {
         Datum::Array(items) => items,
@@ -423,7 +526,10 @@ async fn insert_system(context: &Context, table: &str, documents: Datum) -> Resu
             tally.error("A user needs a string `id`.".into(), None, None);
             continue;
         };
-        let password = fields.get("password").cloned().unwrap_or(Datum::Bool(false));
+        let password = fields
+            .get("password")
+            .cloned()
+            .unwrap_or(Datum::Bool(false));
         match super::system::write_user(context, name, &password, true).await {
             Ok(()) => tally.inserted += 1,
             Err(error) => tally.error(error.message, None, None),
@@ -433,7 +539,12 @@ async fn insert_system(context: &Context, table: &str, documents: Datum) -> Resu
 }
 
 /// `update` of one row of a system table: only a user's password so far.
-async fn update_system(context: &Context, table: &str, row: Option<Datum>, change: &Callable) -> Result<Value, ReqlError> {
+async fn update_system(
+    context: &Context,
+    table: &str,
+    row: Option<Datum>,
+    change: &Callable,
+) -> Result<Value, ReqlError> {
     let mut tally = Tally::default();
     let Some(row) = row else {
         tally.skipped += 1;
@@ -451,13 +562,21 @@ async fn update_system(context: &Context, table: &str, row: Option<Datum>, chang
         return Ok(Value::Datum(tally.into_datum()));
     }
     if table != "users" {
-        return Err(ReqlError::op_failed(format!("Table `rethinkdb.{table}` cannot be written by PhotonDB yet.")));
+        return Err(ReqlError::op_failed(format!(
+            "Table `rethinkdb.{table}` cannot be written by PhotonDB yet."
+        )));
     }
     let Datum::Object(patch) = change.call(context, row.clone()).await? else {
-        return Err(ReqlError::logic("Expected an object to update a user with."));
+        return Err(ReqlError::logic(
+            "Expected an object to update a user with.",
+        ));
     };
-    let Datum::Object(fields) = &row else { unreachable!("system rows are objects") };
-    let Some(Datum::String(name)) = fields.get("id") else { unreachable!("user rows have an id") };
+    let Datum::Object(fields) = &row else {
+        unreachable!("system rows are objects")
+    };
+    let Some(Datum::String(name)) = fields.get("id") else {
+        unreachable!("user rows have an id")
+    };
     match patch.get("password") {
         Some(password) => {
             super::system::write_user(context, name, password, false).await?;
@@ -476,11 +595,18 @@ async fn update_table_config(context: &Context, old: &Datum, new: &Datum) -> Res
     };
     for field in ["id", "db", "primary_key", "indexes", "write_acks"] {
         if old_fields.get(field) != new_fields.get(field) {
-            return Err(ReqlError::op_failed(format!("The `{field}` field of a table's configuration cannot be changed by PhotonDB.")));
+            return Err(ReqlError::op_failed(format!(
+                "The `{field}` field of a table's configuration cannot be changed by PhotonDB."
+            )));
         }
     }
-    if let Some(extra) = new_fields.keys().find(|name| !old_fields.contains_key(*name)) {
-        return Err(ReqlError::op_failed(format!("Unexpected key `{extra}` in a table configuration.")));
+    if let Some(extra) = new_fields
+        .keys()
+        .find(|name| !old_fields.contains_key(*name))
+    {
+        return Err(ReqlError::op_failed(format!(
+            "Unexpected key `{extra}` in a table configuration."
+        )));
     }
     let id = match old_fields.get("id") {
         Some(Datum::String(id)) => photondb_storage::catalog::parse_uuid(id),
@@ -505,24 +631,39 @@ async fn update_table_config(context: &Context, old: &Datum, new: &Datum) -> Res
         Some(Datum::String(text)) if text == "soft" => Durability::Soft,
         other => {
             let shown = other.map_or_else(|| "null".to_owned(), option_text);
-            return Err(ReqlError::logic(format!("Durability option `{shown}` unrecognized (options are \"hard\" and \"soft\").")));
+            return Err(ReqlError::logic(format!(
+                "Durability option `{shown}` unrecognized (options are \"hard\" and \"soft\")."
+            )));
         }
     };
     match new_fields.get("shards") {
-        Some(Datum::Array(shards)) if !shards.is_empty() && shards.len() <= 64 => table.shards = shards.len() as u32,
-        Some(Datum::Array(_)) => return Err(ReqlError::logic("A table must have between 1 and 64 shards.")),
+        Some(Datum::Array(shards)) if !shards.is_empty() && shards.len() <= 64 => {
+            table.shards = shards.len() as u32
+        }
+        Some(Datum::Array(_)) => {
+            return Err(ReqlError::logic(
+                "A table must have between 1 and 64 shards.",
+            ))
+        }
         other => return Err(other.unwrap_or(&Datum::Null).wrong_type("ARRAY")),
     }
     context.engine.update_table(table).await?;
     Ok(())
 }
 
-pub async fn update_or_replace(context: &Context, term_type: u64, args: &[Term], optargs: &BTreeMap<String, Term>) -> Result<Value, ReqlError> {
+pub async fn update_or_replace(
+    context: &Context,
+    term_type: u64,
+    args: &[Term],
+    optargs: &BTreeMap<String, Term>,
+) -> Result<Value, ReqlError> {
     arity(args, 2, 2)?;
     let target = context.argument(args, 0).await?;
     if let Value::SystemSelection { table, row } = target {
         if term_type != kind::UPDATE {
-            return Err(ReqlError::op_failed(format!("Table `rethinkdb.{table}` can only be updated by PhotonDB so far.")));
+            return Err(ReqlError::op_failed(format!(
+                "Table `rethinkdb.{table}` can only be updated by PhotonDB so far."
+            )));
         }
         let change = context.callable_argument(args, 1).await?;
         return update_system(context, &table, row, &change).await;
@@ -530,28 +671,45 @@ pub async fn update_or_replace(context: &Context, term_type: u64, args: &[Term],
     let (table, mut rows) = rows_of(target).map_err(|error| error.within(Frame::Position(0)))?;
     // RethinkDB computes the change on the shard that owns the row, so it
     // must give the same answer there as here: no reads, no randomness.
-    let non_atomic = matches!(context.optional_datum(optargs, "non_atomic").await?, Some(Datum::Bool(true)));
+    let non_atomic = matches!(
+        context.optional_datum(optargs, "non_atomic").await?,
+        Some(Datum::Bool(true))
+    );
     if !non_atomic && !args[1].is_deterministic() {
-        return Err(ReqlError::logic("Could not prove argument deterministic.  Maybe you want to use the non_atomic flag?").within(Frame::Position(1)));
+        return Err(ReqlError::logic(
+            "Could not prove argument deterministic.  Maybe you want to use the non_atomic flag?",
+        )
+        .within(Frame::Position(1)));
     }
     // Anything but a function is still evaluated once per row, so an error
     // in it fails that row (`first_error`), not the whole write.
     let change = match &args[1] {
-        Term::Call { term_type: kind::FUNC, .. } => context.callable_argument(args, 1).await?,
+        Term::Call {
+            term_type: kind::FUNC,
+            ..
+        } => context.callable_argument(args, 1).await?,
         Term::Datum(datum) => Callable::Constant(datum.clone()),
         other => Callable::Function(super::function::Function::closure(other.clone(), context)),
     };
     let durability = durability(context, optargs, &table).await?;
     let mut tally = Tally::new(return_changes(context, optargs).await?);
     while let Some(row) = rows.next(context).await? {
-        let (old, new) = match write_atomically(context, &table, term_type, &change, row.clone(), durability).await {
-            Ok(change) => change,
-            Err(error) if error.class == ErrorClass::OpIndeterminate || error.class == ErrorClass::OpFailed => return Err(error),
-            Err(error) => {
-                tally.error(error.message, row.clone(), row);
-                continue;
-            }
-        };
+        let (old, new) =
+            match write_atomically(context, &table, term_type, &change, row.clone(), durability)
+                .await
+            {
+                Ok(change) => change,
+                Err(error)
+                    if error.class == ErrorClass::OpIndeterminate
+                        || error.class == ErrorClass::OpFailed =>
+                {
+                    return Err(error)
+                }
+                Err(error) => {
+                    tally.error(error.message, row.clone(), row);
+                    continue;
+                }
+            };
         match (&old, &new) {
             (None, None) => {
                 tally.skipped += 1;
@@ -583,7 +741,11 @@ async fn compare_and_set(
         expected: expected.map(|row| Bytes::from(document::encode(row))),
         new: new.map(|row| Bytes::from(document::encode(row))),
     };
-    let outcome = context.engine.write(vec![mutation], durability).await?.remove(0);
+    let outcome = context
+        .engine
+        .write(vec![mutation], durability)
+        .await?
+        .remove(0);
     if !outcome.conflicted {
         return Ok(None);
     }
@@ -620,20 +782,40 @@ async fn write_atomically(
         if unchanged {
             return Ok((current, new));
         }
-        let key_row = new.as_ref().or(current.as_ref()).expect("one of them exists when they differ");
+        let key_row = new
+            .as_ref()
+            .or(current.as_ref())
+            .expect("one of them exists when they differ");
         let key = Bytes::from(primary_key_bytes(&primary_key_of(table, key_row)?)?);
-        match compare_and_set(context, table, key, current.as_ref(), new.as_ref(), durability).await? {
+        match compare_and_set(
+            context,
+            table,
+            key,
+            current.as_ref(),
+            new.as_ref(),
+            durability,
+        )
+        .await?
+        {
             None => return Ok((current, new)),
             // Someone else wrote the document meanwhile: start again from it.
             Some(now) => current = now,
         }
     }
-    Err(ReqlError::op_failed(format!("The document changed {ATTEMPTS} times while it was being updated; try again.")))
+    Err(ReqlError::op_failed(format!(
+        "The document changed {ATTEMPTS} times while it was being updated; try again."
+    )))
 }
 
 /// The new version of one row under `update` or `replace`; `None` deletes
 /// (replace with null) or skips (update of a missing row).
-async fn apply_change(context: &Context, table: &TableConfig, term_type: u64, change: &Callable, row: Option<Datum>) -> Result<Option<Datum>, ReqlError> {
+async fn apply_change(
+    context: &Context,
+    table: &TableConfig,
+    term_type: u64,
+    change: &Callable,
+    row: Option<Datum>,
+) -> Result<Option<Datum>, ReqlError> {
     let argument = row.clone().unwrap_or(Datum::Null);
     if term_type == kind::UPDATE {
         let Some(old) = row else { return Ok(None) };
@@ -641,7 +823,13 @@ async fn apply_change(context: &Context, table: &TableConfig, term_type: u64, ch
         let new = match patch {
             Datum::Null => return Ok(Some(old)),
             patch @ Datum::Object(_) => super::sequence::merge(old.clone(), patch),
-            other => return Err(ReqlError::logic(format!("Inserted value must be an OBJECT (got {}):\n{}", other.type_name(), pretty(&other)))),
+            other => {
+                return Err(ReqlError::logic(format!(
+                    "Inserted value must be an OBJECT (got {}):\n{}",
+                    other.type_name(),
+                    pretty(&other)
+                )))
+            }
         };
         check_primary_key_kept(table, &old, &new)?;
         return Ok(Some(new));
@@ -652,7 +840,11 @@ async fn apply_change(context: &Context, table: &TableConfig, term_type: u64, ch
         (old, new @ Datum::Object(_)) => {
             if let Datum::Object(fields) = &new {
                 if !fields.contains_key(&table.primary_key) {
-                    return Err(ReqlError::logic(format!("Inserted object must have primary key `{}`:\n{}", table.primary_key, pretty(&new))));
+                    return Err(ReqlError::logic(format!(
+                        "Inserted object must have primary key `{}`:\n{}",
+                        table.primary_key,
+                        pretty(&new)
+                    )));
                 }
             }
             if let Some(old) = old {
@@ -660,12 +852,18 @@ async fn apply_change(context: &Context, table: &TableConfig, term_type: u64, ch
             }
             Ok(Some(new))
         }
-        (_, other) => Err(ReqlError::logic(format!("Inserted value must be an OBJECT (got {}):\n{}", other.type_name(), pretty(&other)))),
+        (_, other) => Err(ReqlError::logic(format!(
+            "Inserted value must be an OBJECT (got {}):\n{}",
+            other.type_name(),
+            pretty(&other)
+        ))),
     }
 }
 
 fn check_primary_key_kept(table: &TableConfig, old: &Datum, new: &Datum) -> Result<(), ReqlError> {
-    let (Datum::Object(old_fields), Datum::Object(new_fields)) = (old, new) else { return Ok(()) };
+    let (Datum::Object(old_fields), Datum::Object(new_fields)) = (old, new) else {
+        return Ok(());
+    };
     if old_fields.get(&table.primary_key) != new_fields.get(&table.primary_key) {
         return Err(ReqlError::logic(format!(
             "Primary key `{}` cannot be changed (`{}` -> `{}`).",
@@ -677,10 +875,17 @@ fn check_primary_key_kept(table: &TableConfig, old: &Datum, new: &Datum) -> Resu
     Ok(())
 }
 
-pub async fn get_all(context: &Context, args: &[Term], optargs: &BTreeMap<String, Term>) -> Result<Value, ReqlError> {
+pub async fn get_all(
+    context: &Context,
+    args: &[Term],
+    optargs: &BTreeMap<String, Term>,
+) -> Result<Value, ReqlError> {
     arity(args, 1, usize::MAX)?;
     let table = context.table_argument(args, 0).await?;
-    let index = match super::index::option(context, optargs).await.map_err(|error| error.within(Frame::Optional("index".into())))? {
+    let index = match super::index::option(context, optargs)
+        .await
+        .map_err(|error| error.within(Frame::Optional("index".into())))?
+    {
         Some(name) => super::index::named(context, &table, &name)?,
         None => None,
     };
@@ -690,13 +895,21 @@ pub async fn get_all(context: &Context, args: &[Term], optargs: &BTreeMap<String
         let key = match context.argument(args, position).await? {
             // No secondary key is either bound: nothing matches.
             Value::MinValue | Value::MaxValue if index.is_some() => continue,
-            value => context.into_datum(value).await.map_err(|error| error.within(Frame::Position(position)))?,
+            value => context
+                .into_datum(value)
+                .await
+                .map_err(|error| error.within(Frame::Position(position)))?,
         };
         if key == Datum::Null && index.is_some() {
-            return Err(ReqlError::new(ErrorClass::NonExistence, "Keys cannot be NULL.").within(Frame::Position(position)));
+            return Err(
+                ReqlError::new(ErrorClass::NonExistence, "Keys cannot be NULL.")
+                    .within(Frame::Position(position)),
+            );
         }
         let encoded = match &index {
-            None => primary_key_bytes(&key).map_err(|error| error.within(Frame::Position(position)))?,
+            None => {
+                primary_key_bytes(&key).map_err(|error| error.within(Frame::Position(position)))?
+            }
             Some(_) => photondb_datum::key::encode(&key),
         };
         if seen.insert(encoded) {
@@ -715,33 +928,65 @@ pub async fn get_all(context: &Context, args: &[Term], optargs: &BTreeMap<String
 /// the array's encoding up to that element, unterminated, then a byte
 /// below every tag (minval; above the array's end) or above every tag
 /// (maxval).
-async fn bound_argument(context: &Context, args: &[Term], position: usize) -> Result<(Value, Option<Vec<u8>>), ReqlError> {
-    if let Term::Call { term_type: super::term_type::MAKE_ARRAY, args: items, .. } = &args[position] {
+async fn bound_argument(
+    context: &Context,
+    args: &[Term],
+    position: usize,
+) -> Result<(Value, Option<Vec<u8>>), ReqlError> {
+    if let Term::Call {
+        term_type: super::term_type::MAKE_ARRAY,
+        args: items,
+        ..
+    } = &args[position]
+    {
         let mut values = Vec::with_capacity(items.len());
         for index in 0..items.len() {
-            values.push(context.argument(items, index).await.map_err(|error| error.within(Frame::Position(position)))?);
+            values.push(
+                context
+                    .argument(items, index)
+                    .await
+                    .map_err(|error| error.within(Frame::Position(position)))?,
+            );
         }
-        if let Some(at) = values.iter().position(|value| matches!(value, Value::MinValue | Value::MaxValue)) {
+        if let Some(at) = values
+            .iter()
+            .position(|value| matches!(value, Value::MinValue | Value::MaxValue))
+        {
             let mut raw = vec![0x01];
             for value in &values[..at] {
                 match value {
                     Value::Datum(datum) => photondb_datum::key::encode_into(datum, &mut raw),
-                    other => return Err(other.wrong_type("DATUM").within(Frame::Position(position))),
+                    other => {
+                        return Err(other.wrong_type("DATUM").within(Frame::Position(position)))
+                    }
                 }
             }
-            raw.push(if matches!(values[at], Value::MinValue) { 0x01 } else { 0xFF });
+            raw.push(if matches!(values[at], Value::MinValue) {
+                0x01
+            } else {
+                0xFF
+            });
             return Ok((Value::Datum(Datum::Array(Vec::new())), Some(raw)));
         }
         let mut datums = Vec::with_capacity(values.len());
         for value in values {
-            datums.push(context.into_datum(value).await.map_err(|error| error.within(Frame::Position(position)))?);
+            datums.push(
+                context
+                    .into_datum(value)
+                    .await
+                    .map_err(|error| error.within(Frame::Position(position)))?,
+            );
         }
         return Ok((Value::Datum(Datum::Array(datums)), None));
     }
     Ok((context.argument(args, position).await?, None))
 }
 
-pub async fn between(context: &Context, args: &[Term], optargs: &BTreeMap<String, Term>) -> Result<Value, ReqlError> {
+pub async fn between(
+    context: &Context,
+    args: &[Term],
+    optargs: &BTreeMap<String, Term>,
+) -> Result<Value, ReqlError> {
     arity(args, 3, 3)?;
     // A table, or a table ordered by an index (`order_by(index=…)`), whose
     // order the range keeps.
@@ -750,17 +995,28 @@ pub async fn between(context: &Context, args: &[Term], optargs: &BTreeMap<String
         Value::Stream(mut stream) if stream.is_table_slice() => {
             let read = stream.table_read_mut().expect("a table slice not started");
             if read.sliced {
-                return Err(ReqlError::logic("Cannot perform multiple BETWEENs on the same table."));
+                return Err(ReqlError::logic(
+                    "Cannot perform multiple BETWEENs on the same table.",
+                ));
             }
-            let index_name = read.index.as_ref().map_or_else(|| read.table.primary_key.clone(), |index| index.config.name.clone());
+            let index_name = read.index.as_ref().map_or_else(
+                || read.table.primary_key.clone(),
+                |index| index.config.name.clone(),
+            );
             (read.table.clone(), Some((index_name, read.descending)))
         }
         other => return Err(other.wrong_type("TABLE_SLICE").within(Frame::Position(0))),
     };
-    let index_name = super::index::option(context, optargs).await.map_err(|error| error.within(Frame::Optional("index".into())))?;
-    if let (Some((ordered_by, _)), wanted) = (&ordered, index_name.as_ref().unwrap_or(&table.primary_key)) {
+    let index_name = super::index::option(context, optargs)
+        .await
+        .map_err(|error| error.within(Frame::Optional("index".into())))?;
+    if let (Some((ordered_by, _)), wanted) =
+        (&ordered, index_name.as_ref().unwrap_or(&table.primary_key))
+    {
         if ordered_by != wanted {
-            return Err(ReqlError::logic(format!("Cannot use index `{wanted}` after calling ORDER_BY on index `{ordered_by}`.")));
+            return Err(ReqlError::logic(format!(
+                "Cannot use index `{wanted}` after calling ORDER_BY on index `{ordered_by}`."
+            )));
         }
     }
     let descending = ordered.as_ref().is_some_and(|(_, descending)| *descending);
@@ -773,25 +1029,35 @@ pub async fn between(context: &Context, args: &[Term], optargs: &BTreeMap<String
             None => Ok(default == "closed"),
             Some(Datum::String(text)) if text == "closed" => Ok(true),
             Some(Datum::String(text)) if text == "open" => Ok(false),
-            Some(other) => Err(ReqlError::logic(format!("Expected `open` or `closed` for optarg `{name}` (got `{}`).", pretty(&other)))),
+            Some(other) => Err(ReqlError::logic(format!(
+                "Expected `open` or `closed` for optarg `{name}` (got `{}`).",
+                pretty(&other)
+            ))),
         }
     };
     let left_closed = bound_option("left_bound", "closed").await?;
     let right_closed = bound_option("right_bound", "open").await?;
-    let bound = |value: Value, closed: bool, position: usize| -> Result<Bound<Vec<u8>>, ReqlError> {
-        match value {
-            Value::MinValue | Value::MaxValue => Ok(Bound::Unbounded),
-            Value::Datum(datum) => {
-                let encoded = photondb_datum::key::encode(&datum);
-                Ok(if closed { Bound::Included(encoded) } else { Bound::Excluded(encoded) })
+    let bound =
+        |value: Value, closed: bool, position: usize| -> Result<Bound<Vec<u8>>, ReqlError> {
+            match value {
+                Value::MinValue | Value::MaxValue => Ok(Bound::Unbounded),
+                Value::Datum(datum) => {
+                    let encoded = photondb_datum::key::encode(&datum);
+                    Ok(if closed {
+                        Bound::Included(encoded)
+                    } else {
+                        Bound::Excluded(encoded)
+                    })
+                }
+                other => Err(other.wrong_type("DATUM").within(Frame::Position(position))),
             }
-            other => Err(other.wrong_type("DATUM").within(Frame::Position(position))),
-        }
-    };
+        };
     let (lower, lower_raw) = bound_argument(context, args, 1).await?;
     let (upper, upper_raw) = bound_argument(context, args, 2).await?;
     if matches!(lower, Value::Datum(Datum::Null)) || matches!(upper, Value::Datum(Datum::Null)) {
-        return Err(ReqlError::logic("Cannot use `null` in BETWEEN, use `r.minval` or `r.maxval` to denote unboundedness."));
+        return Err(ReqlError::logic(
+            "Cannot use `null` in BETWEEN, use `r.minval` or `r.maxval` to denote unboundedness.",
+        ));
     }
     let empty = matches!(lower, Value::MaxValue) || matches!(upper, Value::MinValue);
     let (start, end) = if empty {

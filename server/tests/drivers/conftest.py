@@ -1,12 +1,12 @@
 """Starts a real `photondb serve` for driver tests.
 
 The binary is `$PHOTONDB_BIN`, or `target/debug/photondb` of this workspace.
-Each server gets free ports and its own temporary data directory.
+Each server gets ports of its own choosing and its own temporary data directory.
 """
 import os
 import pathlib
+import re
 import signal
-import socket
 import subprocess
 import tempfile
 import time
@@ -17,17 +17,18 @@ ROOT = pathlib.Path(__file__).resolve().parents[3]
 BINARY = os.environ.get("PHOTONDB_BIN", str(ROOT / "target" / "debug" / "photondb"))
 
 
-def free_port():
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
+LISTENING = re.compile(r"listening for RethinkDB drivers driver_address=\S+:(\d+)")
+LISTENING_HTTP = re.compile(r"listening for HTTP http_address=\S+:(\d+)")
 
 
 class Server:
-    def __init__(self, data_dir, port=None, password="", extra_args=(), http_port=None):
+    """A `photondb serve`; port 0 (the default) lets the server pick a free
+    port, read back from its log, so no two servers can race for one."""
+
+    def __init__(self, data_dir, port=0, password="", extra_args=(), http_port=0):
         self.data_dir = data_dir
-        self.port = port or free_port()
-        self.http_port = http_port or free_port()
+        self.port = port
+        self.http_port = http_port
         self.password = password
         self.extra_args = list(extra_args)
         self.process = None
@@ -41,14 +42,15 @@ class Server:
              "--initial-password", self.password, "--partitions", "4", "--wal-ring-mib", "4", "--http-port", str(self.http_port), *self.extra_args],
             stderr=self.log, stdout=subprocess.DEVNULL, env=dict(os.environ, PHOTONDB_LOG="debug"),
         )
-        # Wait for the server to say it listens. (Probing with connect() can
-        # succeed against nothing: a client socket given the same ephemeral
-        # port as the target connects to itself.)
+        # Wait for the server to say it listens, and where.
         deadline = time.time() + 60
         while time.time() < deadline:
             if self.process.poll() is not None:
-                raise RuntimeError("server exited: " + pathlib.Path(self.log.name).read_text())
-            if "listening for RethinkDB drivers" in pathlib.Path(self.log.name).read_text(errors="replace"):
+                raise RuntimeError("server exited: " + self.log_text())
+            text = self.log_text()
+            driver, http = LISTENING.search(text), LISTENING_HTTP.search(text)
+            if driver and http:
+                self.port, self.http_port = int(driver.group(1)), int(http.group(1))
                 return self
             time.sleep(0.05)
         raise RuntimeError("server did not start listening")

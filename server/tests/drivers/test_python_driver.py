@@ -1,5 +1,7 @@
 """The official Python driver against PhotonDB: connect, tables, writes,
 reads, cursors, errors."""
+import tempfile
+
 import pytest
 from rethinkdb import RethinkDB
 from rethinkdb.errors import ReqlAuthError, ReqlOpFailedError, ReqlQueryLogicError, ReqlNonExistenceError
@@ -122,6 +124,17 @@ def test_data_survives_a_clean_restart(data_dir):
     assert r.table("kept").get("a").run(connection) == {"id": "a", "value": 1}
     connection.close()
     server.stop()
+
+
+def test_a_second_server_on_a_taken_port_refuses_to_start(server):
+    """Shards share their port with SO_REUSEPORT; that must not let another
+    server of the same user share it too and take half the connections."""
+    with tempfile.TemporaryDirectory() as other_dir:
+        with pytest.raises(RuntimeError, match="another server is listening on this port"):
+            Server(other_dir, port=server.port).start()
+    connection = r.connect(port=server.port)
+    assert r.expr(1).run(connection) == 1
+    connection.close()
 
 
 def test_concurrent_updates_of_one_document_lose_nothing(server):

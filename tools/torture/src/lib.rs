@@ -31,14 +31,21 @@ struct FieldIndex(String);
 impl IndexFunction for FieldIndex {
     fn secondary_keys(&self, stored: &[u8]) -> Vec<Vec<u8>> {
         match document::decode(stored) {
-            Ok(Datum::Object(fields)) => fields.get(&self.0).map(|value| vec![key::encode(value)]).unwrap_or_default(),
+            Ok(Datum::Object(fields)) => fields
+                .get(&self.0)
+                .map(|value| vec![key::encode(value)])
+                .unwrap_or_default(),
             _ => Vec::new(),
         }
     }
 }
 
 impl IndexCompiler for FieldIndexes {
-    fn compile(&self, _engine: &Engine, index: &IndexConfig) -> Result<Rc<dyn IndexFunction>, String> {
+    fn compile(
+        &self,
+        _engine: &Engine,
+        index: &IndexConfig,
+    ) -> Result<Rc<dyn IndexFunction>, String> {
         Ok(Rc::new(FieldIndex(index.function.clone())))
     }
 }
@@ -46,21 +53,38 @@ impl IndexCompiler for FieldIndexes {
 /// The entries an index on `bucket` must hold for these rows.
 pub fn expected_entries(rows: &[(Bytes, Bytes)]) -> std::collections::BTreeSet<Bytes> {
     let index = FieldIndex("bucket".into());
-    rows.iter().flat_map(|(key, stored)| index.secondary_keys(stored).into_iter().map(move |secondary| entry_key(&secondary, key))).collect()
+    rows.iter()
+        .flat_map(|(key, stored)| {
+            index
+                .secondary_keys(stored)
+                .into_iter()
+                .map(move |secondary| entry_key(&secondary, key))
+        })
+        .collect()
 }
 
 pub fn key_for(writer: u32, slot: u32) -> Bytes {
-    Bytes::from(key::encode(&Datum::String(format!("w{writer:03}-k{slot:04}"))))
+    Bytes::from(key::encode(&Datum::String(format!(
+        "w{writer:03}-k{slot:04}"
+    ))))
 }
 
 pub fn document_for(writer: u32, slot: u32, sequence: u64) -> Bytes {
-    let payload: String = (0..(64 + sequence % 256)).map(|index| char::from(b'a' + ((sequence + index) % 26) as u8)).collect();
+    let payload: String = (0..(64 + sequence % 256))
+        .map(|index| char::from(b'a' + ((sequence + index) % 26) as u8))
+        .collect();
     let mut fields = Object::new();
-    fields.insert("id".into(), Datum::String(format!("w{writer:03}-k{slot:04}")));
+    fields.insert(
+        "id".into(),
+        Datum::String(format!("w{writer:03}-k{slot:04}")),
+    );
     fields.insert("writer".into(), Datum::Number(writer as f64));
     fields.insert("sequence".into(), Datum::Number(sequence as f64));
     fields.insert("bucket".into(), Datum::Number((sequence % BUCKETS) as f64));
-    fields.insert("checksum".into(), Datum::Number(crc32c::crc32c(payload.as_bytes()) as f64));
+    fields.insert(
+        "checksum".into(),
+        Datum::Number(crc32c::crc32c(payload.as_bytes()) as f64),
+    );
     fields.insert("payload".into(), Datum::String(payload));
     Bytes::from(document::encode(&Datum::Object(fields)))
 }
@@ -70,8 +94,15 @@ pub fn verify(bytes: &[u8]) -> Result<u64, String> {
     let Datum::Object(fields) = document::decode(bytes).map_err(|error| error.to_string())? else {
         return Err("not an object".into());
     };
-    let (Some(Datum::Number(sequence)), Some(Datum::Number(checksum)), Some(Datum::String(payload))) =
-        (fields.get("sequence"), fields.get("checksum"), fields.get("payload"))
+    let (
+        Some(Datum::Number(sequence)),
+        Some(Datum::Number(checksum)),
+        Some(Datum::String(payload)),
+    ) = (
+        fields.get("sequence"),
+        fields.get("checksum"),
+        fields.get("payload"),
+    )
     else {
         return Err(format!("missing fields: {fields:?}"));
     };

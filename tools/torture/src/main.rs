@@ -21,7 +21,11 @@ fn main() {
         eprintln!("usage: photondb-torture-writer <data-dir> <writers> <slots> <first-sequence>");
         std::process::exit(2);
     }
-    let parse = |index: usize| arguments[index].parse::<u64>().unwrap_or_else(|_| panic!("argument {index} is not a number"));
+    let parse = |index: usize| {
+        arguments[index]
+            .parse::<u64>()
+            .unwrap_or_else(|_| panic!("argument {index} is not a number"))
+    };
     let (writers, slots, first_sequence) = (parse(2) as u32, parse(3) as u32, parse(4));
     let mut config = EngineConfig::new(&arguments[1]);
     config.partitions = 4;
@@ -31,12 +35,14 @@ fn main() {
     let engine = Engine::start(config).expect("engine starts");
     let table = match engine.table(DATABASE, TABLE) {
         Some(table) => table,
-        None => block_on_thread(engine.create_table(DATABASE, TABLE, "id", Durability::Hard)).expect("create table"),
+        None => block_on_thread(engine.create_table(DATABASE, TABLE, "id", Durability::Hard))
+            .expect("create table"),
     };
     // From the second run on (rows exist then), the index is built while
     // the writers write, and the build may be killed half way.
     if first_sequence > 1_000_000_000 && engine.index(table.id, INDEX).is_none() {
-        block_on_thread(engine.create_index(&table, INDEX, "bucket".into(), false, false)).expect("create index");
+        block_on_thread(engine.create_index(&table, INDEX, "bucket".into(), false, false))
+            .expect("create index");
     }
     let output = Arc::new(Mutex::new(std::io::stdout()));
     output.lock().unwrap().write_all(b"ready\n").unwrap();
@@ -51,7 +57,13 @@ fn main() {
                         sequence += 1;
                         let line = format!("try {writer} {slot} {sequence}\n");
                         output.lock().unwrap().write_all(line.as_bytes()).unwrap();
-                        let put = engine.put(table.id, key_for(writer, slot), document_for(writer, slot, sequence), Conflict::Replace, Durability::Hard);
+                        let put = engine.put(
+                            table.id,
+                            key_for(writer, slot),
+                            document_for(writer, slot, sequence),
+                            Conflict::Replace,
+                            Durability::Hard,
+                        );
                         block_on_thread(put).expect("hard write");
                         let line = format!("ack {writer} {slot} {sequence}\n");
                         let mut output = output.lock().unwrap();

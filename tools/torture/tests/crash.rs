@@ -44,8 +44,15 @@ struct Slot {
 
 #[test]
 fn acknowledged_writes_survive_sigkill() {
-    let cycles: u32 = std::env::var("PHOTONDB_CRASH_CYCLES").ok().and_then(|text| text.parse().ok()).unwrap_or(20);
-    let seed = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64 | 1;
+    let cycles: u32 = std::env::var("PHOTONDB_CRASH_CYCLES")
+        .ok()
+        .and_then(|text| text.parse().ok())
+        .unwrap_or(20);
+    let seed = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos() as u64
+        | 1;
     eprintln!("crash torture: {cycles} cycles, seed {seed}");
     let mut random = Random(seed);
     let directory = tempfile::tempdir().unwrap();
@@ -55,7 +62,12 @@ fn acknowledged_writes_survive_sigkill() {
     for cycle in 0..cycles {
         let first_sequence = (cycle as u64 + 1) * 1_000_000_000;
         let mut child = Command::new(env!("CARGO_BIN_EXE_photondb-torture-writer"))
-            .args([directory.path().to_str().unwrap(), &WRITERS.to_string(), &SLOTS.to_string(), &first_sequence.to_string()])
+            .args([
+                directory.path().to_str().unwrap(),
+                &WRITERS.to_string(),
+                &SLOTS.to_string(),
+                &first_sequence.to_string(),
+            ])
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .spawn()
@@ -70,7 +82,9 @@ fn acknowledged_writes_survive_sigkill() {
                 }
             }
         });
-        let ready = received.recv_timeout(Duration::from_secs(60)).expect("writer starts");
+        let ready = received
+            .recv_timeout(Duration::from_secs(60))
+            .expect("writer starts");
         assert_eq!(ready, "ready");
         let run_for = Duration::from_millis(50 + random.below(400));
         let started = Instant::now();
@@ -84,8 +98,14 @@ fn acknowledged_writes_survive_sigkill() {
         for line in received.try_iter() {
             let parts: Vec<&str> = line.split(' ').collect();
             // A line cut by the kill is not an acknowledgement.
-            let [kind, writer, slot, sequence] = parts[..] else { continue };
-            let (Ok(writer), Ok(slot), Ok(sequence)) = (writer.parse(), slot.parse(), sequence.parse::<u64>()) else { continue };
+            let [kind, writer, slot, sequence] = parts[..] else {
+                continue;
+            };
+            let (Ok(writer), Ok(slot), Ok(sequence)) =
+                (writer.parse(), slot.parse(), sequence.parse::<u64>())
+            else {
+                continue;
+            };
             let entry = slots.entry((writer, slot)).or_default();
             match kind {
                 "ack" => {
@@ -102,17 +122,28 @@ fn acknowledged_writes_survive_sigkill() {
         let mut config = EngineConfig::new(directory.path());
         config.pin_to_cores = false;
         config.index_compiler = Some(std::sync::Arc::new(FieldIndexes));
-        let engine = Engine::start(config).unwrap_or_else(|error| panic!("cycle {cycle}: recovery failed: {error}"));
+        let engine = Engine::start(config)
+            .unwrap_or_else(|error| panic!("cycle {cycle}: recovery failed: {error}"));
         let table = engine.table(DATABASE, TABLE).expect("table survives");
         if let Some(index) = engine.index(table.id, INDEX) {
             // A build the kill interrupted resumes at start: wait for it.
             let waited = Instant::now();
-            while !engine.index(table.id, INDEX).is_some_and(|index| index.ready) {
-                assert!(waited.elapsed() < Duration::from_secs(60), "cycle {cycle}: the index build did not finish");
+            while !engine
+                .index(table.id, INDEX)
+                .is_some_and(|index| index.ready)
+            {
+                assert!(
+                    waited.elapsed() < Duration::from_secs(60),
+                    "cycle {cycle}: the index build did not finish"
+                );
                 std::thread::sleep(Duration::from_millis(10));
             }
             let rows = block_on_thread(engine.scan(table.id, ScanRange::all())).unwrap();
-            let entries: BTreeSet<Bytes> = block_on_thread(engine.scan(index.id, ScanRange::all())).unwrap().into_iter().map(|(entry, _)| entry).collect();
+            let entries: BTreeSet<Bytes> = block_on_thread(engine.scan(index.id, ScanRange::all()))
+                .unwrap()
+                .into_iter()
+                .map(|(entry, _)| entry)
+                .collect();
             let expected = expected_entries(&rows);
             assert!(entries == expected, "cycle {cycle}: index entries disagree with documents: {} entries, {} expected, {} missing, {} extra",
                 entries.len(), expected.len(), expected.difference(&entries).count(), entries.difference(&expected).count());
@@ -123,8 +154,15 @@ fn acknowledged_writes_survive_sigkill() {
             if expected.acknowledged == 0 {
                 continue;
             }
-            let stored = stored.unwrap_or_else(|| panic!("cycle {cycle}: w{writer} k{slot} acknowledged at {} is missing", expected.acknowledged));
-            let sequence = verify(&stored).unwrap_or_else(|error| panic!("cycle {cycle}: w{writer} k{slot} is damaged: {error}"));
+            let stored = stored.unwrap_or_else(|| {
+                panic!(
+                    "cycle {cycle}: w{writer} k{slot} acknowledged at {} is missing",
+                    expected.acknowledged
+                )
+            });
+            let sequence = verify(&stored).unwrap_or_else(|error| {
+                panic!("cycle {cycle}: w{writer} k{slot} is damaged: {error}")
+            });
             assert!(
                 sequence >= expected.acknowledged && sequence <= expected.attempted.max(expected.acknowledged),
                 "cycle {cycle}: w{writer} k{slot} holds sequence {sequence}, acknowledged {}, attempted {}",
@@ -135,6 +173,12 @@ fn acknowledged_writes_survive_sigkill() {
         engine.shutdown().unwrap();
         eprintln!("cycle {cycle}: killed after {run_for:?}, {acknowledged_this_cycle} acknowledged writes checked");
     }
-    assert!(total_acknowledged > cycles as u64, "the writer made too little progress to test anything");
-    assert!(cycles < 3 || indexes_checked > 0, "the index was never checked");
+    assert!(
+        total_acknowledged > cycles as u64,
+        "the writer made too little progress to test anything"
+    );
+    assert!(
+        cycles < 3 || indexes_checked > 0,
+        "the index was never checked"
+    );
 }

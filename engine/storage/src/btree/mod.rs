@@ -4,6 +4,6 @@
 //! and checkpoint writing.
 
 pub mod node;
-pub mod tree;
 pub mod pager;
 pub mod store;
+pub mod tree;

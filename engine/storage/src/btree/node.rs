@@ -50,7 +50,11 @@ pub enum PageKind {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Value {
     Inline(Bytes),
-    Overflow { first: PageId, pages: u32, length: u32 },
+    Overflow {
+        first: PageId,
+        pages: u32,
+        length: u32,
+    },
 }
 
 impl Value {
@@ -77,7 +81,10 @@ pub enum Node {
     /// Entries in key order.
     Leaf(Vec<(Bytes, Value)>),
     /// `children.len() == separators.len() + 1`.
-    Branch { separators: Vec<Bytes>, children: Vec<Child> },
+    Branch {
+        separators: Vec<Bytes>,
+        children: Vec<Child>,
+    },
 }
 
 impl Node {
@@ -88,8 +95,16 @@ impl Node {
     /// The payload size of this node's page.
     pub fn stored_bytes(&self, inline_limit: usize) -> usize {
         match self {
-            Node::Leaf(entries) => entries.iter().map(|(key, value)| 2 + key.len() + value.stored_bytes(inline_limit)).sum(),
-            Node::Branch { separators, .. } => 8 + separators.iter().map(|key| 2 + key.len() + 8).sum::<usize>(),
+            Node::Leaf(entries) => entries
+                .iter()
+                .map(|(key, value)| 2 + key.len() + value.stored_bytes(inline_limit))
+                .sum(),
+            Node::Branch { separators, .. } => {
+                8 + separators
+                    .iter()
+                    .map(|key| 2 + key.len() + 8)
+                    .sum::<usize>()
+            }
         }
     }
 
@@ -113,12 +128,19 @@ pub fn encode_node(node: &Node, page: PageId, inline_limit: usize) -> Vec<u8> {
                 payload.extend_from_slice(key);
                 match value {
                     Value::Inline(bytes) => {
-                        assert!(bytes.len() <= inline_limit, "a large value must be moved to overflow pages before encoding");
+                        assert!(
+                            bytes.len() <= inline_limit,
+                            "a large value must be moved to overflow pages before encoding"
+                        );
                         payload.push(0);
                         payload.extend_from_slice(&(bytes.len() as u32).to_le_bytes());
                         payload.extend_from_slice(bytes);
                     }
-                    Value::Overflow { first, pages, length } => {
+                    Value::Overflow {
+                        first,
+                        pages,
+                        length,
+                    } => {
                         payload.push(1);
                         payload.extend_from_slice(&first.to_le_bytes());
                         payload.extend_from_slice(&pages.to_le_bytes());
@@ -128,7 +150,10 @@ pub fn encode_node(node: &Node, page: PageId, inline_limit: usize) -> Vec<u8> {
             }
             (PageKind::Leaf, entries.len())
         }
-        Node::Branch { separators, children } => {
+        Node::Branch {
+            separators,
+            children,
+        } => {
             let page_of = |child: &Child| match child {
                 Child::Page(page) => *page,
                 Child::Memory(_) => panic!("children are written before their parent"),
@@ -142,7 +167,11 @@ pub fn encode_node(node: &Node, page: PageId, inline_limit: usize) -> Vec<u8> {
             (PageKind::Branch, separators.len())
         }
     };
-    assert!(payload.len() <= PAGE_PAYLOAD, "a node of {} bytes does not fit a page", payload.len());
+    assert!(
+        payload.len() <= PAGE_PAYLOAD,
+        "a node of {} bytes does not fit a page",
+        payload.len()
+    );
     seal(kind, entries as u16, page, &payload)
 }
 
@@ -198,7 +227,10 @@ pub fn open_page(bytes: &[u8], page: PageId) -> Result<(PageKind, u16, &[u8]), S
 /// Decodes a leaf or branch page read from `page`.
 pub fn decode_node(bytes: &[u8], page: PageId) -> Result<Node, String> {
     let (kind, entries, payload) = open_page(bytes, page)?;
-    let mut reader = Reader { bytes: payload, at: 0 };
+    let mut reader = Reader {
+        bytes: payload,
+        at: 0,
+    };
     let node = match kind {
         PageKind::Leaf => {
             let mut out = Vec::with_capacity(entries as usize);
@@ -209,7 +241,11 @@ pub fn decode_node(bytes: &[u8], page: PageId) -> Result<Node, String> {
                         let length = reader.u32()? as usize;
                         Value::Inline(Bytes::copy_from_slice(reader.take(length)?))
                     }
-                    1 => Value::Overflow { first: reader.u64()?, pages: reader.u32()?, length: reader.u32()? },
+                    1 => Value::Overflow {
+                        first: reader.u64()?,
+                        pages: reader.u32()?,
+                        length: reader.u32()?,
+                    },
                     other => return Err(format!("unknown value tag {other}")),
                 };
                 out.push((key, value));
@@ -223,7 +259,10 @@ pub fn decode_node(bytes: &[u8], page: PageId) -> Result<Node, String> {
                 separators.push(reader.key()?);
                 children.push(Child::Page(reader.u64()?));
             }
-            Node::Branch { separators, children }
+            Node::Branch {
+                separators,
+                children,
+            }
         }
         other => return Err(format!("expected a leaf or branch page, found {other:?}")),
     };
@@ -240,7 +279,11 @@ struct Reader<'a> {
 
 impl<'a> Reader<'a> {
     fn take(&mut self, count: usize) -> Result<&'a [u8], String> {
-        let end = self.at.checked_add(count).filter(|&end| end <= self.bytes.len()).ok_or("entry runs past the payload")?;
+        let end = self
+            .at
+            .checked_add(count)
+            .filter(|&end| end <= self.bytes.len())
+            .ok_or("entry runs past the payload")?;
         let slice = &self.bytes[self.at..end];
         self.at = end;
         Ok(slice)
@@ -251,11 +294,15 @@ impl<'a> Reader<'a> {
     }
 
     fn u32(&mut self) -> Result<u32, String> {
-        Ok(u32::from_le_bytes(self.take(4)?.try_into().expect("4 bytes")))
+        Ok(u32::from_le_bytes(
+            self.take(4)?.try_into().expect("4 bytes"),
+        ))
     }
 
     fn u64(&mut self) -> Result<u64, String> {
-        Ok(u64::from_le_bytes(self.take(8)?.try_into().expect("8 bytes")))
+        Ok(u64::from_le_bytes(
+            self.take(8)?.try_into().expect("8 bytes"),
+        ))
     }
 
     fn key(&mut self) -> Result<Bytes, String> {
@@ -282,17 +329,26 @@ pub fn run_pages(length: usize) -> usize {
 }
 
 /// Reassembles a run read from `first`; `length` is what the referrer says.
-pub fn decode_run(kind: PageKind, first: PageId, bytes: &[u8], length: usize) -> Result<Vec<u8>, (usize, String)> {
+pub fn decode_run(
+    kind: PageKind,
+    first: PageId,
+    bytes: &[u8],
+    length: usize,
+) -> Result<Vec<u8>, (usize, String)> {
     let mut out = Vec::with_capacity(length);
     for (index, page) in bytes.chunks(PAGE_BYTES).enumerate() {
-        let (found, _, payload) = open_page(page, first + index as u64).map_err(|error| (index, error))?;
+        let (found, _, payload) =
+            open_page(page, first + index as u64).map_err(|error| (index, error))?;
         if found != kind {
             return Err((index, format!("expected a {kind:?} page, found {found:?}")));
         }
         out.extend_from_slice(payload);
     }
     if out.len() != length {
-        return Err((0, format!("run holds {} bytes, its referrer says {length}", out.len())));
+        return Err((
+            0,
+            format!("run holds {} bytes, its referrer says {length}", out.len()),
+        ));
     }
     Ok(out)
 }
@@ -303,8 +359,18 @@ mod tests {
 
     fn sample_leaf() -> Node {
         Node::Leaf(vec![
-            (Bytes::from_static(b"alpha"), Value::Inline(Bytes::from_static(b"one"))),
-            (Bytes::from_static(b"beta"), Value::Overflow { first: 40, pages: 3, length: 9000 }),
+            (
+                Bytes::from_static(b"alpha"),
+                Value::Inline(Bytes::from_static(b"one")),
+            ),
+            (
+                Bytes::from_static(b"beta"),
+                Value::Overflow {
+                    first: 40,
+                    pages: 3,
+                    length: 9000,
+                },
+            ),
             (Bytes::from_static(b""), Value::Inline(Bytes::new())),
         ])
     }
@@ -313,19 +379,30 @@ mod tests {
     fn nodes_round_trip() {
         let leaf = sample_leaf();
         let decoded = decode_node(&encode_node(&leaf, 7, 1024), 7).unwrap();
-        let (Node::Leaf(expected), Node::Leaf(found)) = (&leaf, &decoded) else { panic!("a leaf") };
+        let (Node::Leaf(expected), Node::Leaf(found)) = (&leaf, &decoded) else {
+            panic!("a leaf")
+        };
         assert_eq!(expected, found);
         let branch = Node::Branch {
             separators: vec![Bytes::from_static(b"m"), Bytes::from_static(b"t")],
             children: vec![Child::Page(3), Child::Page(4), Child::Page(5)],
         };
         match decode_node(&encode_node(&branch, 9, 1024), 9).unwrap() {
-            Node::Branch { separators, children } => {
-                assert_eq!(separators, vec![Bytes::from_static(b"m"), Bytes::from_static(b"t")]);
-                let pages: Vec<u64> = children.iter().map(|child| match child {
-                    Child::Page(page) => *page,
-                    Child::Memory(_) => panic!("decoded children are pages"),
-                }).collect();
+            Node::Branch {
+                separators,
+                children,
+            } => {
+                assert_eq!(
+                    separators,
+                    vec![Bytes::from_static(b"m"), Bytes::from_static(b"t")]
+                );
+                let pages: Vec<u64> = children
+                    .iter()
+                    .map(|child| match child {
+                        Child::Page(page) => *page,
+                        Child::Memory(_) => panic!("decoded children are pages"),
+                    })
+                    .collect();
                 assert_eq!(pages, vec![3, 4, 5]);
             }
             Node::Leaf(_) => panic!("a branch"),
@@ -338,7 +415,10 @@ mod tests {
         for bit in 0..PAGE_BYTES * 8 {
             let mut damaged = page.clone();
             damaged[bit / 8] ^= 1 << (bit % 8);
-            assert!(decode_node(&damaged, 7).is_err(), "flip of bit {bit} went unnoticed");
+            assert!(
+                decode_node(&damaged, 7).is_err(),
+                "flip of bit {bit} went unnoticed"
+            );
         }
     }
 
@@ -353,7 +433,10 @@ mod tests {
         let value: Vec<u8> = (0..10_000u32).map(|index| index as u8).collect();
         let run = encode_run(PageKind::Overflow, 20, &value);
         assert_eq!(run.len(), run_pages(value.len()) * PAGE_BYTES);
-        assert_eq!(decode_run(PageKind::Overflow, 20, &run, value.len()).unwrap(), value);
+        assert_eq!(
+            decode_run(PageKind::Overflow, 20, &run, value.len()).unwrap(),
+            value
+        );
         assert!(decode_run(PageKind::Overflow, 21, &run, value.len()).is_err());
         assert!(decode_run(PageKind::Overflow, 20, &run, value.len() + 1).is_err());
         assert!(decode_run(PageKind::Metadata, 20, &run, value.len()).is_err());

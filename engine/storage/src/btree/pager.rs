@@ -13,7 +13,9 @@ use std::rc::Rc;
 
 use bytes::Bytes;
 
-use super::node::{self, decode_node, decode_run, encode_run, run_pages, Node, PageId, PageKind, Value, PAGE_BYTES};
+use super::node::{
+    self, decode_node, decode_run, encode_run, run_pages, Node, PageId, PageKind, Value, PAGE_BYTES,
+};
 use super::tree::Resident;
 use crate::error::{Result, StorageError};
 use crate::io::DirectFile;
@@ -61,14 +63,24 @@ impl Cache {
     fn insert(&mut self, page: PageId, node: Rc<Node>) {
         self.remove(page);
         let size = node.stored_bytes(usize::MAX) + 128;
-        self.nodes.insert(page, CacheEntry { node, size, referenced: Cell::new(true), slot: self.ring.len() });
+        self.nodes.insert(
+            page,
+            CacheEntry {
+                node,
+                size,
+                referenced: Cell::new(true),
+                slot: self.ring.len(),
+            },
+        );
         self.ring.push(page);
         self.bytes += size;
         self.evict();
     }
 
     fn remove(&mut self, page: PageId) {
-        let Some(entry) = self.nodes.remove(&page) else { return };
+        let Some(entry) = self.nodes.remove(&page) else {
+            return;
+        };
         self.bytes -= entry.size;
         self.ring.swap_remove(entry.slot);
         if let Some(moved) = self.ring.get(entry.slot) {
@@ -110,7 +122,10 @@ struct Allocation {
 impl Allocation {
     fn allocate(&mut self, pages: usize) -> PageId {
         if pages == 1 {
-            if let Some(found) = (self.cursor..self.used.len()).chain(1..self.cursor.min(self.used.len())).find(|&page| !self.used[page]) {
+            if let Some(found) = (self.cursor..self.used.len())
+                .chain(1..self.cursor.min(self.used.len()))
+                .find(|&page| !self.used[page])
+            {
                 self.used[found] = true;
                 self.cursor = found + 1;
                 return found as PageId;
@@ -159,7 +174,11 @@ pub struct Written {
 impl<F: DirectFile> Resident for Pager<F> {
     fn resident(&self, page: PageId) -> Option<Rc<Node>> {
         let found = self.cache.borrow().get(page);
-        let counter = if found.is_some() { &self.cache_hits } else { &self.cache_misses };
+        let counter = if found.is_some() {
+            &self.cache_hits
+        } else {
+            &self.cache_misses
+        };
         counter.set(counter.get() + 1);
         found
     }
@@ -170,8 +189,18 @@ impl<F: DirectFile> Pager<F> {
         Pager {
             file,
             path,
-            cache: RefCell::new(Cache { budget: cache_budget, bytes: 0, nodes: hashbrown::HashMap::new(), ring: Vec::new(), hand: 0 }),
-            allocation: RefCell::new(Allocation { used: vec![true], waiting: Vec::new(), cursor: 1 }),
+            cache: RefCell::new(Cache {
+                budget: cache_budget,
+                bytes: 0,
+                nodes: hashbrown::HashMap::new(),
+                ring: Vec::new(),
+                hand: 0,
+            }),
+            allocation: RefCell::new(Allocation {
+                used: vec![true],
+                waiting: Vec::new(),
+                cursor: 1,
+            }),
             commits: Cell::new(0),
             cache_hits: Cell::new(0),
             cache_misses: Cell::new(0),
@@ -197,7 +226,11 @@ impl<F: DirectFile> Pager<F> {
     }
 
     fn corruption(&self, page: PageId, detail: String) -> StorageError {
-        StorageError::Corruption { path: self.path.clone(), offset: page * PAGE_BYTES as u64, detail }
+        StorageError::Corruption {
+            path: self.path.clone(),
+            offset: page * PAGE_BYTES as u64,
+            detail,
+        }
     }
 
     async fn read_pages(&self, first: PageId, pages: usize) -> Result<Vec<u8>> {
@@ -207,7 +240,14 @@ impl<F: DirectFile> Pager<F> {
             .await
             .map_err(|error| StorageError::io(&self.path, error))?;
         if bytes.len() != pages * PAGE_BYTES {
-            return Err(self.corruption(first, format!("page run is cut short ({} of {} bytes)", bytes.len(), pages * PAGE_BYTES)));
+            return Err(self.corruption(
+                first,
+                format!(
+                    "page run is cut short ({} of {} bytes)",
+                    bytes.len(),
+                    pages * PAGE_BYTES
+                ),
+            ));
         }
         Ok(bytes)
     }
@@ -218,7 +258,8 @@ impl<F: DirectFile> Pager<F> {
             return Ok(node);
         }
         let bytes = self.read_pages(page, 1).await?;
-        let node = Rc::new(decode_node(&bytes, page).map_err(|detail| self.corruption(page, detail))?);
+        let node =
+            Rc::new(decode_node(&bytes, page).map_err(|detail| self.corruption(page, detail))?);
         // Another task may have loaded it meanwhile; either copy is right.
         self.cache.borrow_mut().insert(page, node.clone());
         Ok(node)
@@ -228,7 +269,11 @@ impl<F: DirectFile> Pager<F> {
     pub async fn read_value(&self, value: &Value) -> Result<Bytes> {
         match value {
             Value::Inline(bytes) => Ok(bytes.clone()),
-            Value::Overflow { first, pages, length } => {
+            Value::Overflow {
+                first,
+                pages,
+                length,
+            } => {
                 let bytes = self.read_pages(*first, *pages as usize).await?;
                 let value = decode_run(PageKind::Overflow, *first, &bytes, *length as usize)
                     .map_err(|(index, detail)| self.corruption(first + index as u64, detail))?;
@@ -240,7 +285,10 @@ impl<F: DirectFile> Pager<F> {
     /// Marks a run the live tree stopped using; it is reused once
     /// checkpoint `free_after` has committed.
     pub fn retire(&self, first: PageId, pages: u64, free_after: u64) {
-        self.allocation.borrow_mut().waiting.push((first, pages, free_after));
+        self.allocation
+            .borrow_mut()
+            .waiting
+            .push((first, pages, free_after));
         for page in first..first + pages {
             self.cache.borrow_mut().remove(page);
         }
@@ -255,7 +303,12 @@ impl<F: DirectFile> Pager<F> {
     /// Writes every in-memory node under `root` (children first, large
     /// values to overflow runs), then the metadata run made by `metadata`
     /// from the allocation state, then syncs the file.
-    pub async fn write_checkpoint(&self, root: &node::Child, inline_limit: usize, metadata: impl Fn(PageId, &[u8], &[(PageId, u64, u64)]) -> Vec<u8>) -> Result<Written> {
+    pub async fn write_checkpoint(
+        &self,
+        root: &node::Child,
+        inline_limit: usize,
+        metadata: impl Fn(PageId, &[u8], &[(PageId, u64, u64)]) -> Vec<u8>,
+    ) -> Result<Written> {
         let mut pages: Vec<(PageId, Vec<u8>)> = Vec::new();
         let mut nodes = Vec::new();
         let root_page = {
@@ -289,27 +342,44 @@ impl<F: DirectFile> Pager<F> {
             let first = pages[index].0;
             let mut run = pages[index].1.clone();
             let mut next = index + 1;
-            while next < pages.len() && pages[next].0 == first + (run.len() / PAGE_BYTES) as u64 && run.len() < (4 << 20) {
+            while next < pages.len()
+                && pages[next].0 == first + (run.len() / PAGE_BYTES) as u64
+                && run.len() < (4 << 20)
+            {
                 run.extend_from_slice(&pages[next].1);
                 next += 1;
             }
-            self.file.write_at(first * PAGE_BYTES as u64, &run).await.map_err(|error| StorageError::io(&self.path, error))?;
+            self.file
+                .write_at(first * PAGE_BYTES as u64, &run)
+                .await
+                .map_err(|error| StorageError::io(&self.path, error))?;
             index = next;
         }
-        self.file.sync_data().await.map_err(|error| StorageError::io(&self.path, error))?;
-        Ok(Written { root: root_page, metadata_page, metadata_pages, nodes })
+        self.file
+            .sync_data()
+            .await
+            .map_err(|error| StorageError::io(&self.path, error))?;
+        Ok(Written {
+            root: root_page,
+            metadata_page,
+            metadata_pages,
+            nodes,
+        })
     }
 
     /// Reads a checkpoint's metadata run.
     pub async fn read_metadata(&self, first: PageId, pages: u64, length: usize) -> Result<Vec<u8>> {
         let bytes = self.read_pages(first, pages as usize).await?;
-        decode_run(PageKind::Metadata, first, &bytes, length).map_err(|(index, detail)| self.corruption(first + index as u64, detail))
+        decode_run(PageKind::Metadata, first, &bytes, length)
+            .map_err(|(index, detail)| self.corruption(first + index as u64, detail))
     }
 
     /// Restores the allocation state a checkpoint recorded.
     pub fn restore_allocation(&self, bitmap: &[u8], pages: u64, waiting: Vec<(PageId, u64, u64)>) {
         let mut allocation = self.allocation.borrow_mut();
-        allocation.used = (0..pages as usize).map(|page| page == 0 || bitmap[page / 8] & (1 << (page % 8)) != 0).collect();
+        allocation.used = (0..pages as usize)
+            .map(|page| page == 0 || bitmap[page / 8] & (1 << (page % 8)) != 0)
+            .collect();
         allocation.waiting = waiting;
         allocation.cursor = 1;
     }
@@ -323,16 +393,23 @@ impl<F: DirectFile> Pager<F> {
         let used = self.allocation.borrow().used.clone();
         // The bitmap is whole bytes: pages past the last used one may be
         // past the end of the file.
-        let end = used.iter().rposition(|&is_used| is_used).map_or(0, |last| last as u64 + 1);
+        let end = used
+            .iter()
+            .rposition(|&is_used| is_used)
+            .map_or(0, |last| last as u64 + 1);
         let mut first = 1u64;
         while first < end {
             let count = CHUNK_PAGES.min(end - first);
-            if used[first as usize..(first + count) as usize].iter().any(|&is_used| is_used) {
+            if used[first as usize..(first + count) as usize]
+                .iter()
+                .any(|&is_used| is_used)
+            {
                 let bytes = self.read_pages(first, count as usize).await?;
                 for (index, page) in bytes.chunks(PAGE_BYTES).enumerate() {
                     let number = first + index as u64;
                     if used[number as usize] {
-                        node::open_page(page, number).map_err(|detail| self.corruption(number, detail))?;
+                        node::open_page(page, number)
+                            .map_err(|detail| self.corruption(number, detail))?;
                     }
                 }
             }
@@ -349,12 +426,18 @@ impl<F: DirectFile> Pager<F> {
     /// Pages below the high-water mark and how many are in use.
     pub fn page_counts(&self) -> (u64, u64) {
         let allocation = self.allocation.borrow();
-        (allocation.used.len() as u64, allocation.used.iter().filter(|&&used| used).count() as u64)
+        (
+            allocation.used.len() as u64,
+            allocation.used.iter().filter(|&&used| used).count() as u64,
+        )
     }
 
     pub async fn close(self) -> Result<()> {
         let path = self.path.clone();
-        self.file.close().await.map_err(|error| StorageError::io(&path, error))
+        self.file
+            .close()
+            .await
+            .map_err(|error| StorageError::io(&path, error))
     }
 }
 
@@ -370,7 +453,13 @@ fn bitmap_of(used: &[bool]) -> Vec<u8> {
 
 /// Gives every in-memory node under `child` a page (children first) and
 /// encodes it; large inline values get overflow runs. Returns the page.
-fn place(child: &node::Child, inline_limit: usize, allocation: &mut Allocation, pages: &mut Vec<(PageId, Vec<u8>)>, nodes: &mut Vec<(Rc<Node>, PageId, Rc<Node>)>) -> PageId {
+fn place(
+    child: &node::Child,
+    inline_limit: usize,
+    allocation: &mut Allocation,
+    pages: &mut Vec<(PageId, Vec<u8>)>,
+    nodes: &mut Vec<(Rc<Node>, PageId, Rc<Node>)>,
+) -> PageId {
     let memory = match child {
         node::Child::Page(page) => return *page,
         node::Child::Memory(memory) => memory,
@@ -385,7 +474,11 @@ fn place(child: &node::Child, inline_limit: usize, allocation: &mut Allocation, 
                             let count = run_pages(bytes.len());
                             let first = allocation.allocate(count);
                             pages.push((first, encode_run(PageKind::Overflow, first, bytes)));
-                            Value::Overflow { first, pages: count as u32, length: bytes.len() as u32 }
+                            Value::Overflow {
+                                first,
+                                pages: count as u32,
+                                length: bytes.len() as u32,
+                            }
                         }
                         other => other.clone(),
                     };
@@ -393,9 +486,17 @@ fn place(child: &node::Child, inline_limit: usize, allocation: &mut Allocation, 
                 })
                 .collect(),
         ),
-        Node::Branch { separators, children } => Node::Branch {
+        Node::Branch {
+            separators,
+            children,
+        } => Node::Branch {
             separators: separators.clone(),
-            children: children.iter().map(|child| node::Child::Page(place(child, inline_limit, allocation, pages, nodes))).collect(),
+            children: children
+                .iter()
+                .map(|child| {
+                    node::Child::Page(place(child, inline_limit, allocation, pages, nodes))
+                })
+                .collect(),
         },
     };
     let page = allocation.allocate(1);

@@ -19,8 +19,8 @@ use super::pager::{Pager, Written};
 use super::tree::{Missing, Shape, Tree};
 use crate::backend::{Direction, ScanRange};
 use crate::batch::{decide_indexed, Mutation, WalOperation, WriteOutcome};
-use crate::index::IndexRegistry;
 use crate::error::{Result, StorageError};
+use crate::index::IndexRegistry;
 use crate::io::DirectFile;
 use crate::tables::TableId;
 
@@ -39,7 +39,13 @@ pub struct StoreOptions {
 
 impl Default for StoreOptions {
     fn default() -> Self {
-        StoreOptions { shape: Shape { node_bytes: super::node::PAGE_PAYLOAD, inline_limit: 2048 }, cache_bytes: 64 << 20 }
+        StoreOptions {
+            shape: Shape {
+                node_bytes: super::node::PAGE_PAYLOAD,
+                inline_limit: 2048,
+            },
+            cache_bytes: 64 << 20,
+        }
     }
 }
 
@@ -126,7 +132,10 @@ impl<F: DirectFile> Store<F> {
     pub fn create(file: F, path: PathBuf, options: StoreOptions, sequence: u64) -> Self {
         Store {
             pager: Pager::new(file, path, options.cache_bytes),
-            tree: RefCell::new(Tree::new(Child::Memory(Rc::new(Node::empty_leaf())), options.shape)),
+            tree: RefCell::new(Tree::new(
+                Child::Memory(Rc::new(Node::empty_leaf())),
+                options.shape,
+            )),
             counts: RefCell::new(BTreeMap::new()),
             in_view: Cell::new(sequence),
             metadata_run: Cell::new((0, 0)),
@@ -149,7 +158,10 @@ impl<F: DirectFile> Store<F> {
         if page == 0 {
             return Ok(store);
         }
-        let encoded = store.pager.read_metadata(page, pages, bytes as usize).await?;
+        let encoded = store
+            .pager
+            .read_metadata(page, pages, bytes as usize)
+            .await?;
         let corrupt = |detail: &str| StorageError::Corruption {
             path: store.pager.path().clone(),
             offset: page * super::node::PAGE_BYTES as u64,
@@ -160,10 +172,14 @@ impl<F: DirectFile> Store<F> {
             store.tree.borrow_mut().root = Child::Page(decoded.root);
         }
         *store.counts.borrow_mut() = decoded.counts;
-        store.pager.restore_allocation(&decoded.bitmap, decoded.page_count, decoded.waiting);
+        store
+            .pager
+            .restore_allocation(&decoded.bitmap, decoded.page_count, decoded.waiting);
         store.pager.verify().await?;
         store.metadata_run.set((page, pages));
-        if let Some((older_page, older_pages)) = older_metadata.filter(|(older_page, _)| *older_page != 0 && *older_page != page) {
+        if let Some((older_page, older_pages)) =
+            older_metadata.filter(|(older_page, _)| *older_page != 0 && *older_page != page)
+        {
             store.pager.retire(older_page, older_pages, sequence + 1);
         }
         Ok(store)
@@ -242,7 +258,14 @@ impl<F: DirectFile> Store<F> {
                     (Some(after), true) => (start.clone(), after.clone()),
                     (None, _) => (start.clone(), end.clone()),
                 };
-                let scanned = self.tree.borrow().scan(&self.pager, as_slice(&from), as_slice(&to), descending, limit, &mut entries);
+                let scanned = self.tree.borrow().scan(
+                    &self.pager,
+                    as_slice(&from),
+                    as_slice(&to),
+                    descending,
+                    limit,
+                    &mut entries,
+                );
                 match scanned {
                     Ok(()) => break,
                     Err(Missing(page)) => pins.push(self.pager.load(page).await?),
@@ -261,8 +284,16 @@ impl<F: DirectFile> Store<F> {
 
     /// Loads everything applying `mutations` needs, index entries
     /// included. Apply them right after, without awaiting in between.
-    pub async fn prepare(&self, mutations: &[Mutation], indexes: &IndexRegistry) -> Result<Prepared> {
-        let rows: Vec<Bytes> = mutations.iter().filter_map(Mutation::row).map(|(table, key)| composite_key(table, key)).collect();
+    pub async fn prepare(
+        &self,
+        mutations: &[Mutation],
+        indexes: &IndexRegistry,
+    ) -> Result<Prepared> {
+        let rows: Vec<Bytes> = mutations
+            .iter()
+            .filter_map(Mutation::row)
+            .map(|(table, key)| composite_key(table, key))
+            .collect();
         let mut prepared = self.prepare_keys(&rows).await?;
         if !indexes.any() {
             return Ok(prepared);
@@ -274,7 +305,9 @@ impl<F: DirectFile> Store<F> {
             let entries = self.plan_entries(&prepared, mutations, indexes);
             let resident = {
                 let tree = self.tree.borrow();
-                rows.iter().chain(&entries).all(|key| tree.missing(&self.pager, key).is_none())
+                rows.iter()
+                    .chain(&entries)
+                    .all(|key| tree.missing(&self.pager, key).is_none())
             };
             if resident && self.overflow_read(&prepared, &rows) {
                 // Each entry is logged as a put or delete of its key (the
@@ -291,12 +324,21 @@ impl<F: DirectFile> Store<F> {
 
     /// The index entry keys (composite) that applying `mutations` now would
     /// write or remove.
-    fn plan_entries(&self, prepared: &Prepared, mutations: &[Mutation], indexes: &IndexRegistry) -> Vec<Bytes> {
+    fn plan_entries(
+        &self,
+        prepared: &Prepared,
+        mutations: &[Mutation],
+        indexes: &IndexRegistry,
+    ) -> Vec<Bytes> {
         let mut rows_now: HashMap<Bytes, Option<Bytes>> = HashMap::new();
         let mut entries = Vec::new();
         for mutation in mutations {
-            let Some((table, key)) = mutation.row() else { continue };
-            let Some(table_indexes) = indexes.of(table) else { continue };
+            let Some((table, key)) = mutation.row() else {
+                continue;
+            };
+            let Some(table_indexes) = indexes.of(table) else {
+                continue;
+            };
             let composite = composite_key(table, key);
             let old = match rows_now.get(&composite) {
                 Some(row) => row.clone(),
@@ -308,7 +350,16 @@ impl<F: DirectFile> Store<F> {
             };
             let (outcome, operations) = decide_indexed(mutation.clone(), old, Some(&table_indexes));
             for operation in &operations {
-                if let WalOperation::Put { table: entry_table, key, .. } | WalOperation::Delete { table: entry_table, key } = operation {
+                if let WalOperation::Put {
+                    table: entry_table,
+                    key,
+                    ..
+                }
+                | WalOperation::Delete {
+                    table: entry_table,
+                    key,
+                } = operation
+                {
                     if *entry_table != table {
                         entries.push(composite_key(*entry_table, key));
                     }
@@ -324,7 +375,10 @@ impl<F: DirectFile> Store<F> {
         match self.tree.borrow().get(&self.pager, composite) {
             Ok(None) => Some(None),
             Ok(Some(Value::Inline(bytes))) => Some(Some(bytes)),
-            Ok(Some(Value::Overflow { first, .. })) => prepared.overflow.get(&first).map(|bytes| Some(bytes.clone())),
+            Ok(Some(Value::Overflow { first, .. })) => prepared
+                .overflow
+                .get(&first)
+                .map(|bytes| Some(bytes.clone())),
             Err(Missing(_)) => None,
         }
     }
@@ -335,7 +389,11 @@ impl<F: DirectFile> Store<F> {
     }
 
     async fn prepare_keys(&self, keys: &[Bytes]) -> Result<Prepared> {
-        let mut prepared = Prepared { _pins: Vec::new(), overflow: HashMap::new(), index_payload_bytes: 0 };
+        let mut prepared = Prepared {
+            _pins: Vec::new(),
+            overflow: HashMap::new(),
+            index_payload_bytes: 0,
+        };
         let mut commits = self.pager.commits();
         loop {
             let missing = {
@@ -348,13 +406,22 @@ impl<F: DirectFile> Store<F> {
             }
             let unread = {
                 let tree = self.tree.borrow();
-                keys.iter().find_map(|key| match tree.get(&self.pager, key) {
-                    Ok(Some(value @ Value::Overflow { first, .. })) if !prepared.overflow.contains_key(&first) => Some(value),
-                    _ => None,
-                })
+                keys.iter()
+                    .find_map(|key| match tree.get(&self.pager, key) {
+                        Ok(Some(value @ Value::Overflow { first, .. }))
+                            if !prepared.overflow.contains_key(&first) =>
+                        {
+                            Some(value)
+                        }
+                        _ => None,
+                    })
             };
-            let Some(value) = unread else { return Ok(prepared) };
-            let Value::Overflow { first, .. } = value else { unreachable!("selected overflow values") };
+            let Some(value) = unread else {
+                return Ok(prepared);
+            };
+            let Value::Overflow { first, .. } = value else {
+                unreachable!("selected overflow values")
+            };
             let bytes = self.pager.read_value(&value).await?;
             if self.pager.commits() >= commits + 2 {
                 // Runs read before may have been reused: start over.
@@ -369,8 +436,14 @@ impl<F: DirectFile> Store<F> {
     /// The stored length of a mutation's row (0 when absent). Call it once
     /// prepared: the path is then in memory.
     pub fn stored_length(&self, mutation: &Mutation) -> usize {
-        let Some((table, key)) = mutation.row() else { return 0 };
-        match self.tree.borrow().get(&self.pager, &composite_key(table, key)) {
+        let Some((table, key)) = mutation.row() else {
+            return 0;
+        };
+        match self
+            .tree
+            .borrow()
+            .get(&self.pager, &composite_key(table, key))
+        {
             Ok(Some(Value::Inline(bytes))) => bytes.len(),
             Ok(Some(Value::Overflow { length, .. })) => length as usize,
             _ => 0,
@@ -379,9 +452,16 @@ impl<F: DirectFile> Store<F> {
 
     /// Applies one row mutation to a prepared store, keeping the table's
     /// indexes in step; returns the outcome and the operations to log.
-    pub fn apply(&self, prepared: &Prepared, mutation: Mutation, indexes: &IndexRegistry) -> (WriteOutcome, Vec<WalOperation>) {
+    pub fn apply(
+        &self,
+        prepared: &Prepared,
+        mutation: Mutation,
+        indexes: &IndexRegistry,
+    ) -> (WriteOutcome, Vec<WalOperation>) {
         let (table, key) = mutation.row().expect("a row mutation");
-        let old = self.current(prepared, &composite_key(table, key)).expect("prepared before applying");
+        let old = self
+            .current(prepared, &composite_key(table, key))
+            .expect("prepared before applying");
         let table_indexes = indexes.of(table);
         let (outcome, operations) = decide_indexed(mutation, old, table_indexes.as_deref());
         for operation in &operations {
@@ -396,7 +476,12 @@ impl<F: DirectFile> Store<F> {
         let mut tree = self.tree.borrow_mut();
         let old = match operation {
             WalOperation::Put { table, key, value } => {
-                let old = tree.insert(&self.pager, composite_key(*table, key), Value::Inline(value.clone()), &mut retired);
+                let old = tree.insert(
+                    &self.pager,
+                    composite_key(*table, key),
+                    Value::Inline(value.clone()),
+                    &mut retired,
+                );
                 if old.is_none() {
                     *self.counts.borrow_mut().entry(*table).or_default() += 1;
                 }
@@ -440,7 +525,8 @@ impl<F: DirectFile> Store<F> {
                     if keys.is_empty() {
                         return Ok(());
                     }
-                    let composite: Vec<Bytes> = keys.iter().map(|key| composite_key(*table, key)).collect();
+                    let composite: Vec<Bytes> =
+                        keys.iter().map(|key| composite_key(*table, key)).collect();
                     let _prepared = self.prepare_keys(&composite).await?;
                     for key in keys {
                         self.apply_operation(&WalOperation::Delete { table: *table, key });
@@ -452,15 +538,36 @@ impl<F: DirectFile> Store<F> {
 
     /// Up to `limit` keys of a table, from its start.
     pub async fn first_keys(&self, table: TableId, limit: usize) -> Result<Vec<Bytes>> {
-        let range = ScanRange { start: Bound::Unbounded, end: Bound::Unbounded, direction: Direction::Ascending, limit: Some(limit) };
+        let range = ScanRange {
+            start: Bound::Unbounded,
+            end: Bound::Unbounded,
+            direction: Direction::Ascending,
+            limit: Some(limit),
+        };
         let (start, end) = table_bounds(table, &range);
         let mut entries = Vec::new();
         let mut pins = Vec::new();
         loop {
-            let from = entries.last().map_or(start.clone(), |(key, _): &(Bytes, Value)| Bound::Excluded(key.clone()));
-            let scanned = self.tree.borrow().scan(&self.pager, as_slice(&from), as_slice(&end), false, limit, &mut entries);
+            let from = entries
+                .last()
+                .map_or(start.clone(), |(key, _): &(Bytes, Value)| {
+                    Bound::Excluded(key.clone())
+                });
+            let scanned = self.tree.borrow().scan(
+                &self.pager,
+                as_slice(&from),
+                as_slice(&end),
+                false,
+                limit,
+                &mut entries,
+            );
             match scanned {
-                Ok(()) => return Ok(entries.into_iter().map(|(key, _)| key.slice(16..)).collect()),
+                Ok(()) => {
+                    return Ok(entries
+                        .into_iter()
+                        .map(|(key, _)| key.slice(16..))
+                        .collect())
+                }
                 Err(Missing(page)) => pins.push(self.pager.load(page).await?),
             }
         }
@@ -470,7 +577,11 @@ impl<F: DirectFile> Store<F> {
     /// live tree stops using may be in that checkpoint.
     pub fn freeze(&self, sequence: u64) -> Frozen {
         self.in_view.set(sequence);
-        Frozen { sequence, root: self.tree.borrow().root.clone(), counts: self.counts.borrow().clone() }
+        Frozen {
+            sequence,
+            root: self.tree.borrow().root.clone(),
+            counts: self.counts.borrow().clone(),
+        }
     }
 
     /// Writes the frozen tree's new pages and its metadata; syncs the file.
@@ -501,13 +612,29 @@ impl<F: DirectFile> Store<F> {
         let sequence = frozen.sequence;
         drop(frozen.root);
         let written = checkpoint.written;
-        let by_pointer: HashMap<*const Node, usize> =
-            written.nodes.iter().enumerate().map(|(index, (memory, _, _))| (Rc::as_ptr(memory), index)).collect();
-        let by_page: HashMap<PageId, usize> = written.nodes.iter().enumerate().map(|(index, (_, page, _))| (*page, index)).collect();
+        let by_pointer: HashMap<*const Node, usize> = written
+            .nodes
+            .iter()
+            .enumerate()
+            .map(|(index, (memory, _, _))| (Rc::as_ptr(memory), index))
+            .collect();
+        let by_page: HashMap<PageId, usize> = written
+            .nodes
+            .iter()
+            .enumerate()
+            .map(|(index, (_, page, _))| (*page, index))
+            .collect();
         let mut kept = vec![false; written.nodes.len()];
         {
             let mut tree = self.tree.borrow_mut();
-            swap_in(&mut tree.root, &by_pointer, &by_page, &written.nodes, &mut kept, &self.pager);
+            swap_in(
+                &mut tree.root,
+                &by_pointer,
+                &by_page,
+                &written.nodes,
+                &mut kept,
+                &self.pager,
+            );
         }
         for (index, (memory, page, clean)) in written.nodes.iter().enumerate() {
             if kept[index] {
@@ -523,7 +650,9 @@ impl<F: DirectFile> Store<F> {
                 }
             }
         }
-        let (old_page, old_pages) = self.metadata_run.replace((checkpoint.metadata_page, checkpoint.metadata_pages));
+        let (old_page, old_pages) = self
+            .metadata_run
+            .replace((checkpoint.metadata_page, checkpoint.metadata_pages));
         if old_page != 0 {
             // The previous checkpoint stays the older slot until the next one.
             self.pager.retire(old_page, old_pages, sequence + 1);
@@ -561,7 +690,12 @@ fn swap_in<F: DirectFile>(
     }
 }
 
-fn mark_kept(index: usize, by_page: &HashMap<PageId, usize>, nodes: &[(Rc<Node>, PageId, Rc<Node>)], kept: &mut [bool]) {
+fn mark_kept(
+    index: usize,
+    by_page: &HashMap<PageId, usize>,
+    nodes: &[(Rc<Node>, PageId, Rc<Node>)],
+    kept: &mut [bool],
+) {
     kept[index] = true;
     if let Node::Branch { children, .. } = &*nodes[index].2 {
         for child in children {
@@ -582,7 +716,12 @@ struct Metadata {
     bitmap: Vec<u8>,
 }
 
-fn encode_metadata(root: PageId, counts: &BTreeMap<TableId, u64>, bitmap: &[u8], waiting: &[(PageId, u64, u64)]) -> Vec<u8> {
+fn encode_metadata(
+    root: PageId,
+    counts: &BTreeMap<TableId, u64>,
+    bitmap: &[u8],
+    waiting: &[(PageId, u64, u64)],
+) -> Vec<u8> {
     let mut out = Vec::with_capacity(64 + counts.len() * 24 + waiting.len() * 24 + bitmap.len());
     out.extend_from_slice(&METADATA_MAGIC.to_le_bytes());
     out.extend_from_slice(&root.to_le_bytes());
@@ -631,5 +770,11 @@ fn decode_metadata(bytes: &[u8]) -> Option<Metadata> {
     if bitmap_pages != (bitmap.len() * 8) as u64 {
         return None;
     }
-    Some(Metadata { root, page_count: bitmap_pages, counts, waiting, bitmap })
+    Some(Metadata {
+        root,
+        page_count: bitmap_pages,
+        counts,
+        waiting,
+        bitmap,
+    })
 }

@@ -61,9 +61,15 @@ fn child_index(separators: &[Bytes], key: &[u8]) -> usize {
 
 /// The node behind `child`, made writable: a page's node is copied into
 /// memory (its page retired), a shared in-memory node is cloned.
-fn writable<'a>(child: &'a mut Child, pages: &impl Resident, retired: &mut Vec<PageId>) -> &'a mut Node {
+fn writable<'a>(
+    child: &'a mut Child,
+    pages: &impl Resident,
+    retired: &mut Vec<PageId>,
+) -> &'a mut Node {
     if let Child::Page(page) = *child {
-        let node = pages.resident(page).expect("the path of a write is loaded before the write");
+        let node = pages
+            .resident(page)
+            .expect("the path of a write is loaded before the write");
         retired.push(page);
         *child = Child::Memory(Rc::new((*node).clone()));
     }
@@ -83,9 +89,15 @@ impl Tree {
         loop {
             let next = match &*node {
                 Node::Leaf(entries) => {
-                    return Ok(entries.binary_search_by(|(entry, _)| entry.as_ref().cmp(key)).ok().map(|index| entries[index].1.clone()))
+                    return Ok(entries
+                        .binary_search_by(|(entry, _)| entry.as_ref().cmp(key))
+                        .ok()
+                        .map(|index| entries[index].1.clone()))
                 }
-                Node::Branch { separators, children } => node_of(&children[child_index(separators, key)], pages)?,
+                Node::Branch {
+                    separators,
+                    children,
+                } => node_of(&children[child_index(separators, key)], pages)?,
             };
             node = next;
         }
@@ -98,31 +110,51 @@ impl Tree {
 
     /// Inserts or replaces; returns the value replaced. The path to `key`
     /// must be resident.
-    pub fn insert(&mut self, pages: &impl Resident, key: Bytes, value: Value, retired: &mut Vec<PageId>) -> Option<Value> {
+    pub fn insert(
+        &mut self,
+        pages: &impl Resident,
+        key: Bytes,
+        value: Value,
+        retired: &mut Vec<PageId>,
+    ) -> Option<Value> {
         let shape = self.shape;
         let (old, split) = insert_into(&mut self.root, pages, key, value, shape, retired);
         if !split.siblings.is_empty() {
             let left = std::mem::replace(&mut self.root, Child::Page(0));
-            let (separators, mut children): (Vec<Bytes>, Vec<Child>) = split.siblings.into_iter().unzip();
+            let (separators, mut children): (Vec<Bytes>, Vec<Child>) =
+                split.siblings.into_iter().unzip();
             children.insert(0, left);
-            let mut root = Node::Branch { separators, children };
+            let mut root = Node::Branch {
+                separators,
+                children,
+            };
             // A root with more children than a node holds splits again.
             let above = split_if_full(&mut root, shape, false);
             self.root = Child::Memory(Rc::new(root));
             if !above.is_empty() {
                 let left = std::mem::replace(&mut self.root, Child::Page(0));
-                let (separators, mut children): (Vec<Bytes>, Vec<Child>) = above.into_iter().unzip();
+                let (separators, mut children): (Vec<Bytes>, Vec<Child>) =
+                    above.into_iter().unzip();
                 children.insert(0, left);
-                self.root = Child::Memory(Rc::new(Node::Branch { separators, children }));
+                self.root = Child::Memory(Rc::new(Node::Branch {
+                    separators,
+                    children,
+                }));
             }
         }
         old
     }
 
     /// Removes `key`; returns its value. The path to `key` must be resident.
-    pub fn remove(&mut self, pages: &impl Resident, key: &[u8], retired: &mut Vec<PageId>) -> Option<Value> {
+    pub fn remove(
+        &mut self,
+        pages: &impl Resident,
+        key: &[u8],
+        retired: &mut Vec<PageId>,
+    ) -> Option<Value> {
         // Nothing is copied for a key that is not there.
-        self.get(pages, key).expect("the path of a write is loaded before the write")?;
+        self.get(pages, key)
+            .expect("the path of a write is loaded before the write")?;
         let shape = self.shape;
         let old = remove_from(&mut self.root, pages, key, shape, retired);
         // A root branch left with one child is replaced by that child.
@@ -130,7 +162,9 @@ impl Tree {
             let only_child = match &self.root {
                 Child::Memory(node) => match &**node {
                     Node::Branch { children, .. } if children.len() == 1 => children[0].clone(),
-                    Node::Branch { children, .. } if children.is_empty() => Child::Memory(Rc::new(Node::empty_leaf())),
+                    Node::Branch { children, .. } if children.is_empty() => {
+                        Child::Memory(Rc::new(Node::empty_leaf()))
+                    }
                     _ => break,
                 },
                 Child::Page(_) => break,
@@ -169,18 +203,30 @@ struct Split {
     appended: bool,
 }
 
-fn insert_into(child: &mut Child, pages: &impl Resident, key: Bytes, value: Value, shape: Shape, retired: &mut Vec<PageId>) -> (Option<Value>, Split) {
+fn insert_into(
+    child: &mut Child,
+    pages: &impl Resident,
+    key: Bytes,
+    value: Value,
+    shape: Shape,
+    retired: &mut Vec<PageId>,
+) -> (Option<Value>, Split) {
     let node = writable(child, pages, retired);
     let (old, appended) = match node {
-        Node::Leaf(entries) => match entries.binary_search_by(|(entry, _)| entry.as_ref().cmp(key.as_ref())) {
-            Ok(index) => (Some(std::mem::replace(&mut entries[index].1, value)), false),
-            Err(index) => {
-                let appended = index == entries.len();
-                entries.insert(index, (key, value));
-                (None, appended)
+        Node::Leaf(entries) => {
+            match entries.binary_search_by(|(entry, _)| entry.as_ref().cmp(key.as_ref())) {
+                Ok(index) => (Some(std::mem::replace(&mut entries[index].1, value)), false),
+                Err(index) => {
+                    let appended = index == entries.len();
+                    entries.insert(index, (key, value));
+                    (None, appended)
+                }
             }
-        },
-        Node::Branch { separators, children } => {
+        }
+        Node::Branch {
+            separators,
+            children,
+        } => {
             let index = child_index(separators, &key);
             let (old, split) = insert_into(&mut children[index], pages, key, value, shape, retired);
             let appended = split.appended && index + 1 == children.len();
@@ -191,7 +237,13 @@ fn insert_into(child: &mut Child, pages: &impl Resident, key: Bytes, value: Valu
             (old, appended)
         }
     };
-    (old, Split { siblings: split_if_full(node, shape, appended), appended })
+    (
+        old,
+        Split {
+            siblings: split_if_full(node, shape, appended),
+            appended,
+        },
+    )
 }
 
 /// Splits an overfull node; returns the new right siblings with their
@@ -205,7 +257,10 @@ fn split_if_full(node: &mut Node, shape: Shape, appended: bool) -> Vec<(Bytes, C
     }
     match node {
         Node::Leaf(entries) => {
-            let sizes: Vec<usize> = entries.iter().map(|(key, value)| 2 + key.len() + value.stored_bytes(shape.inline_limit)).collect();
+            let sizes: Vec<usize> = entries
+                .iter()
+                .map(|(key, value)| 2 + key.len() + value.stored_bytes(shape.inline_limit))
+                .collect();
             let total: usize = sizes.iter().sum();
             let mut cuts = Vec::new();
             if appended && total - sizes[sizes.len() - 1] <= shape.node_bytes {
@@ -238,29 +293,56 @@ fn split_if_full(node: &mut Node, shape: Shape, appended: bool) -> Vec<(Bytes, C
             let mut siblings = Vec::with_capacity(cuts.len());
             for &cut in cuts.iter().rev() {
                 let right = entries.split_off(cut);
-                siblings.push((right[0].0.clone(), Child::Memory(Rc::new(Node::Leaf(right)))));
+                siblings.push((
+                    right[0].0.clone(),
+                    Child::Memory(Rc::new(Node::Leaf(right))),
+                ));
             }
             siblings.reverse();
             siblings
         }
-        Node::Branch { separators, children } => {
+        Node::Branch {
+            separators,
+            children,
+        } => {
             // Keys are short (at most `MAX_KEY_BYTES`), so two nodes do.
-            let middle = if appended { separators.len() - 1 } else { separators.len() / 2 };
+            let middle = if appended {
+                separators.len() - 1
+            } else {
+                separators.len() / 2
+            };
             let right_separators = separators.split_off(middle + 1);
             let up = separators.pop().expect("a full branch has separators");
             let right_children = children.split_off(middle + 1);
-            vec![(up, Child::Memory(Rc::new(Node::Branch { separators: right_separators, children: right_children })))]
+            vec![(
+                up,
+                Child::Memory(Rc::new(Node::Branch {
+                    separators: right_separators,
+                    children: right_children,
+                })),
+            )]
         }
     }
 }
 
-fn remove_from(child: &mut Child, pages: &impl Resident, key: &[u8], shape: Shape, retired: &mut Vec<PageId>) -> Option<Value> {
+fn remove_from(
+    child: &mut Child,
+    pages: &impl Resident,
+    key: &[u8],
+    shape: Shape,
+    retired: &mut Vec<PageId>,
+) -> Option<Value> {
     match writable(child, pages, retired) {
         Node::Leaf(entries) => {
-            let index = entries.binary_search_by(|(entry, _)| entry.as_ref().cmp(key)).ok()?;
+            let index = entries
+                .binary_search_by(|(entry, _)| entry.as_ref().cmp(key))
+                .ok()?;
             Some(entries.remove(index).1)
         }
-        Node::Branch { separators, children } => {
+        Node::Branch {
+            separators,
+            children,
+        } => {
             let index = child_index(separators, key);
             let old = remove_from(&mut children[index], pages, key, shape, retired)?;
             rebalance(separators, children, index, pages, shape, retired);
@@ -272,8 +354,17 @@ fn remove_from(child: &mut Child, pages: &impl Resident, key: &[u8], shape: Shap
 /// After a delete below `children[index]`: drop it if empty, or merge it
 /// with an in-memory neighbour if it is under a quarter full and the two
 /// fit one node.
-fn rebalance(separators: &mut Vec<Bytes>, children: &mut Vec<Child>, index: usize, pages: &impl Resident, shape: Shape, retired: &mut Vec<PageId>) {
-    let Ok(node) = node_of(&children[index], pages) else { return };
+fn rebalance(
+    separators: &mut Vec<Bytes>,
+    children: &mut Vec<Child>,
+    index: usize,
+    pages: &impl Resident,
+    shape: Shape,
+    retired: &mut Vec<PageId>,
+) {
+    let Ok(node) = node_of(&children[index], pages) else {
+        return;
+    };
     if node.is_empty() {
         children.remove(index);
         if !separators.is_empty() {
@@ -285,7 +376,10 @@ fn rebalance(separators: &mut Vec<Bytes>, children: &mut Vec<Child>, index: usiz
         return;
     }
     // The right neighbour first, then the left one.
-    let candidates = [(index + 1 < children.len()).then_some(index), index.checked_sub(1)];
+    let candidates = [
+        (index + 1 < children.len()).then_some(index),
+        index.checked_sub(1),
+    ];
     for left in candidates.into_iter().flatten() {
         if merge_pair(separators, children, left, pages, shape, retired) {
             return;
@@ -295,18 +389,46 @@ fn rebalance(separators: &mut Vec<Bytes>, children: &mut Vec<Child>, index: usiz
 
 /// Merges `children[left]` and `children[left + 1]` if both are in memory
 /// and fit one node; returns whether it did.
-fn merge_pair(separators: &mut Vec<Bytes>, children: &mut Vec<Child>, left: usize, pages: &impl Resident, shape: Shape, retired: &mut Vec<PageId>) -> bool {
+fn merge_pair(
+    separators: &mut Vec<Bytes>,
+    children: &mut Vec<Child>,
+    left: usize,
+    pages: &impl Resident,
+    shape: Shape,
+    retired: &mut Vec<PageId>,
+) -> bool {
     let right = left + 1;
-    let (Ok(left_node), Ok(right_node)) = (node_of(&children[left], pages), node_of(&children[right], pages)) else { return false };
+    let (Ok(left_node), Ok(right_node)) = (
+        node_of(&children[left], pages),
+        node_of(&children[right], pages),
+    ) else {
+        return false;
+    };
     let merged = match (&*left_node, &*right_node) {
         (Node::Leaf(left_entries), Node::Leaf(right_entries)) => {
             Node::Leaf(left_entries.iter().chain(right_entries).cloned().collect())
         }
-        (Node::Branch { separators: left_separators, children: left_children }, Node::Branch { separators: right_separators, children: right_children }) => {
+        (
+            Node::Branch {
+                separators: left_separators,
+                children: left_children,
+            },
+            Node::Branch {
+                separators: right_separators,
+                children: right_children,
+            },
+        ) => {
             let mut merged_separators = left_separators.clone();
             merged_separators.push(separators[left].clone());
             merged_separators.extend(right_separators.iter().cloned());
-            Node::Branch { separators: merged_separators, children: left_children.iter().chain(right_children).cloned().collect() }
+            Node::Branch {
+                separators: merged_separators,
+                children: left_children
+                    .iter()
+                    .chain(right_children)
+                    .cloned()
+                    .collect(),
+            }
         }
         _ => return false, // siblings are always at the same height
     };
@@ -343,11 +465,20 @@ fn after_end(key: &[u8], end: Bound<&[u8]>) -> bool {
 }
 
 /// Returns whether the scan is complete (`limit` reached).
-fn scan_node(node: &Node, pages: &impl Resident, range: Range, descending: bool, limit: usize, out: &mut Vec<(Bytes, Value)>) -> Result<bool, Missing> {
+fn scan_node(
+    node: &Node,
+    pages: &impl Resident,
+    range: Range,
+    descending: bool,
+    limit: usize,
+    out: &mut Vec<(Bytes, Value)>,
+) -> Result<bool, Missing> {
     let (start, end) = range;
     match node {
         Node::Leaf(entries) => {
-            let in_range = entries.iter().filter(|(key, _)| !before_start(key, start) && !after_end(key, end));
+            let in_range = entries
+                .iter()
+                .filter(|(key, _)| !before_start(key, start) && !after_end(key, end));
             let take = |entry: &(Bytes, Value), out: &mut Vec<(Bytes, Value)>| {
                 out.push(entry.clone());
                 out.len() >= limit
@@ -367,7 +498,10 @@ fn scan_node(node: &Node, pages: &impl Resident, range: Range, descending: bool,
             }
             Ok(false)
         }
-        Node::Branch { separators, children } => {
+        Node::Branch {
+            separators,
+            children,
+        } => {
             // Child i holds keys in [separators[i-1], separators[i]).
             let overlaps = |index: usize| {
                 let below_start = index < separators.len()
@@ -375,7 +509,11 @@ fn scan_node(node: &Node, pages: &impl Resident, range: Range, descending: bool,
                 let beyond_end = index > 0 && after_end(&separators[index - 1], end);
                 !below_start && !beyond_end
             };
-            let order: Box<dyn Iterator<Item = usize>> = if descending { Box::new((0..children.len()).rev()) } else { Box::new(0..children.len()) };
+            let order: Box<dyn Iterator<Item = usize>> = if descending {
+                Box::new((0..children.len()).rev())
+            } else {
+                Box::new(0..children.len())
+            };
             for index in order {
                 if !overlaps(index) {
                     continue;
@@ -411,9 +549,15 @@ mod tests {
         }
     }
 
-    const SHAPE: Shape = Shape { node_bytes: 200, inline_limit: 24 };
+    const SHAPE: Shape = Shape {
+        node_bytes: 200,
+        inline_limit: 24,
+    };
     /// Entries up to two thirds of a node: splits into three happen.
-    const LARGE: Shape = Shape { node_bytes: 200, inline_limit: 120 };
+    const LARGE: Shape = Shape {
+        node_bytes: 200,
+        inline_limit: 120,
+    };
 
     fn key(number: u16) -> Bytes {
         Bytes::from(format!("key{number:05}"))
@@ -439,24 +583,64 @@ mod tests {
         }
     }
 
-    fn check_structure(child: &Child, pages: &Pages, shape: Shape, low: Option<&Bytes>, high: Option<&Bytes>, depth: usize, leaf_depth: &mut Option<usize>) {
+    fn check_structure(
+        child: &Child,
+        pages: &Pages,
+        shape: Shape,
+        low: Option<&Bytes>,
+        high: Option<&Bytes>,
+        depth: usize,
+        leaf_depth: &mut Option<usize>,
+    ) {
         let node = node_of(child, pages).expect("resident");
-        assert!(node.stored_bytes(shape.inline_limit) <= shape.node_bytes, "node over its size");
+        assert!(
+            node.stored_bytes(shape.inline_limit) <= shape.node_bytes,
+            "node over its size"
+        );
         match &*node {
             Node::Leaf(entries) => {
-                assert_eq!(*leaf_depth.get_or_insert(depth), depth, "leaves at one depth");
-                assert!(entries.windows(2).all(|pair| pair[0].0 < pair[1].0), "leaf sorted");
+                assert_eq!(
+                    *leaf_depth.get_or_insert(depth),
+                    depth,
+                    "leaves at one depth"
+                );
+                assert!(
+                    entries.windows(2).all(|pair| pair[0].0 < pair[1].0),
+                    "leaf sorted"
+                );
                 for (key, _) in entries {
-                    assert!(low.is_none_or(|low| key >= low) && high.is_none_or(|high| key < high), "key within its branch range");
+                    assert!(
+                        low.is_none_or(|low| key >= low) && high.is_none_or(|high| key < high),
+                        "key within its branch range"
+                    );
                 }
             }
-            Node::Branch { separators, children } => {
+            Node::Branch {
+                separators,
+                children,
+            } => {
                 assert_eq!(children.len(), separators.len() + 1);
                 assert!(separators.windows(2).all(|pair| pair[0] < pair[1]));
                 for (index, child) in children.iter().enumerate() {
-                    let child_low = if index == 0 { low } else { Some(&separators[index - 1]) };
-                    let child_high = if index == separators.len() { high } else { Some(&separators[index]) };
-                    check_structure(child, pages, shape, child_low, child_high, depth + 1, leaf_depth);
+                    let child_low = if index == 0 {
+                        low
+                    } else {
+                        Some(&separators[index - 1])
+                    };
+                    let child_high = if index == separators.len() {
+                        high
+                    } else {
+                        Some(&separators[index])
+                    };
+                    check_structure(
+                        child,
+                        pages,
+                        shape,
+                        child_low,
+                        child_high,
+                        depth + 1,
+                        leaf_depth,
+                    );
                 }
             }
         }
@@ -492,17 +676,37 @@ mod tests {
                     prop_assert_eq!(old, model.insert(key(number), value(number, length)));
                 }
                 Step::Remove(number) => {
-                    prop_assert_eq!(tree.remove(&pages, &key(number), &mut retired), model.remove(&key(number)));
+                    prop_assert_eq!(
+                        tree.remove(&pages, &key(number), &mut retired),
+                        model.remove(&key(number))
+                    );
                 }
                 Step::Persist => persist(&mut tree.root, &mut pages, &mut next_page),
                 Step::Scan(from, to, descending, limit) => {
                     let (from, to) = (key(from.min(to)), key(from.max(to)));
                     let mut out = Vec::new();
-                    tree.scan(&pages, Bound::Included(&from), Bound::Excluded(&to), descending, limit, &mut out).expect("resident");
+                    tree.scan(
+                        &pages,
+                        Bound::Included(&from),
+                        Bound::Excluded(&to),
+                        descending,
+                        limit,
+                        &mut out,
+                    )
+                    .expect("resident");
                     let expected: Vec<(Bytes, Value)> = if descending {
-                        model.range(from..to).rev().take(limit).map(|(key, value)| (key.clone(), value.clone())).collect()
+                        model
+                            .range(from..to)
+                            .rev()
+                            .take(limit)
+                            .map(|(key, value)| (key.clone(), value.clone()))
+                            .collect()
                     } else {
-                        model.range(from..to).take(limit).map(|(key, value)| (key.clone(), value.clone())).collect()
+                        model
+                            .range(from..to)
+                            .take(limit)
+                            .map(|(key, value)| (key.clone(), value.clone()))
+                            .collect()
                     };
                     prop_assert_eq!(out, expected);
                 }
@@ -511,13 +715,20 @@ mod tests {
             check_structure(&tree.root, &pages, shape, None, None, 0, &mut leaf_depth);
         }
         for (key, value) in &model {
-            prop_assert_eq!(tree.get(&pages, key).expect("resident"), Some(value.clone()));
+            prop_assert_eq!(
+                tree.get(&pages, key).expect("resident"),
+                Some(value.clone())
+            );
         }
         // Every retired page is one the live tree no longer reaches.
         fn reachable(child: &Child, pages: &Pages, into: &mut Vec<PageId>) {
-            if let Child::Page(page) = child { into.push(*page); }
+            if let Child::Page(page) = child {
+                into.push(*page);
+            }
             if let Node::Branch { children, .. } = &*node_of(child, pages).expect("resident") {
-                for child in children { reachable(child, pages, into); }
+                for child in children {
+                    reachable(child, pages, into);
+                }
             }
         }
         let mut live = Vec::new();
@@ -549,14 +760,24 @@ mod tests {
         }
         fn leaves(child: &Child, pages: &Pages, out: &mut Vec<usize>) {
             match &*node_of(child, pages).unwrap() {
-                Node::Leaf(_) => out.push(node_of(child, pages).unwrap().stored_bytes(SHAPE.inline_limit)),
-                Node::Branch { children, .. } => children.iter().for_each(|child| leaves(child, pages, out)),
+                Node::Leaf(_) => out.push(
+                    node_of(child, pages)
+                        .unwrap()
+                        .stored_bytes(SHAPE.inline_limit),
+                ),
+                Node::Branch { children, .. } => {
+                    children.iter().for_each(|child| leaves(child, pages, out))
+                }
             }
         }
         let mut sizes = Vec::new();
         leaves(&tree.root, &pages, &mut sizes);
         let fill = sizes.iter().sum::<usize>() as f64 / (sizes.len() * SHAPE.node_bytes) as f64;
-        assert!(fill > 0.85, "leaves of an append-only load are {:.0}% full", fill * 100.0);
+        assert!(
+            fill > 0.85,
+            "leaves of an append-only load are {:.0}% full",
+            fill * 100.0
+        );
     }
 
     #[test]
@@ -572,7 +793,10 @@ mod tests {
             tree.remove(&pages, &key(number), &mut retired);
         }
         for number in 0..200 {
-            assert_eq!(frozen.get(&pages, &key(number)).unwrap(), Some(value(number, 8)));
+            assert_eq!(
+                frozen.get(&pages, &key(number)).unwrap(),
+                Some(value(number, 8))
+            );
             assert_eq!(tree.get(&pages, &key(number)).unwrap(), None);
         }
     }
@@ -593,11 +817,18 @@ mod tests {
                 Node::Branch { children, .. } => 1 + height(&children[0], pages),
             }
         }
-        assert!(height(&tree.root, &pages) >= 3, "500 keys in 200-byte nodes make a deep tree");
+        assert!(
+            height(&tree.root, &pages) >= 3,
+            "500 keys in 200-byte nodes make a deep tree"
+        );
         for number in (0..500).filter(|number| number % 100 != 0) {
             tree.remove(&pages, &key(number), &mut retired);
         }
-        assert_eq!(height(&tree.root, &pages), 1, "five keys left fit one leaf again");
+        assert_eq!(
+            height(&tree.root, &pages),
+            1,
+            "five keys left fit one leaf again"
+        );
         assert_eq!(tree.get(&pages, &key(400)).unwrap(), Some(value(400, 8)));
     }
 
@@ -620,7 +851,9 @@ mod tests {
             match tree.scan(&pages, bound, Bound::Unbounded, false, usize::MAX, &mut out) {
                 Ok(()) => break,
                 Err(Missing(page)) => {
-                    pages.nodes.insert(page, evicted.remove(&page).expect("a real page"));
+                    pages
+                        .nodes
+                        .insert(page, evicted.remove(&page).expect("a real page"));
                     if out.len() > already {
                         start = Some(out.last().unwrap().0.clone());
                     }

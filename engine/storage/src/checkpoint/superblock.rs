@@ -79,7 +79,10 @@ impl Superblock {
             return Err("checksum mismatch".into());
         }
         if u32_at(4) != FORMAT_VERSION {
-            return Err(format!("format version {} is not supported (this build reads {FORMAT_VERSION})", u32_at(4)));
+            return Err(format!(
+                "format version {} is not supported (this build reads {FORMAT_VERSION})",
+                u32_at(4)
+            ));
         }
         Ok(Some(Superblock {
             sequence: u64_at(8),
@@ -107,7 +110,10 @@ pub struct Loaded {
 /// or a flipped bit: the other slot and its intact WAL still describe every
 /// acknowledged write); two are not.
 pub async fn load<F: DirectFile>(file: &F, path: &Path) -> Result<Loaded> {
-    let bytes = file.read_at(0, 2 * BLOCK_BYTES).await.map_err(|error| StorageError::io(path, error))?;
+    let bytes = file
+        .read_at(0, 2 * BLOCK_BYTES)
+        .await
+        .map_err(|error| StorageError::io(path, error))?;
     let mut valid = Vec::new();
     let mut damage = Vec::new();
     for slot in 0..2 {
@@ -124,15 +130,27 @@ pub async fn load<F: DirectFile>(file: &F, path: &Path) -> Result<Loaded> {
     }
     match valid.len() {
         0 => {
-            let (offset, detail) = damage.into_iter().next().unwrap_or((0, "no superblock was ever written".into()));
-            Err(StorageError::Corruption { path: path.to_owned(), offset, detail: format!("no valid superblock: {detail}") })
+            let (offset, detail) = damage
+                .into_iter()
+                .next()
+                .unwrap_or((0, "no superblock was ever written".into()));
+            Err(StorageError::Corruption {
+                path: path.to_owned(),
+                offset,
+                detail: format!("no valid superblock: {detail}"),
+            })
         }
-        _ => Ok(Loaded { newest: valid[0], older: valid.get(1).copied() }),
+        _ => Ok(Loaded {
+            newest: valid[0],
+            older: valid.get(1).copied(),
+        }),
     }
 }
 
 pub async fn store<F: DirectFile>(file: &F, path: &Path, superblock: &Superblock) -> Result<()> {
     let io_error = |error| StorageError::io(path, error);
-    file.write_at(superblock.slot() * BLOCK_BYTES as u64, &superblock.encode()).await.map_err(io_error)?;
+    file.write_at(superblock.slot() * BLOCK_BYTES as u64, &superblock.encode())
+        .await
+        .map_err(io_error)?;
     file.sync_data().await.map_err(io_error)
 }

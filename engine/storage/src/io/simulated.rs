@@ -90,11 +90,22 @@ impl SimulatedFileSystem {
             }
             files.insert(
                 path.clone(),
-                FileState { durable: bytes.clone(), current: bytes, unsynced: Vec::new(), entry_durable: true },
+                FileState {
+                    durable: bytes.clone(),
+                    current: bytes,
+                    unsynced: Vec::new(),
+                    entry_durable: true,
+                },
             );
         }
         let directories = state.directories.clone();
-        SimulatedFileSystem { state: Rc::new(RefCell::new(State { files, directories, ..State::default() })) }
+        SimulatedFileSystem {
+            state: Rc::new(RefCell::new(State {
+                files,
+                directories,
+                ..State::default()
+            })),
+        }
     }
 
     /// The next `sync_data` fails with an I/O error.
@@ -116,7 +127,10 @@ impl SimulatedFileSystem {
     /// Flips one bit of a file's durable (and current) bytes.
     pub fn flip_bit(&self, path: &Path, offset: u64, bit: u8) {
         let mut state = self.state.borrow_mut();
-        let file = state.files.get_mut(path).expect("flip_bit on a missing file");
+        let file = state
+            .files
+            .get_mut(path)
+            .expect("flip_bit on a missing file");
         file.durable[offset as usize] ^= 1 << bit;
         file.current[offset as usize] ^= 1 << bit;
     }
@@ -138,7 +152,11 @@ impl SimulatedFileSystem {
 
     /// Bytes of a file as reads would see them.
     pub fn contents(&self, path: &Path) -> Option<Vec<u8>> {
-        self.state.borrow().files.get(path).map(|file| file.current.clone())
+        self.state
+            .borrow()
+            .files
+            .get(path)
+            .map(|file| file.current.clone())
     }
 }
 
@@ -151,7 +169,10 @@ fn apply_write(bytes: &mut Vec<u8>, offset: u64, data: &[u8]) {
 }
 
 fn not_found(path: &Path) -> io::Error {
-    io::Error::new(io::ErrorKind::NotFound, format!("{} not found", path.display()))
+    io::Error::new(
+        io::ErrorKind::NotFound,
+        format!("{} not found", path.display()),
+    )
 }
 
 /// Returns `Pending` once, then `Ready`: a point where other tasks run.
@@ -179,7 +200,10 @@ impl DirectFile for SimulatedFile {
     async fn read_at(&self, offset: u64, len: usize) -> io::Result<Vec<u8>> {
         YieldOnce(false).await;
         let state = self.state.borrow();
-        let file = state.files.get(&self.path).ok_or_else(|| not_found(&self.path))?;
+        let file = state
+            .files
+            .get(&self.path)
+            .ok_or_else(|| not_found(&self.path))?;
         let start = (offset as usize).min(file.current.len());
         let end = (offset as usize + len).min(file.current.len());
         Ok(file.current[start..end].to_vec())
@@ -192,7 +216,10 @@ impl DirectFile for SimulatedFile {
             return Err(io::Error::other("simulated write failure"));
         }
         state.writes += 1;
-        let file = state.files.get_mut(&self.path).ok_or_else(|| not_found(&self.path))?;
+        let file = state
+            .files
+            .get_mut(&self.path)
+            .ok_or_else(|| not_found(&self.path))?;
         apply_write(&mut file.current, offset, data);
         file.unsynced.push((offset, data.to_vec()));
         Ok(())
@@ -200,7 +227,12 @@ impl DirectFile for SimulatedFile {
 
     async fn sync_data(&self) -> io::Result<()> {
         // The writes covered are those completed before the call.
-        let covered = self.state.borrow().files.get(&self.path).map_or(0, |file| file.unsynced.len());
+        let covered = self
+            .state
+            .borrow()
+            .files
+            .get(&self.path)
+            .map_or(0, |file| file.unsynced.len());
         YieldOnce(false).await;
         if self.state.borrow().stall_syncs {
             std::future::pending::<()>().await;
@@ -208,13 +240,22 @@ impl DirectFile for SimulatedFile {
         let mut state = self.state.borrow_mut();
         if std::mem::take(&mut state.fail_next_sync) {
             // Like Linux after a failed writeback: the dirty data is gone.
-            let file = state.files.get_mut(&self.path).ok_or_else(|| not_found(&self.path))?;
+            let file = state
+                .files
+                .get_mut(&self.path)
+                .ok_or_else(|| not_found(&self.path))?;
             file.unsynced.clear();
             return Err(io::Error::other("simulated fdatasync failure"));
         }
         state.syncs += 1;
-        let file = state.files.get_mut(&self.path).ok_or_else(|| not_found(&self.path))?;
-        let synced: Vec<_> = file.unsynced.drain(..covered.min(file.unsynced.len())).collect();
+        let file = state
+            .files
+            .get_mut(&self.path)
+            .ok_or_else(|| not_found(&self.path))?;
+        let synced: Vec<_> = file
+            .unsynced
+            .drain(..covered.min(file.unsynced.len()))
+            .collect();
         for (offset, data) in synced {
             apply_write(&mut file.durable, offset, &data);
         }
@@ -223,7 +264,10 @@ impl DirectFile for SimulatedFile {
 
     async fn size(&self) -> io::Result<u64> {
         let state = self.state.borrow();
-        let file = state.files.get(&self.path).ok_or_else(|| not_found(&self.path))?;
+        let file = state
+            .files
+            .get(&self.path)
+            .ok_or_else(|| not_found(&self.path))?;
         Ok(file.current.len() as u64)
     }
 
@@ -240,17 +284,26 @@ impl FileSystem for SimulatedFileSystem {
         if !self.state.borrow().files.contains_key(path) {
             return Err(not_found(path));
         }
-        Ok(SimulatedFile { path: path.to_owned(), state: self.state.clone() })
+        Ok(SimulatedFile {
+            path: path.to_owned(),
+            state: self.state.clone(),
+        })
     }
 
     async fn create(&self, path: &Path) -> io::Result<SimulatedFile> {
         YieldOnce(false).await;
         let mut state = self.state.borrow_mut();
         if state.files.contains_key(path) {
-            return Err(io::Error::new(io::ErrorKind::AlreadyExists, format!("{} exists", path.display())));
+            return Err(io::Error::new(
+                io::ErrorKind::AlreadyExists,
+                format!("{} exists", path.display()),
+            ));
         }
         state.files.insert(path.to_owned(), FileState::default());
-        Ok(SimulatedFile { path: path.to_owned(), state: self.state.clone() })
+        Ok(SimulatedFile {
+            path: path.to_owned(),
+            state: self.state.clone(),
+        })
     }
 
     async fn create_directory(&self, path: &Path) -> io::Result<()> {
@@ -273,7 +326,12 @@ impl FileSystem for SimulatedFileSystem {
     }
 
     async fn remove(&self, path: &Path) -> io::Result<()> {
-        self.state.borrow_mut().files.remove(path).map(|_| ()).ok_or_else(|| not_found(path))
+        self.state
+            .borrow_mut()
+            .files
+            .remove(path)
+            .map(|_| ())
+            .ok_or_else(|| not_found(path))
     }
 
     async fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
@@ -287,7 +345,8 @@ impl FileSystem for SimulatedFileSystem {
 
     async fn exists(&self, path: &Path) -> io::Result<bool> {
         let state = self.state.borrow();
-        Ok(state.files.contains_key(path) || state.directories.iter().any(|directory| directory == path))
+        Ok(state.files.contains_key(path)
+            || state.directories.iter().any(|directory| directory == path))
     }
 
     async fn list(&self, path: &Path) -> io::Result<Vec<PathBuf>> {

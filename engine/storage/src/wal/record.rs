@@ -53,7 +53,13 @@ impl Header {
         if bytes.len() < HEADER_BYTES || u32_at(0) != MAGIC {
             return None;
         }
-        let header = Header { kind: u32_at(4), lsn: u64_at(8), flush_lsn: u64_at(16), epoch: u32_at(24), payload_len: u32_at(28) };
+        let header = Header {
+            kind: u32_at(4),
+            lsn: u64_at(8),
+            flush_lsn: u64_at(16),
+            epoch: u32_at(24),
+            payload_len: u32_at(28),
+        };
         matches!(header.kind, KIND_BATCH | KIND_PADDING).then_some(header)
     }
 

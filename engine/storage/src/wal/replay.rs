@@ -46,8 +46,12 @@ impl<'a> Ring<'a> {
     /// The record at logical `lsn`, checked against its position.
     fn record_at(&self, lsn: u64) -> Slot<'a> {
         let physical = (lsn % self.ring_bytes) as usize;
-        let Some(header_bytes) = self.bytes.get(physical..physical + HEADER_BYTES) else { return Slot::Invalid };
-        let Some(header) = Header::parse(header_bytes) else { return Slot::Invalid };
+        let Some(header_bytes) = self.bytes.get(physical..physical + HEADER_BYTES) else {
+            return Slot::Invalid;
+        };
+        let Some(header) = Header::parse(header_bytes) else {
+            return Slot::Invalid;
+        };
         if header.lsn != lsn {
             return Slot::Invalid;
         }
@@ -55,7 +59,11 @@ impl<'a> Ring<'a> {
         if payload_end as u64 > self.ring_bytes {
             return Slot::Invalid;
         }
-        let payload = if header.kind == KIND_BATCH { &self.bytes[physical + HEADER_BYTES..payload_end] } else { &[][..] };
+        let payload = if header.kind == KIND_BATCH {
+            &self.bytes[physical + HEADER_BYTES..payload_end]
+        } else {
+            &[][..]
+        };
         if !Header::checksum_matches(header_bytes, payload) {
             return Slot::Invalid;
         }
@@ -72,7 +80,10 @@ pub fn replay(
     start_epoch: u32,
     mut apply: impl FnMut(u64, &[u8]) -> Result<()>,
 ) -> Result<ReplayTail> {
-    let ring = Ring { bytes: ring, ring_bytes: ring.len() as u64 };
+    let ring = Ring {
+        bytes: ring,
+        ring_bytes: ring.len() as u64,
+    };
     let block = BLOCK_BYTES as u64;
     let limit = start_lsn + ring.ring_bytes;
     let mut position = start_lsn;
@@ -107,15 +118,27 @@ pub fn replay(
         }
     }
     check_nothing_acknowledged_beyond(path, &ring, position, epoch, limit)?;
-    Ok(ReplayTail { end_lsn: position, epoch, records })
+    Ok(ReplayTail {
+        end_lsn: position,
+        epoch,
+        records,
+    })
 }
 
 fn accepts_epoch(header: &Header, current: u32, position: u64) -> bool {
     header.epoch == current
-        || (header.epoch > current && header.flush_lsn == position && position % BLOCK_BYTES as u64 == 0)
+        || (header.epoch > current
+            && header.flush_lsn == position
+            && position % BLOCK_BYTES as u64 == 0)
 }
 
-fn check_nothing_acknowledged_beyond(path: &Path, ring: &Ring, end: u64, epoch: u32, limit: u64) -> Result<()> {
+fn check_nothing_acknowledged_beyond(
+    path: &Path,
+    ring: &Ring,
+    end: u64,
+    epoch: u32,
+    limit: u64,
+) -> Result<()> {
     let mut candidate = block_ceil(end);
     if candidate == end {
         candidate += BLOCK_BYTES as u64;

@@ -70,7 +70,15 @@ pub struct WalHistograms {
 
 impl<F: DirectFile> Wal<F> {
     /// A writer continuing at `tail` (block aligned) in a new `epoch`.
-    pub fn new(file: F, path: PathBuf, partition: u32, ring_bytes: u64, tail: u64, epoch: u32, reclaim: u64) -> Self {
+    pub fn new(
+        file: F,
+        path: PathBuf,
+        partition: u32,
+        ring_bytes: u64,
+        tail: u64,
+        epoch: u32,
+        reclaim: u64,
+    ) -> Self {
         debug_assert_eq!(tail % BLOCK_BYTES as u64, 0);
         Wal {
             file,
@@ -111,7 +119,10 @@ impl<F: DirectFile> Wal<F> {
 
     pub fn histograms(&self) -> WalHistograms {
         let state = self.state.borrow();
-        WalHistograms { sync_seconds: state.sync_seconds.clone(), group_commit_records: state.group_commit_records.clone() }
+        WalHistograms {
+            sync_seconds: state.sync_seconds.clone(),
+            group_commit_records: state.group_commit_records.clone(),
+        }
     }
 
     pub fn stats(&self) -> WalStats {
@@ -144,7 +155,13 @@ impl<F: DirectFile> Wal<F> {
 
     pub fn poisoned(&self) -> Option<StorageError> {
         let state = self.state.borrow();
-        state.poisoned.as_ref().map(|reason| StorageError::Poisoned { partition: self.partition, reason: reason.clone() })
+        state
+            .poisoned
+            .as_ref()
+            .map(|reason| StorageError::Poisoned {
+                partition: self.partition,
+                reason: reason.clone(),
+            })
     }
 
     /// Poisons the log from outside (a failed checkpoint write).
@@ -169,7 +186,10 @@ impl<F: DirectFile> Wal<F> {
             return Err(error);
         }
         if payload.len() > self.max_payload_bytes() {
-            return Err(StorageError::WriteTooLarge { bytes: payload.len(), limit: self.max_payload_bytes() });
+            return Err(StorageError::WriteTooLarge {
+                bytes: payload.len(),
+                limit: self.max_payload_bytes(),
+            });
         }
         let mut state = self.state.borrow_mut();
         state.records_pending += 1;
@@ -190,7 +210,13 @@ impl<F: DirectFile> Wal<F> {
             lsn + record - state.reclaim <= self.ring_bytes,
             "append past the reclaim point: has_room was not checked"
         );
-        let header = Header { kind: KIND_BATCH, lsn, flush_lsn: state.buffer_start, epoch: state.epoch, payload_len: payload.len() as u32 };
+        let header = Header {
+            kind: KIND_BATCH,
+            lsn,
+            flush_lsn: state.buffer_start,
+            epoch: state.epoch,
+            payload_len: payload.len() as u32,
+        };
         header.encode(payload, &mut state.buffer);
         state.buffer.extend_from_slice(payload);
         state.appended = lsn + record;
@@ -247,9 +273,15 @@ impl<F: DirectFile> Wal<F> {
         let physical = start % self.ring_bytes;
         let first = ((self.ring_bytes - physical) as usize).min(bytes.len());
         let io_error = |error| StorageError::io(&self.path, error);
-        self.file.write_at(physical, &bytes[..first]).await.map_err(io_error)?;
+        self.file
+            .write_at(physical, &bytes[..first])
+            .await
+            .map_err(io_error)?;
         if first < bytes.len() {
-            self.file.write_at(0, &bytes[first..]).await.map_err(io_error)?;
+            self.file
+                .write_at(0, &bytes[first..])
+                .await
+                .map_err(io_error)?;
         }
         let syncing = std::time::Instant::now();
         self.file.sync_data().await.map_err(io_error)?;
@@ -263,7 +295,10 @@ impl<F: DirectFile> Wal<F> {
 
     pub async fn close(self) -> Result<()> {
         let path = self.path.clone();
-        self.file.close().await.map_err(|error| StorageError::io(&path, error))
+        self.file
+            .close()
+            .await
+            .map_err(|error| StorageError::io(&path, error))
     }
 }
 
@@ -271,7 +306,13 @@ impl<F: DirectFile> Wal<F> {
 fn pad(state: &mut State, len: u64) {
     let lsn = state.appended;
     if len as usize >= HEADER_BYTES {
-        let header = Header { kind: KIND_PADDING, lsn, flush_lsn: state.buffer_start, epoch: state.epoch, payload_len: (len as usize - HEADER_BYTES) as u32 };
+        let header = Header {
+            kind: KIND_PADDING,
+            lsn,
+            flush_lsn: state.buffer_start,
+            epoch: state.epoch,
+            payload_len: (len as usize - HEADER_BYTES) as u32,
+        };
         header.encode(&[], &mut state.buffer);
         let zeros = state.buffer.len() + len as usize - HEADER_BYTES;
         state.buffer.resize(zeros, 0);

@@ -7,8 +7,8 @@ use std::path::{Path, PathBuf};
 use bytes::Bytes;
 use photondb_storage::io::simulated::SimulatedFileSystem;
 use photondb_storage::{
-    Backend, Conflict, DurableBackend, DurableOptions, Durability, Mutation, ScanRange, Shape, StorageError, StoreOptions, TableId,
-    WriteBatch,
+    Backend, Conflict, Durability, DurableBackend, DurableOptions, Mutation, ScanRange, Shape,
+    StorageError, StoreOptions, TableId, WriteBatch,
 };
 
 pub type Model = BTreeMap<(TableId, Bytes), Bytes>;
@@ -38,19 +38,49 @@ pub fn data_path() -> PathBuf {
 /// (overflow runs for anything over 100 bytes) and a cache of a few pages
 /// (nodes are evicted and read back all the time).
 pub fn options(ring_bytes: u64) -> DurableOptions {
-    DurableOptions { ring_bytes, store: StoreOptions { shape: Shape { node_bytes: 512, inline_limit: 100 }, cache_bytes: 8 << 10 } }
+    DurableOptions {
+        ring_bytes,
+        store: StoreOptions {
+            shape: Shape {
+                node_bytes: 512,
+                inline_limit: 100,
+            },
+            cache_bytes: 8 << 10,
+        },
+    }
 }
 
 pub fn create(fs: &SimulatedFileSystem, ring_bytes: u64) -> Simulated {
-    block_on(DurableBackend::create(fs.clone(), &directory(), 0, options(ring_bytes))).expect("create")
+    block_on(DurableBackend::create(
+        fs.clone(),
+        &directory(),
+        0,
+        options(ring_bytes),
+    ))
+    .expect("create")
 }
 
 pub fn open(fs: &SimulatedFileSystem) -> Result<Simulated, StorageError> {
-    block_on(DurableBackend::open(fs.clone(), &directory(), 0, options(0)))
+    block_on(DurableBackend::open(
+        fs.clone(),
+        &directory(),
+        0,
+        options(0),
+    ))
 }
 
-pub fn put(backend: &Simulated, table: TableId, key: &[u8], value: &[u8]) -> Result<(), StorageError> {
-    let mutation = Mutation::Put { table, key: Bytes::copy_from_slice(key), value: Bytes::copy_from_slice(value), conflict: Conflict::Replace };
+pub fn put(
+    backend: &Simulated,
+    table: TableId,
+    key: &[u8],
+    value: &[u8],
+) -> Result<(), StorageError> {
+    let mutation = Mutation::Put {
+        table,
+        key: Bytes::copy_from_slice(key),
+        value: Bytes::copy_from_slice(value),
+        conflict: Conflict::Replace,
+    };
     block_on(backend.write(WriteBatch::new(vec![mutation]), Durability::Hard)).map(|_| ())
 }
 
@@ -81,10 +111,17 @@ pub fn assert_corruption_in(result: Result<Simulated, StorageError>, file: &Path
     match result {
         Err(error @ StorageError::Corruption { .. }) => {
             let message = error.to_string();
-            assert!(message.contains(&file.display().to_string()), "error should name {}: {message}", file.display());
+            assert!(
+                message.contains(&file.display().to_string()),
+                "error should name {}: {message}",
+                file.display()
+            );
             message
         }
         Err(other) => panic!("expected corruption in {}, got {other}", file.display()),
-        Ok(_) => panic!("expected corruption in {}, but the partition opened", file.display()),
+        Ok(_) => panic!(
+            "expected corruption in {}, but the partition opened",
+            file.display()
+        ),
     }
 }

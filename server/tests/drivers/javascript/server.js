@@ -1,5 +1,6 @@
 // Starts and stops a real `photondb serve` for the driver tests: a fresh
-// data directory, a random port, and a clean shutdown checked at the end.
+// data directory, ports the server picks itself (read back from its log), and
+// a clean shutdown checked at the end.
 const assert = require('node:assert');
 const { spawn } = require('node:child_process');
 const fs = require('node:fs');
@@ -12,16 +13,16 @@ async function startServer(prefix) {
   const dataDir = fs.mkdtempSync(path.join(os.tmpdir(), prefix));
   const logPath = path.join(dataDir, 'server.log');
   const log = fs.openSync(logPath, 'w');
-  const port = 20000 + Math.floor(Math.random() * 20000);
-  const child = spawn(binary, ['serve', '--data-dir', path.join(dataDir, 'data'), '--driver-port', String(port),
+  const child = spawn(binary, ['serve', '--data-dir', path.join(dataDir, 'data'), '--driver-port', '0',
     '--partitions', '4', '--wal-ring-mib', '4', '--http-port', '0'], { stdio: ['ignore', 'ignore', log] });
   const deadline = Date.now() + 60000;
-  while (!fs.readFileSync(logPath, 'utf8').includes('listening for RethinkDB drivers')) {
+  for (;;) {
+    const listening = /listening for RethinkDB drivers driver_address=\S+:(\d+)/.exec(fs.readFileSync(logPath, 'utf8'));
+    if (listening) return { child, port: Number(listening[1]), dataDir };
     if (child.exitCode !== null) throw new Error('server exited: ' + fs.readFileSync(logPath, 'utf8'));
     if (Date.now() > deadline) throw new Error('server did not start');
     await new Promise((resolve) => setTimeout(resolve, 50));
   }
-  return { child, port, dataDir };
 }
 
 async function stopServer(server) {
