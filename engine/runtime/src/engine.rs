@@ -134,7 +134,11 @@ impl Engine {
         let (partitions, storage, created) = match config.storage {
             StorageKind::Memory => (config.partitions.max(1), PartitionStorage::Memory, true),
             StorageKind::Durable => {
-                let root = config.data_directory.clone();
+                // glommio opens a relative directory path against a bad
+                // descriptor (EBADF), so every path the shards see is absolute.
+                let root = std::path::absolute(&config.data_directory).map_err(|error| {
+                    EngineError::Startup(format!("{}: {error}", config.data_directory.display()))
+                })?;
                 let cache_for = |partitions: u32| {
                     (config.cache_bytes / u64::from(partitions.max(1))).max(1 << 20) as usize
                 };
