@@ -1,7 +1,7 @@
 #![allow(dead_code)] // Each benchmark uses part of the client.
-//! A blocking client of the RethinkDB wire protocol for benchmarks (V1_0
-//! handshake, SCRAM-SHA-256, frames), and starting a server to measure.
-//! Speaking the protocol directly measures the server, not a driver.
+//! Raw frames of the RethinkDB wire protocol for benchmarks that pipeline
+//! many queries on one socket (which `photondb-client` does not expose),
+//! and starting a server to measure.
 
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Read, Write};
@@ -9,15 +9,8 @@ use std::net::TcpStream;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use hmac::{Hmac, Mac};
+use photondb_client::scram::Keys;
 use serde_json::{json, Value};
-use sha2::{Digest, Sha256};
-
-fn hmac(key: &[u8], message: &[u8]) -> [u8; 32] {
-    let mut mac = Hmac::<Sha256>::new_from_slice(key).expect("any key length");
-    mac.update(message);
-    mac.finalize().into_bytes().into()
-}
 
 /// A blocking V1_0 connection as user `admin` with an empty password.
 pub struct Connection {
@@ -54,18 +47,10 @@ impl Connection {
             .collect();
         let salt = photondb_datum::json::base64_decode(attributes["s"]).expect("salt");
         let iterations: u32 = attributes["i"].parse().expect("iterations");
-        let mut salted = [0u8; 32];
-        pbkdf2::pbkdf2_hmac::<Sha256>(b"", &salt, iterations, &mut salted);
-        let client_key = hmac(&salted, b"Client Key");
-        let stored_key: [u8; 32] = Sha256::digest(client_key).into();
+        let keys = Keys::derive("", &salt, iterations);
         let without_proof = format!("c=biws,r={}", attributes["r"]);
         let auth_message = format!("{first_bare},{server_first},{without_proof}");
-        let signature = hmac(&stored_key, auth_message.as_bytes());
-        let proof: Vec<u8> = client_key
-            .iter()
-            .zip(signature.iter())
-            .map(|(a, b)| a ^ b)
-            .collect();
+        let proof = keys.client_proof(&auth_message);
         let mut last = json!({"authentication": format!("{without_proof},p={}", photondb_datum::json::base64_encode(&proof))}).to_string().into_bytes();
         last.push(0);
         writer.write_all(&last).expect("client-final");

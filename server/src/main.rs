@@ -6,6 +6,7 @@
 //! checkpoints every partition and exits 0. The RethinkDB driver port and the
 //! HTTP API attach to the engine started here.
 
+mod cli;
 mod connection;
 mod http;
 mod metrics;
@@ -36,6 +37,62 @@ struct Cli {
 enum Command {
     /// Start the server.
     Serve(ServeArguments),
+    /// Create, drop and list databases.
+    Db {
+        #[command(subcommand)]
+        command: cli::admin::DbCommand,
+        #[command(flatten)]
+        client: cli::ClientArguments,
+    },
+    /// Create, drop and list tables.
+    Table {
+        #[command(subcommand)]
+        command: cli::admin::TableCommand,
+        #[command(flatten)]
+        client: cli::ClientArguments,
+    },
+    /// Create, drop and list secondary indexes.
+    Index {
+        #[command(subcommand)]
+        command: cli::admin::IndexCommand,
+        #[command(flatten)]
+        client: cli::ClientArguments,
+    },
+    /// Run one query given as ReQL wire JSON and print its result.
+    Query {
+        #[command(flatten)]
+        arguments: cli::admin::QueryArguments,
+        #[command(flatten)]
+        client: cli::ClientArguments,
+    },
+    /// Load documents from a JSON, NDJSON or CSV file into a table.
+    Import {
+        #[command(flatten)]
+        arguments: cli::transfer::ImportArguments,
+        #[command(flatten)]
+        client: cli::ClientArguments,
+    },
+    /// Write a table's documents to a JSON, NDJSON or CSV file.
+    Export {
+        #[command(flatten)]
+        arguments: cli::transfer::ExportArguments,
+        #[command(flatten)]
+        client: cli::ClientArguments,
+    },
+    /// Write databases (tables, indexes, documents) to one archive.
+    Dump {
+        #[command(flatten)]
+        arguments: cli::archive::DumpArguments,
+        #[command(flatten)]
+        client: cli::ClientArguments,
+    },
+    /// Recreate what `dump` wrote.
+    Restore {
+        #[command(flatten)]
+        arguments: cli::archive::RestoreArguments,
+        #[command(flatten)]
+        client: cli::ClientArguments,
+    },
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -92,7 +149,7 @@ struct ServeArguments {
     wal_ring_mib: u64,
 }
 
-fn main() -> anyhow::Result<()> {
+fn main() -> std::process::ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("PHOTONDB_LOG")
@@ -102,8 +159,24 @@ fn main() -> anyhow::Result<()> {
         // Colour codes only for a person at a terminal, not in log files.
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
-    match Cli::parse().command {
+    let result = match Cli::parse().command {
         Command::Serve(arguments) => serve(arguments),
+        Command::Db { command, client } => cli::admin::db(&client, command),
+        Command::Table { command, client } => cli::admin::table(&client, command),
+        Command::Index { command, client } => cli::admin::index(&client, command),
+        Command::Query { arguments, client } => cli::admin::query(&client, arguments),
+        Command::Import { arguments, client } => cli::transfer::import(&client, arguments),
+        Command::Export { arguments, client } => cli::transfer::export(&client, arguments),
+        Command::Dump { arguments, client } => cli::archive::dump(&client, arguments),
+        Command::Restore { arguments, client } => cli::archive::restore(&client, arguments),
+    };
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(error) => {
+            // One line: every cause, outermost first.
+            eprintln!("photondb: {error:#}");
+            std::process::ExitCode::FAILURE
+        }
     }
 }
 

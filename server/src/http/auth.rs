@@ -13,8 +13,8 @@ use axum::extract::{Request, State};
 use axum::http::{header, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
+use photondb_client::scram::sha256;
 use serde_json::json;
-use sha2::{Digest, Sha256};
 
 use super::{error_body, Shared};
 use crate::protocol::scram::StoredCredentials;
@@ -60,7 +60,7 @@ fn password_matches(shared: &Shared, user: &str, password: &str) -> bool {
     let Some(config) = shared.engine.user(user) else {
         return false;
     };
-    let fingerprint: [u8; 32] = Sha256::digest(format!("{user}:{password}").as_bytes()).into();
+    let fingerprint = sha256(format!("{user}:{password}").as_bytes());
     if let Some(key) = shared
         .credentials
         .keys

@@ -1,8 +1,7 @@
 //! SCRAM-SHA-256 (RFC 5802, RFC 7677) as RethinkDB uses it: 4096
 //! iterations, a 16-byte salt, channel binding `n,,`.
 
-use hmac::{Hmac, Mac};
-use sha2::{Digest, Sha256};
+use photondb_client::scram::{hmac_sha256 as hmac, sha256, Keys};
 
 pub const ITERATIONS: u32 = 4096;
 
@@ -15,24 +14,14 @@ pub struct StoredCredentials {
     pub server_key: [u8; 32],
 }
 
-fn hmac(key: &[u8], message: &[u8]) -> [u8; 32] {
-    let mut mac = Hmac::<Sha256>::new_from_slice(key).expect("HMAC takes keys of any length");
-    mac.update(message);
-    mac.finalize().into_bytes().into()
-}
-
 impl StoredCredentials {
     pub fn derive(password: &str, salt: Vec<u8>, iterations: u32) -> Self {
-        let mut salted = [0u8; 32];
-        pbkdf2::pbkdf2_hmac::<Sha256>(password.as_bytes(), &salt, iterations, &mut salted);
-        let client_key = hmac(&salted, b"Client Key");
-        let stored_key: [u8; 32] = Sha256::digest(client_key).into();
-        let server_key = hmac(&salted, b"Server Key");
+        let keys = Keys::derive(password, &salt, iterations);
         StoredCredentials {
             salt,
             iterations,
-            stored_key,
-            server_key,
+            stored_key: keys.stored_key,
+            server_key: keys.server_key,
         }
     }
 
@@ -48,7 +37,7 @@ impl StoredCredentials {
             .zip(client_signature.iter())
             .map(|(a, b)| a ^ b)
             .collect();
-        let candidate: [u8; 32] = Sha256::digest(&client_key).into();
+        let candidate = sha256(&client_key);
         // Constant-time comparison: fold every byte before deciding.
         let difference = candidate
             .iter()

@@ -174,17 +174,18 @@ pub async fn evaluate(
                         .within(Frame::Optional("primary_key".into())))
                 }
             };
-            let durability =
-                match context.optional_datum(optargs, "durability").await? {
-                    None => Durability::Hard,
-                    Some(Datum::String(text)) if text == "hard" => Durability::Hard,
-                    Some(Datum::String(text)) if text == "soft" => Durability::Soft,
-                    Some(other) => return Err(ReqlError::logic(format!(
+            let durability = match context.optional_datum(optargs, "durability").await? {
+                None => Durability::Hard,
+                Some(Datum::String(text)) if text == "hard" => Durability::Hard,
+                Some(Datum::String(text)) if text == "soft" => Durability::Soft,
+                Some(other) => {
+                    return Err(ReqlError::logic(format!(
                         "Durability option `{}` unrecognized (options are \"hard\" and \"soft\").",
                         super::write::option_text(&other)
                     ))
-                    .within(Frame::Optional("durability".into()))),
-                };
+                    .within(Frame::Optional("durability".into())))
+                }
+            };
             // `shards` and `replicas` are accepted; one server holds every shard.
             let table = engine
                 .create_table(&database.name, &name, &primary_key, durability)

@@ -25,8 +25,9 @@ class Server:
     """A `photondb serve`; port 0 (the default) lets the server pick a free
     port, read back from its log, so no two servers can race for one."""
 
-    def __init__(self, data_dir, port=0, password="", extra_args=(), http_port=0):
+    def __init__(self, data_dir, port=0, password="", extra_args=(), http_port=0, cwd=None):
         self.data_dir = data_dir
+        self.cwd = cwd
         self.port = port
         self.http_port = http_port
         self.password = password
@@ -40,7 +41,7 @@ class Server:
         self.process = subprocess.Popen(
             [BINARY, "serve", "--data-dir", self.data_dir, "--driver-port", str(self.port),
              "--initial-password", self.password, "--partitions", "4", "--wal-ring-mib", "4", "--http-port", str(self.http_port), *self.extra_args],
-            stderr=self.log, stdout=subprocess.DEVNULL, env=dict(os.environ, PHOTONDB_LOG="debug"),
+            stderr=self.log, stdout=subprocess.DEVNULL, env=dict(os.environ, PHOTONDB_LOG="debug"), cwd=self.cwd,
         )
         # Wait for the server to say it listens, and where.
         deadline = time.time() + 60

@@ -1,5 +1,6 @@
 """The official Python driver against PhotonDB: connect, tables, writes,
 reads, cursors, errors."""
+import os
 import tempfile
 
 import pytest
@@ -124,6 +125,17 @@ def test_data_survives_a_clean_restart(data_dir):
     assert r.table("kept").get("a").run(connection) == {"id": "a", "value": 1}
     connection.close()
     server.stop()
+
+
+def test_a_relative_data_directory_works(data_dir):
+    """The README's command uses the default `./photondb_data`, relative to
+    where the server starts."""
+    server = Server("photondb_data", cwd=data_dir).start()
+    connection = r.connect(port=server.port)
+    r.table_create("here").run(connection)
+    connection.close()
+    server.stop()
+    assert os.path.isdir(os.path.join(data_dir, "photondb_data", "partition-0000"))
 
 
 def test_a_second_server_on_a_taken_port_refuses_to_start(server):

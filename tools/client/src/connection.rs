@@ -1,0 +1,427 @@
+//! One connection: the handshake, then token-multiplexed queries.
+
+use std::collections::{HashMap, VecDeque};
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{Shutdown, TcpStream, ToSocketAddrs};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc::{channel, Receiver, Sender};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use photondb_datum::json::{base64_decode, base64_encode};
+use serde_json::{json, Map, Value};
+
+use crate::error::{ClientError, ReqlErrorKind};
+use crate::scram::{self, Keys};
+use crate::term::Term;
+
+const MAGIC_V1_0: u32 = 0x34c2_bdc3;
+
+// Query and response types of `ql2.proto`.
+const START: u64 = 1;
+const CONTINUE: u64 = 2;
+const STOP: u64 = 3;
+const SUCCESS_ATOM: u64 = 1;
+const SUCCESS_SEQUENCE: u64 = 2;
+const SUCCESS_PARTIAL: u64 = 3;
+const WAIT_COMPLETE: u64 = 4;
+
+/// Where and as whom to connect.
+#[derive(Clone, Debug)]
+pub struct ConnectOptions {
+    pub host: String,
+    pub port: u16,
+    pub user: String,
+    pub password: String,
+    pub connect_timeout: Duration,
+}
+
+impl Default for ConnectOptions {
+    fn default() -> Self {
+        ConnectOptions {
+            host: "127.0.0.1".to_owned(),
+            port: 28015,
+            user: "admin".to_owned(),
+            password: String::new(),
+            connect_timeout: Duration::from_secs(20),
+        }
+    }
+}
+
+/// A response on its way to the query that waits for it: the body, or why
+/// the connection ended.
+type Delivery = Result<Value, String>;
+
+struct Shared {
+    writer: Mutex<TcpStream>,
+    routes: Mutex<Routes>,
+    next_token: AtomicU64,
+}
+
+#[derive(Default)]
+struct Routes {
+    waiting: HashMap<u64, Sender<Delivery>>,
+    /// Set once the reader stops: why no more responses will come.
+    closed: Option<String>,
+}
+
+/// An authenticated connection. Queries may run from many threads at once;
+/// each gets its own token and its responses come back to it alone.
+pub struct Connection {
+    shared: Arc<Shared>,
+    reader: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Connection {
+    pub fn connect(options: &ConnectOptions) -> Result<Connection, ClientError> {
+        let address = format!("{}:{}", options.host, options.port);
+        let unreachable = |source| ClientError::Connect {
+            address: address.clone(),
+            source,
+        };
+        let mut last_error = std::io::Error::new(
+            std::io::ErrorKind::NotFound,
+            "the host name resolves to no address",
+        );
+        let mut stream = None;
+        for candidate in (options.host.as_str(), options.port)
+            .to_socket_addrs()
+            .map_err(unreachable)?
+        {
+            match TcpStream::connect_timeout(&candidate, options.connect_timeout) {
+                Ok(connected) => {
+                    stream = Some(connected);
+                    break;
+                }
+                Err(error) => last_error = error,
+            }
+        }
+        let stream = stream.ok_or_else(|| unreachable(last_error))?;
+        stream.set_nodelay(true)?;
+        let mut reader = BufReader::new(stream.try_clone()?);
+        // A server that never answers must not hang the handshake.
+        stream.set_read_timeout(Some(options.connect_timeout))?;
+        handshake(&stream, &mut reader, &options.user, &options.password)?;
+        stream.set_read_timeout(None)?;
+        let shared = Arc::new(Shared {
+            writer: Mutex::new(stream),
+            routes: Mutex::new(Routes::default()),
+            next_token: AtomicU64::new(1),
+        });
+        let reading = shared.clone();
+        let reader = std::thread::Builder::new()
+            .name("photondb-client-reader".to_owned())
+            .spawn(move || read_responses(reader, &reading))?;
+        Ok(Connection {
+            shared,
+            reader: Some(reader),
+        })
+    }
+
+    /// Runs `term` and returns its whole result: an atom as it is, a
+    /// sequence as an array of every row (do not use it on a changefeed).
+    pub fn run(&self, term: &Term) -> Result<Value, ClientError> {
+        self.run_with(term, Map::new())
+    }
+
+    /// [`Connection::run`] with global optargs (`durability`, `db`, …);
+    /// their values are terms in wire JSON.
+    pub fn run_with(&self, term: &Term, optargs: Map<String, Value>) -> Result<Value, ClientError> {
+        let mut cursor = self.cursor_with(term, optargs)?;
+        if let Some(atom) = cursor.atom.take() {
+            return Ok(atom);
+        }
+        let mut rows = Vec::new();
+        for row in cursor {
+            rows.push(row?);
+        }
+        Ok(Value::Array(rows))
+    }
+
+    /// Runs `term` and returns a cursor over its rows; an atom yields
+    /// itself (an array, its items).
+    pub fn cursor(&self, term: &Term) -> Result<Cursor<'_>, ClientError> {
+        self.cursor_with(term, Map::new())
+    }
+
+    pub fn cursor_with(
+        &self,
+        term: &Term,
+        optargs: Map<String, Value>,
+    ) -> Result<Cursor<'_>, ClientError> {
+        let token = self.shared.next_token.fetch_add(1, Ordering::Relaxed);
+        let (sender, receiver) = channel();
+        {
+            let mut routes = self.shared.routes.lock().expect("routes lock");
+            if let Some(reason) = &routes.closed {
+                return Err(lost(reason));
+            }
+            routes.waiting.insert(token, sender);
+        }
+        let mut cursor = Cursor {
+            connection: self,
+            token,
+            receiver,
+            buffer: VecDeque::new(),
+            more: true,
+            atom: None,
+        };
+        if let Err(error) = self.send(token, &json!([START, term.wire(), optargs])) {
+            cursor.more = false;
+            return Err(error);
+        }
+        cursor.receive()?;
+        Ok(cursor)
+    }
+
+    fn send(&self, token: u64, query: &Value) -> Result<(), ClientError> {
+        let body = query.to_string();
+        let mut frame = Vec::with_capacity(12 + body.len());
+        frame.extend_from_slice(&token.to_le_bytes());
+        frame.extend_from_slice(&(body.len() as u32).to_le_bytes());
+        frame.extend_from_slice(body.as_bytes());
+        self.shared
+            .writer
+            .lock()
+            .expect("writer lock")
+            .write_all(&frame)?;
+        Ok(())
+    }
+}
+
+impl Drop for Connection {
+    fn drop(&mut self) {
+        // Ends the reader's blocking read; it then fails whatever waits.
+        let _ = self
+            .shared
+            .writer
+            .lock()
+            .map(|stream| stream.shutdown(Shutdown::Both));
+        if let Some(reader) = self.reader.take() {
+            let _ = reader.join();
+        }
+    }
+}
+
+fn lost(reason: &str) -> ClientError {
+    ClientError::Io(std::io::Error::new(
+        std::io::ErrorKind::ConnectionAborted,
+        reason.to_owned(),
+    ))
+}
+
+/// The reader thread: routes every response by token until the socket ends.
+fn read_responses(mut reader: BufReader<TcpStream>, shared: &Shared) {
+    let reason = loop {
+        let mut header = [0u8; 12];
+        if let Err(error) = reader.read_exact(&mut header) {
+            break format!("the server closed the connection ({error})");
+        }
+        let token = u64::from_le_bytes(header[..8].try_into().expect("8 bytes"));
+        let length = u32::from_le_bytes(header[8..].try_into().expect("4 bytes")) as usize;
+        let mut body = vec![0u8; length];
+        if let Err(error) = reader.read_exact(&mut body) {
+            break format!("the server closed the connection mid-response ({error})");
+        }
+        let response: Value = match serde_json::from_slice(&body) {
+            Ok(response) => response,
+            Err(error) => break format!("the server sent a response that is not JSON ({error})"),
+        };
+        let last = response["t"].as_u64() != Some(SUCCESS_PARTIAL);
+        let mut routes = shared.routes.lock().expect("routes lock");
+        let route = if last {
+            routes.waiting.remove(&token)
+        } else {
+            routes.waiting.get(&token).cloned()
+        };
+        // Nobody waiting: a cursor dropped before its STOP was answered.
+        if let Some(route) = route {
+            let _ = route.send(Ok(response));
+        }
+    };
+    let mut routes = shared.routes.lock().expect("routes lock");
+    for (_, route) in routes.waiting.drain() {
+        let _ = route.send(Err(reason.clone()));
+    }
+    routes.closed = Some(reason);
+}
+
+/// The rows of one query, fetched a batch at a time. Dropping a cursor
+/// whose query has more to send stops it on the server.
+pub struct Cursor<'a> {
+    connection: &'a Connection,
+    token: u64,
+    receiver: Receiver<Delivery>,
+    buffer: VecDeque<Value>,
+    /// The server holds more (a partial batch came last).
+    more: bool,
+    /// The query's result was an atom not yet taken by `run`.
+    atom: Option<Value>,
+}
+
+impl Cursor<'_> {
+    /// The query's result when it was an atom rather than a sequence.
+    pub fn atom(&self) -> Option<&Value> {
+        self.atom.as_ref()
+    }
+
+    /// Reads the next response into the buffer.
+    fn receive(&mut self) -> Result<(), ClientError> {
+        let response = match self.receiver.recv() {
+            Ok(Ok(response)) => response,
+            Ok(Err(reason)) => {
+                self.more = false;
+                return Err(lost(&reason));
+            }
+            Err(_) => {
+                self.more = false;
+                return Err(lost("the connection closed"));
+            }
+        };
+        let response_type = response["t"].as_u64().unwrap_or_default();
+        self.more = response_type == SUCCESS_PARTIAL;
+        let mut rows = match response.get("r") {
+            Some(Value::Array(rows)) => rows.clone(),
+            _ => Vec::new(),
+        };
+        match response_type {
+            SUCCESS_ATOM => {
+                let atom = rows.pop().unwrap_or(Value::Null);
+                match &atom {
+                    Value::Array(items) => self.buffer.extend(items.iter().cloned()),
+                    other => self.buffer.push_back(other.clone()),
+                }
+                self.atom = Some(atom);
+            }
+            SUCCESS_SEQUENCE | SUCCESS_PARTIAL => self.buffer.extend(rows),
+            WAIT_COMPLETE => {}
+            _ => {
+                let kind = ReqlErrorKind::from_response(response_type, response["e"].as_u64());
+                let message = rows
+                    .first()
+                    .and_then(Value::as_str)
+                    .unwrap_or("the server gave no message")
+                    .to_owned();
+                self.more = false;
+                return Err(ClientError::Reql { kind, message });
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Iterator for Cursor<'_> {
+    type Item = Result<Value, ClientError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        loop {
+            if let Some(row) = self.buffer.pop_front() {
+                return Some(Ok(row));
+            }
+            if !self.more {
+                return None;
+            }
+            if let Err(error) = self.connection.send(self.token, &json!([CONTINUE])) {
+                self.more = false;
+                return Some(Err(error));
+            }
+            if let Err(error) = self.receive() {
+                return Some(Err(error));
+            }
+        }
+    }
+}
+
+impl Drop for Cursor<'_> {
+    fn drop(&mut self) {
+        if self.more {
+            let _ = self.connection.send(self.token, &json!([STOP]));
+        }
+    }
+}
+
+/// The V1_0 handshake as `user` with `password`.
+fn handshake(
+    mut stream: &TcpStream,
+    reader: &mut BufReader<TcpStream>,
+    user: &str,
+    password: &str,
+) -> Result<(), ClientError> {
+    let client_nonce = base64_encode(&random_bytes(18));
+    let first_bare = format!("n={},r={client_nonce}", scram::escape_name(user));
+    let mut hello = MAGIC_V1_0.to_le_bytes().to_vec();
+    let first = json!({"protocol_version": 0, "authentication_method": "SCRAM-SHA-256", "authentication": format!("n,,{first_bare}")});
+    hello.extend_from_slice(first.to_string().as_bytes());
+    hello.push(0);
+    stream.write_all(&hello)?;
+    read_message(reader)?; // the server's version and protocol range
+    let server_first = authentication(&read_message(reader)?)?;
+    let nonce =
+        scram::attribute(&server_first, "r").filter(|nonce| nonce.starts_with(&client_nonce));
+    let salt = scram::attribute(&server_first, "s").and_then(|salt| base64_decode(salt).ok());
+    let iterations =
+        scram::attribute(&server_first, "i").and_then(|count| count.parse::<u32>().ok());
+    let (Some(nonce), Some(salt), Some(iterations)) = (nonce, salt, iterations) else {
+        return Err(ClientError::Protocol(format!(
+            "unexpected SCRAM server-first message `{server_first}`"
+        )));
+    };
+    let keys = Keys::derive(password, &salt, iterations);
+    let without_proof = format!("c=biws,r={nonce}");
+    let auth_message = format!("{first_bare},{server_first},{without_proof}");
+    let proof = base64_encode(&keys.client_proof(&auth_message));
+    let mut last = json!({"authentication": format!("{without_proof},p={proof}")})
+        .to_string()
+        .into_bytes();
+    last.push(0);
+    stream.write_all(&last)?;
+    let server_final = authentication(&read_message(reader)?)?;
+    let expected = base64_encode(&keys.server_signature(&auth_message));
+    if scram::attribute(&server_final, "v") != Some(expected.as_str()) {
+        return Err(ClientError::Authentication(
+            "the server's signature is wrong: it does not know this password".to_owned(),
+        ));
+    }
+    Ok(())
+}
+
+/// One NUL-terminated handshake message; a refusal becomes its error.
+fn read_message(reader: &mut BufReader<TcpStream>) -> Result<Value, ClientError> {
+    let mut bytes = Vec::new();
+    reader.read_until(0, &mut bytes)?;
+    if bytes.pop() != Some(0) {
+        return Err(lost(
+            "the server closed the connection during the handshake",
+        ));
+    }
+    let message: Value = serde_json::from_slice(&bytes).map_err(|_| {
+        ClientError::Protocol(format!(
+            "the server answered `{}`, not a handshake message",
+            String::from_utf8_lossy(&bytes)
+        ))
+    })?;
+    if message["success"] == Value::Bool(false) {
+        let text = message["error"].as_str().unwrap_or("refused").to_owned();
+        // Error codes 10–20 are authentication failures (PROTOCOL.md).
+        return Err(match message["error_code"].as_u64() {
+            Some(10..=20) => ClientError::Authentication(text),
+            _ => ClientError::Protocol(text),
+        });
+    }
+    Ok(message)
+}
+
+fn authentication(message: &Value) -> Result<String, ClientError> {
+    message["authentication"]
+        .as_str()
+        .map(str::to_owned)
+        .ok_or_else(|| ClientError::Protocol(format!("expected a SCRAM message, got {message}")))
+}
+
+fn random_bytes(count: usize) -> Vec<u8> {
+    let mut bytes = vec![0u8; count];
+    std::fs::File::open("/dev/urandom")
+        .and_then(|mut file| file.read_exact(&mut bytes))
+        .expect("the kernel's random source is readable");
+    bytes
+}
