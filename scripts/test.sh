@@ -21,6 +21,15 @@ if ! command -v promtool >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1; 
     || echo "could not install promtool (package prometheus); its test will fail"
 fi
 
+# PostgreSQL (Debian package postgresql) is the YCSB benchmark's peer; its
+# end-to-end run at a toy size is a test.
+if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1; then
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get install -y -q --no-install-recommends postgresql >/dev/null 2>&1 \
+    || { apt-get update -q >/dev/null 2>&1 && apt-get install -y -q --no-install-recommends postgresql >/dev/null 2>&1; } \
+    || echo "could not install postgresql; the YCSB test will fail"
+fi
+
 if [ ! -d server/tests/drivers/javascript/node_modules/rethinkdb ]; then
   (cd server/tests/drivers/javascript && npm install --silent --no-audit --no-fund --no-package-lock)
 fi

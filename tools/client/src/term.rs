@@ -45,6 +45,7 @@ mod term_type {
     pub const GROUP: u64 = 144;
     pub const CHANGES: u64 = 152;
     pub const CONFIG: u64 = 174;
+    pub const MAXVAL: u64 = 181;
     pub const BETWEEN: u64 = 182;
 }
 use term_type::*;
@@ -76,6 +77,11 @@ pub mod r {
 
     pub fn db_list() -> Term {
         Term::call(DB_LIST, vec![])
+    }
+
+    /// The value above every other, for open-ended `between`.
+    pub fn maxval() -> Term {
+        Term::call(MAXVAL, vec![])
     }
 
     pub fn desc(field: &str) -> Term {
@@ -253,6 +259,11 @@ impl Term {
 
     pub fn order_by(&self, key: Term) -> Term {
         self.method(ORDER_BY, vec![key])
+    }
+
+    /// `order_by(index=name)`: rows in the order of an index, read from it.
+    pub fn order_by_index(&self, index: &str) -> Term {
+        self.method(ORDER_BY, vec![]).opt("index", index)
     }
 
     pub fn limit(&self, count: u64) -> Term {
