@@ -817,6 +817,15 @@ fn next_operation(
     Operation::Read(key(pick(random)))
 }
 
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 // ----- the report ------------------------------------------------------------------
 
 struct Row {
@@ -835,7 +844,9 @@ fn main() {
     let programs = postgres_programs(arguments.postgres_bin.clone());
 
     eprintln!("starting PhotonDB and PostgreSQL…");
-    let (mut server, port) = wire::start_server(&arguments.binary, scratch.path());
+    let (server, port) = wire::start_server(&arguments.binary, scratch.path());
+    // Stopped however this run ends, a failed check included.
+    let server = KillOnDrop(server);
     let cluster = PostgresCluster::start(scratch.path(), programs, arguments.cache_mib);
     let postgres_version = cluster.version();
     let setup = Connection::connect(&ConnectOptions {
@@ -949,8 +960,7 @@ fn main() {
         }
     }
 
-    let _ = server.kill();
-    let _ = server.wait();
+    drop(server);
     drop(cluster);
 
     // ----- the report

@@ -253,16 +253,24 @@ impl<F: DirectFile> Pager<F> {
     }
 
     /// The node of `page`, from the cache or the file.
-    pub async fn load(&self, page: PageId) -> Result<Rc<Node>> {
+    pub async fn load(&self, page: PageId) -> Result<Option<Rc<Node>>> {
         if let Some(node) = self.cache.borrow().get(page) {
-            return Ok(node);
+            return Ok(Some(node));
         }
-        let bytes = self.read_pages(page, 1).await?;
+        let commits = self.commits.get();
+        let bytes = self.read_pages(page, 1).await;
+        // Two checkpoints committed during the read: the page may have been
+        // retired and reused, so what was read may be another node (or not
+        // a node at all). Caching it would serve that stale node for this
+        // page from now on; the caller looks the page up again instead.
+        if self.commits.get() >= commits + 2 {
+            return Ok(None);
+        }
         let node =
-            Rc::new(decode_node(&bytes, page).map_err(|detail| self.corruption(page, detail))?);
+            Rc::new(decode_node(&bytes?, page).map_err(|detail| self.corruption(page, detail))?);
         // Another task may have loaded it meanwhile; either copy is right.
         self.cache.borrow_mut().insert(page, node.clone());
-        Ok(node)
+        Ok(Some(node))
     }
 
     /// A value's bytes: inline, or read from its overflow run.

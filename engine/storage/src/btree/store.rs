@@ -225,11 +225,12 @@ impl<F: DirectFile> Store<F> {
                 Ok(None) => return Ok(None),
                 Ok(Some(Value::Inline(bytes))) => return Ok(Some(bytes)),
                 Ok(Some(value)) => {
-                    let bytes = self.pager.read_value(&value).await?;
+                    let bytes = self.pager.read_value(&value).await;
                     // A run read after two checkpoints committed may have
-                    // been reused meanwhile: read again.
+                    // been reused meanwhile (what was read may not even be a
+                    // run): read again.
                     if self.pager.commits() < commits + 2 {
-                        return Ok(Some(bytes));
+                        return bytes.map(Some);
                     }
                 }
                 Err(Missing(page)) => {
@@ -268,15 +269,18 @@ impl<F: DirectFile> Store<F> {
                 );
                 match scanned {
                     Ok(()) => break,
-                    Err(Missing(page)) => pins.push(self.pager.load(page).await?),
+                    Err(Missing(page)) => pins.extend(self.pager.load(page).await?),
                 }
             }
             let mut rows = Vec::with_capacity(entries.len());
             for (key, value) in entries {
-                rows.push((key.slice(16..), self.pager.read_value(&value).await?));
-            }
-            if self.pager.commits() >= commits + 2 {
-                continue 'scan;
+                let bytes = self.pager.read_value(&value).await;
+                // Runs may have been reused since the keys were collected
+                // (a failed read included): start over.
+                if self.pager.commits() >= commits + 2 {
+                    continue 'scan;
+                }
+                rows.push((key.slice(16..), bytes?));
             }
             return Ok(rows);
         }
@@ -401,7 +405,7 @@ impl<F: DirectFile> Store<F> {
                 keys.iter().find_map(|key| tree.missing(&self.pager, key))
             };
             if let Some(page) = missing {
-                prepared._pins.push(self.pager.load(page).await?);
+                prepared._pins.extend(self.pager.load(page).await?);
                 continue;
             }
             let unread = {
@@ -422,13 +426,14 @@ impl<F: DirectFile> Store<F> {
             let Value::Overflow { first, .. } = value else {
                 unreachable!("selected overflow values")
             };
-            let bytes = self.pager.read_value(&value).await?;
+            let bytes = self.pager.read_value(&value).await;
             if self.pager.commits() >= commits + 2 {
                 // Runs read before may have been reused: start over.
                 prepared.overflow.clear();
                 commits = self.pager.commits();
                 continue;
             }
+            let bytes = bytes?;
             prepared.overflow.insert(first, bytes);
         }
     }
@@ -568,7 +573,7 @@ impl<F: DirectFile> Store<F> {
                         .map(|(key, _)| key.slice(16..))
                         .collect())
                 }
-                Err(Missing(page)) => pins.push(self.pager.load(page).await?),
+                Err(Missing(page)) => pins.extend(self.pager.load(page).await?),
             }
         }
     }
