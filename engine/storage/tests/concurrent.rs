@@ -250,8 +250,12 @@ fn scans_during_the_checkpoints_after_a_burst_of_batches() {
 fn writers_that_checkpoint_for_room_keep_the_tree_whole() {
     use photondb_storage::{DurableBackend, DurableOptions};
     let fs = SimulatedFileSystem::new();
-    let options = DurableOptions { ring_bytes: 1 << 20, ..DurableOptions::default() };
-    let backend = block_on(DurableBackend::create(fs.clone(), &directory(), 0, options)).expect("create");
+    let options = DurableOptions {
+        ring_bytes: 1 << 20,
+        ..DurableOptions::default()
+    };
+    let backend =
+        block_on(DurableBackend::create(fs.clone(), &directory(), 0, options)).expect("create");
     let mut model = BTreeMap::new();
     let mut next = 0u64;
     for round in 0..6u64 {
@@ -262,7 +266,12 @@ fn writers_that_checkpoint_for_room_keep_the_tree_whole() {
                         let (key, value) = (hashed_key(next), value_of(next, 1100));
                         model.insert(key.clone(), value.clone());
                         next += 1;
-                        Mutation::Put { table: TABLE, key, value, conflict: Conflict::Error }
+                        Mutation::Put {
+                            table: TABLE,
+                            key,
+                            value,
+                            conflict: Conflict::Error,
+                        }
                     })
                     .collect();
                 backend.write(WriteBatch::new(mutations), Durability::Hard)
@@ -272,14 +281,27 @@ fn writers_that_checkpoint_for_room_keep_the_tree_whole() {
             for _ in 0..3 {
                 let rows = backend.scan(TABLE, &ScanRange::all()).await.expect("scan");
                 let keys: Vec<&Bytes> = rows.iter().map(|(key, _)| key).collect();
-                assert!(keys.windows(2).all(|pair| pair[0] < pair[1]), "round {round}: a scan returned keys out of order or twice");
+                assert!(
+                    keys.windows(2).all(|pair| pair[0] < pair[1]),
+                    "round {round}: a scan returned keys out of order or twice"
+                );
             }
         };
         let (written, _) = block_on(futures::future::join(join_all(batches), scans));
         assert!(written.into_iter().all(|outcome| outcome.is_ok()));
         let rows = block_on(backend.scan(TABLE, &ScanRange::all())).expect("scan");
-        let expected: Vec<(Bytes, Bytes)> = model.iter().map(|(key, value)| (key.clone(), value.clone())).collect();
-        assert_eq!(rows.len(), expected.len(), "after round {round} a scan returns a different number of rows");
-        assert!(rows == expected, "after round {round} the table differs from what was written");
+        let expected: Vec<(Bytes, Bytes)> = model
+            .iter()
+            .map(|(key, value)| (key.clone(), value.clone()))
+            .collect();
+        assert_eq!(
+            rows.len(),
+            expected.len(),
+            "after round {round} a scan returns a different number of rows"
+        );
+        assert!(
+            rows == expected,
+            "after round {round} the table differs from what was written"
+        );
     }
 }

@@ -235,27 +235,35 @@ pub fn insert_batches(
     let failure: Mutex<Option<anyhow::Error>> = Mutex::new(None);
     let (sender, receiver) = std::sync::mpsc::sync_channel::<Vec<Value>>(parallel);
     let receiver = Mutex::new(receiver);
+    let failed = std::sync::atomic::AtomicBool::new(false);
     let produced = std::thread::scope(|scope| {
         for _ in 0..parallel {
             scope.spawn(|| loop {
                 let Ok(batch) = receiver.lock().expect("batch queue").recv() else {
                     return;
                 };
+                // After a failure, batches still queued are dropped, not
+                // left to block the reader on a full queue.
+                if failed.load(std::sync::atomic::Ordering::Relaxed) {
+                    continue;
+                }
                 match connection.run(&insert(batch)) {
                     Ok(result) => totals.lock().expect("totals").add(&result),
                     Err(error) => {
                         failure.lock().expect("failure").get_or_insert(error.into());
-                        return;
+                        failed.store(true, std::sync::atomic::Ordering::Relaxed);
                     }
                 }
             });
         }
         let mut batch = Vec::with_capacity(batch_size);
         let result = produce(&mut |document| {
+            if failed.load(std::sync::atomic::Ordering::Relaxed) {
+                anyhow::bail!("the import stopped");
+            }
             batch.push(document);
             if batch.len() == batch_size {
                 let full = std::mem::replace(&mut batch, Vec::with_capacity(batch_size));
-                // Every sender gone means every worker stopped on a failure.
                 sender
                     .send(full)
                     .map_err(|_| anyhow::anyhow!("the import stopped"))?;
@@ -265,6 +273,7 @@ pub fn insert_batches(
         if !batch.is_empty() && result.is_ok() {
             let _ = sender.send(batch);
         }
+        // Closing the queue ends every worker once it is drained.
         drop(sender);
         result
     });

@@ -175,3 +175,18 @@ def test_dump_and_restore_a_whole_dataset(server, tmp_path):
     result = photondb(server, "restore", str(bogus), check=False)
     assert result.returncode == 1 and result.stderr.startswith("photondb: ")
     connection.close()
+
+
+def test_an_import_whose_batches_are_refused_stops_with_the_error(server, tmp_path):
+    """A batch over the server's largest write fails every insert; the import
+    must end with that error, not wait forever on a queue nobody drains."""
+    big = tmp_path / "big.ndjson"
+    big.write_text("".join(json.dumps({"id": i, "blob": "x" * 3000}) + "\n" for i in range(5000)))
+    result = photondb(server, "import", str(big), "--table", "big", "--batch-size", "1000", "--parallel", "2", check=False)
+    assert result.returncode == 1, result.stderr
+    assert "ReqlResourceLimitError" in result.stderr and "exceeds the largest write" in result.stderr, result.stderr
+    # Smaller batches of the same file go in.
+    photondb(server, "import", str(big), "--table", "big", "--batch-size", "100", "--conflict", "replace")
+    connection = r.connect(port=server.port)
+    assert r.table("big").count().run(connection) == 5000
+    connection.close()
