@@ -287,7 +287,23 @@ fn writers_that_checkpoint_for_room_keep_the_tree_whole() {
                 );
             }
         };
-        let (written, _) = block_on(futures::future::join(join_all(batches), scans));
+        // The shard's maintenance task: checkpoints once a quarter of the
+        // ring is used, alongside writers that checkpoint for room.
+        let done = std::cell::Cell::new(false);
+        let maintenance = async {
+            while !done.get() {
+                if backend.wants_checkpoint() {
+                    backend.checkpoint().await.expect("checkpoint");
+                }
+                YieldNow(false).await;
+            }
+        };
+        let writers = async {
+            let written = join_all(batches).await;
+            done.set(true);
+            written
+        };
+        let (written, _, _) = block_on(futures::future::join3(writers, scans, maintenance));
         assert!(written.into_iter().all(|outcome| outcome.is_ok()));
         let rows = block_on(backend.scan(TABLE, &ScanRange::all())).expect("scan");
         let expected: Vec<(Bytes, Bytes)> = model
@@ -303,5 +319,24 @@ fn writers_that_checkpoint_for_room_keep_the_tree_whole() {
             rows == expected,
             "after round {round} the table differs from what was written"
         );
+    }
+}
+
+/// Returns to the executor once, so other futures of a `join` run.
+struct YieldNow(bool);
+
+impl std::future::Future for YieldNow {
+    type Output = ();
+
+    fn poll(
+        mut self: std::pin::Pin<&mut Self>,
+        context: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<()> {
+        if self.0 {
+            return std::task::Poll::Ready(());
+        }
+        self.0 = true;
+        context.waker().wake_by_ref();
+        std::task::Poll::Pending
     }
 }

@@ -28,6 +28,9 @@ pub struct Pager<F: DirectFile> {
     /// Checkpoints committed since open; a change tells readers that pages
     /// may have been reused while they waited.
     commits: Cell<u64>,
+    /// Runs retired since open; a change tells a load that the page it
+    /// read may have been retired meanwhile.
+    retirements: Cell<u64>,
     cache_hits: Cell<u64>,
     cache_misses: Cell<u64>,
 }
@@ -202,6 +205,7 @@ impl<F: DirectFile> Pager<F> {
                 cursor: 1,
             }),
             commits: Cell::new(0),
+            retirements: Cell::new(0),
             cache_hits: Cell::new(0),
             cache_misses: Cell::new(0),
         }
@@ -257,7 +261,7 @@ impl<F: DirectFile> Pager<F> {
         if let Some(node) = self.cache.borrow().get(page) {
             return Ok(Some(node));
         }
-        let commits = self.commits.get();
+        let (commits, retirements) = (self.commits.get(), self.retirements.get());
         let bytes = self.read_pages(page, 1).await;
         // Two checkpoints committed during the read: the page may have been
         // retired and reused, so what was read may be another node (or not
@@ -292,7 +296,17 @@ impl<F: DirectFile> Pager<F> {
 
     /// Marks a run the live tree stopped using; it is reused once
     /// checkpoint `free_after` has committed.
+    fn is_retired(&self, page: PageId) -> bool {
+        let allocation = self.allocation.borrow();
+        !allocation.used.get(page as usize).copied().unwrap_or(false)
+            || allocation
+                .waiting
+                .iter()
+                .any(|&(first, pages, _)| (first..first + pages).contains(&page))
+    }
+
     pub fn retire(&self, first: PageId, pages: u64, free_after: u64) {
+        self.retirements.set(self.retirements.get() + 1);
         self.allocation
             .borrow_mut()
             .waiting
@@ -427,6 +441,11 @@ impl<F: DirectFile> Pager<F> {
     }
 
     /// Puts a node just written by a checkpoint into the cache, clean.
+    /// Evicts down to the budget (after pinned nodes were let go).
+    pub fn trim_cache(&self) {
+        self.cache.borrow_mut().evict();
+    }
+
     pub fn cache_clean(&self, page: PageId, node: Rc<Node>) {
         self.cache.borrow_mut().insert(page, node);
     }

@@ -663,6 +663,9 @@ impl<F: DirectFile> Store<F> {
             self.pager.retire(old_page, old_pages, sequence + 1);
         }
         self.pager.committed(sequence);
+        // The written nodes were pinned while swapped in; back to budget.
+        drop(written);
+        self.pager.trim_cache();
     }
 
     pub async fn close(self) -> Result<()> {
@@ -682,10 +685,8 @@ fn swap_in<F: DirectFile>(
 ) {
     let Child::Memory(memory) = child else { return };
     if let Some(&index) = by_pointer.get(&Rc::as_ptr(memory)) {
-        mark_kept(index, by_page, nodes, kept);
-        let (_, page, clean) = &nodes[index];
-        pager.cache_clean(*page, clean.clone());
-        *child = Child::Page(*page);
+        mark_kept(index, by_page, nodes, kept, pager);
+        *child = Child::Page(nodes[index].1);
         return;
     }
     if let Node::Branch { children, .. } = Rc::make_mut(memory) {
@@ -695,18 +696,23 @@ fn swap_in<F: DirectFile>(
     }
 }
 
-fn mark_kept(
+fn mark_kept<F: DirectFile>(
     index: usize,
     by_page: &HashMap<PageId, usize>,
     nodes: &[(Rc<Node>, PageId, Rc<Node>)],
     kept: &mut [bool],
+    pager: &Pager<F>,
 ) {
     kept[index] = true;
-    if let Node::Branch { children, .. } = &*nodes[index].2 {
+    // The live tree now refers to this page: its node goes to the cache,
+    // over whatever a load of an earlier use of the page left there.
+    let (_, page, clean) = &nodes[index];
+    pager.cache_clean(*page, clean.clone());
+    if let Node::Branch { children, .. } = &**clean {
         for child in children {
             if let Child::Page(page) = child {
                 if let Some(&below) = by_page.get(page) {
-                    mark_kept(below, by_page, nodes, kept);
+                    mark_kept(below, by_page, nodes, kept, pager);
                 }
             }
         }
