@@ -188,59 +188,23 @@ fn scans_during_the_checkpoints_after_a_burst_of_batches() {
     let mut model = BTreeMap::new();
     let mut next = 0u64;
     for burst in 0..4u64 {
-        let batches: Vec<_> = (0..8)
-            .map(|_| {
-                let mutations: Vec<Mutation> = (0..125)
-                    .map(|_| {
-                        let (key, value) = (hashed_key(next), value_of(next, 1100));
-                        model.insert(key.clone(), value.clone());
-                        next += 1;
-                        Mutation::Put {
-                            table: TABLE,
-                            key,
-                            value,
-                            conflict: Conflict::Error,
-                        }
-                    })
-                    .collect();
-                backend.write(WriteBatch::new(mutations), Durability::Hard)
-            })
+        let batches: Vec<_> = new_batches(&mut model, &mut next, 8, 125)
+            .into_iter()
+            .map(|mutations| backend.write(WriteBatch::new(mutations), Durability::Hard))
             .collect();
         let checkpoints = async {
             for _ in 0..3 {
                 backend.checkpoint().await.expect("checkpoint");
             }
         };
-        let scans = async {
-            for _ in 0..4 {
-                let rows = backend.scan(TABLE, &ScanRange::all()).await.expect("scan");
-                let keys: Vec<&Bytes> = rows.iter().map(|(key, _)| key).collect();
-                assert!(
-                    keys.windows(2).all(|pair| pair[0] < pair[1]),
-                    "a scan returned keys out of order or twice"
-                );
-            }
-        };
+        let scans = ordered_scans(&backend, 4);
         let (written, _, _) = block_on(futures::future::join3(
             join_all(batches),
             checkpoints,
             scans,
         ));
         assert!(written.into_iter().all(|outcome| outcome.is_ok()));
-        let rows = block_on(backend.scan(TABLE, &ScanRange::all())).expect("scan");
-        let expected: Vec<(Bytes, Bytes)> = model
-            .iter()
-            .map(|(key, value)| (key.clone(), value.clone()))
-            .collect();
-        assert_eq!(
-            rows.len(),
-            expected.len(),
-            "after burst {burst} a scan returns a different number of rows"
-        );
-        assert!(
-            rows == expected,
-            "after burst {burst} the table differs from what was written"
-        );
+        assert_table_is(&backend, &model, &format!("after burst {burst}"));
     }
 }
 
@@ -259,34 +223,11 @@ fn writers_that_checkpoint_for_room_keep_the_tree_whole() {
     let mut model = BTreeMap::new();
     let mut next = 0u64;
     for round in 0..6u64 {
-        let batches: Vec<_> = (0..16)
-            .map(|_| {
-                let mutations: Vec<Mutation> = (0..40)
-                    .map(|_| {
-                        let (key, value) = (hashed_key(next), value_of(next, 1100));
-                        model.insert(key.clone(), value.clone());
-                        next += 1;
-                        Mutation::Put {
-                            table: TABLE,
-                            key,
-                            value,
-                            conflict: Conflict::Error,
-                        }
-                    })
-                    .collect();
-                backend.write(WriteBatch::new(mutations), Durability::Hard)
-            })
+        let batches: Vec<_> = new_batches(&mut model, &mut next, 16, 40)
+            .into_iter()
+            .map(|mutations| backend.write(WriteBatch::new(mutations), Durability::Hard))
             .collect();
-        let scans = async {
-            for _ in 0..3 {
-                let rows = backend.scan(TABLE, &ScanRange::all()).await.expect("scan");
-                let keys: Vec<&Bytes> = rows.iter().map(|(key, _)| key).collect();
-                assert!(
-                    keys.windows(2).all(|pair| pair[0] < pair[1]),
-                    "round {round}: a scan returned keys out of order or twice"
-                );
-            }
-        };
+        let scans = ordered_scans(&backend, 3);
         // The shard's maintenance task: checkpoints once a quarter of the
         // ring is used, alongside writers that checkpoint for room.
         let done = std::cell::Cell::new(false);
@@ -305,20 +246,7 @@ fn writers_that_checkpoint_for_room_keep_the_tree_whole() {
         };
         let (written, _, _) = block_on(futures::future::join3(writers, scans, maintenance));
         assert!(written.into_iter().all(|outcome| outcome.is_ok()));
-        let rows = block_on(backend.scan(TABLE, &ScanRange::all())).expect("scan");
-        let expected: Vec<(Bytes, Bytes)> = model
-            .iter()
-            .map(|(key, value)| (key.clone(), value.clone()))
-            .collect();
-        assert_eq!(
-            rows.len(),
-            expected.len(),
-            "after round {round} a scan returns a different number of rows"
-        );
-        assert!(
-            rows == expected,
-            "after round {round} the table differs from what was written"
-        );
+        assert_table_is(&backend, &model, &format!("after round {round}"));
     }
 }
 
@@ -339,4 +267,60 @@ impl std::future::Future for YieldNow {
         context.waker().wake_by_ref();
         std::task::Poll::Pending
     }
+}
+
+/// `writers` batches of `rows` new rows of 1,100 bytes each, recorded in
+/// `model`.
+fn new_batches(
+    model: &mut BTreeMap<Bytes, Bytes>,
+    next: &mut u64,
+    writers: usize,
+    rows: usize,
+) -> Vec<Vec<Mutation>> {
+    (0..writers)
+        .map(|_| {
+            (0..rows)
+                .map(|_| {
+                    let (key, value) = (hashed_key(*next), value_of(*next, 1100));
+                    model.insert(key.clone(), value.clone());
+                    *next += 1;
+                    Mutation::Put {
+                        table: TABLE,
+                        key,
+                        value,
+                        conflict: Conflict::Error,
+                    }
+                })
+                .collect()
+        })
+        .collect()
+}
+
+/// Scans the table `times`, checking each returns keys in order, once.
+async fn ordered_scans(backend: &Simulated, times: usize) {
+    for _ in 0..times {
+        let rows = backend.scan(TABLE, &ScanRange::all()).await.expect("scan");
+        let keys: Vec<&Bytes> = rows.iter().map(|(key, _)| key).collect();
+        assert!(
+            keys.windows(2).all(|pair| pair[0] < pair[1]),
+            "a scan returned keys out of order or twice"
+        );
+    }
+}
+
+fn assert_table_is(backend: &Simulated, model: &BTreeMap<Bytes, Bytes>, when: &str) {
+    let rows = block_on(backend.scan(TABLE, &ScanRange::all())).expect("scan");
+    let expected: Vec<(Bytes, Bytes)> = model
+        .iter()
+        .map(|(key, value)| (key.clone(), value.clone()))
+        .collect();
+    assert_eq!(
+        rows.len(),
+        expected.len(),
+        "{when}: a scan returns a different number of rows"
+    );
+    assert!(
+        rows == expected,
+        "{when}: the table differs from what was written"
+    );
 }
