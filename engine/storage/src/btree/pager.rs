@@ -272,6 +272,13 @@ impl<F: DirectFile> Pager<F> {
         }
         let node =
             Rc::new(decode_node(&bytes?, page).map_err(|detail| self.corruption(page, detail))?);
+        // A page retired during the read is no longer in the live tree. Its
+        // node must not be cached: once the page is reused, the cached copy
+        // would be served for the new node wherever a checkpoint did not
+        // cache that one.
+        if self.retirements.get() != retirements && self.is_retired(page) {
+            return Ok(Some(node));
+        }
         // Another task may have loaded it meanwhile; either copy is right.
         self.cache.borrow_mut().insert(page, node.clone());
         Ok(Some(node))
