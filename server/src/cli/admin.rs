@@ -4,7 +4,7 @@ use clap::Subcommand;
 use photondb_client::{r, Term};
 use serde_json::{json, Map, Value};
 
-use super::{json_argument, print_listing, ClientArguments, ListFormat};
+use super::{json_argument, print_listing, strings, ClientArguments, ListFormat};
 
 #[derive(Subcommand)]
 pub enum DbCommand {
@@ -254,12 +254,4 @@ pub fn query(client: &ClientArguments, arguments: QueryArguments) -> anyhow::Res
         out.flush()?;
     }
     Ok(())
-}
-
-fn strings(value: &Value) -> impl Iterator<Item = &str> {
-    value
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter_map(Value::as_str)
 }

@@ -21,7 +21,7 @@ use serde_json::{json, Value};
 
 use super::admin::Durability;
 use super::transfer::{ensure_table, insert_batches, read_documents, write_table, FileFormat};
-use super::{progress, ClientArguments, Progress};
+use super::{progress, strings, ClientArguments, Progress};
 
 const FORMAT: &str = "photondb-dump";
 const VERSION: u64 = 1;
@@ -296,14 +296,6 @@ fn text(value: &Value) -> anyhow::Result<&str> {
     value
         .as_str()
         .ok_or_else(|| anyhow::anyhow!("expected a name in the archive, found {value}"))
-}
-
-fn strings(value: &Value) -> impl Iterator<Item = &str> {
-    value
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter_map(Value::as_str)
 }
 
 fn now_seconds() -> u64 {

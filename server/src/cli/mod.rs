@@ -111,6 +111,15 @@ pub fn cell(value: &Value) -> String {
     }
 }
 
+/// The strings of a JSON array (names from `db_list`, `table_list`, …).
+pub fn strings(value: &Value) -> impl Iterator<Item = &str> {
+    value
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(Value::as_str)
+}
+
 /// `db.table` or `table` (in `default_db`) as its two names.
 pub fn table_name<'a>(name: &'a str, default_db: &'a str) -> anyhow::Result<(&'a str, &'a str)> {
     let (db, table) = name.split_once('.').unwrap_or((default_db, name));

@@ -1,6 +1,7 @@
 //! SCRAM-SHA-256 (RFC 5802, RFC 7677) as RethinkDB uses it: 4096
 //! iterations, a 16-byte salt, channel binding `n,,`.
 
+pub use photondb_client::scram::random_bytes;
 use photondb_client::scram::{hmac_sha256 as hmac, sha256, Keys};
 
 pub const ITERATIONS: u32 = 4096;
@@ -45,16 +46,6 @@ impl StoredCredentials {
             .fold(0u8, |acc, (a, b)| acc | (a ^ b));
         (difference == 0).then(|| hmac(&self.server_key, auth_message.as_bytes()))
     }
-}
-
-/// Random bytes from the kernel.
-pub fn random_bytes(count: usize) -> Vec<u8> {
-    use std::io::Read;
-    let mut bytes = vec![0u8; count];
-    std::fs::File::open("/dev/urandom")
-        .and_then(|mut file| file.read_exact(&mut bytes))
-        .expect("the kernel's random source is readable");
-    bytes
 }
 
 #[cfg(test)]

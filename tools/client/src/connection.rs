@@ -347,7 +347,7 @@ fn handshake(
     user: &str,
     password: &str,
 ) -> Result<(), ClientError> {
-    let client_nonce = base64_encode(&random_bytes(18));
+    let client_nonce = base64_encode(&scram::random_bytes(18));
     let first_bare = format!("n={},r={client_nonce}", scram::escape_name(user));
     let mut hello = MAGIC_V1_0.to_le_bytes().to_vec();
     let first = json!({"protocol_version": 0, "authentication_method": "SCRAM-SHA-256", "authentication": format!("n,,{first_bare}")});
@@ -416,12 +416,4 @@ fn authentication(message: &Value) -> Result<String, ClientError> {
         .as_str()
         .map(str::to_owned)
         .ok_or_else(|| ClientError::Protocol(format!("expected a SCRAM message, got {message}")))
-}
-
-fn random_bytes(count: usize) -> Vec<u8> {
-    let mut bytes = vec![0u8; count];
-    std::fs::File::open("/dev/urandom")
-        .and_then(|mut file| file.read_exact(&mut bytes))
-        .expect("the kernel's random source is readable");
-    bytes
 }

@@ -45,6 +45,16 @@ impl Keys {
     }
 }
 
+/// Random bytes from the kernel (nonces, salts, UUIDs).
+pub fn random_bytes(count: usize) -> Vec<u8> {
+    use std::io::Read;
+    let mut bytes = vec![0u8; count];
+    std::fs::File::open("/dev/urandom")
+        .and_then(|mut file| file.read_exact(&mut bytes))
+        .expect("the kernel's random source is readable");
+    bytes
+}
+
 /// Escapes a user name for a SCRAM attribute (RFC 5802: `=` and `,`).
 pub fn escape_name(name: &str) -> String {
     name.replace('=', "=3D").replace(',', "=2C")
