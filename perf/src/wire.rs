@@ -3,13 +3,11 @@
 //! many queries on one socket (which `photondb-client` does not expose),
 //! and starting a server to measure.
 
-use std::collections::HashMap;
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{BufReader, Read, Write};
 use std::net::TcpStream;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use photondb_client::scram::Keys;
 use serde_json::{json, Value};
 
 /// A blocking V1_0 connection as user `admin` with an empty password.
@@ -23,43 +21,7 @@ impl Connection {
         let stream = TcpStream::connect(("127.0.0.1", port)).expect("connect");
         stream.set_nodelay(true).expect("nodelay");
         let mut reader = BufReader::new(stream.try_clone().expect("clone"));
-        let mut writer = stream.try_clone().expect("clone");
-        let client_nonce = "photondbbenchnonce0123456";
-        let first_bare = format!("n=admin,r={client_nonce}");
-        let mut hello = 0x34c2_bdc3u32.to_le_bytes().to_vec();
-        hello.extend_from_slice(json!({"protocol_version": 0, "authentication_method": "SCRAM-SHA-256", "authentication": format!("n,,{first_bare}")}).to_string().as_bytes());
-        hello.push(0);
-        writer.write_all(&hello).expect("hello");
-        let read_message = |reader: &mut BufReader<TcpStream>| -> Value {
-            let mut bytes = Vec::new();
-            reader.read_until(0, &mut bytes).expect("handshake read");
-            bytes.pop();
-            serde_json::from_slice(&bytes).expect("handshake JSON")
-        };
-        let _server_hello = read_message(&mut reader);
-        let server_first = read_message(&mut reader)["authentication"]
-            .as_str()
-            .expect("server-first")
-            .to_owned();
-        let attributes: HashMap<&str, &str> = server_first
-            .split(',')
-            .filter_map(|part| part.split_once('='))
-            .collect();
-        let salt = photondb_datum::json::base64_decode(attributes["s"]).expect("salt");
-        let iterations: u32 = attributes["i"].parse().expect("iterations");
-        let keys = Keys::derive("", &salt, iterations);
-        let without_proof = format!("c=biws,r={}", attributes["r"]);
-        let auth_message = format!("{first_bare},{server_first},{without_proof}");
-        let proof = keys.client_proof(&auth_message);
-        let mut last = json!({"authentication": format!("{without_proof},p={}", photondb_datum::json::base64_encode(&proof))}).to_string().into_bytes();
-        last.push(0);
-        writer.write_all(&last).expect("client-final");
-        let done = read_message(&mut reader);
-        assert_eq!(
-            done["success"],
-            Value::Bool(true),
-            "authentication failed: {done}"
-        );
+        photondb_client::handshake(&stream, &mut reader, "admin", "").expect("authenticate as admin");
         Connection { stream, reader }
     }
 

@@ -340,8 +340,9 @@ impl Drop for Cursor<'_> {
     }
 }
 
-/// The V1_0 handshake as `user` with `password`.
-fn handshake(
+/// The V1_0 handshake as `user` with `password` on a socket the caller
+/// speaks the protocol on itself (the benchmarks pipeline raw frames).
+pub fn handshake(
     mut stream: &TcpStream,
     reader: &mut BufReader<TcpStream>,
     user: &str,

@@ -17,6 +17,6 @@ mod error;
 pub mod scram;
 mod term;
 
-pub use connection::{ConnectOptions, Connection, Cursor};
+pub use connection::{handshake, ConnectOptions, Connection, Cursor};
 pub use error::{ClientError, ReqlErrorKind};
 pub use term::{r, Term};
