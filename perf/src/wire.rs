@@ -21,7 +21,8 @@ impl Connection {
         let stream = TcpStream::connect(("127.0.0.1", port)).expect("connect");
         stream.set_nodelay(true).expect("nodelay");
         let mut reader = BufReader::new(stream.try_clone().expect("clone"));
-        photondb_client::handshake(&stream, &mut reader, "admin", "").expect("authenticate as admin");
+        photondb_client::handshake(&stream, &mut reader, "admin", "")
+            .expect("authenticate as admin");
         Connection { stream, reader }
     }
 

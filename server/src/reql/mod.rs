@@ -32,6 +32,6 @@ pub mod sequence;
 pub mod stream;
 pub mod system;
 pub mod term;
-pub mod term_type;
+pub use photondb_client::term_type;
 pub mod time;
 pub mod write;

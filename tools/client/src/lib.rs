@@ -16,6 +16,7 @@ mod connection;
 mod error;
 pub mod scram;
 mod term;
+pub mod term_type;
 
 pub use connection::{handshake, ConnectOptions, Connection, Cursor};
 pub use error::{ClientError, ReqlErrorKind};

@@ -6,49 +6,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use serde_json::{json, Map, Value};
 
-// Term numbers from `ql2.proto`.
-mod term_type {
-    pub const MAKE_ARRAY: u64 = 2;
-    pub const VAR: u64 = 10;
-    pub const DB: u64 = 14;
-    pub const TABLE: u64 = 15;
-    pub const GET: u64 = 16;
-    pub const EQ: u64 = 17;
-    pub const LT: u64 = 19;
-    pub const GT: u64 = 21;
-    pub const GET_FIELD: u64 = 31;
-    pub const PLUCK: u64 = 33;
-    pub const MAP: u64 = 38;
-    pub const FILTER: u64 = 39;
-    pub const ORDER_BY: u64 = 41;
-    pub const COUNT: u64 = 43;
-    pub const UPDATE: u64 = 53;
-    pub const DELETE: u64 = 54;
-    pub const REPLACE: u64 = 55;
-    pub const INSERT: u64 = 56;
-    pub const DB_CREATE: u64 = 57;
-    pub const DB_DROP: u64 = 58;
-    pub const DB_LIST: u64 = 59;
-    pub const TABLE_CREATE: u64 = 60;
-    pub const TABLE_DROP: u64 = 61;
-    pub const TABLE_LIST: u64 = 62;
-    pub const FUNC: u64 = 69;
-    pub const LIMIT: u64 = 71;
-    pub const ASC: u64 = 73;
-    pub const DESC: u64 = 74;
-    pub const INDEX_CREATE: u64 = 75;
-    pub const INDEX_DROP: u64 = 76;
-    pub const INDEX_LIST: u64 = 77;
-    pub const GET_ALL: u64 = 78;
-    pub const INDEX_STATUS: u64 = 139;
-    pub const INDEX_WAIT: u64 = 140;
-    pub const GROUP: u64 = 144;
-    pub const CHANGES: u64 = 152;
-    pub const CONFIG: u64 = 174;
-    pub const MAXVAL: u64 = 181;
-    pub const BETWEEN: u64 = 182;
-}
-use term_type::*;
+use crate::term_type::*;
 
 /// A ReQL term.
 #[derive(Clone, Debug, PartialEq)]

@@ -1,4 +1,5 @@
-//! Term numbers (`Term.TermType` in ql2.proto) used by the evaluator.
+//! Term numbers (`Term.TermType` in ql2.proto): the builder here and the
+//! server's evaluator share this one table.
 
 pub const DATUM: u64 = 1;
 pub const MAKE_ARRAY: u64 = 2;
