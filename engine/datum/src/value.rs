@@ -120,7 +120,7 @@ impl Datum {
     }
 }
 
-fn cmp_numbers(a: f64, b: f64) -> Ordering {
+pub(crate) fn cmp_numbers(a: f64, b: f64) -> Ordering {
     a.partial_cmp(&b).expect("datums never hold NaN")
 }
 

@@ -181,3 +181,61 @@ fn base64_matches_the_standard_alphabet() {
         .unwrap_err()
         .starts_with("Invalid base64 length"));
 }
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(4000))]
+
+    /// Predicates compare stored fields without decoding them; the answer
+    /// must be the decoded comparator's.
+    #[test]
+    fn stored_values_order_as_the_reql_comparator(
+        (a, b) in prop_oneof![
+            (any_datum(), any_datum()),
+            // Values of one type, where the in-place comparisons work.
+            (any_text(), any_text()).prop_map(|(a, b)| (Datum::String(a), Datum::String(b))),
+            (any_number(), any_number()).prop_map(|(a, b)| (Datum::Number(a), Datum::Number(b))),
+            (any::<bool>(), any::<bool>()).prop_map(|(a, b)| (Datum::Bool(a), Datum::Bool(b))),
+        ]
+    ) {
+        let (a_bytes, b_bytes) = (document::encode(&a), document::encode(&b));
+        let a_view = document::DocumentRef::new(&a_bytes).unwrap();
+        let b_view = document::DocumentRef::new(&b_bytes).unwrap();
+        let expected = a.cmp_reql(&b);
+        prop_assert_eq!(a_view.cmp_datum(&b).unwrap(), expected, "{:?} vs {:?}", a, b);
+        prop_assert_eq!(a_view.cmp_document(&b_view).unwrap(), expected, "{:?} vs {:?}", a, b);
+        let truthy = !matches!(a, Datum::Null | Datum::Bool(false));
+        prop_assert_eq!(a_view.truthy(), truthy);
+    }
+}
+
+/// Documents written before keys were grouped ahead of values (each key
+/// right before its value) still read the same: readers follow offsets.
+#[test]
+fn objects_with_keys_beside_their_values_still_read() {
+    let mut bytes = vec![0x06];
+    bytes.extend_from_slice(&2u32.to_le_bytes());
+    // Body: "a" 1.0, then "bb" "x".
+    let mut body = vec![b'a', 0x03];
+    body.extend_from_slice(&1.0f64.to_le_bytes());
+    let second_key = body.len();
+    body.extend_from_slice(b"bb");
+    let second_value = body.len();
+    body.extend_from_slice(&[0x04, 1, 0, 0, 0, b'x']);
+    bytes.extend_from_slice(&(body.len() as u32).to_le_bytes());
+    for (key_offset, key_len, value_offset) in [(0, 1, 1), (second_key, 2, second_value)] {
+        for field in [key_offset, key_len, value_offset] {
+            bytes.extend_from_slice(&(field as u32).to_le_bytes());
+        }
+    }
+    bytes.extend_from_slice(&body);
+    let mut expected = Object::new();
+    expected.insert("a".into(), Datum::Number(1.0));
+    expected.insert("bb".into(), Datum::String("x".into()));
+    assert_eq!(document::decode(&bytes).unwrap(), Datum::Object(expected));
+    let view = document::DocumentRef::new(&bytes).unwrap();
+    assert_eq!(
+        view.field("bb").unwrap().unwrap().to_datum().unwrap(),
+        Datum::String("x".into())
+    );
+    assert!(view.field("b").unwrap().is_none());
+}

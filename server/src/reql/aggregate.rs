@@ -12,12 +12,14 @@ use std::collections::BTreeMap;
 use std::ops::Bound;
 
 use bytes::Bytes;
-use photondb_datum::{document, Datum};
+use photondb_datum::document::{self, DocumentRef};
+use photondb_datum::Datum;
 use photondb_storage::{Backend, Direction, ScanRange, TableId};
 
 use super::error::{ErrorClass, ReqlError};
-use super::eval::{group_keys, Context, TypeMismatch};
+use super::eval::{combine_group_keys, group_keys, Context, TypeMismatch};
 use super::function::Callable;
+use super::in_place::{StoredKey, StoredPredicate};
 use super::stream::{Operation, Stream};
 
 /// Rows read and decoded per round on a partition.
@@ -87,6 +89,33 @@ impl Reduction {
                 rows: 0,
             },
             Reduction::Min(_) | Reduction::Max(_) => Partial::Best(None),
+        }
+    }
+
+    /// Adds a row read in place; `false` when the reduction needs the
+    /// decoded row (or the interpreter's error) instead.
+    fn add_in_place(&self, partial: &mut Partial, document: DocumentRef<'_>) -> bool {
+        match (self, partial) {
+            (Reduction::Count, Partial::Count(count)) => {
+                *count += 1;
+                true
+            }
+            (
+                Reduction::Sum(Selector::Field(field)) | Reduction::Avg(Selector::Field(field)),
+                Partial::Sum { total, rows },
+            ) if document.is_object() => match document.field(field) {
+                Ok(None) => true,
+                Ok(Some(value)) => match value.number() {
+                    Some(number) => {
+                        *total += number;
+                        *rows += 1;
+                        true
+                    }
+                    None => false,
+                },
+                Err(_) => false,
+            },
+            _ => false,
         }
     }
 
@@ -197,6 +226,83 @@ impl Reduction {
     }
 }
 
+/// A partition scan's filters and group keys, compiled to read stored
+/// documents in place where they can (see [`super::in_place`]).
+struct CompiledScan {
+    /// One per filter: `None` where the filter needs the interpreter.
+    predicates: Vec<Option<StoredPredicate>>,
+    /// `None` when any key needs the interpreter.
+    keys: Option<Vec<StoredKey>>,
+}
+
+impl CompiledScan {
+    fn new(filters: &[Operation], keys: &[Callable]) -> CompiledScan {
+        CompiledScan {
+            predicates: filters
+                .iter()
+                .map(|filter| match filter {
+                    Operation::Filter { predicate, .. } => StoredPredicate::compile(predicate),
+                    _ => None,
+                })
+                .collect(),
+            keys: keys.iter().map(StoredKey::compile).collect(),
+        }
+    }
+
+    /// Whether the row passes every filter, read in place where a filter
+    /// compiled and decoded into `row` (once) where one did not.
+    async fn passes(
+        &self,
+        context: &Context,
+        filters: &[Operation],
+        document: DocumentRef<'_>,
+        bytes: &[u8],
+        row: &mut Option<Datum>,
+    ) -> Result<bool, ReqlError> {
+        for (filter, predicate) in filters.iter().zip(&self.predicates) {
+            let passed = match predicate
+                .as_ref()
+                .and_then(|predicate| predicate.accepts(document))
+            {
+                Some(passed) => passed,
+                None => {
+                    let row = decoded(row, bytes)?;
+                    Stream::passes(context, std::slice::from_ref(filter), row).await?
+                }
+            };
+            if !passed {
+                return Ok(false);
+            }
+        }
+        Ok(true)
+    }
+
+    /// The row's key values, one per key; `None` when the interpreter must
+    /// work them out.
+    fn keys_in_place(&self, document: DocumentRef<'_>) -> Option<Vec<Datum>> {
+        self.keys
+            .as_ref()?
+            .iter()
+            .map(|key| key.evaluate(document))
+            .collect()
+    }
+}
+
+/// The decoded row, decoding it the first time it is asked for.
+fn decoded<'a>(row: &'a mut Option<Datum>, bytes: &[u8]) -> Result<&'a Datum, ReqlError> {
+    if row.is_none() {
+        *row = Some(document::decode(bytes).map_err(unreadable)?);
+    }
+    Ok(row.as_ref().expect("decoded above"))
+}
+
+fn unreadable(error: photondb_datum::DatumError) -> ReqlError {
+    ReqlError::new(
+        ErrorClass::Internal,
+        format!("Stored document is unreadable: {error}"),
+    )
+}
+
 /// Groups the rows of `table` in `[start, end)` that pass `filters` by
 /// `keys` and reduces each group, every partition on its own shard.
 #[allow(clippy::too_many_arguments)]
@@ -223,6 +329,7 @@ pub async fn grouped_on_partitions(
             .engine
             .run_on_partition(partition, move |backend| async move {
                 let context = inner;
+                let scan = CompiledScan::new(&filters, &keys);
                 let mut partials: BTreeMap<Datum, Partial> = BTreeMap::new();
                 let mut from = start;
                 loop {
@@ -239,19 +346,30 @@ pub async fn grouped_on_partitions(
                     from = Bound::Excluded(last.clone());
                     let full = rows.len() == SCAN_ROWS;
                     for (key, bytes) in rows {
-                        let row = document::decode(&bytes).map_err(|error| {
-                            ReqlError::new(
-                                ErrorClass::Internal,
-                                format!("Stored document is unreadable: {error}"),
-                            )
-                        })?;
-                        if !filters.is_empty() && !Stream::passes(&context, &filters, &row).await? {
+                        let document = DocumentRef::new(&bytes).map_err(unreadable)?;
+                        // Decoded only when something compiled cannot
+                        // decide the row.
+                        let mut row: Option<Datum> = None;
+                        if !scan
+                            .passes(&context, &filters, document, &bytes, &mut row)
+                            .await?
+                        {
                             continue;
                         }
-                        for group in group_keys(&context, &keys, multi, &row).await? {
+                        let groups = match scan.keys_in_place(document) {
+                            Some(values) => combine_group_keys(values, multi),
+                            None => {
+                                group_keys(&context, &keys, multi, decoded(&mut row, &bytes)?)
+                                    .await?
+                            }
+                        };
+                        for group in groups {
                             let partial =
                                 partials.entry(group).or_insert_with(|| reduction.empty());
-                            reduction.add(&context, partial, &key, &row).await?;
+                            if !reduction.add_in_place(partial, document) {
+                                let row = decoded(&mut row, &bytes)?;
+                                reduction.add(&context, partial, &key, row).await?;
+                            }
                         }
                     }
                     if !full {

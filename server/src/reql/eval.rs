@@ -1578,12 +1578,19 @@ pub async fn group_keys(
         };
         values.push(value);
     }
+    Ok(combine_group_keys(values, multi))
+}
+
+/// The groups a row with key `values` (one per key) falls in: the value,
+/// or an array of them for several keys; with `multi`, one group per
+/// combination of array elements.
+pub fn combine_group_keys(mut values: Vec<Datum>, multi: bool) -> Vec<Datum> {
     if !multi {
-        return Ok(vec![if values.len() == 1 {
+        return vec![if values.len() == 1 {
             values.pop().expect("one key")
         } else {
             Datum::Array(values)
-        }]);
+        }];
     }
     let mut combinations: Vec<Vec<Datum>> = vec![Vec::new()];
     for value in values {
@@ -1615,7 +1622,7 @@ pub async fn group_keys(
             groups.push(group);
         }
     }
-    Ok(groups)
+    groups
 }
 
 /// The optional arguments each term accepts (for the terms evaluated here);

@@ -26,6 +26,7 @@ pub mod error;
 pub mod eval;
 pub mod feed;
 pub mod function;
+pub mod in_place;
 pub mod index;
 pub mod reconfigure;
 pub mod sequence;

@@ -15,6 +15,7 @@ use super::error::{ErrorClass, ReqlError};
 use super::eval::Context;
 use super::eval::TypeMismatch;
 use super::function::{Callable, Function};
+use super::in_place::StoredPredicate;
 
 /// Rows fetched from storage per round trip to the shards.
 const FETCH_ROWS: usize = 256;
@@ -468,6 +469,7 @@ impl Stream {
     }
 
     async fn refill(&mut self, context: &Context) -> Result<(), ReqlError> {
+        let rejects = self.leading_predicates();
         match &mut self.source {
             Source::Rows(rows) => {
                 self.pending.extend(rows.drain(..));
@@ -559,7 +561,7 @@ impl Stream {
                 }
             }
             Source::Table(read) => {
-                let rows = read.next_batch(context).await?;
+                let rows = read.next_batch(context, &rejects).await?;
                 if rows.is_empty() && read.finished {
                     self.exhausted = true;
                 }
@@ -584,7 +586,7 @@ impl Stream {
                 let Source::Table(table_read) = &mut current.source else {
                     unreachable!("an index read is a table read")
                 };
-                let rows = table_read.next_batch(context).await?;
+                let rows = table_read.next_batch(context, &rejects).await?;
                 if rows.is_empty() && table_read.finished {
                     read.current = None;
                     continue;
@@ -653,6 +655,26 @@ impl Stream {
             }
             return Ok(Some(row));
         }
+    }
+
+    /// The filters a table read may apply to stored rows before decoding
+    /// them: the leading filters, up to the first one that does not compile
+    /// to an in-place predicate (a later one must not drop a row an earlier
+    /// one would have raised an error on). A row they reject is one the
+    /// interpreter would drop; rows they accept still go through every
+    /// operation.
+    fn leading_predicates(&self) -> Vec<StoredPredicate> {
+        let mut predicates = Vec::new();
+        for operation in &self.operations {
+            let Operation::Filter { predicate, .. } = operation else {
+                break;
+            };
+            match StoredPredicate::compile(predicate) {
+                Some(compiled) => predicates.push(compiled),
+                None => break,
+            }
+        }
+        predicates
     }
 
     /// The table, key range and filters of a stream that reads a table
@@ -805,7 +827,11 @@ impl TableRead {
     /// whose batch is used up is read again, all at once; rows are merged
     /// while every partition still reading has some here (so the next key
     /// in order is known).
-    async fn next_batch(&mut self, context: &Context) -> Result<Vec<Datum>, ReqlError> {
+    async fn next_batch(
+        &mut self,
+        context: &Context,
+        rejects: &[StoredPredicate],
+    ) -> Result<Vec<Datum>, ReqlError> {
         let mut rows = Vec::new();
         if self.finished {
             return Ok(rows);
@@ -915,6 +941,9 @@ impl TableRead {
             if value.is_empty() {
                 continue;
             }
+            if rejected_in_place(rejects, &value) {
+                continue;
+            }
             let row = document::decode(&value).map_err(|error| {
                 ReqlError::new(
                     ErrorClass::Internal,
@@ -941,6 +970,24 @@ impl TableRead {
         }
         Ok(rows)
     }
+}
+
+/// Whether the leading filters reject a stored row without decoding it.
+/// They are asked in order, and the first that cannot decide ends the
+/// asking: the interpreter may raise an error there, which a later filter's
+/// "no" must not hide.
+fn rejected_in_place(rejects: &[StoredPredicate], value: &[u8]) -> bool {
+    let Ok(stored) = document::DocumentRef::new(value) else {
+        return false;
+    };
+    for predicate in rejects {
+        match predicate.accepts(stored) {
+            Some(true) => {}
+            Some(false) => return true,
+            None => return false,
+        }
+    }
+    false
 }
 
 /// A field of a row of a sequence (`None`: the row lacks it).
