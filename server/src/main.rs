@@ -147,6 +147,19 @@ struct ServeArguments {
     /// WAL ring size per partition of a new data directory, in MiB.
     #[arg(long, env = "PHOTONDB_WAL_RING_MIB", default_value_t = 32)]
     wal_ring_mib: u64,
+    /// An origin browsers may call the HTTP API from (`https://app.example`,
+    /// or `*` for any); repeat for several. None: cross-origin calls are
+    /// refused, the default.
+    #[arg(
+        long = "cors-origin",
+        env = "PHOTONDB_CORS_ORIGINS",
+        value_delimiter = ','
+    )]
+    cors_origins: Vec<String>,
+    /// Longest an HTTP request may take, in seconds, before it is answered
+    /// 408 (WebSockets, once open, are not limited).
+    #[arg(long, env = "PHOTONDB_HTTP_TIMEOUT_SECONDS", default_value_t = 60)]
+    http_timeout_seconds: u64,
 }
 
 fn main() -> std::process::ExitCode {
@@ -240,10 +253,15 @@ fn serve(arguments: ServeArguments) -> anyhow::Result<()> {
                 return Err(anyhow::anyhow!(error)).context("starting the driver port");
             }
         };
+    let http_options = http::Options {
+        cors_origins: arguments.cors_origins.clone(),
+        timeout: std::time::Duration::from_secs(arguments.http_timeout_seconds.max(1)),
+    };
     let http = match http::start(
         engine.clone(),
         drain.clone(),
         SocketAddr::new(arguments.bind, arguments.http_port),
+        http_options,
     ) {
         Ok(http) => http,
         Err(error) => {

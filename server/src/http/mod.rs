@@ -22,19 +22,23 @@ mod rest;
 mod websocket;
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
 use axum::body::Bytes;
-use axum::extract::{DefaultBodyLimit, State};
-use axum::http::{header, HeaderMap, StatusCode};
+use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
+use axum::http::{header, HeaderMap, Method, StatusCode};
+use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::Router;
 use photondb_datum::json::to_json;
 use photondb_runtime::Engine;
 use serde_json::{json, Value as Json};
+use tower_http::compression::CompressionLayer;
+use tower_http::cors::{AllowOrigin, CorsLayer};
+use tower_http::timeout::TimeoutLayer;
 
 use crate::connection::{self, Drain, Evaluated};
 use crate::metrics::metrics;
@@ -76,9 +80,50 @@ impl HttpServer {
     }
 }
 
+/// How the HTTP API treats requests beyond its routes.
+#[derive(Clone, Debug)]
+pub struct Options {
+    /// Origins allowed to call from a browser (`*`: any); empty: none.
+    pub cors_origins: Vec<String>,
+    /// Longest a request may take before it is answered 408.
+    pub timeout: std::time::Duration,
+}
+
+/// Cross-origin requests from `origins` only; none when it is empty (the
+/// browser then refuses cross-origin calls, as no header allows them).
+fn cors(origins: &[String]) -> anyhow::Result<CorsLayer> {
+    let layer = CorsLayer::new()
+        .allow_methods([
+            Method::GET,
+            Method::POST,
+            Method::PUT,
+            Method::PATCH,
+            Method::DELETE,
+        ])
+        .allow_headers([header::AUTHORIZATION, header::CONTENT_TYPE, REQUEST_ID])
+        .expose_headers([REQUEST_ID]);
+    if origins.iter().any(|origin| origin == "*") {
+        return Ok(layer.allow_origin(AllowOrigin::any()));
+    }
+    let origins = origins
+        .iter()
+        .map(|origin| {
+            header::HeaderValue::from_str(origin.trim())
+                .map_err(|_| anyhow::anyhow!("--cors-origin {origin:?} is not a valid origin"))
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    Ok(layer.allow_origin(AllowOrigin::list(origins)))
+}
+
 /// Binds `address` (port 0: any free port) and serves on a thread of its
 /// own.
-pub fn start(engine: Engine, drain: Arc<Drain>, address: SocketAddr) -> anyhow::Result<HttpServer> {
+pub fn start(
+    engine: Engine,
+    drain: Arc<Drain>,
+    address: SocketAddr,
+    options: Options,
+) -> anyhow::Result<HttpServer> {
+    let cors = cors(&options.cors_origins)?;
     let listener = std::net::TcpListener::bind(address)
         .map_err(|error| anyhow::anyhow!("binding the HTTP port {address}: {error}"))?;
     listener.set_nonblocking(true)?;
@@ -106,6 +151,15 @@ pub fn start(engine: Engine, drain: Arc<Drain>, address: SocketAddr) -> anyhow::
         .route("/api/v1/openapi.json", get(openapi_document))
         .merge(api)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        // Innermost first: compressed bodies and CORS preflights are what
+        // the timeout and the metrics see.
+        .layer(CompressionLayer::new())
+        .layer(TimeoutLayer::with_status_code(
+            StatusCode::REQUEST_TIMEOUT,
+            options.timeout,
+        ))
+        .layer(cors)
+        .layer(axum::middleware::from_fn(observe))
         .with_state(shared.clone());
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let sockets = shared;
@@ -153,31 +207,69 @@ pub(crate) fn json_response(status: StatusCode, body: Json) -> Response {
         .into_response()
 }
 
-/// Counts a request in the metrics as it is answered.
-pub(crate) fn counted(route: &str, started: Instant, response: Response) -> Response {
-    let status = response.status().as_u16().to_string();
+/// Every request, in one place: its id (the client's `x-request-id`, or a
+/// new one), echoed on the response; its count and latency by route
+/// template and status in the metrics; a debug log line. Routes are the
+/// templates (`/api/v1/dbs/{db}`), never the paths, so a client cannot grow
+/// the metrics without bound.
+async fn observe(request: Request, next: Next) -> Response {
+    let started = Instant::now();
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or("unmatched", MatchedPath::as_str)
+        .to_owned();
+    let request_id = request
+        .headers()
+        .get(REQUEST_ID)
+        .filter(|value| value.len() <= 128)
+        .cloned()
+        .unwrap_or_else(new_request_id);
+    let method = request.method().clone();
+    let mut response = next.run(request).await;
+    let status = response.status();
+    let elapsed = started.elapsed();
     metrics()
         .http_requests
-        .with_label_values(&[route, &status])
+        .with_label_values(&[&route, status.as_str()])
         .inc();
     metrics()
         .http_seconds
-        .with_label_values(&[route])
-        .observe(started.elapsed().as_secs_f64());
+        .with_label_values(&[&route])
+        .observe(elapsed.as_secs_f64());
+    tracing::debug!(
+        request_id = request_id.to_str().unwrap_or("?"),
+        %method,
+        route,
+        status = status.as_u16(),
+        elapsed_us = elapsed.as_micros() as u64,
+        "HTTP request"
+    );
+    response.headers_mut().insert(REQUEST_ID, request_id);
     response
 }
 
+const REQUEST_ID: header::HeaderName = header::HeaderName::from_static("x-request-id");
+
+/// A request id unique within this process and unlikely to repeat across
+/// restarts: the start time and a counter.
+fn new_request_id() -> header::HeaderValue {
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    static EPOCH: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+    let epoch = *EPOCH.get_or_init(|| {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |since| since.as_secs())
+    });
+    let number = NEXT.fetch_add(1, Ordering::Relaxed);
+    header::HeaderValue::from_str(&format!("{epoch:x}-{number:x}")).expect("hex digits")
+}
+
 async fn live() -> Response {
-    let started = Instant::now();
-    counted(
-        "/health/live",
-        started,
-        json_response(StatusCode::OK, json!({"status": "live"})),
-    )
+    json_response(StatusCode::OK, json!({"status": "live"}))
 }
 
 async fn ready(State(shared): State<Arc<Shared>>) -> Response {
-    let started = Instant::now();
     // The engine has recovered every partition and loaded the catalog
     // before this server starts; what remains is shutdown, and partitions
     // a failed write or sync has stopped.
@@ -196,7 +288,7 @@ async fn ready(State(shared): State<Arc<Shared>>) -> Response {
             .await
             .unwrap_or(0)
     };
-    let response = if shared.drain.is_draining() {
+    if shared.drain.is_draining() {
         json_response(
             StatusCode::SERVICE_UNAVAILABLE,
             json!({"status": "unavailable", "reason": "the server is shutting down"}),
@@ -211,21 +303,14 @@ async fn ready(State(shared): State<Arc<Shared>>) -> Response {
         )
     } else {
         json_response(StatusCode::OK, json!({"status": "ready"}))
-    };
-    counted("/health/ready", started, response)
+    }
 }
 
 async fn openapi_document() -> Response {
-    let started = Instant::now();
-    counted(
-        "/api/v1/openapi.json",
-        started,
-        json_response(StatusCode::OK, openapi::document()),
-    )
+    json_response(StatusCode::OK, openapi::document())
 }
 
 async fn prometheus_metrics(State(shared): State<Arc<Shared>>) -> Response {
-    let started = Instant::now();
     // Read on a shard: engine calls from there need no `Send` future.
     let engine = shared.engine.clone();
     let text = match shared
@@ -235,17 +320,13 @@ async fn prometheus_metrics(State(shared): State<Arc<Shared>>) -> Response {
     {
         Ok(text) => text,
         Err(error) => {
-            return counted(
-                "/_metrics",
-                started,
-                json_response(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    json!({"error": error.to_string()}),
-                ),
+            return json_response(
+                StatusCode::SERVICE_UNAVAILABLE,
+                json!({"error": error.to_string()}),
             )
         }
     };
-    let response = (
+    (
         StatusCode::OK,
         [(
             header::CONTENT_TYPE,
@@ -253,8 +334,7 @@ async fn prometheus_metrics(State(shared): State<Arc<Shared>>) -> Response {
         )],
         text,
     )
-        .into_response();
-    counted("/_metrics", started, response)
+        .into_response()
 }
 
 pub(crate) fn error_body(class: &str, message: &str, backtrace: Json) -> Json {
@@ -279,9 +359,7 @@ pub(crate) fn status_of(class: ErrorClass) -> StatusCode {
 }
 
 async fn query(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: Bytes) -> Response {
-    let started = Instant::now();
-    let response = answer_query(&shared, &headers, &body).await;
-    counted("/api/v1/query", started, response)
+    answer_query(&shared, &headers, &body).await
 }
 
 async fn answer_query(shared: &Shared, headers: &HeaderMap, body: &[u8]) -> Response {

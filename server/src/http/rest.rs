@@ -23,7 +23,6 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::Instant;
 
 use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
@@ -34,7 +33,7 @@ use axum::Router;
 use photondb_datum::json::{base64_decode, base64_encode};
 use serde_json::{json, Value as Json};
 
-use super::{counted, error_body, json_response, run_on_shard, status_of, QueryFailure, Shared};
+use super::{error_body, json_response, run_on_shard, status_of, QueryFailure, Shared};
 use crate::reql::error::ErrorClass;
 use crate::reql::term_type as kind;
 
@@ -175,12 +174,10 @@ fn no_content() -> Response {
 }
 
 async fn list_databases(State(shared): State<Arc<Shared>>) -> Response {
-    let started = Instant::now();
-    let response = match run(&shared, term(kind::DB_LIST, vec![])).await {
+    match run(&shared, term(kind::DB_LIST, vec![])).await {
         Ok(names) => json_response(StatusCode::OK, names),
         Err(response) => response,
-    };
-    counted("/api/v1/dbs", started, response)
+    }
 }
 
 async fn create_database(
@@ -188,7 +185,6 @@ async fn create_database(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let started = Instant::now();
     let response = async {
         let request = json_body(&headers, &body)?;
         let Some(name) = request.get("name").and_then(Json::as_str) else {
@@ -201,29 +197,21 @@ async fn create_database(
         ))
     }
     .await;
-    counted(
-        "/api/v1/dbs",
-        started,
-        response.unwrap_or_else(|response| response),
-    )
+    response.unwrap_or_else(|response| response)
 }
 
 async fn drop_database(State(shared): State<Arc<Shared>>, Path(db): Path<String>) -> Response {
-    let started = Instant::now();
-    let response = match run(&shared, term(kind::DB_DROP, vec![json!(db)])).await {
+    match run(&shared, term(kind::DB_DROP, vec![json!(db)])).await {
         Ok(_) => no_content(),
         Err(response) => response,
-    };
-    counted("/api/v1/dbs/{db}", started, response)
+    }
 }
 
 async fn list_tables(State(shared): State<Arc<Shared>>, Path(db): Path<String>) -> Response {
-    let started = Instant::now();
-    let response = match run(&shared, term(kind::TABLE_LIST, vec![database(&db)])).await {
+    match run(&shared, term(kind::TABLE_LIST, vec![database(&db)])).await {
         Ok(names) => json_response(StatusCode::OK, names),
         Err(response) => response,
-    };
-    counted("/api/v1/dbs/{db}/tables", started, response)
+    }
 }
 
 async fn create_table(
@@ -232,7 +220,6 @@ async fn create_table(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let started = Instant::now();
     let response = async {
         let request = json_body(&headers, &body)?;
         let Some(name) = request.get("name").and_then(Json::as_str) else {
@@ -259,19 +246,14 @@ async fn create_table(
         ))
     }
     .await;
-    counted(
-        "/api/v1/dbs/{db}/tables",
-        started,
-        response.unwrap_or_else(|response| response),
-    )
+    response.unwrap_or_else(|response| response)
 }
 
 async fn drop_table(
     State(shared): State<Arc<Shared>>,
     Path((db, name)): Path<(String, String)>,
 ) -> Response {
-    let started = Instant::now();
-    let response = match run(
+    match run(
         &shared,
         term(kind::TABLE_DROP, vec![database(&db), json!(name)]),
     )
@@ -279,8 +261,7 @@ async fn drop_table(
     {
         Ok(_) => no_content(),
         Err(response) => response,
-    };
-    counted("/api/v1/dbs/{db}/tables/{table}", started, response)
+    }
 }
 
 async fn list_documents(
@@ -288,7 +269,6 @@ async fn list_documents(
     Path((db, name)): Path<(String, String)>,
     Query(parameters): Query<HashMap<String, String>>,
 ) -> Response {
-    let started = Instant::now();
     let response = async {
         let limit = match parameters.get("limit") {
             None => DEFAULT_PAGE,
@@ -350,11 +330,7 @@ async fn list_documents(
         ))
     }
     .await;
-    counted(
-        "/api/v1/dbs/{db}/tables/{table}/docs",
-        started,
-        response.unwrap_or_else(|response| response),
-    )
+    response.unwrap_or_else(|response| response)
 }
 
 async fn insert_documents(
@@ -363,7 +339,6 @@ async fn insert_documents(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let started = Instant::now();
     let response = async {
         let documents = json_body(&headers, &body)?;
         if !matches!(documents, Json::Object(_) | Json::Array(_)) {
@@ -377,11 +352,7 @@ async fn insert_documents(
         Ok(write_summary(summary, StatusCode::CREATED))
     }
     .await;
-    counted(
-        "/api/v1/dbs/{db}/tables/{table}/docs",
-        started,
-        response.unwrap_or_else(|response| response),
-    )
+    response.unwrap_or_else(|response| response)
 }
 
 fn get_term(db: &str, name: &str, id: &str) -> Json {
@@ -392,8 +363,7 @@ async fn get_document(
     State(shared): State<Arc<Shared>>,
     Path((db, name, id)): Path<(String, String, String)>,
 ) -> Response {
-    let started = Instant::now();
-    let response = match run(&shared, get_term(&db, &name, &id)).await {
+    match run(&shared, get_term(&db, &name, &id)).await {
         Ok(Json::Null) => json_response(
             StatusCode::NOT_FOUND,
             error_body(
@@ -404,12 +374,7 @@ async fn get_document(
         ),
         Ok(document) => json_response(StatusCode::OK, document),
         Err(response) => response,
-    };
-    counted(
-        "/api/v1/dbs/{db}/tables/{table}/docs/{id}",
-        started,
-        response,
-    )
+    }
 }
 
 /// PUT (replace) or PATCH (update) of one document that must exist.
@@ -465,15 +430,9 @@ async fn replace_document(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let started = Instant::now();
-    let response = change_document(&shared, &db, &name, &id, &headers, &body, kind::REPLACE)
+    change_document(&shared, &db, &name, &id, &headers, &body, kind::REPLACE)
         .await
-        .unwrap_or_else(|response| response);
-    counted(
-        "/api/v1/dbs/{db}/tables/{table}/docs/{id}",
-        started,
-        response,
-    )
+        .unwrap_or_else(|response| response)
 }
 
 async fn update_document(
@@ -482,23 +441,16 @@ async fn update_document(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let started = Instant::now();
-    let response = change_document(&shared, &db, &name, &id, &headers, &body, kind::UPDATE)
+    change_document(&shared, &db, &name, &id, &headers, &body, kind::UPDATE)
         .await
-        .unwrap_or_else(|response| response);
-    counted(
-        "/api/v1/dbs/{db}/tables/{table}/docs/{id}",
-        started,
-        response,
-    )
+        .unwrap_or_else(|response| response)
 }
 
 async fn delete_document(
     State(shared): State<Arc<Shared>>,
     Path((db, name, id)): Path<(String, String, String)>,
 ) -> Response {
-    let started = Instant::now();
-    let response = match run(&shared, term(kind::DELETE, vec![get_term(&db, &name, &id)])).await {
+    match run(&shared, term(kind::DELETE, vec![get_term(&db, &name, &id)])).await {
         Ok(summary) if summary["deleted"].as_u64() == Some(1) => no_content(),
         Ok(_) => json_response(
             StatusCode::NOT_FOUND,
@@ -509,10 +461,5 @@ async fn delete_document(
             ),
         ),
         Err(response) => response,
-    };
-    counted(
-        "/api/v1/dbs/{db}/tables/{table}/docs/{id}",
-        started,
-        response,
-    )
+    }
 }

@@ -233,3 +233,75 @@ def test_metrics_pass_promtool(server):
     _, _, body = request(server, "GET", "/_metrics")
     checked = subprocess.run([promtool, "check", "metrics"], input=body, capture_output=True, timeout=60)
     assert checked.returncode == 0, checked.stdout.decode() + checked.stderr.decode()
+
+
+def raw(server, method, path, headers=None, body=None):
+    """Status, headers and the body exactly as sent (no decompression)."""
+    import http.client
+    connection = http.client.HTTPConnection("127.0.0.1", server.http_port, timeout=30)
+    connection.request(method, path, body=body, headers=headers or {})
+    response = connection.getresponse()
+    result = response.status, response.headers, response.read()
+    connection.close()
+    return result
+
+
+def test_request_ids_metrics_and_compression_for_every_route(server):
+    # A request id is made when the client sends none, and echoed when it does.
+    _, headers, _ = raw(server, "GET", "/health/live")
+    made = headers["x-request-id"]
+    assert made
+    _, headers, _ = raw(server, "GET", "/health/live")
+    assert headers["x-request-id"] != made
+    _, headers, _ = raw(server, "GET", "/api/v1/dbs", {"x-request-id": "trace-42"})
+    assert headers["x-request-id"] == "trace-42"
+    # Metrics label routes by template; an unknown path is "unmatched",
+    # never the path itself.
+    raw(server, "GET", "/api/v1/dbs/test/tables")
+    raw(server, "GET", "/api/v1/dbs/nowhere/tables")
+    raw(server, "GET", "/no/such/route/12345")
+    text = raw(server, "GET", "/_metrics")[2].decode()
+    assert 'photondb_http_requests_total{route="/api/v1/dbs/{db}/tables",status="200"} 1' in text
+    assert 'photondb_http_requests_total{route="/api/v1/dbs/{db}/tables",status="404"} 1' in text
+    assert 'photondb_http_requests_total{route="unmatched",status="404"} 1' in text
+    assert 'photondb_http_requests_total{route="/health/live",status="200"} 2' in text
+    assert "12345" not in text and "nowhere" not in text
+    # Bodies are gzipped for clients that accept it, and only for them.
+    _, headers, plain = raw(server, "GET", "/api/v1/openapi.json")
+    assert headers.get("content-encoding") is None
+    _, headers, packed = raw(server, "GET", "/api/v1/openapi.json", {"accept-encoding": "gzip"})
+    import gzip
+    assert headers["content-encoding"] == "gzip" and len(packed) < len(plain)
+    assert json.loads(gzip.decompress(packed)) == json.loads(plain)
+
+
+def test_cross_origin_calls_only_from_configured_origins(data_dir):
+    from conftest import Server
+
+    origin = "https://app.example"
+    preflight = {"origin": origin, "access-control-request-method": "POST",
+                 "access-control-request-headers": "content-type"}
+    server = Server(data_dir, extra_args=["--cors-origin", origin]).start()
+    try:
+        status, headers, _ = raw(server, "OPTIONS", "/api/v1/query", preflight)
+        assert status == 200 and headers["access-control-allow-origin"] == origin
+        assert "POST" in headers["access-control-allow-methods"]
+        _, headers, _ = raw(server, "GET", "/api/v1/dbs", {"origin": origin})
+        assert headers["access-control-allow-origin"] == origin
+        _, headers, _ = raw(server, "GET", "/api/v1/dbs", {"origin": "https://evil.example"})
+        assert headers.get("access-control-allow-origin") is None
+    finally:
+        server.stop()
+    # Off by default: no origin is allowed.
+    server = Server(data_dir).start()
+    try:
+        _, headers, _ = raw(server, "GET", "/api/v1/dbs", {"origin": origin})
+        assert headers.get("access-control-allow-origin") is None
+    finally:
+        server.stop()
+    # A malformed origin stops the server at start with a clear line.
+    import subprocess
+    from conftest import BINARY
+    done = subprocess.run([BINARY, "serve", "--data-dir", data_dir, "--driver-port", "0", "--http-port", "0",
+                           "--cors-origin", "bad\norigin"], capture_output=True, text=True, timeout=60)
+    assert done.returncode != 0 and "--cors-origin" in done.stderr
