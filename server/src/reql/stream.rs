@@ -470,6 +470,14 @@ impl Stream {
 
     async fn refill(&mut self, context: &Context) -> Result<(), ReqlError> {
         let rejects = self.leading_predicates();
+        // Rows worth decoding now: what a leading `limit` still lets through
+        // (rows merged past it would be decoded for nothing).
+        let wanted = match (self.operations.first(), self.counters.first()) {
+            (Some(Operation::Limit(count)), Some(taken)) => count
+                .saturating_sub(*taken + self.pending.len())
+                .clamp(1, FETCH_ROWS),
+            _ => FETCH_ROWS,
+        };
         match &mut self.source {
             Source::Rows(rows) => {
                 self.pending.extend(rows.drain(..));
@@ -561,7 +569,7 @@ impl Stream {
                 }
             }
             Source::Table(read) => {
-                let rows = read.next_batch(context, &rejects).await?;
+                let rows = read.next_batch(context, &rejects, wanted).await?;
                 if rows.is_empty() && read.finished {
                     self.exhausted = true;
                 }
@@ -586,7 +594,7 @@ impl Stream {
                 let Source::Table(table_read) = &mut current.source else {
                     unreachable!("an index read is a table read")
                 };
-                let rows = table_read.next_batch(context, &rejects).await?;
+                let rows = table_read.next_batch(context, &rejects, wanted).await?;
                 if rows.is_empty() && table_read.finished {
                     read.current = None;
                     continue;
@@ -831,6 +839,7 @@ impl TableRead {
         &mut self,
         context: &Context,
         rejects: &[StoredPredicate],
+        wanted: usize,
     ) -> Result<Vec<Datum>, ReqlError> {
         let mut rows = Vec::new();
         if self.finished {
@@ -856,12 +865,21 @@ impl TableRead {
         let needed: Vec<usize> = (0..cursors.len())
             .filter(|&index| cursors[index].buffer.is_empty() && !cursors[index].done)
             .collect();
+        // Under a small `limit`, each partition holds about its share of
+        // the rows in order (keys are spread by hash): ask each for twice
+        // its share and a few more, and read again only a partition whose
+        // rows run out before the limit does.
+        let per_partition = if self.batch_rows < FETCH_ROWS {
+            (self.batch_rows * 2 / count.max(1) as usize + 8).min(self.batch_rows)
+        } else {
+            FETCH_ROWS
+        };
         let fetches = needed.iter().map(|&index| {
             let range = ScanRange {
                 start: cursors[index].start.clone(),
                 end: cursors[index].end.clone(),
                 direction,
-                limit: Some(self.batch_rows),
+                limit: Some(per_partition),
             };
             let (engine, table, index_id) = (
                 &context.engine,
@@ -908,7 +926,7 @@ impl TableRead {
             let (scanned, batch) = result?;
             let cursor = &mut cursors[index];
             // Fewer entries than asked for: the partition's range is read.
-            cursor.done = scanned < self.batch_rows;
+            cursor.done = scanned < per_partition;
             if let Some((last, _, _)) = batch.last() {
                 if self.descending {
                     cursor.end = Bound::Excluded(last.clone());
@@ -920,7 +938,7 @@ impl TableRead {
             }
             cursor.buffer.extend(batch);
         }
-        while rows.len() < FETCH_ROWS {
+        while rows.len() < wanted {
             if cursors
                 .iter()
                 .any(|cursor| cursor.buffer.is_empty() && !cursor.done)
