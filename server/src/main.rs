@@ -253,7 +253,24 @@ fn serve(arguments: ServeArguments) -> anyhow::Result<()> {
                 return Err(anyhow::anyhow!(error)).context("starting the driver port");
             }
         };
+    // Bearer tokens survive restarts with the data they guard.
+    let token_key = match arguments.storage {
+        Storage::Durable => {
+            http::ServerKey::load_or_create(&arguments.data_dir.join("http-token.key"))
+                .context("reading the HTTP token key")
+        }
+        Storage::Memory => Ok(http::ServerKey::ephemeral()),
+    };
+    let token_key = match token_key {
+        Ok(key) => key,
+        Err(error) => {
+            let _ = photondb_runtime::block_on_thread(engine.stop_listening());
+            let _ = engine.shutdown();
+            return Err(error);
+        }
+    };
     let http_options = http::Options {
+        token_key,
         cors_origins: arguments.cors_origins.clone(),
         timeout: std::time::Duration::from_secs(arguments.http_timeout_seconds.max(1)),
     };

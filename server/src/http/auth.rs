@@ -1,4 +1,5 @@
-//! Who an HTTP request comes from: HTTP Basic, checked against the same
+//! Who an HTTP request comes from: a bearer token (`token.rs`), or HTTP
+//! Basic, checked against the same
 //! users and SCRAM-SHA-256 credentials as the driver port (the password is
 //! derived with the stored salt and compared with the stored key; the
 //! server never keeps passwords). While `admin` has no password, as on a
@@ -9,14 +10,14 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
-use axum::extract::{Request, State};
+use axum::extract::{Extension, Request, State};
 use axum::http::{header, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use photondb_client::scram::sha256;
 use serde_json::json;
 
-use super::{error_body, Shared};
+use super::{error_body, token, Shared};
 use crate::protocol::scram::StoredCredentials;
 
 /// Checked credentials, so a client sending the same password on every
@@ -91,10 +92,22 @@ fn password_matches(shared: &Shared, user: &str, password: &str) -> bool {
     matches
 }
 
-/// The middleware in front of the API routes.
+/// The user a request was let in as, for the handlers behind
+/// [`require_user`].
+#[derive(Clone, Debug)]
+pub(super) struct AuthenticatedUser(pub String);
+
+fn seconds_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |since| since.as_secs())
+}
+
+/// The middleware in front of the API routes: HTTP Basic or a bearer token
+/// from `/api/v1/auth/token`, or nothing while `admin` has no password.
 pub(super) async fn require_user(
     State(shared): State<Arc<Shared>>,
-    request: Request,
+    mut request: Request,
     next: Next,
 ) -> Response {
     let authorization = request
@@ -102,7 +115,7 @@ pub(super) async fn require_user(
         .get(header::AUTHORIZATION)
         .and_then(|value| value.to_str().ok())
         .map(str::to_owned);
-    match authorization {
+    let user = match authorization {
         None => {
             let open = shared
                 .engine
@@ -110,24 +123,99 @@ pub(super) async fn require_user(
                 .is_some_and(|admin| !admin.has_password);
             if !open {
                 return unauthorized(
-                    "Authentication required (HTTP Basic, as a user of this server).",
+                    "Authentication required (HTTP Basic as a user of this server, or a bearer token).",
                 );
             }
+            "admin".to_owned()
         }
-        Some(value) => {
-            let Some((user, password)) = basic_credentials(&value) else {
-                return unauthorized("Expected `Authorization: Basic <base64 of user:password>`.");
-            };
-            // Derivation takes a while (4,096 rounds): off the async thread.
-            let checking = shared.clone();
-            let checked =
-                tokio::task::spawn_blocking(move || password_matches(&checking, &user, &password))
-                    .await
-                    .unwrap_or(false);
-            if !checked {
-                return unauthorized("Wrong password or unknown user.");
+        Some(value) => match bearer_token(&value) {
+            Some(token) => {
+                let verified = token::verify(&shared.token_key, token, seconds_now(), |user| {
+                    shared.engine.user(user).map(|config| config.stored_key)
+                });
+                match verified {
+                    Ok(user) => user,
+                    Err(refused) => return unauthorized(refused.message()),
+                }
+            }
+            None => {
+                let Some((user, password)) = basic_credentials(&value) else {
+                    return unauthorized(
+                        "Expected `Authorization: Basic <base64 of user:password>` or `Bearer <token>`.",
+                    );
+                };
+                // Derivation takes a while (4,096 rounds): off the async thread.
+                let checking = shared.clone();
+                let name = user.clone();
+                let checked = tokio::task::spawn_blocking(move || {
+                    password_matches(&checking, &name, &password)
+                })
+                .await
+                .unwrap_or(false);
+                if !checked {
+                    return unauthorized("Wrong password or unknown user.");
+                }
+                user
+            }
+        },
+    };
+    request.extensions_mut().insert(AuthenticatedUser(user));
+    next.run(request).await
+}
+
+fn bearer_token(value: &str) -> Option<&str> {
+    value
+        .strip_prefix("Bearer ")
+        .or_else(|| value.strip_prefix("bearer "))
+        .map(str::trim)
+}
+
+/// `POST /api/v1/auth/token`: a bearer token for the user the request
+/// authenticated as. Body (optional): `{"expires_in": seconds}`.
+pub(super) async fn issue_token(
+    State(shared): State<Arc<Shared>>,
+    Extension(AuthenticatedUser(user)): Extension<AuthenticatedUser>,
+    body: axum::body::Bytes,
+) -> Response {
+    let lifetime = if body.iter().all(u8::is_ascii_whitespace) {
+        token::DEFAULT_LIFETIME_SECONDS
+    } else {
+        let asked = serde_json::from_slice::<serde_json::Value>(&body)
+            .ok()
+            .filter(serde_json::Value::is_object)
+            .and_then(|request| match request.get("expires_in") {
+                None => Some(token::DEFAULT_LIFETIME_SECONDS),
+                Some(seconds) => seconds.as_u64(),
+            });
+        match asked {
+            Some(seconds) if (1..=token::MAX_LIFETIME_SECONDS).contains(&seconds) => seconds,
+            _ => {
+                return super::json_response(
+                    StatusCode::BAD_REQUEST,
+                    error_body(
+                        "ReqlQueryLogicError",
+                        &format!(
+                            "Expected an object whose `expires_in`, if given, is a whole number of seconds from 1 to {}.",
+                            token::MAX_LIFETIME_SECONDS
+                        ),
+                        json!([]),
+                    ),
+                )
             }
         }
-    }
-    next.run(request).await
+    };
+    let Some(config) = shared.engine.user(&user) else {
+        return unauthorized("Wrong password or unknown user.");
+    };
+    let token = token::issue(
+        &shared.token_key,
+        &user,
+        &config.stored_key,
+        seconds_now(),
+        lifetime,
+    );
+    super::json_response(
+        StatusCode::OK,
+        json!({"token": token, "token_type": "Bearer", "expires_in": lifetime, "user": user}),
+    )
 }

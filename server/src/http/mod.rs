@@ -19,6 +19,9 @@
 mod auth;
 mod openapi;
 mod rest;
+mod token;
+
+pub use token::ServerKey;
 mod websocket;
 
 use std::net::SocketAddr;
@@ -59,6 +62,7 @@ pub(crate) struct Shared {
     credentials: auth::CheckedCredentials,
     /// WebSockets open now: at shutdown they get a moment to close.
     open_sockets: std::sync::atomic::AtomicUsize,
+    token_key: token::ServerKey,
 }
 
 /// A running HTTP server.
@@ -87,6 +91,8 @@ pub struct Options {
     pub cors_origins: Vec<String>,
     /// Longest a request may take before it is answered 408.
     pub timeout: std::time::Duration,
+    /// What bearer tokens are signed with.
+    pub token_key: token::ServerKey,
 }
 
 /// Cross-origin requests from `origins` only; none when it is empty (the
@@ -134,11 +140,13 @@ pub fn start(
         next_partition: AtomicU32::new(0),
         credentials: Default::default(),
         open_sockets: Default::default(),
+        token_key: options.token_key.clone(),
     });
     // Everything under /api/v1 but the OpenAPI document needs a user.
     let api = Router::new()
         .route("/api/v1/query", post(query))
         .route("/api/v1/ws", get(websocket::upgrade))
+        .route("/api/v1/auth/token", post(auth::issue_token))
         .merge(rest::routes())
         .layer(axum::middleware::from_fn_with_state(
             shared.clone(),

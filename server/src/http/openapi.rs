@@ -37,7 +37,7 @@ pub fn document() -> Json {
     json!({
         "openapi": "3.0.3",
         "info": {"title": "PhotonDB HTTP API", "version": env!("CARGO_PKG_VERSION"),
-            "description": "Everything under /api/v1 but this document needs HTTP Basic credentials of a PhotonDB user once `admin` has a password."},
+            "description": "Everything under /api/v1 but this document needs HTTP Basic credentials of a PhotonDB user, or a bearer token from /api/v1/auth/token, once `admin` has a password."},
         "paths": {
             "/health/live": {"get": {"summary": "Liveness: 200 while the process serves (no I/O).", "responses": {"200": json_response("Live.", any.clone())}}},
             "/health/ready": {"get": {"summary": "Readiness: 200 once recovered and accepting queries, 503 once shutdown begins.", "responses": {
@@ -49,6 +49,11 @@ pub fn document() -> Json {
                 "405": {"description": "Not a GET."},
                 "426": {"description": "Upgrade required."}}}},
             "/api/v1/openapi.json": {"get": {"summary": "This document.", "responses": {"200": json_response("OpenAPI 3.", any.clone())}}},
+            "/api/v1/auth/token": {"post": {
+                "summary": "A bearer token (JWT, HS256) for the user this request authenticates as; send it as `Authorization: Bearer <token>`. A password change revokes it.",
+                "requestBody": {"required": false, "content": {"application/json": {"schema": {"type": "object", "properties": {"expires_in": {"type": "integer", "minimum": 1, "maximum": 604800, "default": 3600}}}}}},
+                "responses": {"200": json_response("`{\"token\": …, \"token_type\": \"Bearer\", \"expires_in\": seconds, \"user\": name}`", any.clone()),
+                    "400": malformed.clone(), "401": error_response("No, wrong or expired credentials.")}}},
             "/api/v1/query": {"post": {
                 "summary": "Runs a ReQL query given as the wire JSON drivers send; the whole result is returned.",
                 "requestBody": json_body(json!({"type": "object", "required": ["query"], "properties": {"query": {}, "optargs": {"type": "object"}}})),

@@ -2,6 +2,7 @@
 and the ReQL query endpoint, with malformed, mistyped and oversized
 requests."""
 import json
+import os
 import urllib.error
 import urllib.request
 
@@ -305,3 +306,59 @@ def test_cross_origin_calls_only_from_configured_origins(data_dir):
     done = subprocess.run([BINARY, "serve", "--data-dir", data_dir, "--driver-port", "0", "--http-port", "0",
                            "--cors-origin", "bad\norigin"], capture_output=True, text=True, timeout=60)
     assert done.returncode != 0 and "--cors-origin" in done.stderr
+
+
+def test_bearer_tokens(data_dir):
+    import base64
+    from conftest import Server
+
+    server = Server(data_dir, password="s3cret").start()
+    basic = "Basic " + base64.b64encode(b"admin:s3cret").decode()
+
+    def call(method, path, authorization=None, body=None):
+        headers = {"Content-Type": "application/json"}
+        if authorization:
+            headers["Authorization"] = authorization
+        status, _, answer = raw(server, method, path, headers, None if body is None else json.dumps(body))
+        return status, json.loads(answer) if answer else None
+
+    try:
+        # Credentials are needed to get one.
+        assert call("POST", "/api/v1/auth/token")[0] == 401
+        status, issued = call("POST", "/api/v1/auth/token", basic, {"expires_in": 120})
+        assert status == 200 and issued["token_type"] == "Bearer" and issued["expires_in"] == 120
+        assert issued["user"] == "admin"
+        bearer = "Bearer " + issued["token"]
+        assert call("GET", "/api/v1/dbs", bearer) == (200, ["rethinkdb", "test"])
+        assert call("POST", "/api/v1/query", bearer, {"query": [24, [1, 2]]}) == (200, {"result": 3})
+        # Tampering with any part breaks it.
+        header, claims, signature = issued["token"].split(".")
+        forged_claims = base64.urlsafe_b64encode(json.dumps({"sub": "admin", "exp": 4102444800}).encode()).decode().rstrip("=")
+        for forged in [header + "." + forged_claims + "." + signature, issued["token"][:-2] + "AA", "x.y.z", ""]:
+            status, body = call("GET", "/api/v1/dbs", "Bearer " + forged)
+            assert status == 401 and body["error"]["type"] == "ReqlAuthError", forged
+        # Bad lifetimes are refused.
+        for asked in [{"expires_in": 0}, {"expires_in": "soon"}, {"expires_in": 10**9}, [1]]:
+            assert call("POST", "/api/v1/auth/token", basic, asked)[0] == 400, asked
+        # Tokens outlive a restart (the key is in the data directory)…
+        server.stop()
+        server = Server(data_dir).start()
+        assert call("GET", "/api/v1/dbs", bearer)[0] == 200
+        # …but not a password change.
+        connection = r.connect(port=server.port, password="s3cret")
+        r.db("rethinkdb").table("users").get("admin").update({"password": "changed"}).run(connection)
+        status, body = call("GET", "/api/v1/dbs", bearer)
+        assert status == 401 and "password" in body["error"]["message"]
+        # A user's token is that user's: another user gets their own.
+        r.db("rethinkdb").table("users").insert({"id": "reader", "password": "pw"}).run(connection)
+        reader = "Basic " + base64.b64encode(b"reader:pw").decode()
+        status, issued = call("POST", "/api/v1/auth/token", reader)
+        assert status == 200 and issued["user"] == "reader" and issued["expires_in"] == 3600
+        assert call("GET", "/api/v1/dbs", "Bearer " + issued["token"])[0] == 200
+        # And a token can be used to get a fresh one.
+        status, renewed = call("POST", "/api/v1/auth/token", "Bearer " + issued["token"], {"expires_in": 60})
+        assert status == 200 and renewed["user"] == "reader"
+        key = os.path.join(data_dir, "http-token.key")
+        assert os.stat(key).st_mode & 0o777 == 0o600
+    finally:
+        server.stop()
