@@ -81,7 +81,7 @@ fn from_base64url(text: &str) -> Option<Vec<u8>> {
         return None;
     }
     let mut standard = text.replace('-', "+").replace('_', "/");
-    while standard.len() % 4 != 0 {
+    while !standard.len().is_multiple_of(4) {
         standard.push('=');
     }
     base64_decode(&standard).ok()
