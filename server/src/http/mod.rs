@@ -430,6 +430,9 @@ async fn answer_query(shared: &Shared, headers: &HeaderMap, body: &[u8]) -> Resp
             error_body(error.class.driver_name(), &error.message, json!([])),
         );
     }
+    if wants_ndjson(headers) {
+        return stream_query(shared, term, optargs).await;
+    }
     match run_on_shard(shared, term, optargs).await {
         Ok(result) => json_response(StatusCode::OK, json!({"result": result})),
         Err((class, message, backtrace)) => json_response(
@@ -472,6 +475,150 @@ pub(crate) async fn run_on_shard(
         .map_or_else(|(class, _, _)| class.driver_name(), |_| "success");
     metrics().query_answered("http", label, started.elapsed().as_secs_f64());
     outcome
+}
+
+/// Rows of a streamed answer cross to the HTTP thread in chunks of about
+/// this many bytes…
+const STREAM_CHUNK_BYTES: usize = 64 * 1024;
+/// …with at most this many chunks waiting for a slow client (the query
+/// waits with them: memory stays bounded whatever the result's size).
+const STREAM_CHUNKS_QUEUED: usize = 4;
+
+const NDJSON: &str = "application/x-ndjson";
+
+fn wants_ndjson(headers: &HeaderMap) -> bool {
+    headers
+        .get_all(header::ACCEPT)
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .any(|value| value.split(',').any(|kind| kind.trim().starts_with(NDJSON)))
+}
+
+/// Answers a query as NDJSON, one result row per line, streamed while the
+/// query runs on its shard. The status is decided by the first row: an
+/// error before it is an ordinary JSON error answer; an error after it
+/// (the status is sent by then) is the last line, `{"error": …}`.
+async fn stream_query(
+    shared: &Shared,
+    term: Json,
+    optargs: serde_json::Map<String, Json>,
+) -> Response {
+    let (chunks, receiver) = tokio::sync::mpsc::channel::<Vec<u8>>(STREAM_CHUNKS_QUEUED);
+    let (started, start) = tokio::sync::oneshot::channel::<Result<(), QueryFailure>>();
+    let partition =
+        shared.next_partition.fetch_add(1, Ordering::Relaxed) % shared.engine.partitions();
+    let engine = shared.engine.clone();
+    let running = shared
+        .engine
+        .run_on_partition_from_outside(partition, move |_| async move {
+            let began = Instant::now();
+            let outcome = produce_ndjson(&engine, term, optargs, started, chunks).await;
+            metrics().query_answered("http", outcome, began.elapsed().as_secs_f64());
+        });
+    // The query outlives this handler: it feeds the body until the last
+    // row, or until the client goes away and the body is dropped.
+    tokio::spawn(running);
+    match start.await {
+        Ok(Ok(())) => {
+            let rows = futures_lite::stream::unfold(receiver, |mut receiver| async move {
+                let chunk = receiver.recv().await?;
+                Some((Ok::<_, std::convert::Infallible>(chunk), receiver))
+            });
+            (
+                StatusCode::OK,
+                [(header::CONTENT_TYPE, NDJSON)],
+                axum::body::Body::from_stream(rows),
+            )
+                .into_response()
+        }
+        Ok(Err((class, message, backtrace))) => json_response(
+            status_of(class),
+            error_body(class.driver_name(), &message, backtrace),
+        ),
+        Err(_) => {
+            let error = ReqlError::op_failed("The server is shutting down; the query was not run.");
+            json_response(
+                StatusCode::SERVICE_UNAVAILABLE,
+                error_body(error.class.driver_name(), &error.message, json!([])),
+            )
+        }
+    }
+}
+
+fn push_line(buffer: &mut Vec<u8>, value: &Json) {
+    serde_json::to_writer(&mut *buffer, value).expect("JSON values serialize");
+    buffer.push(b'\n');
+}
+
+/// Runs the query on this shard and sends its rows as NDJSON chunks;
+/// returns the outcome label for the metrics.
+async fn produce_ndjson(
+    engine: &Engine,
+    term: Json,
+    optargs: serde_json::Map<String, Json>,
+    started: tokio::sync::oneshot::Sender<Result<(), QueryFailure>>,
+    chunks: tokio::sync::mpsc::Sender<Vec<u8>>,
+) -> &'static str {
+    let failure = |error: &ReqlError| (error.class, error.message.clone(), error.backtrace_json());
+    let refuse = |started: tokio::sync::oneshot::Sender<_>, error: ReqlError| {
+        let _ = started.send(Err(failure(&error)));
+        error.class.driver_name()
+    };
+    let (mut stream, context) = match connection::evaluate(engine, Some(&term), &optargs).await {
+        Err(error) => return refuse(started, error),
+        Ok(Evaluated::Atom(response)) => {
+            // An array answer is its elements, one per line, as a stream's.
+            let mut buffer = Vec::new();
+            match &response["r"][0] {
+                Json::Array(items) => items.iter().for_each(|item| push_line(&mut buffer, item)),
+                other => push_line(&mut buffer, other),
+            }
+            let _ = started.send(Ok(()));
+            let _ = chunks.send(buffer).await;
+            return "success";
+        }
+        Ok(Evaluated::Stream(stream, context, _)) => (stream, context),
+    };
+    if stream.is_feed() {
+        return refuse(
+            started,
+            ReqlError::logic(
+                "Changefeeds are not served by `/api/v1/query`; use the WebSocket or a RethinkDB driver.",
+            ),
+        );
+    }
+    let mut next = match stream.next(&context).await {
+        Ok(row) => row,
+        Err(error) => return refuse(started, error),
+    };
+    let _ = started.send(Ok(()));
+    let mut buffer = Vec::with_capacity(STREAM_CHUNK_BYTES);
+    while let Some(row) = next {
+        push_line(&mut buffer, &to_json(&row));
+        if buffer.len() >= STREAM_CHUNK_BYTES {
+            let full = std::mem::replace(&mut buffer, Vec::with_capacity(STREAM_CHUNK_BYTES));
+            if chunks.send(full).await.is_err() {
+                // The client went away: stop reading.
+                return "success";
+            }
+        }
+        next = match stream.next(&context).await {
+            Ok(row) => row,
+            Err(error) => {
+                let (class, message, backtrace) = failure(&error);
+                push_line(
+                    &mut buffer,
+                    &error_body(class.driver_name(), &message, backtrace),
+                );
+                let _ = chunks.send(buffer).await;
+                return class.driver_name();
+            }
+        };
+    }
+    if !buffer.is_empty() {
+        let _ = chunks.send(buffer).await;
+    }
+    "success"
 }
 
 /// Evaluates a query on the current shard and reads its whole result.

@@ -55,7 +55,7 @@ pub fn document() -> Json {
                 "responses": {"200": json_response("`{\"token\": …, \"token_type\": \"Bearer\", \"expires_in\": seconds, \"user\": name}`", any.clone()),
                     "400": malformed.clone(), "401": error_response("No, wrong or expired credentials.")}}},
             "/api/v1/query": {"post": {
-                "summary": "Runs a ReQL query given as the wire JSON drivers send; the whole result is returned.",
+                "summary": "Runs a ReQL query given as the wire JSON drivers send. With `Accept: application/x-ndjson` the result streams as one JSON value per line (an error after the first row is the last line, `{\"error\": …}`); otherwise the whole result is returned as `{\"result\": …}`.",
                 "requestBody": json_body(json!({"type": "object", "required": ["query"], "properties": {"query": {}, "optargs": {"type": "object"}}})),
                 "responses": {"200": json_response("`{\"result\": …}`", any.clone()), "400": error_response("The query failed (RethinkDB's error type, message and backtrace)."),
                     "413": error_response("The body is over 16 MiB."), "415": media.clone(), "503": error_response("Shutting down; the query was not run.")}}},

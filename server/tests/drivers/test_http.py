@@ -362,3 +362,53 @@ def test_bearer_tokens(data_dir):
         assert os.stat(key).st_mode & 0o777 == 0o600
     finally:
         server.stop()
+
+
+def test_query_results_stream_as_ndjson(server):
+    connection = r.connect(port=server.port)
+    r.table_create("lines").run(connection)
+    rows = [{"id": i, "x": i * 2, "pad": "p" * 200} for i in range(3000)]
+    del rows[2500]["x"]
+    r.table("lines").insert(rows).run(connection)
+    ndjson = {"Content-Type": "application/json", "Accept": "application/x-ndjson"}
+    table = [15, [[14, ["test"]], "lines"]]
+
+    def streamed(term, optargs=None):
+        status, headers, body = raw(server, "POST", "/api/v1/query", ndjson,
+                                    json.dumps({"query": term, "optargs": optargs or {}}))
+        return status, headers, [json.loads(line) for line in body.decode().splitlines()]
+
+    # A whole table, a line per row, in chunks while it is read (no length
+    # known up front).
+    status, headers, lines = streamed(table)
+    assert status == 200 and headers["content-type"] == "application/x-ndjson"
+    assert headers.get("transfer-encoding") == "chunked" and headers.get("content-length") is None
+    assert sorted(line["id"] for line in lines) == list(range(3000))
+    # Not held as one array: past array_limit, where the JSON answer fails.
+    status, _, lines = streamed(table, {"array_limit": 10})
+    assert status == 200 and len(lines) == 3000
+    status, body = query(server, table, {"array_limit": 10})
+    assert status == 422 and "Array over size limit" in body["error"]["message"]
+    # Atoms: a value is one line, an array its elements.
+    assert streamed([24, [1, 2]])[2] == [3]
+    assert streamed([2, [1, [2, ["a", "b"]], {"c": 1}]])[2] == [1, ["a", "b"], {"c": 1}]
+    # An error before the first row is an ordinary error answer…
+    status, headers, lines = streamed([15, [[14, ["test"]], "missing"]])
+    assert status == 400 and headers["content-type"] == "application/json"
+    assert lines[0]["error"]["type"] == "ReqlOpFailedError"
+    # …one after it ends the stream as its last line.
+    ordered = [41, [table], {"index": "id"}]  # order_by(index='id')
+    mapped = [38, [ordered, [69, [[2, [1]], [170, [[10, [1]], "x"]]]]]]  # .map(row['x'])
+    status, _, lines = streamed(mapped)
+    assert status == 200 and lines[:2500] == [i * 2 for i in range(2500)]
+    assert lines[-1]["error"]["type"] == "ReqlNonExistenceError"
+    assert "No attribute `x`" in lines[-1]["error"]["message"]
+    # A client that leaves early stops its query; the server carries on.
+    import socket
+    with socket.create_connection(("127.0.0.1", server.http_port)) as sock:
+        body = json.dumps({"query": table}).encode()
+        sock.sendall(b"POST /api/v1/query HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                     b"Accept: application/x-ndjson\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body))
+        assert sock.recv(1024).startswith(b"HTTP/1.1 200")
+    assert query(server, [24, [1, 2]]) == (200, {"result": 3})
+    assert len(streamed(table)[2]) == 3000
