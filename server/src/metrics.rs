@@ -138,7 +138,127 @@ impl Metrics {
         if let Ok(storage) = engine.storage_stats().await {
             write_storage(&mut text, &storage);
         }
+        write_engine(&mut text, engine);
+        write_process(&mut text);
         text
+    }
+}
+
+/// The runtime's gauges: start-up recovery time and inbox depths.
+fn write_engine(out: &mut String, engine: &Engine) {
+    use std::fmt::Write;
+    let _ = writeln!(
+        out,
+        "# HELP photondb_recovery_duration_seconds How long the last start took to open every partition (WAL replay included) and load the catalog.\n\
+         # TYPE photondb_recovery_duration_seconds gauge\n\
+         photondb_recovery_duration_seconds {}",
+        engine.recovery_duration().as_secs_f64()
+    );
+    let _ = writeln!(
+        out,
+        "# HELP photondb_bus_inbox_depth Jobs waiting in a shard's inbox (work sent from threads that are not shards, such as the HTTP API's).\n\
+         # TYPE photondb_bus_inbox_depth gauge"
+    );
+    for (shard, depth) in engine.inbox_depths().into_iter().enumerate() {
+        let _ = writeln!(out, "photondb_bus_inbox_depth{{shard=\"{shard}\"}} {depth}");
+    }
+}
+
+/// The process's own figures, under the names every Prometheus client
+/// library uses (`process_*`), read from `/proc/self`. Missing files (not
+/// Linux) leave them out.
+fn write_process(out: &mut String) {
+    use std::fmt::Write;
+    let Ok(stat) = std::fs::read_to_string("/proc/self/stat") else {
+        return;
+    };
+    // Fields after the command name, which may itself hold spaces.
+    let Some(fields) = stat
+        .rsplit_once(')')
+        .map(|(_, rest)| rest.split_whitespace().collect::<Vec<_>>())
+    else {
+        return;
+    };
+    // `man 5 proc`: field n (counting from 1) is fields[n - 3] here.
+    let field = |number: usize| -> f64 {
+        fields
+            .get(number - 3)
+            .and_then(|value| value.parse().ok())
+            .unwrap_or(0.0)
+    };
+    // SAFETY: sysconf only reads configuration values.
+    let (ticks, page_bytes) = unsafe {
+        (
+            libc::sysconf(libc::_SC_CLK_TCK).max(1) as f64,
+            libc::sysconf(libc::_SC_PAGESIZE).max(1) as f64,
+        )
+    };
+    let boot_seconds = std::fs::read_to_string("/proc/stat")
+        .ok()
+        .and_then(|text| {
+            text.lines()
+                .find_map(|line| line.strip_prefix("btime "))
+                .and_then(|value| value.trim().parse::<f64>().ok())
+        })
+        .unwrap_or(0.0);
+    let open_fds = std::fs::read_dir("/proc/self/fd").map_or(0, Iterator::count);
+    let max_fds = std::fs::read_to_string("/proc/self/limits")
+        .ok()
+        .and_then(|text| {
+            text.lines()
+                .find(|line| line.starts_with("Max open files"))
+                .and_then(|line| line.split_whitespace().nth(3))
+                .and_then(|value| value.parse::<f64>().ok())
+        });
+    let mut single = |name: &str, kind: &str, help: &str, value: f64| {
+        let _ = writeln!(
+            out,
+            "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}"
+        );
+    };
+    single(
+        "process_cpu_seconds_total",
+        "counter",
+        "User and system CPU time spent, in seconds.",
+        (field(14) + field(15)) / ticks,
+    );
+    single(
+        "process_resident_memory_bytes",
+        "gauge",
+        "Resident memory size in bytes.",
+        field(24) * page_bytes,
+    );
+    single(
+        "process_virtual_memory_bytes",
+        "gauge",
+        "Virtual memory size in bytes.",
+        field(23),
+    );
+    single(
+        "process_start_time_seconds",
+        "gauge",
+        "Start time of the process since the Unix epoch, in seconds.",
+        boot_seconds + field(22) / ticks,
+    );
+    single(
+        "process_threads",
+        "gauge",
+        "Threads of the process.",
+        field(20),
+    );
+    single(
+        "process_open_fds",
+        "gauge",
+        "Open file descriptors.",
+        open_fds as f64,
+    );
+    if let Some(max_fds) = max_fds {
+        single(
+            "process_max_fds",
+            "gauge",
+            "The limit on open file descriptors.",
+            max_fds,
+        );
     }
 }
 

@@ -87,6 +87,8 @@ pub(crate) struct Inner {
     pub(crate) index_compiler: Option<Arc<dyn IndexCompiler>>,
     /// Builds of indexes not ready yet, by index id.
     pub(crate) builds: Mutex<HashMap<TableId, Arc<BuildProgress>>>,
+    /// Set once, when `start` finishes.
+    recovery: Mutex<std::time::Duration>,
 }
 
 /// A handle to the running engine; cheap to clone, usable from any thread.
@@ -130,6 +132,7 @@ impl Engine {
     /// configured core. Recovery happens here: when this returns, every
     /// partition has replayed its WAL.
     pub fn start(config: EngineConfig) -> Result<Engine, EngineError> {
+        let started = std::time::Instant::now();
         let shards = config.shards.max(1);
         let (partitions, storage, created) = match config.storage {
             StorageKind::Memory => (config.partitions.max(1), PartitionStorage::Memory, true),
@@ -205,6 +208,7 @@ impl Engine {
                 catalog: RwLock::new(Catalog::default()),
                 index_compiler: config.index_compiler.clone(),
                 builds: Mutex::new(HashMap::new()),
+                recovery: Mutex::new(std::time::Duration::ZERO),
             }),
         };
         if created {
@@ -213,7 +217,20 @@ impl Engine {
             }
         }
         engine.load_catalog()?;
+        *engine.inner.recovery.lock().expect("recovery lock") = started.elapsed();
         Ok(engine)
+    }
+
+    /// How long the start took: every partition opened (its WAL replayed)
+    /// and the catalog loaded.
+    pub fn recovery_duration(&self) -> std::time::Duration {
+        *self.inner.recovery.lock().expect("recovery lock")
+    }
+
+    /// Jobs waiting in each shard's inbox (work sent from threads that are
+    /// not shards: driver-less callers such as the HTTP API), by shard.
+    pub fn inbox_depths(&self) -> Vec<usize> {
+        self.inner.inboxes.iter().map(flume::Sender::len).collect()
     }
 
     /// Checkpoints every partition and stops the shards.

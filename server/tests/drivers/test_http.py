@@ -99,6 +99,14 @@ def test_prometheus_metrics(server):
     assert values["photondb_wal_group_commit_records_sum"] >= values["photondb_wal_group_commit_records_count"] > 0
     assert values["photondb_wal_bytes_written_total"] >= 4096
     assert "photondb_page_cache_hits_total" in values and "photondb_page_cache_misses_total" in values
+    # The runtime and the process.
+    assert values["photondb_recovery_duration_seconds"] > 0
+    assert 'photondb_bus_inbox_depth{shard="0"}' in values
+    import time
+    assert values["process_cpu_seconds_total"] > 0
+    assert values["process_resident_memory_bytes"] > 1 << 20
+    assert values["process_open_fds"] >= 3 and values["process_threads"] >= 2
+    assert abs(values["process_start_time_seconds"] - time.time()) < 3600
 
 
 def test_rest_resources(server):
