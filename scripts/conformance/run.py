@@ -224,7 +224,7 @@ def start_server(binary, directory):
     log = open(log_path, "w")
     process = subprocess.Popen(
         [binary, "serve", "--data-dir", os.path.join(directory, "data"), "--driver-port", "0",
-         "--partitions", "4", "--wal-ring-mib", "8", "--http-port", "0"],
+         "--partitions", "4", "--wal-ring-size", "8MiB", "--http-port", "0"],
         stdout=subprocess.DEVNULL, stderr=log)
     deadline = time.time() + 60
     while True:

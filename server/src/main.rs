@@ -7,6 +7,7 @@
 //! HTTP API attach to the engine started here.
 
 mod cli;
+mod config;
 mod connection;
 mod http;
 mod metrics;
@@ -14,12 +15,11 @@ mod protocol;
 mod reql;
 mod transport;
 
-use std::net::{IpAddr, SocketAddr};
-use std::path::PathBuf;
+use std::net::SocketAddr;
 use std::sync::Arc;
 
 use anyhow::Context;
-use clap::{Parser, Subcommand, ValueEnum};
+use clap::{Parser, Subcommand};
 use photondb_runtime::{Engine, EngineConfig, StorageKind};
 
 #[derive(Parser)]
@@ -36,7 +36,12 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Start the server.
-    Serve(ServeArguments),
+    Serve(config::Flags),
+    /// Show the server's effective configuration.
+    Config {
+        #[command(subcommand)]
+        command: ConfigCommand,
+    },
     /// Create, drop and list databases.
     Db {
         #[command(subcommand)]
@@ -95,71 +100,11 @@ enum Command {
     },
 }
 
-#[derive(Clone, Copy, ValueEnum)]
-enum Storage {
-    /// WAL + checkpoints on disk (direct I/O); survives crashes.
-    Durable,
-    /// Memory only; everything is gone at exit.
-    Memory,
-}
-
-#[derive(clap::Args)]
-struct ServeArguments {
-    /// Where the data lives; created on first start.
-    #[arg(long, env = "PHOTONDB_DATA_DIR", default_value = "./photondb_data")]
-    data_dir: PathBuf,
-    /// Number of shards, one thread pinned per core (default: every core).
-    #[arg(long, env = "PHOTONDB_CORES")]
-    cores: Option<usize>,
-    #[arg(long, env = "PHOTONDB_STORAGE", value_enum, default_value = "durable")]
-    storage: Storage,
-    /// Partitions of a new data directory (fixed for its lifetime; more
-    /// partitions let a later restart spread over more cores).
-    #[arg(long, env = "PHOTONDB_PARTITIONS", default_value_t = 8)]
-    partitions: u32,
-    /// Address to listen on.
-    #[arg(long, env = "PHOTONDB_BIND", default_value = "127.0.0.1")]
-    bind: IpAddr,
-    /// Port for RethinkDB drivers (0: any free port; the log names it).
-    #[arg(long, env = "PHOTONDB_DRIVER_PORT", default_value_t = 28015)]
-    driver_port: u16,
-    /// Port for the HTTP API, health probes and metrics (0: any free port).
-    #[arg(long, env = "PHOTONDB_HTTP_PORT", default_value_t = 8080)]
-    http_port: u16,
-    /// Password of the `admin` user, set when a data directory is first
-    /// started (empty by default, as in RethinkDB); later starts keep the
-    /// stored one.
-    #[arg(
-        long,
-        env = "PHOTONDB_INITIAL_PASSWORD",
-        default_value = "",
-        hide_env_values = true
-    )]
-    initial_password: String,
-    /// On SIGINT/SIGTERM, how long queries already running may take to
-    /// finish before the server stops anyway, in seconds.
-    #[arg(long, env = "PHOTONDB_SHUTDOWN_GRACE_SECONDS", default_value_t = 10)]
-    shutdown_grace_seconds: u64,
-    /// Memory for cached data pages, in MiB, shared by all partitions
-    /// (pages changed since the last checkpoint are held on top of it).
-    #[arg(long, env = "PHOTONDB_CACHE_SIZE_MB", default_value_t = 1024)]
-    cache_size_mb: u64,
-    /// WAL ring size per partition of a new data directory, in MiB.
-    #[arg(long, env = "PHOTONDB_WAL_RING_MIB", default_value_t = 32)]
-    wal_ring_mib: u64,
-    /// An origin browsers may call the HTTP API from (`https://app.example`,
-    /// or `*` for any); repeat for several. None: cross-origin calls are
-    /// refused, the default.
-    #[arg(
-        long = "cors-origin",
-        env = "PHOTONDB_CORS_ORIGINS",
-        value_delimiter = ','
-    )]
-    cors_origins: Vec<String>,
-    /// Longest an HTTP request may take, in seconds, before it is answered
-    /// 408 (WebSockets, once open, are not limited).
-    #[arg(long, env = "PHOTONDB_HTTP_TIMEOUT_SECONDS", default_value_t = 60)]
-    http_timeout_seconds: u64,
+#[derive(Subcommand)]
+enum ConfigCommand {
+    /// Print the configuration `serve` would run with (defaults, then the
+    /// file, the environment and these flags), as TOML.
+    Print(config::Flags),
 }
 
 fn main() -> std::process::ExitCode {
@@ -173,7 +118,10 @@ fn main() -> std::process::ExitCode {
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     let result = match Cli::parse().command {
-        Command::Serve(arguments) => serve(arguments),
+        Command::Serve(flags) => config::Settings::load(&flags).and_then(serve),
+        Command::Config {
+            command: ConfigCommand::Print(flags),
+        } => config::Settings::load(&flags).map(|settings| print!("{}", settings.to_toml())),
         Command::Db { command, client } => cli::admin::db(&client, command),
         Command::Table { command, client } => cli::admin::table(&client, command),
         Command::Index { command, client } => cli::admin::index(&client, command),
@@ -193,23 +141,19 @@ fn main() -> std::process::ExitCode {
     }
 }
 
-fn serve(arguments: ServeArguments) -> anyhow::Result<()> {
+fn serve(arguments: config::Settings) -> anyhow::Result<()> {
+    use config::Storage;
     use signal_hook::consts::{SIGINT, SIGTERM};
     // Register before the shards start so no signal is missed.
     let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM])
         .context("installing signal handlers")?;
     let mut config = EngineConfig::new(&arguments.data_dir);
     if let Some(cores) = arguments.cores {
-        anyhow::ensure!(cores > 0, "--cores must be at least 1");
         config.shards = cores;
     }
-    anyhow::ensure!(
-        (1..=4096).contains(&arguments.partitions),
-        "--partitions must be between 1 and 4096"
-    );
     config.partitions = arguments.partitions;
-    config.wal_ring_bytes = arguments.wal_ring_mib.max(1) << 20;
-    config.cache_bytes = arguments.cache_size_mb.max(1) << 20;
+    config.wal_ring_bytes = arguments.wal_ring_size.0.max(1 << 20);
+    config.cache_bytes = arguments.cache_size.0.max(1 << 20);
     config.storage = match arguments.storage {
         Storage::Durable => StorageKind::Durable,
         Storage::Memory => StorageKind::Memory,
@@ -272,7 +216,10 @@ fn serve(arguments: ServeArguments) -> anyhow::Result<()> {
     let http_options = http::Options {
         token_key,
         cors_origins: arguments.cors_origins.clone(),
-        timeout: std::time::Duration::from_secs(arguments.http_timeout_seconds.max(1)),
+        timeout: arguments
+            .http_timeout
+            .0
+            .max(std::time::Duration::from_millis(1)),
     };
     let http = match http::start(
         engine.clone(),
@@ -301,8 +248,7 @@ fn serve(arguments: ServeArguments) -> anyhow::Result<()> {
         running = drain.running(),
         "shutting down: no new connections or queries"
     );
-    let deadline = std::time::Instant::now()
-        + std::time::Duration::from_secs(arguments.shutdown_grace_seconds);
+    let deadline = std::time::Instant::now() + arguments.shutdown_grace.0;
     while drain.running() > 0 && std::time::Instant::now() < deadline {
         std::thread::sleep(std::time::Duration::from_millis(10));
     }

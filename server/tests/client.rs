@@ -27,8 +27,8 @@ impl Server {
                 "0",
                 "--partitions",
                 "4",
-                "--wal-ring-mib",
-                "4",
+                "--wal-ring-size",
+                "4MiB",
             ])
             .arg("--data-dir")
             .arg(directory.path().join("data"))

@@ -40,7 +40,7 @@ class Server:
         self.log = tempfile.NamedTemporaryFile(prefix="photondb-", suffix=".log", delete=False)
         self.process = subprocess.Popen(
             [BINARY, "serve", "--data-dir", self.data_dir, "--driver-port", str(self.port),
-             "--initial-password", self.password, "--partitions", "4", "--wal-ring-mib", "4", "--http-port", str(self.http_port), *self.extra_args],
+             "--initial-password", self.password, "--partitions", "4", "--wal-ring-size", "4MiB", "--http-port", str(self.http_port), *self.extra_args],
             stderr=self.log, stdout=subprocess.DEVNULL, env=dict(os.environ, PHOTONDB_LOG="debug"), cwd=self.cwd,
         )
         # Wait for the server to say it listens, and where.

@@ -28,7 +28,7 @@ def wait_for(condition, seconds=60):
 
 
 def test_running_queries_finish_and_new_ones_are_refused(data_dir):
-    server = Server(data_dir, extra_args=["--shutdown-grace-seconds", "300"]).start()
+    server = Server(data_dir, extra_args=["--shutdown-grace", "5m"]).start()
     busy = r.connect(port=server.port)
     idle = r.connect(port=server.port)
     r.db("test").table_create("kept").run(idle)

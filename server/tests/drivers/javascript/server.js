@@ -14,7 +14,7 @@ async function startServer(prefix) {
   const logPath = path.join(dataDir, 'server.log');
   const log = fs.openSync(logPath, 'w');
   const child = spawn(binary, ['serve', '--data-dir', path.join(dataDir, 'data'), '--driver-port', '0',
-    '--partitions', '4', '--wal-ring-mib', '4', '--http-port', '0'], { stdio: ['ignore', 'ignore', log] });
+    '--partitions', '4', '--wal-ring-size', '4MiB', '--http-port', '0'], { stdio: ['ignore', 'ignore', log] });
   const deadline = Date.now() + 60000;
   for (;;) {
     const listening = /listening for RethinkDB drivers driver_address=\S+:(\d+)/.exec(fs.readFileSync(logPath, 'utf8'));
