@@ -195,6 +195,7 @@ pub async fn serve(connection: Connection, engine: Engine, drain: Arc<Drain>) {
         cursors: RefCell::new(HashMap::new()),
         waiting_feeds: RefCell::new(HashMap::new()),
         drain: drain.clone(),
+        user: Arc::from(user.as_str()),
     });
     loop {
         let Ok(header) = reader.read_exact(frame::HEADER_BYTES).await else {
@@ -338,6 +339,8 @@ struct Session {
     /// client going away or shutdown ends the wait.
     waiting_feeds: RefCell<HashMap<u64, flume::Sender<()>>>,
     drain: Arc<Drain>,
+    /// Who authenticated: every query runs with this user's permissions.
+    user: Arc<str>,
 }
 
 /// How often a changefeed waiting for changes checks for shutdown.
@@ -455,7 +458,7 @@ impl Session {
         term: Option<&Json>,
         optargs: &serde_json::Map<String, Json>,
     ) -> Result<Json, ReqlError> {
-        match evaluate(&self.engine, term, optargs).await? {
+        match evaluate(&self.engine, Some(self.user.clone()), term, optargs).await? {
             Evaluated::Atom(response) => Ok(response),
             Evaluated::Stream(stream, context, limits) => Ok(self
                 .next_batch(
@@ -548,6 +551,7 @@ pub enum Evaluated {
 /// driver port and the HTTP API both do.
 pub async fn evaluate(
     engine: &Engine,
+    user: Option<Arc<str>>,
     term: Option<&Json>,
     optargs: &serde_json::Map<String, Json>,
 ) -> Result<Evaluated, ReqlError> {
@@ -564,6 +568,7 @@ pub async fn evaluate(
     term.check_placement()?;
     let global = crate::reql::term::parse_optargs(optargs)?;
     let mut context = Context::new(engine.clone());
+    context.user = user;
     if let Some(database) = global.get("db") {
         match context.eval(database).await? {
             Value::Database(database) => context.default_database = database.name,

@@ -149,6 +149,110 @@ pub struct UserConfig {
     pub server_key: Vec<u8>,
     /// Whether a non-empty password is set (what `rethinkdb.users` shows).
     pub has_password: bool,
+    /// What `grant` gave this user (nothing for a new user; `admin` is
+    /// never checked).
+    pub permissions: UserPermissions,
+}
+
+/// One scope's permissions; `None` inherits from the scope around it
+/// (table, then database, then global), as `grant`'s `null` does.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Permissions {
+    pub read: Option<bool>,
+    pub write: Option<bool>,
+    pub config: Option<bool>,
+    /// Global scope only.
+    pub connect: Option<bool>,
+}
+
+impl Permissions {
+    pub fn is_empty(&self) -> bool {
+        *self == Permissions::default()
+    }
+
+    fn encode(&self) -> Datum {
+        let mut fields = Object::new();
+        for (name, value) in [
+            ("read", self.read),
+            ("write", self.write),
+            ("config", self.config),
+            ("connect", self.connect),
+        ] {
+            if let Some(value) = value {
+                fields.insert(name.to_owned(), Datum::Bool(value));
+            }
+        }
+        Datum::Object(fields)
+    }
+
+    fn decode(datum: &Datum) -> Permissions {
+        let flag = |name: &str| match datum {
+            Datum::Object(fields) => match fields.get(name) {
+                Some(Datum::Bool(value)) => Some(*value),
+                _ => None,
+            },
+            _ => None,
+        };
+        Permissions {
+            read: flag("read"),
+            write: flag("write"),
+            config: flag("config"),
+            connect: flag("connect"),
+        }
+    }
+}
+
+/// A user's permissions at every scope it was granted some.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct UserPermissions {
+    pub global: Permissions,
+    /// By database id.
+    pub databases: std::collections::BTreeMap<u128, Permissions>,
+    /// By table id.
+    pub tables: std::collections::BTreeMap<u128, Permissions>,
+}
+
+impl UserPermissions {
+    fn encode(&self) -> Datum {
+        let scoped = |scopes: &std::collections::BTreeMap<u128, Permissions>| {
+            Datum::Object(
+                scopes
+                    .iter()
+                    .map(|(id, permissions)| (uuid_string(*id), permissions.encode()))
+                    .collect(),
+            )
+        };
+        let mut fields = Object::new();
+        fields.insert("global".into(), self.global.encode());
+        fields.insert("databases".into(), scoped(&self.databases));
+        fields.insert("tables".into(), scoped(&self.tables));
+        Datum::Object(fields)
+    }
+
+    /// Entries missing (a user stored before permissions existed) are
+    /// empty.
+    fn decode(datum: Option<&Datum>) -> UserPermissions {
+        let Some(Datum::Object(fields)) = datum else {
+            return UserPermissions::default();
+        };
+        let scoped = |name: &str| match fields.get(name) {
+            Some(Datum::Object(scopes)) => scopes
+                .iter()
+                .filter_map(|(id, permissions)| {
+                    Some((parse_uuid(id)?, Permissions::decode(permissions)))
+                })
+                .collect(),
+            _ => std::collections::BTreeMap::new(),
+        };
+        UserPermissions {
+            global: fields
+                .get("global")
+                .map(Permissions::decode)
+                .unwrap_or_default(),
+            databases: scoped("databases"),
+            tables: scoped("tables"),
+        }
+    }
 }
 
 pub fn user_key(name: &str) -> Vec<u8> {
@@ -168,6 +272,7 @@ impl UserConfig {
             ("stored_key", Datum::Binary(self.stored_key.clone())),
             ("server_key", Datum::Binary(self.server_key.clone())),
             ("has_password", Datum::Bool(self.has_password)),
+            ("permissions", self.permissions.encode()),
         ])
     }
 }
@@ -205,6 +310,7 @@ pub fn decode(bytes: &[u8]) -> Option<Entry> {
             stored_key: binary("stored_key")?,
             server_key: binary("server_key")?,
             has_password: matches!(fields.get("has_password"), Some(Datum::Bool(true))),
+            permissions: UserPermissions::decode(fields.get("permissions")),
         })),
         "index" => Some(Entry::Index(IndexConfig {
             id: TableId(parse_uuid(&text("id")?)?),

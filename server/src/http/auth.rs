@@ -159,8 +159,35 @@ pub(super) async fn require_user(
             }
         },
     };
-    request.extensions_mut().insert(AuthenticatedUser(user));
-    next.run(request).await
+    request
+        .extensions_mut()
+        .insert(AuthenticatedUser(user.clone()));
+    // Queries the handler runs take the user from here (`current_user`).
+    USER.scope(Arc::from(user.as_str()), next.run(request))
+        .await
+}
+
+tokio::task_local! {
+    /// The user of the request being handled, for the queries it runs.
+    static USER: Arc<str>;
+}
+
+/// Runs `future` (a WebSocket's task, which outlives its request) as
+/// `user`.
+pub(super) async fn as_user<F: std::future::Future>(
+    user: Option<Arc<str>>,
+    future: F,
+) -> F::Output {
+    match user {
+        Some(user) => USER.scope(user, future).await,
+        None => future.await,
+    }
+}
+
+/// The user the current request authenticated as; `None` outside a
+/// request behind [`require_user`] (which has nothing to run then).
+pub(super) fn current_user() -> Option<Arc<str>> {
+    USER.try_with(Arc::clone).ok()
 }
 
 fn bearer_token(value: &str) -> Option<&str> {

@@ -361,6 +361,7 @@ pub(crate) fn status_of(class: ErrorClass) -> StatusCode {
         | ErrorClass::NonExistence
         | ErrorClass::User
         | ErrorClass::OpFailed => StatusCode::BAD_REQUEST,
+        ErrorClass::Permission => StatusCode::FORBIDDEN,
         ErrorClass::ResourceLimit => StatusCode::UNPROCESSABLE_ENTITY,
         ErrorClass::OpIndeterminate | ErrorClass::Internal => StatusCode::INTERNAL_SERVER_ERROR,
     }
@@ -454,11 +455,12 @@ pub(crate) async fn run_on_shard(
     let partition =
         shared.next_partition.fetch_add(1, Ordering::Relaxed) % shared.engine.partitions();
     let engine = shared.engine.clone();
+    let user = auth::current_user();
     let started = Instant::now();
     let evaluated = shared
         .engine
         .run_on_partition_from_outside(partition, move |_| async move {
-            let result = run(&engine, term, optargs).await;
+            let result = run(&engine, user, term, optargs).await;
             result.map_err(|error| (error.class, error.message.clone(), error.backtrace_json()))
         })
         .await;
@@ -503,6 +505,7 @@ async fn stream_query(
     term: Json,
     optargs: serde_json::Map<String, Json>,
 ) -> Response {
+    let user = auth::current_user();
     let (chunks, receiver) = tokio::sync::mpsc::channel::<Vec<u8>>(STREAM_CHUNKS_QUEUED);
     let (started, start) = tokio::sync::oneshot::channel::<Result<(), QueryFailure>>();
     let partition =
@@ -512,7 +515,7 @@ async fn stream_query(
         .engine
         .run_on_partition_from_outside(partition, move |_| async move {
             let began = Instant::now();
-            let outcome = produce_ndjson(&engine, term, optargs, started, chunks).await;
+            let outcome = produce_ndjson(&engine, user, term, optargs, started, chunks).await;
             metrics().query_answered("http", outcome, began.elapsed().as_secs_f64());
         });
     // The query outlives this handler: it feeds the body until the last
@@ -554,6 +557,7 @@ fn push_line(buffer: &mut Vec<u8>, value: &Json) {
 /// returns the outcome label for the metrics.
 async fn produce_ndjson(
     engine: &Engine,
+    user: Option<Arc<str>>,
     term: Json,
     optargs: serde_json::Map<String, Json>,
     started: tokio::sync::oneshot::Sender<Result<(), QueryFailure>>,
@@ -564,7 +568,9 @@ async fn produce_ndjson(
         let _ = started.send(Err(failure(&error)));
         error.class.driver_name()
     };
-    let (mut stream, context) = match connection::evaluate(engine, Some(&term), &optargs).await {
+    let (mut stream, context) = match connection::evaluate(engine, user, Some(&term), &optargs)
+        .await
+    {
         Err(error) => return refuse(started, error),
         Ok(Evaluated::Atom(response)) => {
             // An array answer is its elements, one per line, as a stream's.
@@ -624,10 +630,11 @@ async fn produce_ndjson(
 /// Evaluates a query on the current shard and reads its whole result.
 async fn run(
     engine: &Engine,
+    user: Option<Arc<str>>,
     term: Json,
     optargs: serde_json::Map<String, Json>,
 ) -> Result<Json, ReqlError> {
-    match connection::evaluate(engine, Some(&term), &optargs).await? {
+    match connection::evaluate(engine, user, Some(&term), &optargs).await? {
         Evaluated::Atom(response) => Ok(response["r"][0].clone()),
         Evaluated::Stream(stream, context, _) => {
             if stream.is_feed() {

@@ -46,7 +46,9 @@ pub(super) async fn upgrade(
     State(shared): State<Arc<Shared>>,
     upgrade: WebSocketUpgrade,
 ) -> Response {
-    upgrade.on_upgrade(move |socket| serve(shared, socket))
+    // The socket's task outlives this request: it keeps the request's user.
+    let user = super::auth::current_user();
+    upgrade.on_upgrade(move |socket| super::auth::as_user(user, serve(shared, socket)))
 }
 
 fn client_error(token: Json, message: &str) -> Json {
@@ -206,10 +208,11 @@ fn start(
     let partition =
         shared.next_partition.fetch_add(1, Ordering::Relaxed) % shared.engine.partitions();
     let engine = shared.engine.clone();
+    let user = super::auth::current_user();
     let job = shared
         .engine
         .run_on_partition_from_outside(partition, move |_| async move {
-            let evaluated = connection::evaluate(&engine, Some(&term), &optargs).await;
+            let evaluated = connection::evaluate(&engine, user, Some(&term), &optargs).await;
             let (mut stream, context, limits) = match evaluated {
                 Ok(Evaluated::Atom(response)) => {
                     let _ = outbox.send_async(tagged(token, response)).await;

@@ -27,6 +27,7 @@ pub fn user_with_password(name: &str, password: &str) -> UserConfig {
         stored_key: credentials.stored_key.to_vec(),
         server_key: credentials.server_key.to_vec(),
         has_password: !password.is_empty(),
+        permissions: Default::default(),
     }
 }
 

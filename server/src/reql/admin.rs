@@ -10,6 +10,7 @@ use photondb_storage::Durability;
 use super::error::{Frame, ReqlError};
 use super::eval::TypeMismatch;
 use super::eval::{arity, object, Context, Value};
+use super::permission::{Permission, Scope};
 use super::term::Term;
 use super::term_type as kind;
 
@@ -100,6 +101,7 @@ pub async fn evaluate(
         }
         kind::DB_CREATE => {
             arity(args, 1, 1)?;
+            context.require(Permission::Config, Scope::Global)?;
             let name = context.string_argument(args, 0).await?;
             check_name("Database", &name).map_err(|error| error.within(Frame::Position(0)))?;
             if name == super::system::DATABASE {
@@ -118,6 +120,7 @@ pub async fn evaluate(
         }
         kind::DB_DROP => {
             arity(args, 1, 1)?;
+            context.require(Permission::Config, Scope::Global)?;
             let name = context.string_argument(args, 0).await?;
             if name == super::system::DATABASE {
                 return Err(ReqlError::op_failed(
@@ -157,6 +160,7 @@ pub async fn evaluate(
         kind::TABLE_CREATE => {
             arity(args, 1, 2)?;
             let database = database_for(context, args, 2).await?;
+            context.require(Permission::Config, Scope::Database(database.id))?;
             let name = context.string_argument(args, args.len() - 1).await?;
             check_name("Table", &name)
                 .map_err(|error| error.within(Frame::Position(args.len() - 1)))?;
@@ -201,6 +205,7 @@ pub async fn evaluate(
         kind::TABLE_DROP => {
             arity(args, 1, 2)?;
             let database = database_for(context, args, 2).await?;
+            context.require(Permission::Config, Scope::Database(database.id))?;
             let name = context.string_argument(args, args.len() - 1).await?;
             let table = engine.drop_table(&database.name, &name).await?;
             Ok(Value::Datum(object([

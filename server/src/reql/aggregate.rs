@@ -316,6 +316,15 @@ pub async fn grouped_on_partitions(
     multi: bool,
     reduction: Reduction,
 ) -> Result<Vec<(Datum, Datum)>, ReqlError> {
+    if let Some(config) = context
+        .engine
+        .catalog()
+        .tables
+        .values()
+        .find(|config| config.id == table)
+    {
+        context.require_on_table(super::permission::Permission::Read, config)?;
+    }
     let calls = (0..context.engine.partitions()).map(|partition| {
         let inner = context.clone();
         let (start, end, filters, keys, reduction) = (

@@ -19,6 +19,8 @@ pub enum ErrorClass {
     OpIndeterminate,
     /// Raised by the query itself (`r.error`).
     User,
+    /// The user lacks a permission the query needs.
+    Permission,
 }
 
 impl ErrorClass {
@@ -35,6 +37,7 @@ impl ErrorClass {
             ErrorClass::OpFailed => "ReqlOpFailedError",
             ErrorClass::OpIndeterminate => "ReqlOpIndeterminateError",
             ErrorClass::User => "ReqlUserError",
+            ErrorClass::Permission => "ReqlPermissionError",
         }
     }
 
@@ -48,6 +51,7 @@ impl ErrorClass {
             ErrorClass::OpFailed => 4_100_000,
             ErrorClass::OpIndeterminate => 4_200_000,
             ErrorClass::User => 5_000_000,
+            ErrorClass::Permission => 6_000_000,
             ErrorClass::Compile | ErrorClass::Client => return None,
         })
     }

@@ -175,6 +175,9 @@ pub struct Context {
     pub now: f64,
     /// Changes a feed holds unread before it drops some.
     pub changefeed_queue_size: usize,
+    /// Who runs the query, whose permissions are checked; `None` for the
+    /// server's own work (index builds), which may do anything.
+    pub user: Option<std::sync::Arc<str>>,
 }
 
 type Evaluation<'a> = Pin<Box<dyn Future<Output = Result<Value, ReqlError>> + 'a>>;
@@ -190,6 +193,7 @@ impl Context {
             implicit: None,
             caught: None,
             changefeed_queue_size: super::feed::DEFAULT_QUEUE_SIZE,
+            user: None,
             now: super::time::truncate_to_millis(
                 std::time::SystemTime::now()
                     .duration_since(std::time::UNIX_EPOCH)
@@ -216,6 +220,7 @@ impl Context {
             caught: self.caught.clone(),
             now: self.now,
             changefeed_queue_size: self.changefeed_queue_size,
+            user: self.user.clone(),
         }
     }
 
@@ -324,7 +329,10 @@ impl Context {
                 std::ops::Bound::Unbounded,
                 std::ops::Bound::Unbounded,
             )),
-            Value::SystemTable(name) => Ok(Stream::rows(super::system::rows(self, &name)?)),
+            Value::SystemTable(name) => Ok(Stream::system_rows(
+                &name,
+                super::system::rows(self, &name)?,
+            )),
             Value::Datum(Datum::Array(items)) => Ok(Stream::rows(items)),
             other => Err(ReqlError::logic(format!(
                 "Cannot convert {} to SEQUENCE",
@@ -919,6 +927,7 @@ impl Context {
                         Ok(Value::SystemSelection { table, row })
                     }
                     Value::Table(table) => {
+                        self.require_on_table(super::permission::Permission::Read, &table)?;
                         let key = self.datum_argument(args, 1).await?;
                         let row = write::get(&self.engine, &table, &key)
                             .await
@@ -931,6 +940,7 @@ impl Context {
             kind::GET => {
                 arity(args, 2, 2)?;
                 let table = self.table_argument(args, 0).await?;
+                self.require_on_table(super::permission::Permission::Read, &table)?;
                 let key = self.datum_argument(args, 1).await?;
                 let row = write::get(&self.engine, &table, &key)
                     .await
@@ -1060,9 +1070,12 @@ impl Context {
             kind::COUNT => {
                 arity(args, 1, 1)?;
                 match self.argument(args, 0).await? {
-                    Value::Table(table) => Ok(Value::Datum(Datum::Number(
-                        self.engine.count(table.id).await? as f64,
-                    ))),
+                    Value::Table(table) => {
+                        self.require_on_table(super::permission::Permission::Read, &table)?;
+                        Ok(Value::Datum(Datum::Number(
+                            self.engine.count(table.id).await? as f64,
+                        )))
+                    }
                     Value::Stream(stream) => Ok(Value::Datum(Datum::Number(
                         stream.count(self).await? as f64,
                     ))),
@@ -1118,6 +1131,37 @@ impl Context {
             | kind::TABLE_DROP
             | kind::TABLE_LIST => admin::evaluate(self, term_type, args, optargs).await,
             kind::CHANGES => super::feed::evaluate(self, args, optargs).await,
+            kind::GRANT => {
+                arity(args, 2, 3)?;
+                use super::permission::Scope;
+                let scope = if args.len() == 3 {
+                    match self.argument(args, 0).await? {
+                        Value::Database(database) => Scope::Database(database.id),
+                        Value::Table(table) => Scope::Table {
+                            database: table.database,
+                            table: table.id.0,
+                        },
+                        Value::SystemTable(name) => Scope::Table {
+                            database: super::system::DATABASE_ID,
+                            table: photondb_storage::catalog::parse_uuid(&super::system::table_id(
+                                &name,
+                            ))
+                            .expect("system table ids are uuids"),
+                        },
+                        other => {
+                            return Err(other.wrong_type("DATABASE").within(Frame::Position(0)))
+                        }
+                    }
+                } else {
+                    Scope::Global
+                };
+                let first = args.len() - 2;
+                let user = self.string_argument(args, first).await?;
+                let asked = self.datum_argument(args, first + 1).await?;
+                super::permission::grant(self, scope, &user, &asked)
+                    .await
+                    .map(Value::Datum)
+            }
             kind::INDEX_CREATE
             | kind::INDEX_DROP
             | kind::INDEX_LIST
@@ -1291,6 +1335,7 @@ impl Context {
                 Datum::Object(info)
             }
             (kind::INFO, Value::Table(table)) => {
+                self.require_on_table(super::permission::Permission::Read, &table)?;
                 let database = self.database_name_of(&table);
                 let count = self.engine.count(table.id).await?;
                 object([

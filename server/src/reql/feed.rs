@@ -574,6 +574,7 @@ pub async fn evaluate(
                 .table_argument(get_args, 0)
                 .await
                 .map_err(|error| error.within(Frame::Position(0)))?;
+            context.require_on_table(super::permission::Permission::Read, &table)?;
             let key = context
                 .datum_argument(get_args, 1)
                 .await
@@ -606,6 +607,7 @@ pub async fn evaluate(
         }
     };
     let (table, selection) = selection_of(context, &stream)?;
+    context.require_on_table(super::permission::Permission::Read, &table)?;
     if let ([Operation::Limit(_)], Source::Table(read)) =
         (stream.operations.as_slice(), &stream.source)
     {

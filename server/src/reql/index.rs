@@ -20,6 +20,7 @@ use serde_json::Value as Json;
 use super::error::{Frame, ReqlError};
 use super::eval::{arity, object, Context, TypeMismatch, Value};
 use super::function::Function;
+use super::permission::Permission;
 use super::term::Term;
 use super::term_type as kind;
 
@@ -308,6 +309,7 @@ pub async fn evaluate(
         kind::INDEX_CREATE => {
             arity(args, 2, 3)?;
             let table = context.table_argument(args, 0).await?;
+            context.require_on_table(Permission::Config, &table)?;
             let name = context.string_argument(args, 1).await?;
             check_not_primary(&table, &name)?;
             super::admin::check_name("Index", &name)
@@ -357,6 +359,7 @@ pub async fn evaluate(
         kind::INDEX_DROP => {
             arity(args, 2, 2)?;
             let table = context.table_argument(args, 0).await?;
+            context.require_on_table(Permission::Config, &table)?;
             let name = context.string_argument(args, 1).await?;
             engine.drop_index(&table, &name).await?;
             Ok(Value::Datum(object([("dropped", Datum::Number(1.0))])))
@@ -364,6 +367,7 @@ pub async fn evaluate(
         kind::INDEX_LIST => {
             arity(args, 1, 1)?;
             let table = context.table_argument(args, 0).await?;
+            context.require_on_table(Permission::Read, &table)?;
             Ok(Value::Datum(Datum::Array(
                 engine
                     .indexes_of(table.id)
@@ -375,6 +379,7 @@ pub async fn evaluate(
         kind::INDEX_RENAME => {
             arity(args, 3, 3)?;
             let table = context.table_argument(args, 0).await?;
+            context.require_on_table(Permission::Config, &table)?;
             let old_name = context.string_argument(args, 1).await?;
             let new_name = context.string_argument(args, 2).await?;
             let overwrite = match context.optional_datum(optargs, "overwrite").await? {
@@ -401,6 +406,7 @@ pub async fn evaluate(
         kind::INDEX_STATUS => {
             arity(args, 1, usize::MAX)?;
             let table = context.table_argument(args, 0).await?;
+            context.require_on_table(Permission::Read, &table)?;
             let indexes = selected(context, &table, args).await?;
             Ok(Value::Datum(Datum::Array(
                 indexes
@@ -412,6 +418,7 @@ pub async fn evaluate(
         kind::INDEX_WAIT => {
             arity(args, 1, usize::MAX)?;
             let table = context.table_argument(args, 0).await?;
+            context.require_on_table(Permission::Read, &table)?;
             loop {
                 let indexes = selected(context, &table, args).await?;
                 if indexes.iter().all(|index| index.ready) {

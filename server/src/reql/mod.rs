@@ -28,6 +28,7 @@ pub mod feed;
 pub mod function;
 pub mod in_place;
 pub mod index;
+pub mod permission;
 pub mod reconfigure;
 pub mod sequence;
 pub mod stream;

@@ -48,6 +48,9 @@ pub async fn evaluate(
         }
         other => return Err(other.wrong_type("TABLE")),
     };
+    for table in &tables {
+        context.require_on_table(super::permission::Permission::Config, table)?;
+    }
     if term_type == kind::REBALANCE {
         return Ok(Value::Datum(rebalance(context, &tables)));
     }

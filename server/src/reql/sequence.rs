@@ -1072,6 +1072,7 @@ impl Context {
             other => return Err(other.wrong_type("STRING").within(Frame::Position(1))),
         };
         let right = self.table_argument(args, 2).await?;
+        self.require_on_table(super::permission::Permission::Read, &right)?;
         let index = match super::index::option(self, optargs)
             .await
             .map_err(|error| error.within(Frame::Optional("index".into())))?

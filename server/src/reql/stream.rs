@@ -16,6 +16,7 @@ use super::eval::Context;
 use super::eval::TypeMismatch;
 use super::function::{Callable, Function};
 use super::in_place::StoredPredicate;
+use super::permission::Permission;
 
 /// Rows fetched from storage per round trip to the shards.
 const FETCH_ROWS: usize = 256;
@@ -249,6 +250,8 @@ pub struct Stream {
     counters: Vec<usize>,
     exhausted: bool,
     budget: super::cooperate::Budget,
+    /// Set for the rows of a `rethinkdb` table (see [`Stream::system_rows`]).
+    system_table: Option<String>,
     /// For feeds: wait for changes in `next`, or return `None` at once.
     wait_for_changes: bool,
     /// A feed found nothing ready (with `wait_for_changes` off).
@@ -327,6 +330,19 @@ impl Stream {
         Stream::new(Source::Rows(rows.into()))
     }
 
+    /// The rows of a system table, remembered as its rows so a `delete`
+    /// through `filter` knows what it deletes.
+    pub fn system_rows(table: &str, rows: Vec<Datum>) -> Stream {
+        let mut stream = Stream::new(Source::Rows(rows.into()));
+        stream.system_table = Some(table.to_owned());
+        stream
+    }
+
+    /// The system table these rows come from, if they do.
+    pub fn system_table(&self) -> Option<&str> {
+        self.system_table.as_deref()
+    }
+
     pub fn keys(table: TableConfig, keys: Vec<Datum>) -> Stream {
         Stream::new(Source::Keys {
             table,
@@ -384,6 +400,7 @@ impl Stream {
             budget: Default::default(),
             wait_for_changes: true,
             idle: false,
+            system_table: None,
         }
     }
 
@@ -532,6 +549,7 @@ impl Stream {
                 }
             }
             Source::Keys { table, keys } => {
+                context.require_on_table(Permission::Read, table)?;
                 let batch: Vec<Datum> = keys.drain(..keys.len().min(FETCH_ROWS)).collect();
                 for key in batch {
                     if let Some(row) = super::write::get(&context.engine, table, &key).await? {
@@ -765,6 +783,9 @@ impl Stream {
 
     pub async fn count(mut self, context: &Context) -> Result<u64, ReqlError> {
         self.check_finite()?;
+        if let Source::Table(read) = &self.source {
+            context.require_on_table(Permission::Read, &read.table)?;
+        }
         if self.operations.is_empty() {
             if let Source::Table(read) = &self.source {
                 match &**read {
@@ -845,6 +866,7 @@ impl TableRead {
         if self.finished {
             return Ok(rows);
         }
+        context.require_on_table(Permission::Read, &self.table)?;
         let count = context.engine.partitions();
         let (start, end) = (self.start.clone(), self.end.clone());
         let cursors = self.partitions.get_or_insert_with(|| {

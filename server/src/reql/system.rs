@@ -86,6 +86,12 @@ pub fn table_status_document(table: &TableConfig, database_name: &str) -> Datum 
 
 /// The rows of system table `name`.
 pub fn rows(context: &Context, name: &str) -> Result<Vec<Datum>, ReqlError> {
+    if !is_system_table(name) {
+        return Err(ReqlError::op_failed(format!(
+            "Table `{DATABASE}.{name}` does not exist."
+        )));
+    }
+    context.require_on_system_table(super::permission::Permission::Read, name)?;
     let catalog = context.engine.catalog();
     let database_name = |id: u128| {
         catalog
@@ -140,21 +146,7 @@ pub fn rows(context: &Context, name: &str) -> Result<Vec<Datum>, ReqlError> {
             ("heartbeat_timeout_secs", Datum::Number(10.0)),
             ("id", Datum::String("heartbeat".into())),
         ])],
-        // Only `admin` holds permissions (all of them, global scope), as in
-        // a fresh RethinkDB; `grant` comes with permissions enforcement.
-        "permissions" => vec![object([
-            ("id", Datum::Array(vec![Datum::String("admin".into())])),
-            (
-                "permissions",
-                object([
-                    ("config", Datum::Bool(true)),
-                    ("connect", Datum::Bool(true)),
-                    ("read", Datum::Bool(true)),
-                    ("write", Datum::Bool(true)),
-                ]),
-            ),
-            ("user", Datum::String("admin".into())),
-        ])],
+        "permissions" => permission_rows(&catalog),
         "current_issues" | "jobs" | "stats" | "logs" => Vec::new(),
         other => {
             return Err(ReqlError::op_failed(format!(
@@ -162,6 +154,144 @@ pub fn rows(context: &Context, name: &str) -> Result<Vec<Datum>, ReqlError> {
             )))
         }
     })
+}
+
+fn is_system_table(name: &str) -> bool {
+    TABLES.contains(&name)
+}
+
+/// `rethinkdb.permissions`: a row per user and scope with permissions set
+/// (`admin` holds all of them globally), scopes of dropped databases and
+/// tables left out.
+fn permission_rows(catalog: &photondb_runtime::Catalog) -> Vec<Datum> {
+    let mut rows = Vec::new();
+    let database_name = |id: u128| {
+        if id == DATABASE_ID {
+            return Some(DATABASE.to_owned());
+        }
+        catalog
+            .databases
+            .values()
+            .find(|database| database.id == id)
+            .map(|database| database.name.clone())
+    };
+    for user in catalog.users.values() {
+        let name = Datum::String(user.name.clone());
+        let mut global = user.permissions.global;
+        if user.name == "admin" {
+            global = photondb_storage::catalog::Permissions {
+                read: Some(true),
+                write: Some(true),
+                config: Some(true),
+                connect: Some(true),
+            };
+        }
+        if !global.is_empty() {
+            rows.push(object([
+                ("id", Datum::Array(vec![name.clone()])),
+                ("permissions", super::permission::document(&global)),
+                ("user", name.clone()),
+            ]));
+        }
+        for (database, permissions) in &user.permissions.databases {
+            let Some(database_name) = database_name(*database) else {
+                continue;
+            };
+            rows.push(object([
+                ("database", Datum::String(database_name)),
+                (
+                    "id",
+                    Datum::Array(vec![name.clone(), Datum::String(uuid_string(*database))]),
+                ),
+                ("permissions", super::permission::document(permissions)),
+                ("user", name.clone()),
+            ]));
+        }
+        for (table, permissions) in &user.permissions.tables {
+            let found = catalog
+                .tables
+                .values()
+                .find(|config| config.id.0 == *table)
+                .map(|config| (config.database, config.name.clone()))
+                .or_else(|| {
+                    TABLES
+                        .iter()
+                        .find(|name| {
+                            photondb_storage::catalog::parse_uuid(&table_id(name)) == Some(*table)
+                        })
+                        .map(|name| (DATABASE_ID, (*name).to_owned()))
+                });
+            let Some((database, table_name)) = found else {
+                continue;
+            };
+            let Some(database_name) = database_name(database) else {
+                continue;
+            };
+            rows.push(object([
+                ("database", Datum::String(database_name)),
+                (
+                    "id",
+                    Datum::Array(vec![
+                        name.clone(),
+                        Datum::String(uuid_string(database)),
+                        Datum::String(uuid_string(*table)),
+                    ]),
+                ),
+                ("permissions", super::permission::document(permissions)),
+                ("table", Datum::String(table_name)),
+                ("user", name.clone()),
+            ]));
+        }
+    }
+    rows
+}
+
+/// Deletes rows of `rethinkdb.permissions` (the permissions of a user at
+/// a scope); returns how many.
+pub async fn delete_permissions(context: &Context, rows: Vec<Datum>) -> Result<u64, ReqlError> {
+    context.require_on_system_table(super::permission::Permission::Write, "permissions")?;
+    let mut deleted = 0;
+    for row in rows {
+        let Datum::Object(fields) = &row else {
+            continue;
+        };
+        let Some(Datum::Array(id)) = fields.get("id") else {
+            continue;
+        };
+        let Some(Datum::String(user)) = id.first() else {
+            continue;
+        };
+        if user == "admin" {
+            return Err(ReqlError::op_failed(
+                "The permissions of the user `admin` can't be modified.",
+            ));
+        }
+        let Some(mut config) = context.engine.user(user) else {
+            continue;
+        };
+        let scope = |index: usize| match id.get(index) {
+            Some(Datum::String(text)) => photondb_storage::catalog::parse_uuid(text),
+            _ => None,
+        };
+        match id.len() {
+            1 => config.permissions.global = Default::default(),
+            2 => {
+                config
+                    .permissions
+                    .databases
+                    .remove(&scope(1).unwrap_or_default());
+            }
+            _ => {
+                config
+                    .permissions
+                    .tables
+                    .remove(&scope(2).unwrap_or_default());
+            }
+        }
+        context.engine.put_user(config).await?;
+        deleted += 1;
+    }
+    Ok(deleted)
 }
 
 /// Writes to `rethinkdb.users`: `insert({id, password})` creates a user,
@@ -193,7 +323,11 @@ pub async fn write_user(
             )))
         }
     };
-    let user = crate::protocol::handshake::user_with_password(name, &password);
+    let mut user = crate::protocol::handshake::user_with_password(name, &password);
+    // A new password keeps what was granted.
+    if let Some(existing) = context.engine.user(name) {
+        user.permissions = existing.permissions;
+    }
     context.engine.put_user(user).await?;
     Ok(())
 }

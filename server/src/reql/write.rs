@@ -14,6 +14,7 @@ use super::error::{ErrorClass, Frame, ReqlError};
 use super::eval::TypeMismatch;
 use super::eval::{arity, object, pretty, primary_key_bytes, Context, Value};
 use super::function::Callable;
+use super::permission::Permission;
 use super::stream::Stream;
 use super::term::Term;
 use super::term_type as kind;
@@ -222,6 +223,7 @@ pub async fn insert(
         }
         other => return Err(other.wrong_type("TABLE").within(Frame::Position(0))),
     };
+    context.require_on_table(Permission::Write, &table)?;
     let documents = match context.datum_argument(args, 1).await? {
         Datum::Array(items) => items,
         single => vec![single],
@@ -432,7 +434,34 @@ pub async fn delete(
 ) -> Result<Value, ReqlError> {
     arity(args, 1, 1)?;
     let target = context.argument(args, 0).await?;
+    // Rows of `rethinkdb.permissions` (a user's permissions at a scope).
+    let system = match &target {
+        Value::SystemTable(name) => Some(name.clone()),
+        Value::Stream(stream) => stream.system_table().map(str::to_owned),
+        // `filter` of a system table reads it whole, as an array.
+        Value::Datum(Datum::Array(_)) => system_table_read(&args[0]),
+        _ => None,
+    };
+    if let Some(name) = system {
+        if name != "permissions" {
+            return Err(ReqlError::op_failed(format!(
+                "Table `rethinkdb.{name}` cannot be deleted from by PhotonDB yet."
+            )));
+        }
+        let rows = match target {
+            Value::SystemTable(name) => super::system::rows(context, &name)?,
+            Value::Stream(stream) => stream.collect(context).await?,
+            Value::Datum(Datum::Array(rows)) => rows,
+            _ => unreachable!("matched above"),
+        };
+        let tally = Tally {
+            deleted: super::system::delete_permissions(context, rows).await?,
+            ..Default::default()
+        };
+        return Ok(Value::Datum(tally.into_datum()));
+    }
     let (table, mut rows) = rows_of(target).map_err(|error| error.within(Frame::Position(0)))?;
+    context.require_on_table(Permission::Write, &table)?;
     let durability = durability(context, optargs, &table).await?;
     let mut tally = Tally::new(return_changes(context, optargs).await?);
     while let Some(row) = rows.next(context).await? {
@@ -454,6 +483,35 @@ pub async fn delete(
         }
     }
     Ok(Value::Datum(tally.into_datum()))
+}
+
+/// The `rethinkdb` table a chain of terms reads from (`r.db('rethinkdb')
+/// .table(name).filter(…)…`), following each term's first argument.
+fn system_table_read(term: &Term) -> Option<String> {
+    let mut term = term;
+    loop {
+        let Term::Call {
+            term_type, args, ..
+        } = term
+        else {
+            return None;
+        };
+        if *term_type == kind::TABLE {
+            return match args.as_slice() {
+                [Term::Call {
+                    term_type: kind::DB,
+                    args: database,
+                    ..
+                }, Term::Datum(Datum::String(name))]
+                    if matches!(database.as_slice(), [Term::Datum(Datum::String(db))] if db == super::system::DATABASE) =>
+                {
+                    Some(name.clone())
+                }
+                _ => None,
+            };
+        }
+        term = args.first()?;
+    }
 }
 
 /// The rows a write goes through: one (maybe missing) row, or a stream.
@@ -507,6 +565,7 @@ async fn insert_system(
     table: &str,
     documents: Datum,
 ) -> Result<Value, ReqlError> {
+    context.require_on_system_table(Permission::Write, table)?;
     if table != "users" {
         return Err(ReqlError::op_failed(format!(
             "Table `rethinkdb.{table}` cannot be written by PhotonDB yet."
@@ -545,6 +604,7 @@ async fn update_system(
     row: Option<Datum>,
     change: &Callable,
 ) -> Result<Value, ReqlError> {
+    context.require_on_system_table(Permission::Write, table)?;
     let mut tally = Tally::default();
     let Some(row) = row else {
         tally.skipped += 1;
@@ -669,6 +729,7 @@ pub async fn update_or_replace(
         return update_system(context, &table, row, &change).await;
     }
     let (table, mut rows) = rows_of(target).map_err(|error| error.within(Frame::Position(0)))?;
+    context.require_on_table(Permission::Write, &table)?;
     // RethinkDB computes the change on the shard that owns the row, so it
     // must give the same answer there as here: no reads, no randomness.
     let non_atomic = matches!(
