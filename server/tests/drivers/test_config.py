@@ -55,7 +55,8 @@ def test_configuration_mistakes_are_one_line_errors(tmp_path):
     bad = tmp_path / "bad.toml"
     bad.write_text('cache_size = "lots"\n')
     message = config_print("--config", str(bad), expect_ok=False)
-    assert "cache_size" in message and "512MiB" in message and str(bad) in message
+    # figment names the file (relative to the working directory when shorter).
+    assert "cache_size" in message and "512MiB" in message and "bad.toml" in message
     bad.write_text("cache_sise = 1\n")
     assert "unknown field" in config_print("--config", str(bad), expect_ok=False)
     assert "partitions" in config_print(env={"PHOTONDB_PARTITIONS": "0"}, expect_ok=False)
