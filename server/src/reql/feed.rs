@@ -107,6 +107,8 @@ pub struct FeedSource {
     point_initial: Option<Datum>,
     include_states: bool,
     include_types: bool,
+    /// `include_offsets`: positions in an `order_by.limit` feed's rows.
+    include_offsets: bool,
     squash: Squash,
     /// Not yet sent: `{state: 'initializing'}` / `{state: 'ready'}`.
     initializing_due: bool,
@@ -143,8 +145,28 @@ impl TopRows {
         }
     }
 
-    /// The changes that take the limit from its rows to `now`.
-    fn difference(&self, now: &[Datum]) -> Vec<(Option<Datum>, Option<Datum>)> {
+    /// The changes that take the limit from its rows to `now`, each with
+    /// the old row's position among the rows before and the new row's
+    /// among the rows now (`include_offsets`).
+    fn difference(
+        &self,
+        now: &[Datum],
+    ) -> Vec<(Option<Datum>, Option<Datum>, Option<usize>, Option<usize>)> {
+        let position = |rows: &[Datum], row: &Option<Datum>| {
+            let key = row.as_ref().and_then(|row| self.key_of(row))?;
+            rows.iter()
+                .position(|candidate| self.key_of(candidate).as_ref() == Some(&key))
+        };
+        self.pairs(now)
+            .into_iter()
+            .map(|(old, new)| {
+                let (old_offset, new_offset) = (position(&self.rows, &old), position(now, &new));
+                (old, new, old_offset, new_offset)
+            })
+            .collect()
+    }
+
+    fn pairs(&self, now: &[Datum]) -> Vec<(Option<Datum>, Option<Datum>)> {
         let before: BTreeMap<Vec<u8>, &Datum> = self
             .rows
             .iter()
@@ -194,6 +216,7 @@ impl FeedSource {
             point_initial: None,
             include_states: options.include_states,
             include_types: options.include_types,
+            include_offsets: options.include_offsets,
             squash: options.squash,
             initializing_due: options.include_states && options.include_initial,
             ready_due: options.include_states,
@@ -265,8 +288,11 @@ impl FeedSource {
         if let Some(top) = self.top.as_mut().filter(|top| top.initial_due) {
             top.initial_due = false;
             let rows = top.rows.clone();
-            for row in rows {
-                let document = self.initial_document(row);
+            for (position, row) in rows.into_iter().enumerate() {
+                let mut document = self.initial_document(row);
+                if let (true, Datum::Object(fields)) = (self.include_offsets, &mut document) {
+                    fields.insert("new_offset".into(), Datum::Number(position as f64));
+                }
                 out.push_back(document);
             }
         }
@@ -382,8 +408,17 @@ impl FeedSource {
         let now = top.read(context).await?;
         let differences = top.difference(&now);
         top.rows = now;
-        for (old, new) in differences {
-            let document = self.change(old, new);
+        for (old, new, old_offset, new_offset) in differences {
+            let mut document = self.change(old, new);
+            if self.include_offsets {
+                let offset = |position: Option<usize>| {
+                    position.map_or(Datum::Null, |position| Datum::Number(position as f64))
+                };
+                if let Datum::Object(fields) = &mut document {
+                    fields.insert("old_offset".into(), offset(old_offset));
+                    fields.insert("new_offset".into(), offset(new_offset));
+                }
+            }
             out.push_back(document);
         }
         Ok(())
@@ -494,6 +529,7 @@ struct Options {
     include_initial: bool,
     include_states: bool,
     include_types: bool,
+    include_offsets: bool,
     queue_size: usize,
 }
 
@@ -545,6 +581,7 @@ async fn options(
         include_initial: flag("include_initial").await?,
         include_states: flag("include_states").await?,
         include_types: flag("include_types").await?,
+        include_offsets: flag("include_offsets").await?,
         queue_size,
     })
 }
@@ -570,6 +607,11 @@ pub async fn evaluate(
     } = &args[0]
     {
         if get_args.len() == 2 {
+            if options.include_offsets {
+                return Err(ReqlError::logic(
+                    "Cannot include offsets for point subscriptions.",
+                ));
+            }
             let table = context
                 .table_argument(get_args, 0)
                 .await
@@ -636,6 +678,12 @@ pub async fn evaluate(
         .any(|operation| matches!(operation, Operation::Skip(_) | Operation::Limit(_)))
     {
         return Err(ReqlError::logic("Cannot call `changes` on a `skip` or `limit` (only `order_by(index=…).limit(n)` has a changefeed)."));
+    }
+    if options.include_offsets {
+        // Only an `order_by.limit` feed has positions.
+        return Err(ReqlError::logic(
+            "Cannot include offsets for range subscriptions.",
+        ));
     }
     let subscription = context
         .engine

@@ -3,6 +3,9 @@ against a real server: index reads agree with full scans, indexes survive
 restarts and kill -9, and changefeeds deliver every change from any core."""
 import threading
 
+import pytest
+from rethinkdb.errors import ReqlQueryLogicError
+
 from rethinkdb import RethinkDB
 
 from conftest import Server
@@ -134,3 +137,28 @@ def test_feed_filters_and_overflow(server):
     items = [small.next(wait=10) for _ in range(11)]
     errors = [item for item in items if "error" in item]
     assert errors and "Changefeed cache over array size limit, skipped" in errors[0]["error"]
+
+
+def test_order_by_limit_feeds_with_offsets(server):
+    connection = r.connect(port=server.port)
+    r.table_create("scores").run(connection)
+    r.table("scores").index_create("points").run(connection)
+    r.table("scores").index_wait().run(connection)
+    r.table("scores").insert([{"id": i, "points": i * 10} for i in range(5)]).run(connection)
+    top = r.table("scores").order_by(index=r.desc("points")).limit(3)
+    feed = top.changes(include_initial=True, include_offsets=True).run(connection)
+    initial = [feed.next(wait=10) for _ in range(3)]
+    assert [(change["new_val"]["id"], change["new_offset"]) for change in initial] == [(4, 0), (3, 1), (2, 2)]
+    # A new leader: everyone moves down, the last one leaves.
+    r.table("scores").insert({"id": 9, "points": 100}).run(connection)
+    change = feed.next(wait=10)
+    assert change["old_val"]["id"] == 2 and change["old_offset"] == 2
+    assert change["new_val"]["id"] == 9 and change["new_offset"] == 0
+    # A row changing in place keeps its place.
+    r.table("scores").get(3).update({"note": "x"}).run(connection)
+    change = feed.next(wait=10)
+    assert (change["old_offset"], change["new_offset"]) == (2, 2) and change["new_val"]["note"] == "x"
+    feed.close()
+    # Offsets only exist for order_by.limit feeds.
+    with pytest.raises(ReqlQueryLogicError, match="Cannot include offsets for range subscriptions."):
+        r.table("scores").changes(include_offsets=True).run(connection)
