@@ -667,21 +667,39 @@ impl Context {
 
     /// `table.distinct(index=…)`: the distinct keys of an index, in index
     /// order (for the primary key, every key).
+    /// Of a table slice (`between(…).distinct(index=…)`), the distinct keys
+    /// of its rows, in index order.
     async fn distinct_index_values(&self, args: &[Term], name: &str) -> Result<Value, ReqlError> {
-        let table = self.table_argument(args, 0).await?;
+        let (table, slice) = match self.argument(args, 0).await? {
+            Value::Table(table) => (table, None),
+            Value::Stream(stream) if stream.selected_table().is_some() => {
+                let table = stream.selected_table().cloned().expect("checked");
+                (table, Some(stream))
+            }
+            other => return Err(other.wrong_type("TABLE").within(Frame::Position(0))),
+        };
         let Some(index) = super::index::named(self, &table, name)? else {
             let key = table.primary_key.clone();
-            let stream = Stream::table(table, Bound::Unbounded, Bound::Unbounded)
-                .with(Operation::Field(key));
-            return Ok(Value::Stream(stream));
+            let Some(slice) = slice else {
+                let stream = Stream::table(table, Bound::Unbounded, Bound::Unbounded)
+                    .with(Operation::Field(key));
+                return Ok(Value::Stream(stream));
+            };
+            // Primary keys are distinct already; a slice of another index
+            // comes in that index's order.
+            let mut keys = slice.with(Operation::Field(key)).collect(self).await?;
+            keys.sort_by(|a, b| a.cmp_reql(b));
+            return Ok(Value::Stream(Stream::rows(keys)));
         };
         let function = super::index::compile_function(&index.function, self)?;
-        let mut stream = Stream::index_range(
-            table,
-            super::stream::IndexRead::whole(index.clone()),
-            Bound::Unbounded,
-            Bound::Unbounded,
-        );
+        let mut stream = slice.unwrap_or_else(|| {
+            Stream::index_range(
+                table,
+                super::stream::IndexRead::whole(index.clone()),
+                Bound::Unbounded,
+                Bound::Unbounded,
+            )
+        });
         // Index order is key order: equal keys are neighbours, except rows
         // of a multi index, whose other keys come elsewhere.
         let mut keys: BTreeMap<Vec<u8>, Datum> = BTreeMap::new();

@@ -162,3 +162,20 @@ def test_order_by_limit_feeds_with_offsets(server):
     # Offsets only exist for order_by.limit feeds.
     with pytest.raises(ReqlQueryLogicError, match="Cannot include offsets for range subscriptions."):
         r.table("scores").changes(include_offsets=True).run(connection)
+
+
+def test_distinct_index_values_of_a_table_slice(server):
+    connection = r.connect(port=server.port)
+    r.table_create("slices").run(connection)
+    table = r.table("slices")
+    table.index_create("a").run(connection)
+    table.index_create("b").run(connection)
+    table.index_wait().run(connection)
+    table.insert([{"id": i, "a": i % 4, "b": (i * 7) % 5} for i in range(40)]).run(connection)
+    rows = [{"id": i, "a": i % 4, "b": (i * 7) % 5} for i in range(40)]
+    in_slice = [row for row in rows if 1 <= row["a"] < 3]
+    assert list(table.between(1, 3, index="a").distinct(index="b").run(connection)) == \
+        sorted({row["b"] for row in in_slice})
+    assert list(table.between(1, 3, index="a").distinct(index="id").run(connection)) == \
+        sorted(row["id"] for row in in_slice)
+    assert table.between(1, 3, index="a").distinct(index="id").count().run(connection) == len(in_slice)
