@@ -170,7 +170,8 @@ impl Permissions {
         *self == Permissions::default()
     }
 
-    fn encode(&self) -> Datum {
+    /// The permissions set, as an object (`{"read": true, …}`).
+    pub fn to_datum(&self) -> Datum {
         let mut fields = Object::new();
         for (name, value) in [
             ("read", self.read),
@@ -218,12 +219,12 @@ impl UserPermissions {
             Datum::Object(
                 scopes
                     .iter()
-                    .map(|(id, permissions)| (uuid_string(*id), permissions.encode()))
+                    .map(|(id, permissions)| (uuid_string(*id), permissions.to_datum()))
                     .collect(),
             )
         };
         let mut fields = Object::new();
-        fields.insert("global".into(), self.global.encode());
+        fields.insert("global".into(), self.global.to_datum());
         fields.insert("databases".into(), scoped(&self.databases));
         fields.insert("tables".into(), scoped(&self.tables));
         Datum::Object(fields)

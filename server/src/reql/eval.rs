@@ -962,20 +962,14 @@ impl Context {
                         ),
                     });
                 }
-                let holds = |ordering: Ordering| match term_type {
-                    kind::EQ => ordering == Ordering::Equal,
-                    kind::NE => ordering != Ordering::Equal,
-                    kind::LT => ordering == Ordering::Less,
-                    kind::LE => ordering != Ordering::Greater,
-                    kind::GT => ordering == Ordering::Greater,
-                    _ => ordering != Ordering::Less,
-                };
                 let result = if term_type == kind::NE {
                     !values
                         .windows(2)
                         .all(|pair| pair[0].cmp(&pair[1]) == Ordering::Equal)
                 } else {
-                    values.windows(2).all(|pair| holds(pair[0].cmp(&pair[1])))
+                    values
+                        .windows(2)
+                        .all(|pair| super::in_place::holds(term_type, pair[0].cmp(&pair[1])))
                 };
                 Ok(Value::Datum(Datum::Bool(result)))
             }

@@ -256,8 +256,9 @@ fn compare(left: &Operand<'_>, right: &Operand<'_>) -> Option<Ordering> {
     }
 }
 
-/// Whether two neighbouring operands of a comparison satisfy it.
-fn holds(term_type: u64, ordering: Ordering) -> bool {
+/// Whether two neighbouring operands of a comparison (`eq`, `ne`, `lt`,
+/// `le`, `gt`, `ge`) satisfy it; the interpreter asks the same.
+pub fn holds(term_type: u64, ordering: Ordering) -> bool {
     match term_type {
         kind::EQ => ordering == Ordering::Equal,
         kind::NE => ordering != Ordering::Equal,

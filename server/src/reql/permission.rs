@@ -134,20 +134,10 @@ impl Context {
 /// `null` when none is set.
 pub fn document(permissions: &Permissions) -> Datum {
     if permissions.is_empty() {
-        return Datum::Null;
+        Datum::Null
+    } else {
+        permissions.to_datum()
     }
-    let mut fields = photondb_datum::Object::new();
-    for (name, value) in [
-        ("read", permissions.read),
-        ("write", permissions.write),
-        ("config", permissions.config),
-        ("connect", permissions.connect),
-    ] {
-        if let Some(value) = value {
-            fields.insert(name.to_owned(), Datum::Bool(value));
-        }
-    }
-    Datum::Object(fields)
 }
 
 /// `r.grant(user, permissions)`, `db.grant(…)`, `table.grant(…)`.
