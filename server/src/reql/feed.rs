@@ -37,6 +37,7 @@ pub const DEFAULT_QUEUE_SIZE: usize = 100_000;
 pub const SEQUENCE_FEED: u64 = 1;
 pub const ATOM_FEED: u64 = 2;
 pub const ORDER_BY_LIMIT_FEED: u64 = 3;
+pub const UNIONED_FEED: u64 = 4;
 pub const INCLUDES_STATES: u64 = 5;
 
 /// Which rows of the table a feed follows.

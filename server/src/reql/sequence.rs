@@ -455,7 +455,13 @@ impl Context {
 
     /// Rows of a sequence argument, materialised.
     async fn rows(&self, args: &[Term], index: usize) -> Result<(Vec<Datum>, bool), ReqlError> {
-        match self.argument(args, index).await? {
+        let value = self.argument(args, index).await?;
+        self.rows_of(value, index).await
+    }
+
+    /// The rows of argument `index`, already evaluated to `value`.
+    async fn rows_of(&self, value: Value, index: usize) -> Result<(Vec<Datum>, bool), ReqlError> {
+        match value {
             Value::Datum(Datum::Array(items)) => Ok((items, false)),
             Value::Table(table) => Ok((
                 Stream::table(table, Bound::Unbounded, Bound::Unbounded)
@@ -729,11 +735,35 @@ impl Context {
         args: &[Term],
         optargs: &BTreeMap<String, Term>,
     ) -> Result<Value, ReqlError> {
+        let mut values = Vec::with_capacity(args.len());
+        for index in 0..args.len() {
+            values.push(self.argument(args, index).await?);
+        }
+        // Changefeeds: one feed of every change of each.
+        if values
+            .iter()
+            .any(|value| matches!(value, Value::Stream(stream) if stream.is_feed()))
+        {
+            let mut feeds = Vec::with_capacity(values.len());
+            for (index, value) in values.into_iter().enumerate() {
+                match value {
+                    Value::Stream(stream) if stream.is_feed() => feeds.push(stream),
+                    other => {
+                        return Err(ReqlError::logic(format!(
+                            "Cannot union a changefeed with {}.",
+                            other.type_name()
+                        ))
+                        .within(Frame::Position(index)))
+                    }
+                }
+            }
+            return Ok(Value::Stream(Stream::feed_union(feeds)));
+        }
         let mut sequences = Vec::with_capacity(args.len());
         let mut any_stream = false;
         let mut total = 0;
-        for index in 0..args.len() {
-            let (rows, is_stream) = self.rows(args, index).await?;
+        for (index, value) in values.into_iter().enumerate() {
+            let (rows, is_stream) = self.rows_of(value, index).await?;
             any_stream |= is_stream;
             total += rows.len();
             if total > self.array_limit && !any_stream {

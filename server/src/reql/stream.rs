@@ -39,6 +39,8 @@ pub enum Source {
     IndexKeys(Box<IndexKeys>),
     /// A changefeed: change documents as writes commit, without end.
     Feed(Box<super::feed::FeedSource>),
+    /// `union` of changefeeds: every change of each, as they come.
+    FeedUnion(Vec<Stream>),
     /// `r.range`: integers from `next`, up to `end` (exclusive) or forever.
     Range {
         next: i64,
@@ -370,7 +372,7 @@ impl Stream {
             .any(|operation| matches!(operation, Operation::Limit(_)));
         !limited
             && match &self.source {
-                Source::Range { end: None, .. } | Source::Feed(_) => true,
+                Source::Range { end: None, .. } | Source::Feed(_) | Source::FeedUnion(_) => true,
                 Source::Fold(fold) => fold.inner.is_endless(),
                 Source::Zip(zip) => zip.0.iter().all(Stream::is_endless),
                 _ => false,
@@ -410,15 +412,21 @@ impl Stream {
 
     /// Whether this is a changefeed.
     pub fn is_feed(&self) -> bool {
-        matches!(self.source, Source::Feed(_))
+        matches!(self.source, Source::Feed(_) | Source::FeedUnion(_))
     }
 
     /// A changefeed's response notes.
     pub fn feed_notes(&self) -> Option<Vec<u64>> {
         match &self.source {
             Source::Feed(feed) => Some(feed.notes()),
+            Source::FeedUnion(_) => Some(vec![super::feed::UNIONED_FEED]),
             _ => None,
         }
+    }
+
+    /// `union` of changefeeds.
+    pub fn feed_union(feeds: Vec<Stream>) -> Stream {
+        Stream::new(Source::FeedUnion(feeds))
     }
 
     /// Whether no row will come any more: the source ended, or a `limit`
@@ -507,6 +515,29 @@ impl Stream {
                     self.idle = true;
                 }
             }
+            Source::FeedUnion(feeds) => loop {
+                // What each feed has ready, without waiting on any one.
+                for feed in feeds.iter_mut() {
+                    feed.set_wait_for_changes(false);
+                    while self.pending.len() < FETCH_ROWS {
+                        match Box::pin(feed.next(context)).await? {
+                            Some(row) => self.pending.push_back(row),
+                            None => break,
+                        }
+                    }
+                }
+                if !self.pending.is_empty() {
+                    break;
+                }
+                if !self.wait_for_changes {
+                    self.idle = true;
+                    break;
+                }
+                // Nothing yet: look again shortly. (A subscription has no
+                // way to wait on several channels at once; this bounds the
+                // delay a union adds to a change.)
+                photondb_runtime::network::sleep(FEED_UNION_POLL).await;
+            },
             Source::Fold(fold) => {
                 // Pull rows until one emits something or the input ends.
                 loop {
@@ -1011,6 +1042,9 @@ impl TableRead {
         Ok(rows)
     }
 }
+
+/// How often a `union` of changefeeds looks for changes while none came.
+const FEED_UNION_POLL: std::time::Duration = std::time::Duration::from_millis(5);
 
 /// Whether the leading filters reject a stored row without decoding it.
 /// They are asked in order, and the first that cannot decide ends the

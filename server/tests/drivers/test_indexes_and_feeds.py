@@ -179,3 +179,34 @@ def test_distinct_index_values_of_a_table_slice(server):
     assert list(table.between(1, 3, index="a").distinct(index="id").run(connection)) == \
         sorted(row["id"] for row in in_slice)
     assert table.between(1, 3, index="a").distinct(index="id").count().run(connection) == len(in_slice)
+
+
+def test_union_of_changefeeds(server):
+    connection = r.connect(port=server.port)
+    writer = r.connect(port=server.port)
+    for name in ("left", "right"):
+        r.table_create(name).run(connection)
+    r.table("left").insert({"id": 0}).run(connection)
+    feed = r.table("left").changes(include_initial=True).union(
+        r.table("right").filter(r.row["keep"]).changes()).run(connection)
+    assert feed.next(wait=10) == {"new_val": {"id": 0}}
+    r.table("right").insert([{"id": 1, "keep": False}, {"id": 2, "keep": True}]).run(writer)
+    r.table("left").insert({"id": 3}).run(writer)
+    changes = [feed.next(wait=10) for _ in range(2)]
+    assert sorted(change["new_val"]["id"] for change in changes) == [2, 3]
+    assert all(change["old_val"] is None for change in changes)
+    feed.close()
+    # Drivers pick the cursor class by the response note: UNIONED_FEED (4).
+    import json
+    import struct
+    from test_protocol_errors import read_frame
+    raw = r.connect(port=server.port)
+    sock = raw._instance._socket._socket
+    left, right = [15, [[14, ["test"]], "left"]], [15, [[14, ["test"]], "right"]]
+    term = [44, [[152, [left]], [152, [right]]]]  # left.changes().union(right.changes())
+    body = json.dumps([1, term, {}]).encode()
+    sock.sendall(struct.pack("<QI", 77, len(body)) + body)
+    token, reply = read_frame(sock)
+    assert token == 77 and reply["t"] == 3 and reply["n"] == [4], reply
+    with pytest.raises(ReqlQueryLogicError, match="Cannot union a changefeed with"):
+        r.table("left").changes().union([1, 2]).run(connection)
