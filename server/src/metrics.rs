@@ -147,12 +147,12 @@ impl Metrics {
 /// The runtime's gauges: start-up recovery time and inbox depths.
 fn write_engine(out: &mut String, engine: &Engine) {
     use std::fmt::Write;
-    let _ = writeln!(
+    write_single(
         out,
-        "# HELP photondb_recovery_duration_seconds How long the last start took to open every partition (WAL replay included) and load the catalog.\n\
-         # TYPE photondb_recovery_duration_seconds gauge\n\
-         photondb_recovery_duration_seconds {}",
-        engine.recovery_duration().as_secs_f64()
+        "photondb_recovery_duration_seconds",
+        "gauge",
+        "How long the last start took to open every partition (WAL replay included) and load the catalog.",
+        engine.recovery_duration().as_secs_f64(),
     );
     let _ = writeln!(
         out,
@@ -168,7 +168,6 @@ fn write_engine(out: &mut String, engine: &Engine) {
 /// library uses (`process_*`), read from `/proc/self`. Missing files (not
 /// Linux) leave them out.
 fn write_process(out: &mut String) {
-    use std::fmt::Write;
     let Ok(stat) = std::fs::read_to_string("/proc/self/stat") else {
         return;
     };
@@ -210,50 +209,51 @@ fn write_process(out: &mut String) {
                 .and_then(|line| line.split_whitespace().nth(3))
                 .and_then(|value| value.parse::<f64>().ok())
         });
-    let mut single = |name: &str, kind: &str, help: &str, value: f64| {
-        let _ = writeln!(
-            out,
-            "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}"
-        );
-    };
-    single(
+    write_single(
+        out,
         "process_cpu_seconds_total",
         "counter",
         "User and system CPU time spent, in seconds.",
         (field(14) + field(15)) / ticks,
     );
-    single(
+    write_single(
+        out,
         "process_resident_memory_bytes",
         "gauge",
         "Resident memory size in bytes.",
         field(24) * page_bytes,
     );
-    single(
+    write_single(
+        out,
         "process_virtual_memory_bytes",
         "gauge",
         "Virtual memory size in bytes.",
         field(23),
     );
-    single(
+    write_single(
+        out,
         "process_start_time_seconds",
         "gauge",
         "Start time of the process since the Unix epoch, in seconds.",
         boot_seconds + field(22) / ticks,
     );
-    single(
+    write_single(
+        out,
         "process_threads",
         "gauge",
         "Threads of the process.",
         field(20),
     );
-    single(
+    write_single(
+        out,
         "process_open_fds",
         "gauge",
         "Open file descriptors.",
         open_fds as f64,
     );
     if let Some(max_fds) = max_fds {
-        single(
+        write_single(
+            out,
             "process_max_fds",
             "gauge",
             "The limit on open file descriptors.",
@@ -262,48 +262,56 @@ fn write_process(out: &mut String) {
     }
 }
 
+/// One unlabelled metric in the text format.
+fn write_single(out: &mut String, name: &str, kind: &str, help: &str, value: f64) {
+    use std::fmt::Write;
+    let _ = writeln!(
+        out,
+        "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}"
+    );
+}
+
 /// The storage engine's counters, summed over partitions, in the text
 /// format (written here: its histograms come as bucket counts, which the
 /// registry's types cannot take).
 fn write_storage(out: &mut String, stats: &photondb_storage::PartitionStats) {
-    use std::fmt::Write;
-    let mut single = |name: &str, kind: &str, help: &str, value: f64| {
-        let _ = writeln!(
-            out,
-            "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}"
-        );
-    };
-    single(
+    write_single(
+        out,
         "photondb_wal_bytes_written_total",
         "counter",
         "Bytes written to the WAL rings.",
         stats.wal_bytes_written as f64,
     );
-    single(
+    write_single(
+        out,
         "photondb_wal_flushes_total",
         "counter",
         "WAL flushes (a write and an fdatasync each).",
         stats.wal_flushes as f64,
     );
-    single(
+    write_single(
+        out,
         "photondb_page_cache_hits_total",
         "counter",
         "B+Tree page lookups the page cache answered.",
         stats.cache_hits as f64,
     );
-    single(
+    write_single(
+        out,
         "photondb_page_cache_misses_total",
         "counter",
         "B+Tree page lookups that read the data file.",
         stats.cache_misses as f64,
     );
-    single(
+    write_single(
+        out,
         "photondb_page_cache_bytes",
         "gauge",
         "Bytes of clean pages cached.",
         stats.cached_bytes as f64,
     );
-    single(
+    write_single(
+        out,
         "photondb_poisoned_partitions",
         "gauge",
         "Partitions stopped by a failed write or sync until a restart.",

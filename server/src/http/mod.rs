@@ -84,6 +84,13 @@ impl HttpServer {
     }
 }
 
+impl Shared {
+    /// The partition whose shard runs the next query (round robin).
+    fn pick_partition(&self) -> u32 {
+        self.next_partition.fetch_add(1, Ordering::Relaxed) % self.engine.partitions()
+    }
+}
+
 /// How the HTTP API treats requests beyond its routes.
 #[derive(Clone, Debug)]
 pub struct Options {
@@ -460,8 +467,7 @@ pub(crate) async fn run_on_shard(
     term: Json,
     optargs: serde_json::Map<String, Json>,
 ) -> Result<Json, QueryFailure> {
-    let partition =
-        shared.next_partition.fetch_add(1, Ordering::Relaxed) % shared.engine.partitions();
+    let partition = shared.pick_partition();
     let engine = shared.engine.clone();
     let user = auth::current_user();
     let started = Instant::now();
@@ -516,8 +522,7 @@ async fn stream_query(
     let user = auth::current_user();
     let (chunks, receiver) = tokio::sync::mpsc::channel::<Vec<u8>>(STREAM_CHUNKS_QUEUED);
     let (started, start) = tokio::sync::oneshot::channel::<Result<(), QueryFailure>>();
-    let partition =
-        shared.next_partition.fetch_add(1, Ordering::Relaxed) % shared.engine.partitions();
+    let partition = shared.pick_partition();
     let engine = shared.engine.clone();
     let running = shared
         .engine

@@ -205,8 +205,7 @@ fn start(
         let _ = outbox.try_send(tagged(token, error.to_response()));
         return;
     }
-    let partition =
-        shared.next_partition.fetch_add(1, Ordering::Relaxed) % shared.engine.partitions();
+    let partition = shared.pick_partition();
     let engine = shared.engine.clone();
     let user = super::auth::current_user();
     let job = shared

@@ -14,7 +14,8 @@ use std::ops::Bound;
 use bytes::Bytes;
 use photondb_datum::document::{self, DocumentRef};
 use photondb_datum::Datum;
-use photondb_storage::{Backend, Direction, ScanRange, TableId};
+use photondb_storage::catalog::TableConfig;
+use photondb_storage::{Backend, Direction, ScanRange};
 
 use super::error::{ErrorClass, ReqlError};
 use super::eval::{combine_group_keys, group_keys, Context, TypeMismatch};
@@ -291,16 +292,9 @@ impl CompiledScan {
 /// The decoded row, decoding it the first time it is asked for.
 fn decoded<'a>(row: &'a mut Option<Datum>, bytes: &[u8]) -> Result<&'a Datum, ReqlError> {
     if row.is_none() {
-        *row = Some(document::decode(bytes).map_err(unreadable)?);
+        *row = Some(document::decode(bytes).map_err(ReqlError::unreadable)?);
     }
     Ok(row.as_ref().expect("decoded above"))
-}
-
-fn unreadable(error: photondb_datum::DatumError) -> ReqlError {
-    ReqlError::new(
-        ErrorClass::Internal,
-        format!("Stored document is unreadable: {error}"),
-    )
 }
 
 /// Groups the rows of `table` in `[start, end)` that pass `filters` by
@@ -308,7 +302,7 @@ fn unreadable(error: photondb_datum::DatumError) -> ReqlError {
 #[allow(clippy::too_many_arguments)]
 pub async fn grouped_on_partitions(
     context: &Context,
-    table: TableId,
+    table: &TableConfig,
     start: Bound<Bytes>,
     end: Bound<Bytes>,
     filters: Vec<Operation>,
@@ -316,15 +310,8 @@ pub async fn grouped_on_partitions(
     multi: bool,
     reduction: Reduction,
 ) -> Result<Vec<(Datum, Datum)>, ReqlError> {
-    if let Some(config) = context
-        .engine
-        .catalog()
-        .tables
-        .values()
-        .find(|config| config.id == table)
-    {
-        context.require_on_table(super::permission::Permission::Read, config)?;
-    }
+    context.require_on_table(super::permission::Permission::Read, table)?;
+    let table = table.id;
     let calls = (0..context.engine.partitions()).map(|partition| {
         let inner = context.clone();
         let (start, end, filters, keys, reduction) = (
@@ -355,7 +342,7 @@ pub async fn grouped_on_partitions(
                     from = Bound::Excluded(last.clone());
                     let full = rows.len() == SCAN_ROWS;
                     for (key, bytes) in rows {
-                        let document = DocumentRef::new(&bytes).map_err(unreadable)?;
+                        let document = DocumentRef::new(&bytes).map_err(ReqlError::unreadable)?;
                         // Decoded only when something compiled cannot
                         // decide the row.
                         let mut row: Option<Datum> = None;

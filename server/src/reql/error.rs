@@ -93,6 +93,14 @@ impl ReqlError {
         Self::new(class, message)
     }
 
+    /// Stored bytes that do not decode: the storage's fault, not the query's.
+    pub fn unreadable(error: photondb_datum::DatumError) -> Self {
+        Self::new(
+            ErrorClass::Internal,
+            format!("Stored document is unreadable: {error}"),
+        )
+    }
+
     pub fn op_failed(message: impl Into<String>) -> Self {
         Self::new(ErrorClass::OpFailed, message)
     }

@@ -511,7 +511,7 @@ impl Context {
                     );
                     let reduction = self.reduction(term_type, args).await?;
                     let groups = super::aggregate::grouped_on_partitions(
-                        self, table, start, end, filters, keys, multi, reduction,
+                        self, &table, start, end, filters, keys, multi, reduction,
                     )
                     .await?;
                     return Ok(Value::Grouped {
@@ -1135,13 +1135,7 @@ impl Context {
                             database: table.database,
                             table: table.id.0,
                         },
-                        Value::SystemTable(name) => Scope::Table {
-                            database: super::system::DATABASE_ID,
-                            table: photondb_storage::catalog::parse_uuid(&super::system::table_id(
-                                &name,
-                            ))
-                            .expect("system table ids are uuids"),
-                        },
+                        Value::SystemTable(name) => Scope::system_table(&name),
                         other => {
                             return Err(other.wrong_type("DATABASE").within(Frame::Position(0)))
                         }

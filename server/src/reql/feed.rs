@@ -18,7 +18,7 @@ use photondb_datum::{document, key, Datum, Object};
 use photondb_runtime::{FeedEvent, Subscription};
 use photondb_storage::catalog::TableConfig;
 
-use super::error::{ErrorClass, Frame, ReqlError};
+use super::error::{Frame, ReqlError};
 use super::eval::{arity, Context, TypeMismatch, Value};
 use super::function::Function;
 use super::stream::{within, Operation, Source, Stream};
@@ -452,12 +452,7 @@ impl FeedSource {
         let Some(stored) = stored else {
             return Ok(None);
         };
-        let row = document::decode(stored).map_err(|error| {
-            ReqlError::new(
-                ErrorClass::Internal,
-                format!("Stored document is unreadable: {error}"),
-            )
-        })?;
+        let row = document::decode(stored).map_err(ReqlError::unreadable)?;
         if !self.selection.selects(context, primary, &row).await {
             return Ok(None);
         }

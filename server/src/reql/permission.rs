@@ -44,6 +44,16 @@ pub enum Scope {
     Table { database: u128, table: u128 },
 }
 
+impl Scope {
+    /// A table of the system database `rethinkdb`.
+    pub fn system_table(name: &str) -> Scope {
+        Scope::Table {
+            database: super::system::DATABASE_ID,
+            table: super::system::table_number(name),
+        }
+    }
+}
+
 /// Whether `user` holds `permission` in `scope`.
 pub fn holds(user: &UserConfig, permission: Permission, scope: Scope) -> bool {
     if user.name == "admin" {
@@ -122,15 +132,7 @@ impl Context {
         permission: Permission,
         name: &str,
     ) -> Result<(), ReqlError> {
-        let table = photondb_storage::catalog::parse_uuid(&super::system::table_id(name))
-            .expect("system table ids are uuids");
-        self.require(
-            permission,
-            Scope::Table {
-                database: super::system::DATABASE_ID,
-                table,
-            },
-        )
+        self.require(permission, Scope::system_table(name))
     }
 }
 

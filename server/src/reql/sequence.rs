@@ -934,14 +934,10 @@ impl Context {
                         limit: Some(1),
                     };
                     match self.engine.scan(table.id, range).await?.into_iter().next() {
-                        Some((_, bytes)) => {
-                            Some(photondb_datum::document::decode(&bytes).map_err(|error| {
-                                ReqlError::new(
-                                    ErrorClass::Internal,
-                                    format!("Stored document is unreadable: {error}"),
-                                )
-                            })?)
-                        }
+                        Some((_, bytes)) => Some(
+                            photondb_datum::document::decode(&bytes)
+                                .map_err(ReqlError::unreadable)?,
+                        ),
                         None => None,
                     }
                 }

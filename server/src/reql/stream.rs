@@ -494,7 +494,11 @@ impl Stream {
     }
 
     async fn refill(&mut self, context: &Context) -> Result<(), ReqlError> {
-        let rejects = self.leading_predicates();
+        // Only table reads see stored documents.
+        let rejects = match self.source {
+            Source::Table(_) | Source::IndexKeys(_) => self.leading_predicates(),
+            _ => Vec::new(),
+        };
         // Rows worth decoding now: what a leading `limit` still lets through
         // (rows merged past it would be decoded for nothing).
         let wanted = match (self.operations.first(), self.counters.first()) {
@@ -739,12 +743,7 @@ impl Stream {
     /// the partitions themselves.
     pub fn table_filters(
         &self,
-    ) -> Option<(
-        photondb_storage::TableId,
-        Bound<Bytes>,
-        Bound<Bytes>,
-        Vec<Operation>,
-    )> {
+    ) -> Option<(TableConfig, Bound<Bytes>, Bound<Bytes>, Vec<Operation>)> {
         let Source::Table(read) = &self.source else {
             return None;
         };
@@ -766,7 +765,7 @@ impl Stream {
             .all(|operation| matches!(operation, Operation::Filter { .. }));
         (only_filters && self.pending.is_empty()).then(|| {
             (
-                table.id,
+                table.clone(),
                 start.clone(),
                 end.clone(),
                 self.operations.clone(),
@@ -814,11 +813,10 @@ impl Stream {
 
     pub async fn count(mut self, context: &Context) -> Result<u64, ReqlError> {
         self.check_finite()?;
-        if let Source::Table(read) = &self.source {
-            context.require_on_table(Permission::Read, &read.table)?;
-        }
         if self.operations.is_empty() {
             if let Source::Table(read) = &self.source {
+                // The counts below read no row; the other ways check as they read.
+                context.require_on_table(Permission::Read, &read.table)?;
                 match &**read {
                     TableRead {
                         table,
@@ -860,7 +858,7 @@ impl Stream {
             let everything = vec![Callable::Constant(Datum::Null)];
             let counted = super::aggregate::grouped_on_partitions(
                 context,
-                table,
+                &table,
                 start,
                 end,
                 filters,
@@ -1015,12 +1013,7 @@ impl TableRead {
             if rejected_in_place(rejects, &value) {
                 continue;
             }
-            let row = document::decode(&value).map_err(|error| {
-                ReqlError::new(
-                    ErrorClass::Internal,
-                    format!("Stored document is unreadable: {error}"),
-                )
-            })?;
+            let row = document::decode(&value).map_err(ReqlError::unreadable)?;
             if cut {
                 if let Some((index, function)) = self
                     .index

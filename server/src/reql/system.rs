@@ -52,8 +52,13 @@ pub fn database() -> DatabaseConfig {
 
 /// A stable id for a system table, for `info()`.
 pub fn table_id(name: &str) -> String {
+    uuid_string(table_number(name))
+}
+
+/// The id of system table `name`, as a number (the key of its grants).
+pub fn table_number(name: &str) -> u128 {
     let hash = crc32c::crc32c(name.as_bytes()) as u128;
-    uuid_string(DATABASE_ID ^ (hash << 32) ^ 0x4000_0000_0000_0000_0000)
+    DATABASE_ID ^ (hash << 32) ^ 0x4000_0000_0000_0000_0000
 }
 
 pub fn table_status_document(table: &TableConfig, database_name: &str) -> Datum {
@@ -216,9 +221,7 @@ fn permission_rows(catalog: &photondb_runtime::Catalog) -> Vec<Datum> {
                 .or_else(|| {
                     TABLES
                         .iter()
-                        .find(|name| {
-                            photondb_storage::catalog::parse_uuid(&table_id(name)) == Some(*table)
-                        })
+                        .find(|name| table_number(name) == *table)
                         .map(|name| (DATABASE_ID, (*name).to_owned()))
                 });
             let Some((database, table_name)) = found else {

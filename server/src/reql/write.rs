@@ -58,12 +58,7 @@ pub async fn get(
 }
 
 fn decode(bytes: &[u8]) -> Result<Datum, ReqlError> {
-    document::decode(bytes).map_err(|error| {
-        ReqlError::new(
-            super::error::ErrorClass::Internal,
-            format!("Stored document is unreadable: {error}"),
-        )
-    })
+    document::decode(bytes).map_err(ReqlError::unreadable)
 }
 
 fn new_uuid() -> String {
