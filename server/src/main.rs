@@ -15,6 +15,12 @@ mod protocol;
 mod reql;
 mod transport;
 
+/// Documents are mostly around a kilobyte, past glibc's per-thread caches,
+/// where its malloc takes locks and consolidates; mimalloc keeps such sizes
+/// in per-thread pages (YCSB C and A ~8–10% faster, measured with both).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use std::net::SocketAddr;
 use std::sync::Arc;
 
