@@ -125,6 +125,65 @@ pub fn to_json(datum: &Datum) -> Value {
     }
 }
 
+/// Writes a datum as JSON text, exactly as serializing [`to_json`]'s value
+/// would, without building that value: one pass, no allocation per field.
+pub fn write_json(datum: &Datum, out: &mut Vec<u8>) {
+    match datum {
+        Datum::Null => out.extend_from_slice(b"null"),
+        Datum::Bool(true) => out.extend_from_slice(b"true"),
+        Datum::Bool(false) => out.extend_from_slice(b"false"),
+        Datum::Number(value) => write_value(&number_to_json(*value), out),
+        Datum::String(text) => write_string(text, out),
+        Datum::Array(items) => {
+            out.push(b'[');
+            for (index, item) in items.iter().enumerate() {
+                if index > 0 {
+                    out.push(b',');
+                }
+                write_json(item, out);
+            }
+            out.push(b']');
+        }
+        Datum::Object(fields) => {
+            out.push(b'{');
+            for (index, (key, value)) in fields.iter().enumerate() {
+                if index > 0 {
+                    out.push(b',');
+                }
+                write_string(key, out);
+                out.push(b':');
+                write_json(value, out);
+            }
+            out.push(b'}');
+        }
+        // Pseudo-types: their keys in sorted order, as `to_json`'s map has them.
+        Datum::Binary(bytes) => {
+            out.extend_from_slice(b"{\"$reql_type$\":\"BINARY\",\"data\":");
+            write_string(&base64_encode(bytes), out);
+            out.push(b'}');
+        }
+        Datum::Time {
+            epoch_seconds,
+            timezone,
+        } => {
+            out.extend_from_slice(b"{\"$reql_type$\":\"TIME\",\"epoch_time\":");
+            write_value(&number_to_json(*epoch_seconds), out);
+            out.extend_from_slice(b",\"timezone\":");
+            write_string(timezone, out);
+            out.push(b'}');
+        }
+    }
+}
+
+/// serde_json's own escaping and number formatting, so both paths agree.
+fn write_string(text: &str, out: &mut Vec<u8>) {
+    serde_json::to_writer(&mut *out, text).expect("writing to a Vec cannot fail");
+}
+
+fn write_value(value: &Value, out: &mut Vec<u8>) {
+    serde_json::to_writer(&mut *out, value).expect("writing to a Vec cannot fail");
+}
+
 /// Largest magnitude at which every integer is exactly representable.
 const EXACT_INTEGER_LIMIT: f64 = 9_007_199_254_740_992.0;
 

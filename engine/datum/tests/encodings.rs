@@ -91,6 +91,14 @@ proptest! {
     }
 
     #[test]
+    fn json_text_is_what_serializing_to_json_gives(value in any_datum()) {
+        let mut written = Vec::new();
+        json::write_json(&value, &mut written);
+        let expected = serde_json::to_vec(&json::to_json(&value)).unwrap();
+        prop_assert_eq!(String::from_utf8(written).unwrap(), String::from_utf8(expected).unwrap());
+    }
+
+    #[test]
     fn json_round_trips(value in any_datum()) {
         let text = json::to_json(&value);
         let back = json::from_json(&text).unwrap();

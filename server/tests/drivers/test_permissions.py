@@ -78,9 +78,10 @@ def test_grants_decide_what_a_user_may_do(data_dir):
         denied(r.db("shop").table("audit").insert({"id": 1}), ann, "write")
 
         # HTTP runs queries with the same permissions (403 when denied).
-        def http(term, user, password):
+        def http(term, user, password, path="/api/v1/query"):
             request = urllib.request.Request(
-                "http://127.0.0.1:%d/api/v1/query" % server.http_port, data=json.dumps({"query": term}).encode(),
+                "http://127.0.0.1:%d%s" % (server.http_port, path),
+                data=None if term is None else json.dumps({"query": term}).encode(),
                 headers={"Content-Type": "application/json",
                          "Authorization": "Basic " + base64.b64encode(("%s:%s" % (user, password)).encode()).decode()})
             try:
@@ -93,10 +94,16 @@ def test_grants_decide_what_a_user_may_do(data_dir):
         assert http([43, [audit_term]], "ann", "pw2") == (200, {"result": 0})
         status, body = http([56, [audit_term, {"id": 1}]], "ann", "pw2")
         assert status == 403 and body["error"]["type"] == "ReqlPermissionError"
+        # A document read by its REST path (read straight from its shard).
+        order_path = "/api/v1/dbs/shop/tables/orders/docs/1"
+        assert http(None, "ann", "pw2", order_path) == (200, {"id": 1})
 
         # Taking every grant back.
         admin = r.connect(port=server.port, password="root")
         r.db("rethinkdb").table("permissions").filter({"user": "ann"}).delete().run(admin)
         denied(r.db("shop").table("orders").count(), ann, "read")
+        status, body = http(None, "ann", "pw2", order_path)
+        assert status == 403 and body["error"]["type"] == "ReqlPermissionError"
+        assert http(None, "admin", "root", order_path) == (200, {"id": 1})
     finally:
         server.stop()
