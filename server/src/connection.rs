@@ -11,7 +11,7 @@ use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 
-use photondb_datum::json::to_json;
+use photondb_datum::json::{to_json, write_json};
 use photondb_datum::Datum;
 use photondb_runtime::network::{spawn_local, Connection, ConnectionWriter};
 use photondb_runtime::Engine;
@@ -248,8 +248,8 @@ pub async fn serve(connection: Connection, engine: Engine, drain: Arc<Drain>) {
         let running = Running::new(&drain);
         let (session, answers, freed) = (session.clone(), answers.clone(), freed.clone());
         spawn_local(async move {
-            if let Some(response) = session.handle(token, query).await {
-                let _ = answers.send(frame::encode_response(token, &response));
+            if let Some(answer) = session.handle(token, query).await {
+                let _ = answers.send(answer.encode(token));
             }
             if !continuing {
                 let _ = freed.try_recv();
@@ -348,41 +348,47 @@ const FEED_SHUTDOWN_CHECK: std::time::Duration = std::time::Duration::from_milli
 
 impl Session {
     /// Answers one query; `None` when nothing is to be sent (noreply).
-    async fn handle(&self, token: u64, query: Result<Json, String>) -> Option<Json> {
+    async fn handle(&self, token: u64, query: Result<Json, String>) -> Option<Answer> {
         let query = match query {
             Ok(query) => query,
-            Err(message) => return Some(client_error(&message)),
+            Err(message) => return Some(Answer::Value(client_error(&message))),
         };
         let Some(parts) = query.as_array() else {
-            return Some(client_error("Expected a query to be an array."));
+            return Some(Answer::Value(client_error(
+                "Expected a query to be an array.",
+            )));
         };
         match parts.first().and_then(Json::as_u64) {
             Some(query_type::START) => self.start(token, parts).await,
             Some(query_type::CONTINUE) => Some(match self.take_cursor(token) {
                 Some(cursor) if cursor.stream.is_feed() => self.continue_feed(token, cursor).await,
                 Some(cursor) => self.next_batch(token, cursor, false).await,
-                None => client_error(&format!("Token {token} not in stream cache.")),
+                None => Answer::Value(client_error(&format!(
+                    "Token {token} not in stream cache."
+                ))),
             }),
             Some(query_type::STOP) => {
                 self.take_cursor(token);
                 if let Some(stop) = self.waiting_feeds.borrow_mut().remove(&token) {
                     let _ = stop.try_send(());
                 }
-                Some(json!({ "t": response_type::SUCCESS_SEQUENCE, "r": [], "n": [] }))
+                Some(Answer::Value(
+                    json!({ "t": response_type::SUCCESS_SEQUENCE, "r": [], "n": [] }),
+                ))
             }
-            Some(query_type::SERVER_INFO) => Some(json!({
+            Some(query_type::SERVER_INFO) => Some(Answer::Value(json!({
                 "t": response_type::SERVER_INFO,
                 "r": [{ "id": "00000000-0000-4000-8000-000000000001", "name": crate::reql::admin::SERVER_NAME, "proxy": false }],
-            })),
-            _ => Some(client_error(&format!(
+            }))),
+            _ => Some(Answer::Value(client_error(&format!(
                 "Unrecognized query type in {query}."
-            ))),
+            )))),
         }
     }
 
     /// A changefeed's next batch, which may wait long for a change: a STOP,
     /// the client leaving or shutdown ends the feed instead.
-    async fn continue_feed(&self, token: u64, cursor: Cursor) -> Json {
+    async fn continue_feed(&self, token: u64, cursor: Cursor) -> Answer {
         let (stop, stopped) = flume::bounded::<()>(1);
         self.waiting_feeds.borrow_mut().insert(token, stop);
         let drain = self.drain.clone();
@@ -395,7 +401,9 @@ impl Session {
                     })
                     .await;
                 if signalled || drain.draining.load(Ordering::SeqCst) {
-                    return json!({ "t": response_type::SUCCESS_SEQUENCE, "r": [], "n": [] });
+                    return Answer::Value(
+                        json!({ "t": response_type::SUCCESS_SEQUENCE, "r": [], "n": [] }),
+                    );
                 }
             }
         };
@@ -408,14 +416,14 @@ impl Session {
         self.cursors.borrow_mut().remove(&token)
     }
 
-    async fn start(&self, token: u64, parts: &[Json]) -> Option<Json> {
+    async fn start(&self, token: u64, parts: &[Json]) -> Option<Answer> {
         let optargs = match parts.get(2) {
             None => serde_json::Map::new(),
             Some(Json::Object(optargs)) => optargs.clone(),
             Some(_) => {
-                return Some(client_error(
+                return Some(Answer::Value(client_error(
                     "Expected global optional arguments to be an object.",
-                ))
+                )))
             }
         };
         let noreply = optargs
@@ -425,7 +433,7 @@ impl Session {
             .get("profile")
             .is_some_and(|value| value == &Json::Bool(true));
         let started = std::time::Instant::now();
-        let mut response = match self.run(token, parts.get(1), &optargs).await {
+        let response = match self.run(token, parts.get(1), &optargs).await {
             Ok(response) => {
                 crate::metrics::metrics().query_answered(
                     "driver",
@@ -440,14 +448,16 @@ impl Session {
                     error.class.driver_name(),
                     started.elapsed().as_secs_f64(),
                 );
-                error.to_response()
+                Answer::Value(error.to_response())
             }
         };
         // `profile=True`: how long the query took on the server, in
         // RethinkDB's shape (drivers hand it back beside the value).
         if profile {
             let elapsed_ms = started.elapsed().as_secs_f64() * 1000.0;
+            let mut response = response.into_value();
             response["p"] = json!([{ "description": "Evaluating the query.", "duration(ms)": elapsed_ms, "sub_tasks": [] }]);
+            return (!noreply).then_some(Answer::Value(response));
         }
         (!noreply).then_some(response)
     }
@@ -457,9 +467,9 @@ impl Session {
         token: u64,
         term: Option<&Json>,
         optargs: &serde_json::Map<String, Json>,
-    ) -> Result<Json, ReqlError> {
+    ) -> Result<Answer, ReqlError> {
         match evaluate(&self.engine, Some(self.user.clone()), term, optargs).await? {
-            Evaluated::Atom(response) => Ok(response),
+            Evaluated::Atom(atom) => Ok(atom.into_answer()),
             Evaluated::Stream(stream, context, limits) => Ok(self
                 .next_batch(
                     token,
@@ -476,9 +486,9 @@ impl Session {
 
     /// The next batch of a stream. A partial batch keeps the cursor for
     /// CONTINUE; the last batch drops it.
-    async fn next_batch(&self, token: u64, mut cursor: Cursor, first: bool) -> Json {
+    async fn next_batch(&self, token: u64, mut cursor: Cursor, first: bool) -> Answer {
         let response = next_batch(&mut cursor.stream, &cursor.context, cursor.limits, first).await;
-        if response["t"] == response_type::SUCCESS_PARTIAL {
+        if response.is_partial() {
             self.cursors.borrow_mut().insert(token, cursor);
         }
         response
@@ -496,7 +506,7 @@ pub async fn next_batch(
     context: &Context,
     limits: BatchLimits,
     first: bool,
-) -> Json {
+) -> Answer {
     let (rows_limit, bytes_limit) = if first {
         (
             limits.rows.div_ceil(limits.first_scaledown).max(1),
@@ -506,30 +516,34 @@ pub async fn next_batch(
         (limits.rows, limits.bytes)
     };
     let started = std::time::Instant::now();
-    let mut batch = Vec::new();
-    let mut bytes = 0;
+    // Rows are written as JSON text as they come (comma-separated); their
+    // size in that text is what the byte limit counts, as RethinkDB's does.
+    let mut rows = Vec::new();
+    let mut count = 0;
     let mut more = true;
     let notes = stream.feed_notes();
     let feed = notes.is_some();
-    while batch.len() < rows_limit
-        && bytes < bytes_limit
-        && (batch.is_empty() || started.elapsed() < limits.time)
+    while count < rows_limit
+        && rows.len() - count.saturating_sub(1) < bytes_limit
+        && (count == 0 || started.elapsed() < limits.time)
     {
         if feed {
-            stream.set_wait_for_changes(!first && batch.is_empty());
+            stream.set_wait_for_changes(!first && count == 0);
         }
         match stream.next(context).await {
             Ok(Some(row)) => {
-                let json = to_json(&row);
-                bytes += json.to_string().len();
-                batch.push(json);
+                if count > 0 {
+                    rows.push(b',');
+                }
+                write_json(&row, &mut rows);
+                count += 1;
             }
             Ok(None) if feed && !stream.has_ended() => break,
             Ok(None) => {
                 more = false;
                 break;
             }
-            Err(error) => return error.to_response(),
+            Err(error) => return Answer::Value(error.to_response()),
         }
     }
     let response_kind = if more {
@@ -537,14 +551,104 @@ pub async fn next_batch(
     } else {
         response_type::SUCCESS_SEQUENCE
     };
-    json!({ "t": response_kind, "r": batch, "n": notes.unwrap_or_default() })
+    let notes = serde_json::to_vec(&notes.unwrap_or_default()).expect("numbers serialize");
+    let mut body = Vec::with_capacity(rows.len() + notes.len() + 24);
+    body.extend_from_slice(b"{\"t\":");
+    body.extend_from_slice(response_kind.to_string().as_bytes());
+    body.extend_from_slice(b",\"r\":[");
+    body.extend_from_slice(&rows);
+    body.extend_from_slice(b"],\"n\":");
+    body.extend_from_slice(&notes);
+    body.push(b'}');
+    Answer::Text {
+        body,
+        partial: more,
+    }
 }
 
 /// What a START query evaluated to: a whole answer, or a stream to send
 /// in batches.
 pub enum Evaluated {
-    Atom(Json),
+    Atom(Atom),
     Stream(Stream, Context, BatchLimits),
+}
+
+/// A START query's whole answer, when it is not a stream.
+pub enum Atom {
+    /// A value, kept as a datum until whoever answers writes it out.
+    Datum(Datum),
+    /// A response shaped already (grouped data).
+    Response(Json),
+}
+
+impl Atom {
+    /// The driver protocol's response object.
+    pub fn into_response(self) -> Json {
+        match self {
+            Atom::Datum(datum) => json!({ "t": response_type::SUCCESS_ATOM, "r": [to_json(&datum)] }),
+            Atom::Response(response) => response,
+        }
+    }
+
+    /// The value itself (the response's `r[0]`).
+    pub fn into_value(self) -> Json {
+        match self {
+            Atom::Datum(datum) => to_json(&datum),
+            Atom::Response(mut response) => response["r"][0].take(),
+        }
+    }
+
+    /// The response for the driver port, written straight from the datum.
+    fn into_answer(self) -> Answer {
+        match self {
+            Atom::Datum(datum) => {
+                let mut body = Vec::with_capacity(64);
+                body.extend_from_slice(b"{\"t\":");
+                body.extend_from_slice(response_type::SUCCESS_ATOM.to_string().as_bytes());
+                body.extend_from_slice(b",\"r\":[");
+                write_json(&datum, &mut body);
+                body.extend_from_slice(b"]}");
+                Answer::Text {
+                    body,
+                    partial: false,
+                }
+            }
+            Atom::Response(response) => Answer::Value(response),
+        }
+    }
+}
+
+/// A response to a query: a JSON value, or JSON text written already (rows
+/// go straight from datums to text, with no JSON value in between).
+pub enum Answer {
+    Value(Json),
+    /// `partial`: more rows follow on CONTINUE.
+    Text { body: Vec<u8>, partial: bool },
+}
+
+impl Answer {
+    pub fn is_partial(&self) -> bool {
+        match self {
+            Answer::Value(response) => response["t"] == response_type::SUCCESS_PARTIAL,
+            Answer::Text { partial, .. } => *partial,
+        }
+    }
+
+    pub fn into_value(self) -> Json {
+        match self {
+            Answer::Value(response) => response,
+            Answer::Text { body, .. } => {
+                serde_json::from_slice(&body).expect("answers are written as valid JSON")
+            }
+        }
+    }
+
+    pub fn encode(&self, token: u64) -> Vec<u8> {
+        match self {
+            Answer::Value(response) => frame::encode_response(token, response),
+            Answer::Text { body, .. } => frame::encode_body(token, body),
+        }
+    }
 }
 
 /// Evaluates a query's term with its global optional arguments, as the
@@ -620,14 +724,10 @@ pub async fn evaluate(
             if crate::reql::sequence::contains_literal(&datum) {
                 return Err(crate::reql::sequence::stray_literal());
             }
-            return Ok(Evaluated::Atom(
-                json!({ "t": response_type::SUCCESS_ATOM, "r": [to_json(&datum)] }),
-            ));
+            return Ok(Evaluated::Atom(Atom::Datum(datum)));
         }
         Value::SingleSelection { row, .. } | Value::SystemSelection { row, .. } => {
-            return Ok(Evaluated::Atom(
-                json!({ "t": response_type::SUCCESS_ATOM, "r": [to_json(&row.unwrap_or(Datum::Null))] }),
-            ))
+            return Ok(Evaluated::Atom(Atom::Datum(row.unwrap_or(Datum::Null))))
         }
         Value::Table(table) => Stream::table(
             table,
@@ -641,9 +741,9 @@ pub async fn evaluate(
                 .iter()
                 .map(|(group, value)| json!([to_json(group), to_json(value)]))
                 .collect();
-            return Ok(Evaluated::Atom(
+            return Ok(Evaluated::Atom(Atom::Response(
                 json!({ "t": response_type::SUCCESS_ATOM, "r": [{ "$reql_type$": "GROUPED_DATA", "data": data }] }),
-            ));
+            )));
         }
         Value::MinValue => return Err(ReqlError::logic("Cannot convert `r.minval` to JSON.")),
         Value::MaxValue => return Err(ReqlError::logic("Cannot convert `r.maxval` to JSON.")),

@@ -585,10 +585,10 @@ async fn produce_ndjson(
         .await
     {
         Err(error) => return refuse(started, error),
-        Ok(Evaluated::Atom(response)) => {
+        Ok(Evaluated::Atom(atom)) => {
             // An array answer is its elements, one per line, as a stream's.
             let mut buffer = Vec::new();
-            match &response["r"][0] {
+            match &atom.into_value() {
                 Json::Array(items) => items.iter().for_each(|item| push_line(&mut buffer, item)),
                 other => push_line(&mut buffer, other),
             }
@@ -648,7 +648,7 @@ async fn run(
     optargs: serde_json::Map<String, Json>,
 ) -> Result<Json, ReqlError> {
     match connection::evaluate(engine, user, Some(&term), &optargs).await? {
-        Evaluated::Atom(response) => Ok(response["r"][0].clone()),
+        Evaluated::Atom(atom) => Ok(atom.into_value()),
         Evaluated::Stream(stream, context, _) => {
             if stream.is_feed() {
                 return Err(ReqlError::logic(

@@ -213,8 +213,8 @@ fn start(
         .run_on_partition_from_outside(partition, move |_| async move {
             let evaluated = connection::evaluate(&engine, user, Some(&term), &optargs).await;
             let (mut stream, context, limits) = match evaluated {
-                Ok(Evaluated::Atom(response)) => {
-                    let _ = outbox.send_async(tagged(token, response)).await;
+                Ok(Evaluated::Atom(atom)) => {
+                    let _ = outbox.send_async(tagged(token, atom.into_response())).await;
                     return;
                 }
                 Ok(Evaluated::Stream(stream, context, limits)) => (stream, context, limits),
@@ -232,7 +232,11 @@ fn start(
                 // client stops or leaves first.
                 let batch = futures_lite::future::or(
                     async {
-                        Some(connection::next_batch(&mut stream, &context, limits, first).await)
+                        Some(
+                            connection::next_batch(&mut stream, &context, limits, first)
+                                .await
+                                .into_value(),
+                        )
                     },
                     async {
                         loop {

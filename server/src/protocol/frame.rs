@@ -14,11 +14,15 @@ pub fn parse_header(header: &[u8; HEADER_BYTES]) -> (u64, usize) {
 }
 
 pub fn encode_response(token: u64, body: &Value) -> Vec<u8> {
-    let json = serde_json::to_vec(body).expect("JSON values always serialize");
+    encode_body(token, &serde_json::to_vec(body).expect("JSON values always serialize"))
+}
+
+/// A response frame around JSON text written already.
+pub fn encode_body(token: u64, json: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(HEADER_BYTES + json.len());
     out.extend_from_slice(&token.to_le_bytes());
     out.extend_from_slice(&(json.len() as u32).to_le_bytes());
-    out.extend_from_slice(&json);
+    out.extend_from_slice(json);
     out
 }
 
