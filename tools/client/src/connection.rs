@@ -260,7 +260,8 @@ pub struct Cursor<'a> {
 }
 
 impl Cursor<'_> {
-    /// The query's result when it was an atom rather than a sequence.
+    /// The query's result when it was an atom rather than a sequence
+    /// (until the cursor is iterated).
     pub fn atom(&self) -> Option<&Value> {
         self.atom.as_ref()
     }
@@ -278,21 +279,17 @@ impl Cursor<'_> {
                 return Err(lost("the connection closed"));
             }
         };
+        let mut response = response;
         let response_type = response["t"].as_u64().unwrap_or_default();
         self.more = response_type == SUCCESS_PARTIAL;
-        let mut rows = match response.get("r") {
-            Some(Value::Array(rows)) => rows.clone(),
+        // Rows are moved out of the response, never copied: an atom is kept
+        // whole (for `run`) and only spread into rows if iterated.
+        let mut rows = match response.get_mut("r").map(Value::take) {
+            Some(Value::Array(rows)) => rows,
             _ => Vec::new(),
         };
         match response_type {
-            SUCCESS_ATOM => {
-                let atom = rows.pop().unwrap_or(Value::Null);
-                match &atom {
-                    Value::Array(items) => self.buffer.extend(items.iter().cloned()),
-                    other => self.buffer.push_back(other.clone()),
-                }
-                self.atom = Some(atom);
-            }
+            SUCCESS_ATOM => self.atom = Some(rows.pop().unwrap_or(Value::Null)),
             SUCCESS_SEQUENCE | SUCCESS_PARTIAL => self.buffer.extend(rows),
             WAIT_COMPLETE => {}
             _ => {
@@ -314,6 +311,12 @@ impl Iterator for Cursor<'_> {
     type Item = Result<Value, ClientError>;
 
     fn next(&mut self) -> Option<Self::Item> {
+        // An atom iterates as its items (an array) or as itself.
+        match self.atom.take() {
+            Some(Value::Array(items)) => self.buffer.extend(items),
+            Some(other) => self.buffer.push_back(other),
+            None => {}
+        }
         loop {
             if let Some(row) = self.buffer.pop_front() {
                 return Some(Ok(row));
