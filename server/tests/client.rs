@@ -129,18 +129,28 @@ fn queries_cursors_and_errors_through_one_connection() {
         json!(["x", 7])
     );
 
-    // Many threads, one connection: each answer reaches its own query.
+    // Many threads, one connection: each answer reaches its own query,
+    // whichever query happens to be reading the socket. Some threads read
+    // whole tables (many batches, CONTINUE after CONTINUE) while others get
+    // single documents, and one holds a cursor open half read throughout.
+    let mut held = connection.cursor(&people).unwrap();
+    assert!(held.next().unwrap().is_ok());
     std::thread::scope(|scope| {
         for thread in 0..8i64 {
             let (connection, people) = (&connection, &people);
             scope.spawn(move || {
                 for id in (thread * 50)..(thread * 50 + 50) {
+                    if thread % 4 == 3 && id % 25 == 0 {
+                        let rows = connection.cursor(people).unwrap().count();
+                        assert_eq!(rows, 3000);
+                    }
                     let document = connection.run(&people.get(id)).unwrap();
                     assert_eq!(document["id"], json!(id));
                 }
             });
         }
     });
+    assert_eq!(held.count(), 2999);
 
     // Errors come back with RethinkDB's class and message.
     let error = connection.run(&r::expr(1).field("x")).unwrap_err();
@@ -181,6 +191,36 @@ fn a_changefeed_delivers_writes_from_another_connection() {
     );
     drop(feed);
     assert_eq!(connection.run(&events.count()).unwrap(), json!(1));
+}
+
+#[test]
+fn a_server_that_goes_away_fails_the_waiting_queries() {
+    let mut server = Server::start("");
+    let connection = server.connect("").expect("connect");
+    connection
+        .run(&r::db("test").table_create("events"))
+        .unwrap();
+    let events = r::db("test").table("events");
+    std::thread::scope(|scope| {
+        // Two queries wait on the same socket (one reads it, one is handed
+        // to) when the server dies: both must fail, not hang.
+        let waiting: Vec<_> = (0..2)
+            .map(|_| {
+                let (connection, events) = (&connection, &events);
+                scope.spawn(move || {
+                    let mut feed = connection.cursor(&events.changes()).unwrap();
+                    feed.next()
+                })
+            })
+            .collect();
+        std::thread::sleep(Duration::from_millis(500));
+        let _ = server.process.kill();
+        for waiter in waiting {
+            let ended = waiter.join().unwrap();
+            assert!(matches!(ended, Some(Err(ClientError::Io(_)))), "{ended:?}");
+        }
+    });
+    assert!(connection.run(&events.count()).is_err());
 }
 
 #[test]

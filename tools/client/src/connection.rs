@@ -1,10 +1,10 @@
 //! One connection: the handshake, then token-multiplexed queries.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{Shutdown, TcpStream, ToSocketAddrs};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::mpsc::{channel, Receiver, Sender};
+use std::sync::mpsc::{channel, Receiver, Sender, TryRecvError};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -48,20 +48,37 @@ impl Default for ConnectOptions {
     }
 }
 
-/// A response on its way to the query that waits for it: the body, or why
-/// the connection ended.
-type Delivery = Result<Value, String>;
+/// What reaches a query waiting for its response.
+enum Delivery {
+    Response(Value),
+    /// The connection ended, and why.
+    Closed(String),
+    /// The socket has no reader now: one of the waiting queries should take
+    /// it over.
+    ReadYourself,
+}
 
+/// The connection's state, shared by the threads that run queries on it.
+///
+/// There is no reader thread: a query waiting for its response reads the
+/// socket itself when nobody else does, handing other queries' responses to
+/// them, and passes the socket on when its own has come. A query alone on
+/// its connection so reads its answer with no thread switch.
 struct Shared {
     writer: Mutex<TcpStream>,
+    reader: Mutex<BufReader<TcpStream>>,
     routes: Mutex<Routes>,
     next_token: AtomicU64,
 }
 
 #[derive(Default)]
 struct Routes {
+    /// Every open query's way back, by token.
     waiting: HashMap<u64, Sender<Delivery>>,
-    /// Set once the reader stops: why no more responses will come.
+    /// Queries blocked waiting right now (not reading): told when the
+    /// socket is free.
+    blocked: HashSet<u64>,
+    /// Set once the socket ended: why no more responses will come.
     closed: Option<String>,
 }
 
@@ -69,7 +86,6 @@ struct Routes {
 /// each gets its own token and its responses come back to it alone.
 pub struct Connection {
     shared: Arc<Shared>,
-    reader: Option<std::thread::JoinHandle<()>>,
 }
 
 impl Connection {
@@ -105,17 +121,11 @@ impl Connection {
         stream.set_read_timeout(None)?;
         let shared = Arc::new(Shared {
             writer: Mutex::new(stream),
+            reader: Mutex::new(reader),
             routes: Mutex::new(Routes::default()),
             next_token: AtomicU64::new(1),
         });
-        let reading = shared.clone();
-        let reader = std::thread::Builder::new()
-            .name("photondb-client-reader".to_owned())
-            .spawn(move || read_responses(reader, &reading))?;
-        Ok(Connection {
-            shared,
-            reader: Some(reader),
-        })
+        Ok(Connection { shared })
     }
 
     /// Runs `term` and returns its whole result: an atom as it is, a
@@ -191,15 +201,11 @@ impl Connection {
 
 impl Drop for Connection {
     fn drop(&mut self) {
-        // Ends the reader's blocking read; it then fails whatever waits.
         let _ = self
             .shared
             .writer
             .lock()
             .map(|stream| stream.shutdown(Shutdown::Both));
-        if let Some(reader) = self.reader.take() {
-            let _ = reader.join();
-        }
     }
 }
 
@@ -210,40 +216,114 @@ fn lost(reason: &str) -> ClientError {
     ))
 }
 
-/// The reader thread: routes every response by token until the socket ends.
-fn read_responses(mut reader: BufReader<TcpStream>, shared: &Shared) {
-    let reason = loop {
-        let mut header = [0u8; 12];
-        if let Err(error) = reader.read_exact(&mut header) {
-            break format!("the server closed the connection ({error})");
+impl Shared {
+    /// Waits for the next response to `token`, reading the socket when no
+    /// other query does.
+    fn wait(&self, token: u64, receiver: &Receiver<Delivery>) -> Result<Value, String> {
+        loop {
+            match receiver.try_recv() {
+                Ok(Delivery::Response(response)) => return Ok(response),
+                Ok(Delivery::Closed(reason)) => return Err(reason),
+                Ok(Delivery::ReadYourself) => continue,
+                Err(TryRecvError::Disconnected) => return Err("the connection closed".into()),
+                Err(TryRecvError::Empty) => {}
+            }
+            if let Ok(mut reader) = self.reader.try_lock() {
+                // Ours may have been handed over just before the socket was.
+                if let Ok(delivery) = receiver.try_recv() {
+                    drop(reader);
+                    self.offer_the_socket();
+                    match delivery {
+                        Delivery::Response(response) => return Ok(response),
+                        Delivery::Closed(reason) => return Err(reason),
+                        Delivery::ReadYourself => continue,
+                    }
+                }
+                let answer = self.read_until(token, &mut reader);
+                drop(reader);
+                self.offer_the_socket();
+                return answer;
+            }
+            // Someone else reads: block until they hand us our response or
+            // the socket. Registered first, so a reader that lets go after
+            // our `try_lock` failed is sure to tell us.
+            self.routes.lock().expect("routes lock").blocked.insert(token);
+            if self.reader.try_lock().is_ok() {
+                // It let go in between: try again at once.
+                self.routes.lock().expect("routes lock").blocked.remove(&token);
+                continue;
+            }
+            let delivery = receiver.recv();
+            self.routes.lock().expect("routes lock").blocked.remove(&token);
+            match delivery {
+                Ok(Delivery::Response(response)) => return Ok(response),
+                Ok(Delivery::Closed(reason)) => return Err(reason),
+                Ok(Delivery::ReadYourself) => continue,
+                Err(_) => return Err("the connection closed".into()),
+            }
         }
-        let token = u64::from_le_bytes(header[..8].try_into().expect("8 bytes"));
-        let length = u32::from_le_bytes(header[8..].try_into().expect("4 bytes")) as usize;
-        let mut body = vec![0u8; length];
-        if let Err(error) = reader.read_exact(&mut body) {
-            break format!("the server closed the connection mid-response ({error})");
-        }
-        let response: Value = match serde_json::from_slice(&body) {
-            Ok(response) => response,
-            Err(error) => break format!("the server sent a response that is not JSON ({error})"),
-        };
-        let last = response["t"].as_u64() != Some(SUCCESS_PARTIAL);
-        let mut routes = shared.routes.lock().expect("routes lock");
-        let route = if last {
-            routes.waiting.remove(&token)
-        } else {
-            routes.waiting.get(&token).cloned()
-        };
-        // Nobody waiting: a cursor dropped before its STOP was answered.
-        if let Some(route) = route {
-            let _ = route.send(Ok(response));
-        }
-    };
-    let mut routes = shared.routes.lock().expect("routes lock");
-    for (_, route) in routes.waiting.drain() {
-        let _ = route.send(Err(reason.clone()));
     }
-    routes.closed = Some(reason);
+
+    /// Reads responses, handing each to its query, until `token`'s comes.
+    fn read_until(&self, token: u64, reader: &mut BufReader<TcpStream>) -> Result<Value, String> {
+        loop {
+            let (from, response) = match read_response(reader) {
+                Ok(read) => read,
+                Err(reason) => {
+                    let mut routes = self.routes.lock().expect("routes lock");
+                    for (_, route) in routes.waiting.drain() {
+                        let _ = route.send(Delivery::Closed(reason.clone()));
+                    }
+                    routes.closed = Some(reason.clone());
+                    return Err(reason);
+                }
+            };
+            let last = response["t"].as_u64() != Some(SUCCESS_PARTIAL);
+            let mut routes = self.routes.lock().expect("routes lock");
+            let route = if last {
+                routes.waiting.remove(&from)
+            } else {
+                routes.waiting.get(&from).cloned()
+            };
+            drop(routes);
+            if from == token {
+                return Ok(response);
+            }
+            // Nobody waiting: a cursor dropped before its STOP was answered.
+            if let Some(route) = route {
+                let _ = route.send(Delivery::Response(response));
+            }
+        }
+    }
+
+    /// The socket is free: every blocked query is told, and the first to
+    /// take it reads. (Telling just one could tell a query that has its
+    /// response already and is about to leave, and leave the rest waiting.)
+    fn offer_the_socket(&self) {
+        let routes = self.routes.lock().expect("routes lock");
+        for token in &routes.blocked {
+            if let Some(route) = routes.waiting.get(token) {
+                let _ = route.send(Delivery::ReadYourself);
+            }
+        }
+    }
+}
+
+/// One response frame: its token and its JSON body.
+fn read_response(reader: &mut BufReader<TcpStream>) -> Result<(u64, Value), String> {
+    let mut header = [0u8; 12];
+    reader
+        .read_exact(&mut header)
+        .map_err(|error| format!("the server closed the connection ({error})"))?;
+    let token = u64::from_le_bytes(header[..8].try_into().expect("8 bytes"));
+    let length = u32::from_le_bytes(header[8..].try_into().expect("4 bytes")) as usize;
+    let mut body = vec![0u8; length];
+    reader
+        .read_exact(&mut body)
+        .map_err(|error| format!("the server closed the connection mid-response ({error})"))?;
+    let response = serde_json::from_slice(&body)
+        .map_err(|error| format!("the server sent a response that is not JSON ({error})"))?;
+    Ok((token, response))
 }
 
 /// The rows of one query, fetched a batch at a time. Dropping a cursor
@@ -268,15 +348,11 @@ impl Cursor<'_> {
 
     /// Reads the next response into the buffer.
     fn receive(&mut self) -> Result<(), ClientError> {
-        let response = match self.receiver.recv() {
-            Ok(Ok(response)) => response,
-            Ok(Err(reason)) => {
+        let response = match self.connection.shared.wait(self.token, &self.receiver) {
+            Ok(response) => response,
+            Err(reason) => {
                 self.more = false;
                 return Err(lost(&reason));
-            }
-            Err(_) => {
-                self.more = false;
-                return Err(lost("the connection closed"));
             }
         };
         let mut response = response;
