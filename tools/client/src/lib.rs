@@ -1,8 +1,9 @@
 //! A blocking client of the RethinkDB V1_0 wire protocol.
 //!
 //! - [`Connection`]: the SCRAM-SHA-256 handshake, then queries multiplexed
-//!   by token over one socket; a reader thread routes each response to the
-//!   query that waits for it, so many threads may share a connection.
+//!   by token over one socket; whichever waiting query reads the socket
+//!   routes each response to the query that waits for it, so many threads
+//!   may share a connection.
 //! - [`Cursor`]: the rows of a sequence or changefeed, fetched batch by
 //!   batch with CONTINUE; dropping it early sends STOP.
 //! - [`Term`] and [`r`]: a small typed builder for the terms the CLI and
