@@ -162,6 +162,14 @@ fn write_engine(out: &mut String, engine: &Engine) {
     for (shard, depth) in engine.inbox_depths().into_iter().enumerate() {
         let _ = writeln!(out, "photondb_bus_inbox_depth{{shard=\"{shard}\"}} {depth}");
     }
+    let _ = writeln!(
+        out,
+        "# HELP photondb_bus_mesh_depth Jobs other shards sent a shard over the shard-to-shard mesh that it has not started yet.\n\
+         # TYPE photondb_bus_mesh_depth gauge"
+    );
+    for (shard, depth) in engine.mesh_depths().into_iter().enumerate() {
+        let _ = writeln!(out, "photondb_bus_mesh_depth{{shard=\"{shard}\"}} {depth}");
+    }
 }
 
 /// The process's own figures, under the names every Prometheus client

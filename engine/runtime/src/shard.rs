@@ -49,7 +49,14 @@ pub struct ShardPlan {
     pub storage: PartitionStorage,
     /// The shard-to-shard channels, joined by every shard once started.
     pub mesh: MeshBuilder<Job, Full>,
+    pub mesh_queued: MeshQueued,
+    /// Told once this shard has joined the mesh (or given up on it).
+    pub mesh_joined: flume::Sender<()>,
 }
+
+/// Jobs sent to each shard over the mesh and not yet taken off it: the
+/// sender counts up, the receiving shard down (`Engine::mesh_depths`).
+pub type MeshQueued = std::sync::Arc<[std::sync::atomic::AtomicUsize]>;
 
 /// Jobs in flight from one shard to another, per pair of shards; a sender
 /// past this waits (backpressure) instead of growing a queue.
@@ -64,6 +71,7 @@ pub fn new_mesh(shards: usize) -> MeshBuilder<Job, Full> {
 struct Local {
     state: Rc<ShardState>,
     senders: Option<Rc<Senders<Job>>>,
+    mesh_queued: MeshQueued,
 }
 
 thread_local! {
@@ -84,19 +92,23 @@ pub(crate) fn current(target: usize) -> Option<Rc<ShardState>> {
 /// Sends a job to shard `target` over the mesh; gives it back when the
 /// caller is not on a shard whose mesh is up.
 pub(crate) async fn send_over_mesh(target: usize, job: Job) -> Result<(), Job> {
-    let senders = LOCAL.with(|local| {
-        local
-            .borrow()
-            .as_ref()
-            .and_then(|local| local.senders.clone())
+    let mesh = LOCAL.with(|local| {
+        local.borrow().as_ref().and_then(|local| {
+            local
+                .senders
+                .clone()
+                .map(|senders| (senders, local.mesh_queued.clone()))
+        })
     });
-    let Some(senders) = senders else {
+    let Some((senders, queued)) = mesh else {
         return Err(job);
     };
+    queued[target].fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     // A shard that stopped takes no more jobs: they fail like a closed inbox.
     match senders.send_to(target, job).await {
         Ok(()) => Ok(()),
         Err(error) => {
+            queued[target].fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
             tracing::debug!(target, %error, "shard-to-shard send failed");
             Ok(())
         }
@@ -169,9 +181,20 @@ pub fn start(
                     *local.borrow_mut() = Some(Local {
                         state: state.clone(),
                         senders: None,
+                        mesh_queued: plan.mesh_queued.clone(),
                     })
                 });
-                glommio::spawn_local(join_mesh(plan.mesh, state.clone())).detach();
+                let (mesh, queued, joined, joining) = (
+                    plan.mesh,
+                    plan.mesh_queued.clone(),
+                    plan.mesh_joined.clone(),
+                    state.clone(),
+                );
+                glommio::spawn_local(async move {
+                    join_mesh(mesh, queued, joining).await;
+                    let _ = joined.send(());
+                })
+                .detach();
                 serve(state, inbox).await;
                 LOCAL.with(|local| local.borrow_mut().take());
             });
@@ -231,7 +254,7 @@ async fn open_partitions(plan: &ShardPlan) -> Result<HashMap<u32, Rc<AnyBackend>
 /// Joins the shard-to-shard mesh (which completes once every shard has
 /// started) and runs the jobs other shards send. Until then, and if a
 /// shard never starts, jobs go through the inboxes.
-async fn join_mesh(mesh: MeshBuilder<Job, Full>, state: Rc<ShardState>) {
+async fn join_mesh(mesh: MeshBuilder<Job, Full>, queued: MeshQueued, state: Rc<ShardState>) {
     let Ok((senders, mut receivers)) = mesh.join().await else {
         tracing::warn!(
             shard = state.id,
@@ -240,9 +263,10 @@ async fn join_mesh(mesh: MeshBuilder<Job, Full>, state: Rc<ShardState>) {
         return;
     };
     for (_, receiver) in receivers.streams() {
-        let state = state.clone();
+        let (state, queued) = (state.clone(), queued.clone());
         glommio::spawn_local(async move {
             while let Some(job) = receiver.recv().await {
+                queued[state.id].fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
                 glommio::spawn_local(job(state.clone())).detach();
             }
         })

@@ -368,3 +368,41 @@ fn concurrent_batches_through_checkpoints_all_read_back() {
     }
     engine.shutdown().unwrap();
 }
+
+/// Jobs one shard sends another over the mesh count as waiting there until
+/// the receiving shard takes them: `mesh_depths` rises while that shard is
+/// busy and falls back to zero once it has run them.
+#[test]
+fn jobs_waiting_on_the_mesh_are_counted() {
+    let directory = tempfile::tempdir().unwrap();
+    let engine = Engine::start(config(directory.path(), 2)).unwrap();
+    assert_eq!(engine.mesh_depths(), vec![0, 0]);
+    // Partition 1 is shard 1's: block its thread until told.
+    let (release, released) = std::sync::mpsc::channel::<()>();
+    let (blocking, blocked) = std::sync::mpsc::channel::<()>();
+    let busy = engine.run_on_partition_from_outside(1, move |_| async move {
+        blocking.send(()).unwrap();
+        released.recv().unwrap();
+    });
+    let busy = std::thread::spawn(move || block_on_thread(busy));
+    blocked.recv().unwrap();
+    // From shard 0 (partition 0), ten calls to shard 1: over the mesh.
+    let inner = engine.clone();
+    let sending = engine.run_on_partition_from_outside(0, move |_| async move {
+        let calls = (0..10).map(|_| inner.run_on_partition(1, |_| async { 1 }));
+        photondb_runtime::join_all(calls).await
+    });
+    let sending = std::thread::spawn(move || block_on_thread(sending));
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while engine.mesh_depths()[1] < 10 {
+        assert!(std::time::Instant::now() < deadline, "depths {:?}", engine.mesh_depths());
+        std::thread::yield_now();
+    }
+    assert_eq!(engine.mesh_depths(), vec![0, 10]);
+    release.send(()).unwrap();
+    busy.join().unwrap().unwrap();
+    let answers = sending.join().unwrap().unwrap();
+    assert_eq!(answers.into_iter().map(Result::unwrap).sum::<i32>(), 10);
+    assert_eq!(engine.mesh_depths(), vec![0, 0]);
+    engine.shutdown().unwrap();
+}

@@ -102,6 +102,7 @@ def test_prometheus_metrics(server):
     # The runtime and the process.
     assert values["photondb_recovery_duration_seconds"] > 0
     assert 'photondb_bus_inbox_depth{shard="0"}' in values
+    assert 'photondb_bus_mesh_depth{shard="0"}' in values
     import time
     assert values["process_cpu_seconds_total"] > 0
     assert values["process_resident_memory_bytes"] > 1 << 20
