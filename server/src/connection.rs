@@ -363,9 +363,7 @@ impl Session {
             Some(query_type::CONTINUE) => Some(match self.take_cursor(token) {
                 Some(cursor) if cursor.stream.is_feed() => self.continue_feed(token, cursor).await,
                 Some(cursor) => self.next_batch(token, cursor, false).await,
-                None => Answer::Value(client_error(&format!(
-                    "Token {token} not in stream cache."
-                ))),
+                None => Answer::Value(client_error(&format!("Token {token} not in stream cache."))),
             }),
             Some(query_type::STOP) => {
                 self.take_cursor(token);
@@ -585,7 +583,9 @@ impl Atom {
     /// The driver protocol's response object.
     pub fn into_response(self) -> Json {
         match self {
-            Atom::Datum(datum) => json!({ "t": response_type::SUCCESS_ATOM, "r": [to_json(&datum)] }),
+            Atom::Datum(datum) => {
+                json!({ "t": response_type::SUCCESS_ATOM, "r": [to_json(&datum)] })
+            }
             Atom::Response(response) => response,
         }
     }
@@ -623,7 +623,10 @@ impl Atom {
 pub enum Answer {
     Value(Json),
     /// `partial`: more rows follow on CONTINUE.
-    Text { body: Vec<u8>, partial: bool },
+    Text {
+        body: Vec<u8>,
+        partial: bool,
+    },
 }
 
 impl Answer {

@@ -78,8 +78,7 @@ impl<R: ReadSome> Transport<R> {
     async fn fill(&mut self, wanted: usize) -> io::Result<()> {
         if self.start == self.end {
             (self.start, self.end) = (0, 0);
-        } else if self.start > 0 && self.buffer.len() - self.start < wanted.max(BUFFER_BYTES / 2)
-        {
+        } else if self.start > 0 && self.buffer.len() - self.start < wanted.max(BUFFER_BYTES / 2) {
             // Move what is left to the front rather than growing.
             self.buffer.copy_within(self.start..self.end, 0);
             (self.start, self.end) = (0, self.end - self.start);
@@ -142,7 +141,10 @@ mod tests {
 
     impl ReadSome for Chunked {
         async fn read_some(&mut self, buffer: &mut [u8]) -> io::Result<usize> {
-            assert!(!buffer.is_empty(), "a read with no room would look like EOF");
+            assert!(
+                !buffer.is_empty(),
+                "a read with no room would look like EOF"
+            );
             let chunk = self.chunks.pop().unwrap_or(usize::MAX);
             let count = chunk
                 .min(buffer.len())

@@ -214,7 +214,9 @@ impl Engine {
                 .recv_timeout(std::time::Duration::from_secs(30))
                 .is_err()
             {
-                tracing::warn!("the shards did not all join the mesh; some calls go through inboxes");
+                tracing::warn!(
+                    "the shards did not all join the mesh; some calls go through inboxes"
+                );
                 break;
             }
         }

@@ -395,7 +395,11 @@ fn jobs_waiting_on_the_mesh_are_counted() {
     let sending = std::thread::spawn(move || block_on_thread(sending));
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
     while engine.mesh_depths()[1] < 10 {
-        assert!(std::time::Instant::now() < deadline, "depths {:?}", engine.mesh_depths());
+        assert!(
+            std::time::Instant::now() < deadline,
+            "depths {:?}",
+            engine.mesh_depths()
+        );
         std::thread::yield_now();
     }
     assert_eq!(engine.mesh_depths(), vec![0, 10]);

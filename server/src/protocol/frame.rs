@@ -14,7 +14,10 @@ pub fn parse_header(header: &[u8; HEADER_BYTES]) -> (u64, usize) {
 }
 
 pub fn encode_response(token: u64, body: &Value) -> Vec<u8> {
-    encode_body(token, &serde_json::to_vec(body).expect("JSON values always serialize"))
+    encode_body(
+        token,
+        &serde_json::to_vec(body).expect("JSON values always serialize"),
+    )
 }
 
 /// A response frame around JSON text written already.

@@ -247,14 +247,26 @@ impl Shared {
             // Someone else reads: block until they hand us our response or
             // the socket. Registered first, so a reader that lets go after
             // our `try_lock` failed is sure to tell us.
-            self.routes.lock().expect("routes lock").blocked.insert(token);
+            self.routes
+                .lock()
+                .expect("routes lock")
+                .blocked
+                .insert(token);
             if self.reader.try_lock().is_ok() {
                 // It let go in between: try again at once.
-                self.routes.lock().expect("routes lock").blocked.remove(&token);
+                self.routes
+                    .lock()
+                    .expect("routes lock")
+                    .blocked
+                    .remove(&token);
                 continue;
             }
             let delivery = receiver.recv();
-            self.routes.lock().expect("routes lock").blocked.remove(&token);
+            self.routes
+                .lock()
+                .expect("routes lock")
+                .blocked
+                .remove(&token);
             match delivery {
                 Ok(Delivery::Response(response)) => return Ok(response),
                 Ok(Delivery::Closed(reason)) => return Err(reason),
