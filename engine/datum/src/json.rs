@@ -175,9 +175,61 @@ pub fn write_json(datum: &Datum, out: &mut Vec<u8>) {
     }
 }
 
-/// serde_json's own escaping and number formatting, so both paths agree.
+/// A JSON string, escaped as serde_json escapes it (`\"`, `\\`, the short
+/// forms of `\b \f \n \r \t`, other control characters as `\u00xx`,
+/// everything else as it is), but eight bytes at a time where none needs
+/// escaping: serializing strings was a tenth of a short scan's CPU.
 fn write_string(text: &str, out: &mut Vec<u8>) {
-    serde_json::to_writer(&mut *out, text).expect("writing to a Vec cannot fail");
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGHS: u64 = 0x8080_8080_8080_8080;
+    // Exact tests on the eight bytes of a word: does one equal zero, or
+    // lie below 0x20 (bytes of 0x80 and over never count)?
+    let has_zero = |word: u64| word.wrapping_sub(ONES) & !word & HIGHS != 0;
+    let has_control = |word: u64| word.wrapping_sub(ONES * 0x20) & !word & HIGHS != 0;
+    let bytes = text.as_bytes();
+    out.reserve(bytes.len() + 2);
+    out.push(b'"');
+    let (mut copied, mut index) = (0, 0);
+    while index < bytes.len() {
+        if let Some(chunk) = bytes.get(index..index + 8) {
+            let word = u64::from_le_bytes(chunk.try_into().expect("eight bytes"));
+            let plain = !has_control(word)
+                && !has_zero(word ^ (ONES * u64::from(b'"')))
+                && !has_zero(word ^ (ONES * u64::from(b'\\')));
+            if plain {
+                index += 8;
+                continue;
+            }
+        }
+        let byte = bytes[index];
+        let short: &[u8] = match byte {
+            b'"' => b"\\\"",
+            b'\\' => b"\\\\",
+            0x08 => b"\\b",
+            0x0c => b"\\f",
+            b'\n' => b"\\n",
+            b'\r' => b"\\r",
+            b'\t' => b"\\t",
+            0..=0x1f => b"",
+            _ => {
+                index += 1;
+                continue;
+            }
+        };
+        out.extend_from_slice(&bytes[copied..index]);
+        if short.is_empty() {
+            const HEX: &[u8; 16] = b"0123456789abcdef";
+            out.extend_from_slice(b"\\u00");
+            out.push(HEX[usize::from(byte >> 4)]);
+            out.push(HEX[usize::from(byte & 0xf)]);
+        } else {
+            out.extend_from_slice(short);
+        }
+        index += 1;
+        copied = index;
+    }
+    out.extend_from_slice(&bytes[copied..]);
+    out.push(b'"');
 }
 
 fn write_value(value: &Value, out: &mut Vec<u8>) {

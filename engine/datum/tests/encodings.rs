@@ -98,6 +98,17 @@ proptest! {
         prop_assert_eq!(String::from_utf8(written).unwrap(), String::from_utf8(expected).unwrap());
     }
 
+    /// Long strings, so the eight-bytes-at-a-time path meets every byte
+    /// that needs escaping at every offset within a word.
+    #[test]
+    fn long_strings_are_escaped_as_serde_json_escapes_them(
+        text in "([a-z]{0,9}[\"\\\\\u{0}-\u{1f}\u{7f}é€😀]?){0,12}"
+    ) {
+        let mut written = Vec::new();
+        json::write_json(&Datum::String(text.clone()), &mut written);
+        prop_assert_eq!(String::from_utf8(written).unwrap(), serde_json::to_string(&text).unwrap());
+    }
+
     #[test]
     fn json_round_trips(value in any_datum()) {
         let text = json::to_json(&value);
