@@ -549,19 +549,34 @@ pub async fn next_batch(
     } else {
         response_type::SUCCESS_SEQUENCE
     };
-    let notes = serde_json::to_vec(&notes.unwrap_or_default()).expect("numbers serialize");
-    let mut body = Vec::with_capacity(rows.len() + notes.len() + 24);
-    body.extend_from_slice(b"{\"t\":");
-    body.extend_from_slice(response_kind.to_string().as_bytes());
-    body.extend_from_slice(b",\"r\":[");
-    body.extend_from_slice(&rows);
-    body.extend_from_slice(b"],\"n\":");
-    body.extend_from_slice(&notes);
-    body.push(b'}');
     Answer::Text {
-        body,
+        body: response_text(
+            response_kind,
+            |out| out.extend_from_slice(&rows),
+            Some(notes.unwrap_or_default()),
+        ),
         partial: more,
     }
+}
+
+/// A response's JSON text, `{"t": kind, "r": [rows], "n": notes}` (no
+/// `n` for `None`), the rows written by `write_rows` (comma-separated).
+fn response_text(
+    kind: u64,
+    write_rows: impl FnOnce(&mut Vec<u8>),
+    notes: Option<Vec<u64>>,
+) -> Vec<u8> {
+    use std::io::Write;
+    let mut body = Vec::with_capacity(64);
+    let _ = write!(body, "{{\"t\":{kind},\"r\":[");
+    write_rows(&mut body);
+    body.push(b']');
+    if let Some(notes) = notes {
+        body.extend_from_slice(b",\"n\":");
+        serde_json::to_writer(&mut body, &notes).expect("numbers serialize");
+    }
+    body.push(b'}');
+    body
 }
 
 /// What a START query evaluated to: a whole answer, or a stream to send
@@ -601,18 +616,14 @@ impl Atom {
     /// The response for the driver port, written straight from the datum.
     fn into_answer(self) -> Answer {
         match self {
-            Atom::Datum(datum) => {
-                let mut body = Vec::with_capacity(64);
-                body.extend_from_slice(b"{\"t\":");
-                body.extend_from_slice(response_type::SUCCESS_ATOM.to_string().as_bytes());
-                body.extend_from_slice(b",\"r\":[");
-                write_json(&datum, &mut body);
-                body.extend_from_slice(b"]}");
-                Answer::Text {
-                    body,
-                    partial: false,
-                }
-            }
+            Atom::Datum(datum) => Answer::Text {
+                body: response_text(
+                    response_type::SUCCESS_ATOM,
+                    |out| write_json(&datum, out),
+                    None,
+                ),
+                partial: false,
+            },
             Atom::Response(response) => Answer::Value(response),
         }
     }

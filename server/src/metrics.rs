@@ -144,9 +144,8 @@ impl Metrics {
     }
 }
 
-/// The runtime's gauges: start-up recovery time and inbox depths.
+/// The runtime's gauges: start-up recovery time, inbox and mesh depths.
 fn write_engine(out: &mut String, engine: &Engine) {
-    use std::fmt::Write;
     write_single(
         out,
         "photondb_recovery_duration_seconds",
@@ -154,21 +153,26 @@ fn write_engine(out: &mut String, engine: &Engine) {
         "How long the last start took to open every partition (WAL replay included) and load the catalog.",
         engine.recovery_duration().as_secs_f64(),
     );
-    let _ = writeln!(
+    write_per_shard(
         out,
-        "# HELP photondb_bus_inbox_depth Jobs waiting in a shard's inbox (work sent from threads that are not shards, such as the HTTP API's).\n\
-         # TYPE photondb_bus_inbox_depth gauge"
+        "photondb_bus_inbox_depth",
+        "Jobs waiting in a shard's inbox (work sent from threads that are not shards, such as the HTTP API's).",
+        &engine.inbox_depths(),
     );
-    for (shard, depth) in engine.inbox_depths().into_iter().enumerate() {
-        let _ = writeln!(out, "photondb_bus_inbox_depth{{shard=\"{shard}\"}} {depth}");
-    }
-    let _ = writeln!(
+    write_per_shard(
         out,
-        "# HELP photondb_bus_mesh_depth Jobs other shards sent a shard over the shard-to-shard mesh that it has not started yet.\n\
-         # TYPE photondb_bus_mesh_depth gauge"
+        "photondb_bus_mesh_depth",
+        "Jobs other shards sent a shard over the shard-to-shard mesh that it has not started yet.",
+        &engine.mesh_depths(),
     );
-    for (shard, depth) in engine.mesh_depths().into_iter().enumerate() {
-        let _ = writeln!(out, "photondb_bus_mesh_depth{{shard=\"{shard}\"}} {depth}");
+}
+
+/// One gauge with a value per shard (label `shard`).
+fn write_per_shard(out: &mut String, name: &str, help: &str, values: &[usize]) {
+    use std::fmt::Write;
+    let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge");
+    for (shard, value) in values.iter().enumerate() {
+        let _ = writeln!(out, "{name}{{shard=\"{shard}\"}} {value}");
     }
 }
 

@@ -30,8 +30,8 @@ use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
-use photondb_datum::json::{base64_decode, base64_encode, write_json};
-use photondb_datum::{document, Datum};
+use photondb_datum::document;
+use photondb_datum::json::{base64_decode, base64_encode, from_json, write_json};
 use photondb_runtime::partition_of;
 use photondb_storage::Backend;
 use serde_json::{json, Value as Json};
@@ -398,24 +398,12 @@ async fn read_document(shared: &Shared, db: &str, name: &str, id: &str) -> Optio
     let started = std::time::Instant::now();
     let table = shared.engine.table(db, name)?;
     if let Some(user) = auth::current_user() {
-        let scope = permission::Scope::Table {
-            database: table.database,
-            table: table.id.0,
-        };
-        let allowed = &*user == "admin"
-            || shared
-                .engine
-                .user(&user)
-                .is_some_and(|user| permission::holds(&user, permission::Permission::Read, scope));
-        if !allowed {
+        let scope = permission::Scope::table(&table);
+        if !permission::allows(&shared.engine, &user, permission::Permission::Read, scope) {
             return None;
         }
     }
-    let key = match document_key(id) {
-        Json::String(text) => Datum::String(text),
-        other => Datum::Number(other.as_f64()?),
-    };
-    let key = primary_key_bytes(&key).ok()?;
+    let key = primary_key_bytes(&from_json(&document_key(id)).ok()?).ok()?;
     let partition = partition_of(&key, shared.engine.partitions());
     let table_id = table.id;
     let stored = shared

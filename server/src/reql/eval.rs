@@ -1131,10 +1131,7 @@ impl Context {
                 let scope = if args.len() == 3 {
                     match self.argument(args, 0).await? {
                         Value::Database(database) => Scope::Database(database.id),
-                        Value::Table(table) => Scope::Table {
-                            database: table.database,
-                            table: table.id.0,
-                        },
+                        Value::Table(table) => Scope::table(&table),
                         Value::SystemTable(name) => Scope::system_table(&name),
                         other => {
                             return Err(other.wrong_type("DATABASE").within(Frame::Position(0)))

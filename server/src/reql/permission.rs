@@ -45,6 +45,14 @@ pub enum Scope {
 }
 
 impl Scope {
+    /// A user table.
+    pub fn table(table: &photondb_storage::catalog::TableConfig) -> Scope {
+        Scope::Table {
+            database: table.database,
+            table: table.id.0,
+        }
+    }
+
     /// A table of the system database `rethinkdb`.
     pub fn system_table(name: &str) -> Scope {
         Scope::Table {
@@ -83,6 +91,21 @@ pub fn holds(user: &UserConfig, permission: Permission, scope: Scope) -> bool {
         .unwrap_or(false)
 }
 
+/// Whether user `name` holds `permission` in `scope` (an unknown user holds
+/// nothing).
+pub fn allows(
+    engine: &photondb_runtime::Engine,
+    name: &str,
+    permission: Permission,
+    scope: Scope,
+) -> bool {
+    // `admin` may do everything (and cannot be changed): no lookup.
+    name == "admin"
+        || engine
+            .user(name)
+            .is_some_and(|user| holds(&user, permission, scope))
+}
+
 impl Context {
     /// Fails with RethinkDB's `ReqlPermissionError` unless the query's user
     /// holds `permission` in `scope`.
@@ -90,15 +113,7 @@ impl Context {
         let Some(name) = &self.user else {
             return Ok(());
         };
-        // `admin` may do everything (and cannot be changed): no lookup.
-        if &**name == "admin" {
-            return Ok(());
-        }
-        let allowed = self
-            .engine
-            .user(name)
-            .is_some_and(|user| holds(&user, permission, scope));
-        if allowed {
+        if allows(&self.engine, name, permission, scope) {
             Ok(())
         } else {
             Err(ReqlError::new(
@@ -117,13 +132,7 @@ impl Context {
         permission: Permission,
         table: &photondb_storage::catalog::TableConfig,
     ) -> Result<(), ReqlError> {
-        self.require(
-            permission,
-            Scope::Table {
-                database: table.database,
-                table: table.id.0,
-            },
-        )
+        self.require(permission, Scope::table(table))
     }
 
     /// [`Context::require`] on a table of the system database.

@@ -221,58 +221,45 @@ impl Shared {
     /// other query does.
     fn wait(&self, token: u64, receiver: &Receiver<Delivery>) -> Result<Value, String> {
         loop {
-            match receiver.try_recv() {
-                Ok(Delivery::Response(response)) => return Ok(response),
-                Ok(Delivery::Closed(reason)) => return Err(reason),
-                Ok(Delivery::ReadYourself) => continue,
-                Err(TryRecvError::Disconnected) => return Err("the connection closed".into()),
-                Err(TryRecvError::Empty) => {}
+            if let Some(settled) = handed_over(receiver) {
+                return settled;
             }
             if let Ok(mut reader) = self.reader.try_lock() {
                 // Ours may have been handed over just before the socket was.
-                if let Ok(delivery) = receiver.try_recv() {
-                    drop(reader);
-                    self.offer_the_socket();
-                    match delivery {
-                        Delivery::Response(response) => return Ok(response),
-                        Delivery::Closed(reason) => return Err(reason),
-                        Delivery::ReadYourself => continue,
-                    }
-                }
-                let answer = self.read_until(token, &mut reader);
+                let answer = match handed_over(receiver) {
+                    Some(settled) => settled,
+                    None => self.read_until(token, &mut reader),
+                };
                 drop(reader);
                 self.offer_the_socket();
                 return answer;
             }
             // Someone else reads: block until they hand us our response or
             // the socket. Registered first, so a reader that lets go after
-            // our `try_lock` failed is sure to tell us.
-            self.routes
-                .lock()
-                .expect("routes lock")
-                .blocked
-                .insert(token);
-            if self.reader.try_lock().is_ok() {
-                // It let go in between: try again at once.
-                self.routes
-                    .lock()
-                    .expect("routes lock")
-                    .blocked
-                    .remove(&token);
-                continue;
-            }
-            let delivery = receiver.recv();
-            self.routes
-                .lock()
-                .expect("routes lock")
-                .blocked
-                .remove(&token);
+            // our `try_lock` failed is sure to tell us; if it let go in
+            // between, try again at once.
+            self.set_blocked(token, true);
+            let free = self.reader.try_lock().is_ok();
+            let delivery = (!free).then(|| receiver.recv());
+            self.set_blocked(token, false);
             match delivery {
-                Ok(Delivery::Response(response)) => return Ok(response),
-                Ok(Delivery::Closed(reason)) => return Err(reason),
-                Ok(Delivery::ReadYourself) => continue,
-                Err(_) => return Err("the connection closed".into()),
+                None => continue,
+                Some(Ok(delivery)) => {
+                    if let Some(settled) = delivery.settled() {
+                        return settled;
+                    }
+                }
+                Some(Err(_)) => return Err("the connection closed".into()),
             }
+        }
+    }
+
+    fn set_blocked(&self, token: u64, blocked: bool) {
+        let mut routes = self.routes.lock().expect("routes lock");
+        if blocked {
+            routes.blocked.insert(token);
+        } else {
+            routes.blocked.remove(&token);
         }
     }
 
@@ -317,6 +304,32 @@ impl Shared {
             if let Some(route) = routes.waiting.get(token) {
                 let _ = route.send(Delivery::ReadYourself);
             }
+        }
+    }
+}
+
+impl Delivery {
+    /// What the wait ends with; `None` for `ReadYourself` (try the socket).
+    fn settled(self) -> Option<Result<Value, String>> {
+        match self {
+            Delivery::Response(response) => Some(Ok(response)),
+            Delivery::Closed(reason) => Some(Err(reason)),
+            Delivery::ReadYourself => None,
+        }
+    }
+}
+
+/// A response (or the end) already handed to this query, if any.
+fn handed_over(receiver: &Receiver<Delivery>) -> Option<Result<Value, String>> {
+    loop {
+        match receiver.try_recv() {
+            Ok(delivery) => {
+                if let Some(settled) = delivery.settled() {
+                    return Some(settled);
+                }
+            }
+            Err(TryRecvError::Empty) => return None,
+            Err(TryRecvError::Disconnected) => return Some(Err("the connection closed".into())),
         }
     }
 }
