@@ -2,7 +2,7 @@
 
 use bytes::Bytes;
 use photondb_storage::{
-    Backend, Durability, DurableBackend, MemoryBackend, ScanRange, TableId, WriteBatch,
+    Backend, Durability, DurableBackend, MemoryBackend, RowVisitor, ScanRange, TableId, WriteBatch,
     WriteOutcome,
 };
 
@@ -41,6 +41,15 @@ impl Backend for AnyBackend {
 
     async fn scan(&self, table: TableId, range: &ScanRange) -> StorageResult<Vec<(Bytes, Bytes)>> {
         delegate!(self, backend => backend.scan(table, range).await)
+    }
+
+    async fn visit(
+        &self,
+        table: TableId,
+        range: &ScanRange,
+        visitor: &mut RowVisitor<'_>,
+    ) -> StorageResult<()> {
+        delegate!(self, backend => backend.visit(table, range, visitor).await)
     }
 
     fn count(&self, table: TableId) -> StorageResult<u64> {

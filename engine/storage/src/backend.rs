@@ -26,6 +26,10 @@ pub enum Direction {
     Descending,
 }
 
+/// What a visit calls with each row's key and value; breaking ends the
+/// visit.
+pub type RowVisitor<'a> = dyn FnMut(&[u8], &[u8]) -> std::ops::ControlFlow<()> + 'a;
+
 /// An ordered scan over encoded keys.
 #[derive(Clone, Debug)]
 pub struct ScanRange {
@@ -69,6 +73,16 @@ pub trait Backend {
     async fn write(&self, batch: WriteBatch, durability: Durability) -> Result<Vec<WriteOutcome>>;
     async fn get(&self, table: TableId, key: &[u8]) -> Result<Option<Bytes>>;
     async fn scan(&self, table: TableId, range: &ScanRange) -> Result<Vec<(Bytes, Bytes)>>;
+    /// Calls `visitor` with the key and value of every row in `range`, in
+    /// its direction, until the visitor breaks (`range.limit` is ignored).
+    /// Nothing is copied: the rows are lent while storage holds them, which
+    /// is what lets a full scan run at memory speed.
+    async fn visit(
+        &self,
+        table: TableId,
+        range: &ScanRange,
+        visitor: &mut RowVisitor<'_>,
+    ) -> Result<()>;
     fn count(&self, table: TableId) -> Result<u64>;
     /// Tables (and indexes) with rows in this partition.
     fn table_ids(&self) -> Vec<TableId>;

@@ -16,7 +16,7 @@ use std::path::{Path, PathBuf};
 
 use bytes::Bytes;
 
-use crate::backend::{Backend, Durability, ScanRange};
+use crate::backend::{Backend, Durability, RowVisitor, ScanRange};
 use crate::batch::{
     decode_operations, encode_operations, Conflict, Mutation, WriteBatch, WriteOutcome,
 };
@@ -489,6 +489,15 @@ impl<S: FileSystem> Backend for DurableBackend<S> {
 
     async fn scan(&self, table: TableId, range: &ScanRange) -> Result<Vec<(Bytes, Bytes)>> {
         self.store.scan(table, range).await
+    }
+
+    async fn visit(
+        &self,
+        table: TableId,
+        range: &ScanRange,
+        visitor: &mut RowVisitor<'_>,
+    ) -> Result<()> {
+        self.store.visit(table, range, visitor).await
     }
 
     fn count(&self, table: TableId) -> Result<u64> {

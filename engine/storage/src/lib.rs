@@ -39,7 +39,7 @@ mod tables;
 mod waiters;
 pub mod wal;
 
-pub use backend::{Backend, Direction, Durability, ScanRange};
+pub use backend::{Backend, Direction, Durability, RowVisitor, ScanRange};
 pub use batch::{Conflict, Mutation, WriteBatch, WriteOutcome};
 pub use btree::store::StoreOptions;
 pub use btree::tree::Shape;

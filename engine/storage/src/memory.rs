@@ -2,7 +2,7 @@ use std::cell::RefCell;
 
 use bytes::Bytes;
 
-use crate::backend::{Backend, Durability, ScanRange};
+use crate::backend::{Backend, Durability, RowVisitor, ScanRange};
 use crate::batch::{WriteBatch, WriteOutcome};
 use crate::changes::{ChangeListener, ChangeQueue, RowChange};
 use crate::error::Result;
@@ -64,6 +64,16 @@ impl Backend for MemoryBackend {
 
     async fn scan(&self, table: TableId, range: &ScanRange) -> Result<Vec<(Bytes, Bytes)>> {
         Ok(self.tables.borrow().scan(table, range))
+    }
+
+    async fn visit(
+        &self,
+        table: TableId,
+        range: &ScanRange,
+        visitor: &mut RowVisitor<'_>,
+    ) -> Result<()> {
+        self.tables.borrow().visit(table, range, visitor);
+        Ok(())
     }
 
     fn count(&self, table: TableId) -> Result<u64> {

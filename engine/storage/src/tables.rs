@@ -10,7 +10,7 @@ use std::ops::Bound;
 use bytes::Bytes;
 use imbl::OrdMap;
 
-use crate::backend::{Direction, ScanRange};
+use crate::backend::{Direction, RowVisitor, ScanRange};
 use crate::batch::{decide_indexed, Mutation, WalOperation, WriteOutcome};
 use crate::index::Index;
 
@@ -54,6 +54,23 @@ impl Tables {
             Direction::Ascending => iter.take(limit).map(pairs).collect(),
             Direction::Descending => iter.rev().take(limit).map(pairs).collect(),
         }
+    }
+
+    /// Calls `visitor` on the rows in `range` until it breaks (the limit
+    /// is ignored).
+    pub fn visit(&self, table: TableId, range: &ScanRange, visitor: &mut RowVisitor<'_>) {
+        let Some(rows) = self.tables.get(&table) else {
+            return;
+        };
+        if range.is_empty() {
+            return;
+        }
+        let bounds = (as_slice_bound(&range.start), as_slice_bound(&range.end));
+        let mut visit = |(key, value): (&Bytes, &Bytes)| visitor(key, value);
+        let _ = match range.direction {
+            Direction::Ascending => rows.range::<_, [u8]>(bounds).try_for_each(&mut visit),
+            Direction::Descending => rows.range::<_, [u8]>(bounds).rev().try_for_each(&mut visit),
+        };
     }
 
     pub fn table_ids(&self) -> impl Iterator<Item = TableId> + '_ {

@@ -280,7 +280,20 @@ fn run(operations: Vec<Operation>) -> Result<(), TestCaseError> {
                     expected.reverse();
                 }
                 expected.truncate(limit.unwrap_or(usize::MAX));
-                prop_assert_eq!(actual, expected);
+                prop_assert_eq!(actual, expected.clone());
+                // The same rows lent to a visitor that stops at the limit,
+                // overflow runs and pages loaded on the way included.
+                let mut visited = Vec::new();
+                block_on(backend.visit(table, &range, &mut |key, value| {
+                    visited.push((Bytes::copy_from_slice(key), Bytes::copy_from_slice(value)));
+                    if visited.len() >= limit.unwrap_or(usize::MAX) {
+                        std::ops::ControlFlow::Break(())
+                    } else {
+                        std::ops::ControlFlow::Continue(())
+                    }
+                }))
+                .expect("visit");
+                prop_assert_eq!(visited, expected);
             }
             Operation::Checkpoint => block_on(backend.checkpoint()).expect("checkpoint"),
             Operation::Crash { mode } => {

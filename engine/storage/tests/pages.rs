@@ -7,7 +7,7 @@ mod common;
 use bytes::Bytes;
 use common::*;
 use photondb_storage::io::simulated::{CrashMode, SimulatedFileSystem};
-use photondb_storage::{Backend, TableId};
+use photondb_storage::{Backend, Direction, ScanRange, TableId};
 
 const TABLE: TableId = TableId(3);
 const RING: u64 = 1 << 20;
@@ -46,6 +46,26 @@ fn a_table_many_times_the_cache_reads_back_whole_across_restarts() {
             rows.get(&(TABLE, Bytes::from(key(number)))),
             Some(&value(number))
         );
+    }
+    // A visit of every row, both ways, loads each page as it reaches it.
+    for direction in [Direction::Ascending, Direction::Descending] {
+        let range = ScanRange {
+            direction,
+            ..ScanRange::all()
+        };
+        let mut visited: Vec<u32> = Vec::new();
+        block_on(backend.visit(TABLE, &range, &mut |row, document| {
+            let number: u32 = std::str::from_utf8(&row[4..]).unwrap().parse().unwrap();
+            assert_eq!(document, value(number), "row {number}");
+            visited.push(number);
+            std::ops::ControlFlow::Continue(())
+        }))
+        .expect("visit");
+        let mut expected: Vec<u32> = (0..3000).collect();
+        if direction == Direction::Descending {
+            expected.reverse();
+        }
+        assert_eq!(visited, expected);
     }
 }
 

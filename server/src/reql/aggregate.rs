@@ -9,7 +9,7 @@
 //! group's size, as in RethinkDB.
 
 use std::collections::BTreeMap;
-use std::ops::Bound;
+use std::ops::{Bound, ControlFlow};
 
 use bytes::Bytes;
 use photondb_datum::document::{self, DocumentRef};
@@ -23,8 +23,9 @@ use super::function::Callable;
 use super::in_place::{StoredKey, StoredPredicate};
 use super::stream::{Operation, Stream};
 
-/// Rows read and decoded per round on a partition.
-const SCAN_ROWS: usize = 1024;
+/// Rows a partition copies out for the interpreter before it stops its
+/// scan to evaluate them.
+const PENDING_ROWS: usize = 1024;
 
 /// What is computed per group.
 #[derive(Clone, Debug)]
@@ -278,6 +279,56 @@ impl CompiledScan {
         Ok(true)
     }
 
+    /// Reduces a row read in place into its group's partial: `Ok(false)`,
+    /// having changed nothing, when the row needs the interpreter.
+    fn reduce_in_place(
+        &self,
+        reduction: &Reduction,
+        partials: &mut BTreeMap<Datum, Partial>,
+        multi: bool,
+        bytes: &[u8],
+    ) -> Result<bool, ReqlError> {
+        let document = DocumentRef::new(bytes).map_err(ReqlError::unreadable)?;
+        for predicate in &self.predicates {
+            match predicate
+                .as_ref()
+                .and_then(|predicate| predicate.accepts(document))
+            {
+                Some(true) => {}
+                Some(false) => return Ok(true),
+                None => return Ok(false),
+            }
+        }
+        let Some(keys) = &self.keys else {
+            return Ok(false);
+        };
+        let add = |group: Datum| match partials.get_mut(&group) {
+            Some(partial) => reduction.add_in_place(partial, document),
+            None => {
+                let mut partial = reduction.empty();
+                let added = reduction.add_in_place(&mut partial, document);
+                if added {
+                    partials.insert(group, partial);
+                }
+                added
+            }
+        };
+        // One key and one group per row, the common case, without a vector.
+        if let ([key], false) = (keys.as_slice(), multi) {
+            return Ok(key.evaluate(document).is_some_and(add));
+        }
+        let Some(values) = keys.iter().map(|key| key.evaluate(document)).collect() else {
+            return Ok(false);
+        };
+        let groups = combine_group_keys(values, multi);
+        // Adding to one group and not the next would count a row twice
+        // once the interpreter takes it: only counts, which always add.
+        if groups.len() != 1 && !matches!(reduction, Reduction::Count) {
+            return Ok(false);
+        }
+        Ok(groups.into_iter().all(add))
+    }
+
     /// The row's key values, one per key; `None` when the interpreter must
     /// work them out.
     fn keys_in_place(&self, document: DocumentRef<'_>) -> Option<Vec<Datum>> {
@@ -327,27 +378,58 @@ pub async fn grouped_on_partitions(
                 let context = inner;
                 let scan = CompiledScan::new(&filters, &keys);
                 let mut partials: BTreeMap<Datum, Partial> = BTreeMap::new();
-                let mut from = start;
+                let mut range = ScanRange {
+                    start,
+                    end,
+                    direction: Direction::Ascending,
+                    limit: None,
+                };
                 loop {
-                    let range = ScanRange {
-                        start: from.clone(),
-                        end: end.clone(),
-                        direction: Direction::Ascending,
-                        limit: Some(SCAN_ROWS),
-                    };
-                    let rows = backend.scan(table, &range).await.map_err(|error| {
-                        ReqlError::from(photondb_runtime::EngineError::from(error))
-                    })?;
-                    let Some((last, _)) = rows.last() else { break };
-                    from = Bound::Excluded(last.clone());
-                    let full = rows.len() == SCAN_ROWS;
-                    for (key, bytes) in rows {
-                        let document = DocumentRef::new(&bytes).map_err(ReqlError::unreadable)?;
+                    // Rows read in place are reduced while storage lends
+                    // them; the others are copied out for the interpreter,
+                    // a bounded number per pass. Partials do not depend on
+                    // the order rows are added in (ties of `min`/`max` go
+                    // by key), so the two kinds may interleave.
+                    let mut pending: Vec<(Bytes, Bytes)> = Vec::new();
+                    let mut unreadable = None;
+                    backend
+                        .visit(table, &range, &mut |key, bytes| match scan.reduce_in_place(
+                            &reduction,
+                            &mut partials,
+                            multi,
+                            bytes,
+                        ) {
+                            Ok(true) => ControlFlow::Continue(()),
+                            Ok(false) => {
+                                pending.push((
+                                    Bytes::copy_from_slice(key),
+                                    Bytes::copy_from_slice(bytes),
+                                ));
+                                if pending.len() < PENDING_ROWS {
+                                    ControlFlow::Continue(())
+                                } else {
+                                    ControlFlow::Break(())
+                                }
+                            }
+                            Err(error) => {
+                                unreadable = Some(error);
+                                ControlFlow::Break(())
+                            }
+                        })
+                        .await
+                        .map_err(|error| {
+                            ReqlError::from(photondb_runtime::EngineError::from(error))
+                        })?;
+                    if let Some(error) = unreadable {
+                        return Err(error);
+                    }
+                    for (key, bytes) in &pending {
+                        let document = DocumentRef::new(bytes).map_err(ReqlError::unreadable)?;
                         // Decoded only when something compiled cannot
                         // decide the row.
                         let mut row: Option<Datum> = None;
                         if !scan
-                            .passes(&context, &filters, document, &bytes, &mut row)
+                            .passes(&context, &filters, document, bytes, &mut row)
                             .await?
                         {
                             continue;
@@ -355,7 +437,7 @@ pub async fn grouped_on_partitions(
                         let groups = match scan.keys_in_place(document) {
                             Some(values) => combine_group_keys(values, multi),
                             None => {
-                                group_keys(&context, &keys, multi, decoded(&mut row, &bytes)?)
+                                group_keys(&context, &keys, multi, decoded(&mut row, bytes)?)
                                     .await?
                             }
                         };
@@ -363,13 +445,16 @@ pub async fn grouped_on_partitions(
                             let partial =
                                 partials.entry(group).or_insert_with(|| reduction.empty());
                             if !reduction.add_in_place(partial, document) {
-                                let row = decoded(&mut row, &bytes)?;
-                                reduction.add(&context, partial, &key, row).await?;
+                                let row = decoded(&mut row, bytes)?;
+                                reduction.add(&context, partial, key, row).await?;
                             }
                         }
                     }
-                    if !full {
-                        break;
+                    match pending.pop() {
+                        Some((last, _)) if pending.len() + 1 == PENDING_ROWS => {
+                            range.start = Bound::Excluded(last);
+                        }
+                        _ => break,
                     }
                 }
                 Ok::<_, ReqlError>(partials)

@@ -8,7 +8,7 @@
 
 use std::cell::{Cell, RefCell};
 use std::collections::{BTreeMap, HashMap};
-use std::ops::Bound;
+use std::ops::{Bound, ControlFlow};
 use std::path::PathBuf;
 use std::rc::Rc;
 
@@ -16,8 +16,8 @@ use bytes::{BufMut, Bytes, BytesMut};
 
 use super::node::{Child, Node, PageId, Value};
 use super::pager::{Pager, Written};
-use super::tree::{Missing, Shape, Tree};
-use crate::backend::{Direction, ScanRange};
+use super::tree::{narrow, Missing, Shape, Suspended, Tree};
+use crate::backend::{Direction, RowVisitor, ScanRange};
 use crate::batch::{decide_indexed, Mutation, WalOperation, WriteOutcome};
 use crate::error::{Result, StorageError};
 use crate::index::IndexRegistry;
@@ -283,6 +283,70 @@ impl<F: DirectFile> Store<F> {
                 rows.push((key.slice(16..), bytes?));
             }
             return Ok(rows);
+        }
+    }
+
+    /// Calls `visitor` with the key and value of every row in `range`, in
+    /// its direction, until the visitor breaks; `range.limit` is ignored.
+    /// Rows are lent, not copied: a visitor keeps what it needs.
+    pub async fn visit(
+        &self,
+        table: TableId,
+        range: &ScanRange,
+        visitor: &mut RowVisitor<'_>,
+    ) -> Result<()> {
+        if range.is_empty() {
+            return Ok(());
+        }
+        let (mut start, mut end) = table_bounds(table, range);
+        let descending = range.direction == Direction::Descending;
+        // The page loaded last, held until the visit has moved past it.
+        let mut _pinned = None;
+        loop {
+            let commits = self.pager.commits();
+            let mut overflow: Option<(Bytes, Value)> = None;
+            let visited = self.tree.borrow().visit(
+                &self.pager,
+                (as_slice(&start), as_slice(&end)),
+                descending,
+                &mut |key, value| match value {
+                    Value::Inline(bytes) => visitor(&key[16..], bytes),
+                    Value::Overflow { .. } => {
+                        overflow = Some((key.clone(), value.clone()));
+                        ControlFlow::Break(())
+                    }
+                },
+            );
+            match visited {
+                Ok(ControlFlow::Continue(())) => return Ok(()),
+                Ok(ControlFlow::Break(())) => {
+                    let Some((key, value)) = overflow else {
+                        return Ok(());
+                    };
+                    let bytes = self.pager.read_value(&value).await;
+                    // A run read after two checkpoints committed may have
+                    // been reused meanwhile: visit again from this row.
+                    if self.pager.commits() >= commits + 2 {
+                        narrow(&mut start, &mut end, descending, Bound::Included(key));
+                        continue;
+                    }
+                    if visitor(&key[16..], &bytes?).is_break() {
+                        return Ok(());
+                    }
+                    narrow(&mut start, &mut end, descending, Bound::Excluded(key));
+                }
+                Err(Suspended { page, resume }) => {
+                    _pinned = self.pager.load(page).await?;
+                    if let Some(resume) = resume {
+                        let resume = if descending {
+                            Bound::Excluded(resume)
+                        } else {
+                            Bound::Included(resume)
+                        };
+                        narrow(&mut start, &mut end, descending, resume);
+                    }
+                }
+            }
         }
     }
 
