@@ -6,7 +6,7 @@ use bytes::Bytes;
 use photondb_datum::{document, Datum};
 use photondb_runtime::Engine;
 use photondb_storage::catalog::{uuid_string, TableConfig};
-use photondb_storage::{Conflict, Durability, Mutation};
+use photondb_storage::{Backend, Conflict, Durability, Mutation, WriteBatch};
 
 use std::ops::Bound;
 
@@ -713,17 +713,26 @@ pub async fn update_or_replace(
     optargs: &BTreeMap<String, Term>,
 ) -> Result<Value, ReqlError> {
     arity(args, 2, 2)?;
-    let target = context.argument(args, 0).await?;
-    if let Value::SystemSelection { table, row } = target {
-        if term_type != kind::UPDATE {
-            return Err(ReqlError::op_failed(format!(
-                "Table `rethinkdb.{table}` can only be updated by PhotonDB so far."
-            )));
+    // `table.get(key)`: the row is not read here but on the shard that owns
+    // it, where the whole write then runs (one trip instead of two).
+    let (table, rows) = match point_target(context, &args[0]).await {
+        Some((table, key)) => (table, Target::Point(key)),
+        None => {
+            let target = context.argument(args, 0).await?;
+            if let Value::SystemSelection { table, row } = target {
+                if term_type != kind::UPDATE {
+                    return Err(ReqlError::op_failed(format!(
+                        "Table `rethinkdb.{table}` can only be updated by PhotonDB so far."
+                    )));
+                }
+                let change = context.callable_argument(args, 1).await?;
+                return update_system(context, &table, row, &change).await;
+            }
+            let (table, rows) =
+                rows_of(target).map_err(|error| error.within(Frame::Position(0)))?;
+            (table, Target::Rows(Box::new(rows)))
         }
-        let change = context.callable_argument(args, 1).await?;
-        return update_system(context, &table, row, &change).await;
-    }
-    let (table, mut rows) = rows_of(target).map_err(|error| error.within(Frame::Position(0)))?;
+    };
     context.require_on_table(Permission::Write, &table)?;
     // RethinkDB computes the change on the shard that owns the row, so it
     // must give the same answer there as here: no reads, no randomness.
@@ -749,36 +758,169 @@ pub async fn update_or_replace(
     };
     let durability = durability(context, optargs, &table).await?;
     let mut tally = Tally::new(return_changes(context, optargs).await?);
-    while let Some(row) = rows.next(context).await? {
-        let (old, new) =
-            match write_atomically(context, &table, term_type, &change, row.clone(), durability)
-                .await
-            {
-                Ok(change) => change,
-                Err(error)
-                    if error.class == ErrorClass::OpIndeterminate
-                        || error.class == ErrorClass::OpFailed =>
-                {
-                    return Err(error)
-                }
-                Err(error) => {
-                    tally.error(error.message, row.clone(), row);
-                    continue;
-                }
-            };
-        match (&old, &new) {
-            (None, None) => {
-                tally.skipped += 1;
-                continue;
-            }
-            (Some(old), Some(new)) if old == new => tally.unchanged += 1,
-            (Some(_), Some(_)) => tally.replaced += 1,
-            (None, Some(_)) => tally.inserted += 1,
-            (Some(_), None) => tally.deleted += 1,
+    let mut rows = match rows {
+        Target::Rows(rows) => *rows,
+        Target::Point(key) => {
+            let written =
+                write_on_owner(context, &table, term_type, &change, key, durability).await;
+            count_write(&mut tally, written)?;
+            return Ok(Value::Datum(tally.into_datum()));
         }
-        tally.change(old, new);
+    };
+    while let Some(row) = rows.next(context).await? {
+        let written =
+            write_atomically(context, &table, term_type, &change, row.clone(), durability)
+                .await
+                .map_err(|error| (error, row));
+        count_write(&mut tally, written)?;
     }
     Ok(Value::Datum(tally.into_datum()))
+}
+
+/// What an update or replace writes to.
+enum Target {
+    Rows(Box<Rows>),
+    /// The row of this primary key (encoded), not read yet.
+    Point(Vec<u8>),
+}
+
+/// A write's document before and after; or why it failed, with the row as
+/// it was read.
+type Written = Result<(Option<Datum>, Option<Datum>), (ReqlError, Option<Datum>)>;
+
+/// Counts one document's write in the tally. Errors of the storage itself
+/// end the whole query; any other fails only its document (`first_error`).
+fn count_write(tally: &mut Tally, written: Written) -> Result<(), ReqlError> {
+    let (old, new) = match written {
+        Ok(change) => change,
+        Err((error, _))
+            if error.class == ErrorClass::OpIndeterminate
+                || error.class == ErrorClass::OpFailed =>
+        {
+            return Err(error)
+        }
+        Err((error, row)) => {
+            tally.error(error.message, row.clone(), row);
+            return Ok(());
+        }
+    };
+    match (&old, &new) {
+        (None, None) => {
+            tally.skipped += 1;
+            return Ok(());
+        }
+        (Some(old), Some(new)) if old == new => tally.unchanged += 1,
+        (Some(_), Some(_)) => tally.replaced += 1,
+        (None, Some(_)) => tally.inserted += 1,
+        (Some(_), None) => tally.deleted += 1,
+    }
+    tally.change(old, new);
+    Ok(())
+}
+
+/// The table and primary key of a `table.get(key)` target, evaluated
+/// without reading the row. `None` for any other target, and wherever
+/// evaluating it fails: the general path then reports the error as usual.
+async fn point_target(context: &Context, target: &Term) -> Option<(TableConfig, Vec<u8>)> {
+    let Term::Call {
+        term_type: kind::GET,
+        args,
+        optargs,
+    } = target
+    else {
+        return None;
+    };
+    if args.len() != 2 || !optargs.is_empty() {
+        return None;
+    }
+    let Ok(Value::Table(table)) = context.eval(&args[0]).await else {
+        return None;
+    };
+    context.require_on_table(Permission::Read, &table).ok()?;
+    let key = context.datum_argument(args, 1).await.ok()?;
+    let key = primary_key_bytes(&key).ok()?;
+    Some((table, key))
+}
+
+/// Applies `update`/`replace` to the row of `key` on the shard that owns it:
+/// read, change and compare-and-set there, so nothing but the change and
+/// its outcome crosses between cores.
+async fn write_on_owner(
+    context: &Context,
+    table: &TableConfig,
+    term_type: u64,
+    change: &Callable,
+    key: Vec<u8>,
+    durability: Durability,
+) -> Written {
+    let partition = photondb_runtime::partition_of(&key, context.engine.partitions());
+    let owner = (context.clone(), table.clone(), change.clone());
+    let key = Bytes::from(key);
+    context
+        .engine
+        .run_on_partition(partition, move |backend| async move {
+            let (context, table, change) = owner;
+            let storage = |error| {
+                (
+                    ReqlError::from(photondb_runtime::EngineError::from(error)),
+                    None,
+                )
+            };
+            for _ in 0..ATTEMPTS {
+                let stored = backend.get(table.id, &key).await.map_err(storage)?;
+                let current = stored
+                    .as_deref()
+                    .map(decode)
+                    .transpose()
+                    .map_err(|error| (error, None))?;
+                let new = apply_change(&context, &table, term_type, &change, current.clone())
+                    .await
+                    .and_then(|new| {
+                        new.as_ref().map_or(Ok(()), check_storable)?;
+                        Ok(new)
+                    })
+                    .map_err(|error| (error, current.clone()))?;
+                if current == new {
+                    return Ok((current, new));
+                }
+                let row = new
+                    .as_ref()
+                    .or(current.as_ref())
+                    .expect("one of them exists when they differ");
+                let row_key = primary_key_of(&table, row)
+                    .and_then(|primary_key| primary_key_bytes(&primary_key))
+                    .map_err(|error| (error, current.clone()))?;
+                // Only a replace of a missing row can get here with another
+                // key; RethinkDB refuses it as a primary key change.
+                if row_key != key {
+                    let message = format!(
+                        "Primary key `{}` cannot be changed (`{}` -> `{}`).",
+                        table.primary_key,
+                        pretty(current.as_ref().unwrap_or(&Datum::Null)),
+                        pretty(row)
+                    );
+                    return Err((ReqlError::logic(message), current));
+                }
+                let mutation = Mutation::CompareAndSet {
+                    table: table.id,
+                    key: key.clone(),
+                    expected: stored,
+                    new: new.as_ref().map(|row| Bytes::from(document::encode(row))),
+                };
+                let outcome = backend
+                    .write(WriteBatch::new(vec![mutation]), durability)
+                    .await
+                    .map_err(storage)?
+                    .remove(0);
+                if !outcome.conflicted {
+                    return Ok((current, new));
+                }
+                // Another write on this shard got in between: again.
+            }
+            Err((too_many_attempts(), None))
+        })
+        .await
+        .map_err(|error| (ReqlError::from(error), None))?
 }
 
 /// Writes `new` (or deletes, for `None`) where the row is still `expected`.
@@ -858,9 +1000,13 @@ async fn write_atomically(
             Some(now) => current = now,
         }
     }
-    Err(ReqlError::op_failed(format!(
+    Err(too_many_attempts())
+}
+
+fn too_many_attempts() -> ReqlError {
+    ReqlError::op_failed(format!(
         "The document changed {ATTEMPTS} times while it was being updated; try again."
-    )))
+    ))
 }
 
 /// The new version of one row under `update` or `replace`; `None` deletes
