@@ -35,6 +35,10 @@ struct State {
     /// Logical position where the pending buffer starts (block aligned).
     buffer_start: u64,
     buffer: Vec<u8>,
+    /// The buffer a finished flush wrote, kept to be the next `buffer`:
+    /// a fresh one would grow by copying and fault in new pages for every
+    /// large batch.
+    spare: Vec<u8>,
     /// Logical end of everything appended.
     appended: u64,
     /// Everything before this is durable.
@@ -88,6 +92,7 @@ impl<F: DirectFile> Wal<F> {
             state: RefCell::new(State {
                 buffer_start: tail,
                 buffer: Vec::new(),
+                spare: Vec::new(),
                 appended: tail,
                 durable: tail,
                 reclaim,
@@ -263,7 +268,8 @@ impl<F: DirectFile> Wal<F> {
                 pad(&mut state, BLOCK_BYTES as u64 - tail);
             }
             let start = state.buffer_start;
-            let bytes = std::mem::take(&mut state.buffer);
+            let spare = std::mem::take(&mut state.spare);
+            let bytes = std::mem::replace(&mut state.buffer, spare);
             state.buffer_start = state.appended;
             let records = std::mem::take(&mut state.records_pending);
             state.group_commit_records.observe(records as f64);
@@ -290,6 +296,11 @@ impl<F: DirectFile> Wal<F> {
         state.durable = end;
         state.bytes_written += bytes.len() as u64;
         state.flushes += 1;
+        if bytes.capacity() <= MAX_SPARE_BYTES && bytes.capacity() > state.spare.capacity() {
+            let mut bytes = bytes;
+            bytes.clear();
+            state.spare = bytes;
+        }
         Ok(())
     }
 
@@ -301,6 +312,10 @@ impl<F: DirectFile> Wal<F> {
             .map_err(|error| StorageError::io(&path, error))
     }
 }
+
+/// The largest flush buffer kept for reuse; a rare bigger batch's buffer
+/// is freed rather than held for good.
+const MAX_SPARE_BYTES: usize = 16 << 20;
 
 /// Appends a padding record (or zeros, if no header fits) of `len` bytes.
 fn pad(state: &mut State, len: u64) {
