@@ -276,8 +276,27 @@ fn parse_query(mut body: Vec<u8>) -> Result<Json, String> {
     if nesting_depth(&body) > MAX_QUERY_DEPTH {
         return Err(format!("Query is nested too deeply (more than {MAX_QUERY_DEPTH} levels of arrays and objects)."));
     }
-    simd_json::serde::from_slice::<Json>(&mut body)
-        .map_err(|error| format!("Failed to parse query: {error}."))
+    PARSE_BUFFERS.with(|buffers| {
+        let mut buffers = buffers.borrow_mut();
+        let parsed = simd_json::serde::from_slice_with_buffers::<Json>(&mut body, &mut buffers)
+            .map_err(|error| format!("Failed to parse query: {error}."));
+        // Kept for the next query (a bulk insert's megabytes would otherwise
+        // be fresh, page-faulting memory every time), unless one huge query
+        // grew them.
+        if body.len() > MAX_KEPT_PARSE_INPUT {
+            *buffers = simd_json::Buffers::default();
+        }
+        parsed
+    })
+}
+
+/// The largest query whose parse buffers a thread keeps for the next one.
+const MAX_KEPT_PARSE_INPUT: usize = 8 << 20;
+
+thread_local! {
+    /// simd-json's working memory, one set per thread that parses queries.
+    static PARSE_BUFFERS: std::cell::RefCell<simd_json::Buffers> =
+        std::cell::RefCell::new(simd_json::Buffers::default());
 }
 
 /// The deepest nesting of `[`/`{` outside strings (a linear scan).

@@ -82,10 +82,24 @@ impl Term {
                         .map(Term::Datum)
                         .map_err(|error| ReqlError::logic(error.to_string()));
                 }
+                let fields = parse_optargs(fields)?;
+                // An object of datums is a datum: read once here rather than
+                // rebuilt field by field every time it is evaluated (a bulk
+                // insert's documents are such objects).
+                if fields.values().all(|value| matches!(value, Term::Datum(_))) {
+                    let fields = fields
+                        .into_iter()
+                        .map(|(name, value)| match value {
+                            Term::Datum(datum) => (name, datum),
+                            _ => unreachable!("checked above"),
+                        })
+                        .collect();
+                    return Ok(Term::Datum(Datum::Object(fields)));
+                }
                 Ok(Term::Call {
                     term_type: term_type::MAKE_OBJ,
                     args: Vec::new(),
-                    optargs: parse_optargs(fields)?,
+                    optargs: fields,
                 })
             }
             scalar => from_json(scalar)

@@ -1,5 +1,6 @@
 //! `insert`, `delete` and point reads, with RethinkDB's result documents.
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 
 use bytes::Bytes;
@@ -219,9 +220,14 @@ pub async fn insert(
         other => return Err(other.wrong_type("TABLE").within(Frame::Position(0))),
     };
     context.require_on_table(Permission::Write, &table)?;
-    let documents = match context.datum_argument(args, 1).await? {
-        Datum::Array(items) => items,
-        single => vec![single],
+    // Documents written out in the query are read where they are; copying
+    // a bulk insert's megabytes first would only be thrown away.
+    let documents: Vec<Cow<'_, Datum>> = match literal_documents(context, &args[1]) {
+        Some(documents) => documents.into_iter().map(Cow::Borrowed).collect(),
+        None => match context.datum_argument(args, 1).await? {
+            Datum::Array(items) => items.into_iter().map(Cow::Owned).collect(),
+            single => vec![Cow::Owned(single)],
+        },
     };
     // `conflict` is a policy name or a function (id, old, new) -> document.
     let mut resolver = None;
@@ -259,7 +265,7 @@ pub async fn insert(
     let mut generated_keys = Vec::new();
     for document in documents {
         let mut result = Tally::new(return_changes);
-        let Datum::Object(mut fields) = document else {
+        let Datum::Object(fields) = &*document else {
             result.error(
                 format!("Expected type OBJECT but found {}.", document.type_name()),
                 None,
@@ -268,16 +274,16 @@ pub async fn insert(
             results.push(Some(result));
             continue;
         };
-        let key = match fields.get(&table.primary_key) {
-            Some(key) => key.clone(),
+        let (key, value) = match fields.get(&table.primary_key) {
+            Some(key) => (key.clone(), document),
             None => {
                 let generated = Datum::String(new_uuid());
+                let mut fields = fields.clone();
                 fields.insert(table.primary_key.clone(), generated.clone());
                 generated_keys.push(generated.clone());
-                generated
+                (generated, Cow::Owned(Datum::Object(fields)))
             }
         };
-        let value = Datum::Object(fields);
         let checked =
             primary_key_bytes(&key).and_then(|encoded| check_storable(&value).map(|()| encoded));
         match checked {
@@ -301,6 +307,22 @@ pub async fn insert(
     let mut written_results = Vec::with_capacity(outcomes.len());
     for (outcome, new_document) in outcomes.into_iter().zip(written) {
         let mut result = Tally::new(return_changes);
+        // Without changes to return, the stored bytes say what happened: no
+        // document need be decoded (equal encodings are equal documents; a
+        // replace by different bytes is decoded to compare, as -0 and 0 are
+        // equal).
+        if !outcome.conflicted && return_changes == ReturnChanges::Never {
+            match (&outcome.old, &outcome.new) {
+                (_, None) => result.deleted += 1,
+                (None, _) => result.inserted += 1,
+                (Some(old), Some(new)) if old == new => result.unchanged += 1,
+                (Some(old), Some(new)) if decode(old)? == decode(new)? => result.unchanged += 1,
+                _ => result.replaced += 1,
+            }
+            written_results.push(result);
+            continue;
+        }
+        let new_document = new_document.into_owned();
         let mut old = outcome.old.as_deref().map(decode).transpose()?;
         let mut new = outcome.new.as_deref().map(decode).transpose()?;
         if outcome.conflicted {
@@ -551,6 +573,28 @@ fn primary_key_of(table: &TableConfig, row: &Datum) -> Result<Datum, ReqlError> 
             )
         }),
         other => Err(other.wrong_type("OBJECT")),
+    }
+}
+
+/// The documents of an insert whose argument is written out in the query
+/// (a datum, or an array literal of datums), borrowed from it. `None` when
+/// the argument must be evaluated.
+fn literal_documents<'a>(context: &Context, argument: &'a Term) -> Option<Vec<&'a Datum>> {
+    match argument {
+        Term::Datum(Datum::Array(items)) => Some(items.iter().collect()),
+        Term::Datum(single) => Some(vec![single]),
+        Term::Call {
+            term_type: kind::MAKE_ARRAY,
+            args,
+            optargs,
+        } if optargs.is_empty() && args.len() <= context.array_limit => args
+            .iter()
+            .map(|item| match item {
+                Term::Datum(datum) => Some(datum),
+                _ => None,
+            })
+            .collect(),
+        _ => None,
     }
 }
 

@@ -80,6 +80,22 @@ def test_bad_queries_get_errors_and_the_connection_stays_open(server):
     connection.close()
 
 
+def test_parses_after_a_large_query_see_only_their_own_bytes(server):
+    """The parser's working memory is kept between queries: a large query,
+    then small, malformed and large ones again, each answered as itself."""
+    connection = handshake(server.port)
+    big = [{"id": n, "text": "x" * 2000, "nested": {"n": n}} for n in range(1500)]
+    answer = query(connection, 910, [1, [2, big]])
+    assert answer["t"] == 1 and answer["r"][0][1499] == big[1499]
+    assert query(connection, 911, [1, [2, [1, 2]]])["r"] == [[1, 2]]
+    assert query(connection, 912, b'[1, ["unterminated')["t"] == 16
+    assert query(connection, 913, [1, {"a": "b"}])["r"] == [{"a": "b"}]
+    smaller = big[:700]
+    answer = query(connection, 914, [1, [2, smaller]])
+    assert answer["r"][0] == smaller
+    connection.close()
+
+
 def test_an_oversized_frame_closes_only_that_connection(server):
     connection = handshake(server.port)
     sock = connection._instance._socket._socket
