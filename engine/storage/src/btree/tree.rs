@@ -336,13 +336,7 @@ fn visit_node(
             separators,
             children,
         } => {
-            // Child i holds keys in [separators[i-1], separators[i]).
-            let overlaps = |index: usize| {
-                let below_start = index < separators.len()
-                    && matches!(start, Bound::Included(start) | Bound::Excluded(start) if separators[index].as_ref() <= start);
-                let beyond_end = index > 0 && after_end(&separators[index - 1], end);
-                !below_start && !beyond_end
-            };
+            let overlapping = overlapping_children(separators, start, end);
             // Where a visit suspended in child i resumes, if the child
             // itself does not know better.
             let resume = |index: usize| {
@@ -373,12 +367,12 @@ fn visit_node(
             };
             let order = |step: usize| {
                 if descending {
-                    children.len() - 1 - step
+                    overlapping.end - 1 - step
                 } else {
-                    step
+                    overlapping.start + step
                 }
             };
-            let mut steps = (0..children.len()).filter(|&step| overlaps(order(step)));
+            let mut steps = 0..overlapping.len();
             // The next children are looked up while this one is visited,
             // and their first rows prefetched: the lookups and the rows are
             // misses that then overlap this child's work.
@@ -683,6 +677,25 @@ fn after_end(key: &[u8], end: Bound<&[u8]>) -> bool {
     }
 }
 
+/// The children of a branch whose keys may lie in `[start, end]`, found by
+/// binary search. Child i holds keys in `[separators[i-1], separators[i])`:
+/// it is all below the start when `separators[i] <= start`, and all past
+/// the end when `separators[i-1]` is.
+fn overlapping_children(
+    separators: &[Bytes],
+    start: Bound<&[u8]>,
+    end: Bound<&[u8]>,
+) -> std::ops::Range<usize> {
+    let first = match start {
+        Bound::Included(start) | Bound::Excluded(start) => {
+            separators.partition_point(|separator| separator.as_ref() <= start)
+        }
+        Bound::Unbounded => 0,
+    };
+    let last = separators.partition_point(|separator| !after_end(separator, end));
+    first..(last + 1).max(first)
+}
+
 /// Returns whether the scan is complete (`limit` reached).
 fn scan_node(
     node: &Node,
@@ -721,22 +734,13 @@ fn scan_node(
             separators,
             children,
         } => {
-            // Child i holds keys in [separators[i-1], separators[i]).
-            let overlaps = |index: usize| {
-                let below_start = index < separators.len()
-                    && matches!(start, Bound::Included(start) | Bound::Excluded(start) if separators[index].as_ref() <= start);
-                let beyond_end = index > 0 && after_end(&separators[index - 1], end);
-                !below_start && !beyond_end
-            };
+            let overlapping = overlapping_children(separators, start, end);
             let order: Box<dyn Iterator<Item = usize>> = if descending {
-                Box::new((0..children.len()).rev())
+                Box::new(overlapping.rev())
             } else {
-                Box::new(0..children.len())
+                Box::new(overlapping)
             };
             for index in order {
-                if !overlaps(index) {
-                    continue;
-                }
                 let child = node_of(&children[index], pages)?;
                 if scan_node(&child, pages, range, descending, limit, out)? {
                     return Ok(true);
