@@ -120,26 +120,33 @@ struct Allocation {
     waiting: Vec<(PageId, u64, u64)>,
     /// Where the search for a free single page resumes.
     cursor: usize,
+    /// Pages below the high-water mark not in use: with none (or too few
+    /// for a run), the search is skipped and the file grows. Without this,
+    /// a checkpoint of a growing file scanned every flag for every page it
+    /// placed, quadratic in the file's size.
+    free: usize,
 }
 
 impl Allocation {
     fn allocate(&mut self, pages: usize) -> PageId {
-        if pages == 1 {
+        if pages == 1 && self.free > 0 {
             if let Some(found) = (self.cursor..self.used.len())
                 .chain(1..self.cursor.min(self.used.len()))
                 .find(|&page| !self.used[page])
             {
                 self.used[found] = true;
+                self.free -= 1;
                 self.cursor = found + 1;
                 return found as PageId;
             }
-        } else {
+        } else if pages > 1 && self.free >= pages {
             let mut run = 0;
             for page in 1..self.used.len() {
                 run = if self.used[page] { 0 } else { run + 1 };
                 if run == pages {
                     let first = page + 1 - pages;
                     self.used[first..=page].fill(true);
+                    self.free -= pages;
                     return first as PageId;
                 }
             }
@@ -151,16 +158,27 @@ impl Allocation {
     }
 
     fn release(&mut self, committed: u64) {
-        let used = &mut self.used;
+        let mut released = Vec::new();
         self.waiting.retain(|&(first, pages, free_after)| {
             if free_after > committed {
                 return true;
             }
-            for page in first..first + pages {
-                used[page as usize] = false;
-            }
+            released.push((first, pages));
             false
         });
+        for (first, pages) in released {
+            self.free_run(first, pages);
+        }
+    }
+
+    fn free_run(&mut self, first: PageId, pages: u64) {
+        for page in first..first + pages {
+            let used = &mut self.used[page as usize];
+            if *used {
+                *used = false;
+                self.free += 1;
+            }
+        }
     }
 }
 
@@ -203,6 +221,7 @@ impl<F: DirectFile> Pager<F> {
                 used: vec![true],
                 waiting: Vec::new(),
                 cursor: 1,
+                free: 0,
             }),
             commits: Cell::new(0),
             retirements: Cell::new(0),
@@ -358,9 +377,7 @@ impl<F: DirectFile> Pager<F> {
                     pages.push((first, encode_run(PageKind::Metadata, first, &encoded)));
                     break (first, reserved as u64);
                 }
-                for page in first..first + reserved as u64 {
-                    allocation.used[page as usize] = false;
-                }
+                allocation.free_run(first, reserved as u64);
                 reserved = needed;
             }
         };
@@ -409,6 +426,7 @@ impl<F: DirectFile> Pager<F> {
         allocation.used = (0..pages as usize)
             .map(|page| page == 0 || bitmap[page / 8] & (1 << (page % 8)) != 0)
             .collect();
+        allocation.free = allocation.used.iter().filter(|&&used| !used).count();
         allocation.waiting = waiting;
         allocation.cursor = 1;
     }
