@@ -300,8 +300,8 @@ impl<F: DirectFile> Store<F> {
         }
         let (mut start, mut end) = table_bounds(table, range);
         let descending = range.direction == Direction::Descending;
-        // The page loaded last, held until the visit has moved past it.
-        let mut _pinned = None;
+        // The pages loaded last, held until the visit has moved past them.
+        let mut _pinned = Vec::new();
         loop {
             let commits = self.pager.commits();
             let mut overflow: Option<(Bytes, Value)> = None;
@@ -335,8 +335,18 @@ impl<F: DirectFile> Store<F> {
                     }
                     narrow(&mut start, &mut end, descending, Bound::Excluded(key));
                 }
-                Err(Suspended { page, resume }) => {
-                    _pinned = self.pager.load(page).await?;
+                Err(Suspended {
+                    page,
+                    resume,
+                    ahead,
+                }) => {
+                    let loads = std::iter::once(page)
+                        .chain(ahead)
+                        .map(|page| self.pager.load(page));
+                    _pinned = crate::join_all(loads)
+                        .await
+                        .into_iter()
+                        .collect::<Result<Vec<_>>>()?;
                     if let Some(resume) = resume {
                         let resume = if descending {
                             Bound::Excluded(resume)

@@ -202,6 +202,10 @@ impl Tree {
 pub struct Suspended {
     pub page: PageId,
     pub resume: Option<Bytes>,
+    /// Pages of the next children the visit will need that are not in
+    /// memory either: read together with `page`, a scan of a table larger
+    /// than the cache waits once per batch of pages, not once per page.
+    pub ahead: Vec<PageId>,
 }
 
 impl Tree {
@@ -216,8 +220,11 @@ impl Tree {
         descending: bool,
         visitor: &mut dyn FnMut(&Bytes, &Value) -> ControlFlow<()>,
     ) -> Result<ControlFlow<()>, Suspended> {
-        let root =
-            node_of(&self.root, pages).map_err(|Missing(page)| Suspended { page, resume: None })?;
+        let root = node_of(&self.root, pages).map_err(|Missing(page)| Suspended {
+            page,
+            resume: None,
+            ahead: Vec::new(),
+        })?;
         visit_node(&root, pages, range, descending, visitor)
     }
 }
@@ -260,6 +267,10 @@ pub fn narrow(
 /// scan is bound by memory latency: each row's first lines are a miss
 /// unless asked for early.
 const PREFETCH_AHEAD: usize = 4;
+
+/// How many pages a visit that finds a child missing reads at once (the
+/// child and the next ones that are missing too).
+const READ_AHEAD: usize = 32;
 
 /// How many children ahead of the one being visited a branch looks up.
 const LOOK_AHEAD: usize = 2;
@@ -391,15 +402,40 @@ fn visit_node(
             }
             while let Some((index, child)) = upcoming.pop_front() {
                 look_up(&mut upcoming);
-                let suspended = |page| Suspended {
-                    page,
-                    resume: resume(index),
-                };
-                let child = child.map_err(|Missing(page)| suspended(page))?;
+                let child = child.map_err(|Missing(page)| {
+                    // The children after this one, in the visit's order.
+                    let after: Box<dyn Iterator<Item = usize>> = if descending {
+                        Box::new((overlapping.start..index).rev())
+                    } else {
+                        Box::new(index + 1..overlapping.end)
+                    };
+                    let ahead = after
+                        .filter_map(|later| match &children[later] {
+                            Child::Page(page) if pages.resident(*page).is_none() => Some(*page),
+                            _ => None,
+                        })
+                        .take(READ_AHEAD)
+                        .collect();
+                    Suspended {
+                        page,
+                        resume: resume(index),
+                        ahead,
+                    }
+                })?;
                 match visit_node(&child, pages, child_range(index), descending, visitor) {
                     Ok(ControlFlow::Continue(())) => {}
                     Ok(ControlFlow::Break(())) => return Ok(ControlFlow::Break(())),
-                    Err(Suspended { page, resume: None }) => return Err(suspended(page)),
+                    Err(Suspended {
+                        page,
+                        resume: None,
+                        ahead,
+                    }) => {
+                        return Err(Suspended {
+                            page,
+                            resume: resume(index),
+                            ahead,
+                        })
+                    }
                     Err(inner) => return Err(inner),
                 }
             }
@@ -1082,10 +1118,19 @@ mod tests {
             );
             match visited {
                 Ok(_) => return Ok(out),
-                Err(Suspended { page, resume }) => {
+                Err(Suspended {
+                    page,
+                    resume,
+                    ahead,
+                }) => {
                     let node = evicted.remove(&page);
                     prop_assert!(node.is_some(), "suspended on page {} twice", page);
                     pages.nodes.insert(page, node.expect("checked"));
+                    for page in ahead {
+                        let node = evicted.remove(&page);
+                        prop_assert!(node.is_some(), "page {} read ahead twice", page);
+                        pages.nodes.insert(page, node.expect("checked"));
+                    }
                     if let Some(resume) = resume {
                         let resume = if descending {
                             Bound::Excluded(resume)
