@@ -16,7 +16,7 @@ use bytes::{BufMut, Bytes, BytesMut};
 
 use super::node::{Child, Node, PageId, Value};
 use super::pager::{Pager, Written};
-use super::tree::{narrow, Missing, Shape, Suspended, Tree};
+use super::tree::{narrow, resume_at, Missing, Shape, Suspended, Tree};
 use crate::backend::{Direction, RowVisitor, ScanRange};
 use crate::batch::{decide_indexed, Mutation, WalOperation, WriteOutcome};
 use crate::error::{Result, StorageError};
@@ -347,14 +347,7 @@ impl<F: DirectFile> Store<F> {
                         .await
                         .into_iter()
                         .collect::<Result<Vec<_>>>()?;
-                    if let Some(resume) = resume {
-                        let resume = if descending {
-                            Bound::Excluded(resume)
-                        } else {
-                            Bound::Included(resume)
-                        };
-                        narrow(&mut start, &mut end, descending, resume);
-                    }
+                    resume_at(&mut start, &mut end, descending, resume);
                 }
             }
         }

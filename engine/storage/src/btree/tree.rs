@@ -268,6 +268,26 @@ pub fn narrow(
 /// unless asked for early.
 const PREFETCH_AHEAD: usize = 4;
 
+/// Narrows a visit's range to where a [`Suspended`] visit resumes: its
+/// `resume` key is an inclusive start ascending, an exclusive end
+/// descending.
+pub fn resume_at(
+    start: &mut Bound<Bytes>,
+    end: &mut Bound<Bytes>,
+    descending: bool,
+    resume: Option<Bytes>,
+) {
+    let Some(resume) = resume else {
+        return;
+    };
+    let resume = if descending {
+        Bound::Excluded(resume)
+    } else {
+        Bound::Included(resume)
+    };
+    narrow(start, end, descending, resume);
+}
+
 /// How many pages a visit that finds a child missing reads at once (the
 /// child and the next ones that are missing too).
 const READ_AHEAD: usize = 32;
@@ -1131,14 +1151,7 @@ mod tests {
                         prop_assert!(node.is_some(), "page {} read ahead twice", page);
                         pages.nodes.insert(page, node.expect("checked"));
                     }
-                    if let Some(resume) = resume {
-                        let resume = if descending {
-                            Bound::Excluded(resume)
-                        } else {
-                            Bound::Included(resume)
-                        };
-                        narrow(&mut start, &mut end, descending, resume);
-                    }
+                    resume_at(&mut start, &mut end, descending, resume);
                 }
             }
         }
