@@ -450,6 +450,19 @@ pub async fn delete(
     optargs: &BTreeMap<String, Term>,
 ) -> Result<Value, ReqlError> {
     arity(args, 1, 1)?;
+    // `table.get(key).delete()`: deleted on the owner without reading the
+    // row first (the delete hands back what it removed).
+    if let Some((table, key)) = point_target(context, &args[0]).await {
+        context.require_on_table(Permission::Write, &table)?;
+        let durability = durability(context, optargs, &table).await?;
+        let mut tally = Tally::new(return_changes(context, optargs).await?);
+        let outcome = context
+            .engine
+            .delete(table.id, Bytes::from(key), durability)
+            .await?;
+        count_delete(&mut tally, outcome.old.as_deref())?;
+        return Ok(Value::Datum(tally.into_datum()));
+    }
     let target = context.argument(args, 0).await?;
     // Rows of `rethinkdb.permissions` (a user's permissions at a scope).
     let system = match &target {
@@ -491,15 +504,21 @@ pub async fn delete(
             .engine
             .delete(table.id, Bytes::from(primary_key_bytes(&key)?), durability)
             .await?;
-        match outcome.old.as_deref().map(decode).transpose()? {
-            Some(old) => {
-                tally.deleted += 1;
-                tally.change(Some(old), None);
-            }
-            None => tally.skipped += 1,
-        }
+        count_delete(&mut tally, outcome.old.as_deref())?;
     }
     Ok(Value::Datum(tally.into_datum()))
+}
+
+/// Counts one delete by the row it removed (`None`: there was none).
+fn count_delete(tally: &mut Tally, removed: Option<&[u8]>) -> Result<(), ReqlError> {
+    match removed.map(decode).transpose()? {
+        Some(old) => {
+            tally.deleted += 1;
+            tally.change(Some(old), None);
+        }
+        None => tally.skipped += 1,
+    }
+    Ok(())
 }
 
 /// The `rethinkdb` table a chain of terms reads from (`r.db('rethinkdb')

@@ -182,6 +182,32 @@ def test_concurrent_updates_of_one_document_lose_nothing(server):
     setup.close()
 
 
+def test_point_writes_report_the_row_they_changed(server):
+    """get(key).update/replace/delete run on the shard owning the row
+    without reading it first: results and changes must still be the row's."""
+    connection = r.connect(port=server.port)
+    r.table_create("points").run(connection)
+    table = r.table("points")
+    table.insert([{"id": n, "n": n} for n in range(20)]).run(connection)
+    for n in range(20):
+        changed = table.get(n).update({"n": r.row["n"] + 100}, return_changes=True).run(connection)
+        assert changed["replaced"] == 1
+        assert changed["changes"] == [{"old_val": {"id": n, "n": n}, "new_val": {"id": n, "n": n + 100}}]
+    assert table.get(99).update({"n": 1}).run(connection)["skipped"] == 1
+    assert table.get(3).replace({"id": 3}).run(connection)["replaced"] == 1
+    assert table.get(3).replace({"id": 3}).run(connection)["unchanged"] == 1
+    refused = table.get(4).replace({"id": 5}).run(connection)
+    assert refused["errors"] == 1 and "Primary key `id` cannot be changed" in refused["first_error"]
+    for n in range(20):
+        removed = table.get(n).delete(return_changes=True).run(connection)
+        assert removed["deleted"] == 1
+        assert removed["changes"][0]["new_val"] is None
+        assert removed["changes"][0]["old_val"]["id"] == n
+    assert table.get(0).delete().run(connection)["skipped"] == 1
+    assert table.count().run(connection) == 0
+    connection.close()
+
+
 def test_users_live_in_the_catalog_and_survive_restarts(data_dir):
     server = Server(data_dir, password="first").start()
     connection = r.connect(port=server.port, password="first")
