@@ -27,6 +27,10 @@ use super::stream::{Operation, Stream};
 /// scan to evaluate them.
 const PENDING_ROWS: usize = 1024;
 
+/// Rows a partition's scan reads in one stretch before it lets the core's
+/// other tasks run (a few milliseconds at most).
+const VISIT_ROWS: usize = 4096;
+
 /// What is computed per group.
 #[derive(Clone, Debug)]
 pub enum Reduction {
@@ -390,31 +394,36 @@ pub async fn grouped_on_partitions(
                     // a bounded number per pass. Partials do not depend on
                     // the order rows are added in (ties of `min`/`max` go
                     // by key), so the two kinds may interleave.
+                    // The visit also stops every `VISIT_ROWS` rows, so
+                    // the core's other queries run between stretches.
                     let mut pending: Vec<(Bytes, Bytes)> = Vec::new();
                     let mut unreadable = None;
+                    let mut stopped_after: Option<Bytes> = None;
+                    let mut visited = 0;
                     backend
-                        .visit(table, &range, &mut |key, bytes| match scan.reduce_in_place(
-                            &reduction,
-                            &mut partials,
-                            multi,
-                            bytes,
-                        ) {
-                            Ok(true) => ControlFlow::Continue(()),
-                            Ok(false) => {
-                                pending.push((
-                                    Bytes::copy_from_slice(key),
-                                    Bytes::copy_from_slice(bytes),
-                                ));
-                                if pending.len() < PENDING_ROWS {
-                                    ControlFlow::Continue(())
-                                } else {
-                                    ControlFlow::Break(())
-                                }
+                        .visit(table, &range, &mut |key: &[u8], bytes: &[u8]| {
+                            visited += 1;
+                            let go_on =
+                                match scan.reduce_in_place(&reduction, &mut partials, multi, bytes)
+                                {
+                                    Ok(true) => true,
+                                    Ok(false) => {
+                                        pending.push((
+                                            Bytes::copy_from_slice(key),
+                                            Bytes::copy_from_slice(bytes),
+                                        ));
+                                        pending.len() < PENDING_ROWS
+                                    }
+                                    Err(error) => {
+                                        unreadable = Some(error);
+                                        return ControlFlow::Break(());
+                                    }
+                                };
+                            if go_on && visited < VISIT_ROWS {
+                                return ControlFlow::Continue(());
                             }
-                            Err(error) => {
-                                unreadable = Some(error);
-                                ControlFlow::Break(())
-                            }
+                            stopped_after = Some(Bytes::copy_from_slice(key));
+                            ControlFlow::Break(())
                         })
                         .await
                         .map_err(|error| {
@@ -450,11 +459,12 @@ pub async fn grouped_on_partitions(
                             }
                         }
                     }
-                    match pending.pop() {
-                        Some((last, _)) if pending.len() + 1 == PENDING_ROWS => {
+                    match stopped_after {
+                        Some(last) => {
                             range.start = Bound::Excluded(last);
+                            super::cooperate::yield_now().await;
                         }
-                        _ => break,
+                        None => break,
                     }
                 }
                 Ok::<_, ReqlError>(partials)

@@ -26,6 +26,11 @@ impl Budget {
     }
 }
 
+/// Lets the other tasks of the core run before this one goes on.
+pub async fn yield_now() {
+    YieldNow(false).await
+}
+
 /// Pending once (after asking to be polled again), then ready: the task
 /// goes to the back of the run queue.
 struct YieldNow(bool);
