@@ -936,23 +936,12 @@ async fn write_on_owner(
                     .map(decode)
                     .transpose()
                     .map_err(|error| (error, None))?;
-                let new = apply_change(&context, &table, term_type, &change, current.clone())
+                let (new, row_key) = next_version(&context, &table, term_type, &change, &current)
                     .await
-                    .and_then(|new| {
-                        new.as_ref().map_or(Ok(()), check_storable)?;
-                        Ok(new)
-                    })
                     .map_err(|error| (error, current.clone()))?;
-                if current == new {
+                let Some(row_key) = row_key else {
                     return Ok((current, new));
-                }
-                let row = new
-                    .as_ref()
-                    .or(current.as_ref())
-                    .expect("one of them exists when they differ");
-                let row_key = primary_key_of(&table, row)
-                    .and_then(|primary_key| primary_key_bytes(&primary_key))
-                    .map_err(|error| (error, current.clone()))?;
+                };
                 // Only a replace of a missing row can get here with another
                 // key; RethinkDB refuses it as a primary key change.
                 if row_key != key {
@@ -960,7 +949,7 @@ async fn write_on_owner(
                         "Primary key `{}` cannot be changed (`{}` -> `{}`).",
                         table.primary_key,
                         pretty(current.as_ref().unwrap_or(&Datum::Null)),
-                        pretty(row)
+                        pretty(new.as_ref().unwrap_or(&Datum::Null))
                     );
                     return Err((ReqlError::logic(message), current));
                 }
@@ -1031,23 +1020,10 @@ async fn write_atomically(
 ) -> Result<(Option<Datum>, Option<Datum>), ReqlError> {
     let mut current = row;
     for _ in 0..ATTEMPTS {
-        let new = apply_change(context, table, term_type, change, current.clone()).await?;
-        if let Some(document_value) = &new {
-            check_storable(document_value)?;
-        }
-        let unchanged = match (&current, &new) {
-            (None, None) => true,
-            (Some(old), Some(new)) => old == new,
-            _ => false,
-        };
-        if unchanged {
+        let (new, key) = next_version(context, table, term_type, change, &current).await?;
+        let Some(key) = key else {
             return Ok((current, new));
-        }
-        let key_row = new
-            .as_ref()
-            .or(current.as_ref())
-            .expect("one of them exists when they differ");
-        let key = Bytes::from(primary_key_bytes(&primary_key_of(table, key_row)?)?);
+        };
         match compare_and_set(
             context,
             table,
@@ -1070,6 +1046,30 @@ fn too_many_attempts() -> ReqlError {
     ReqlError::op_failed(format!(
         "The document changed {ATTEMPTS} times while it was being updated; try again."
     ))
+}
+
+/// The row's next version under the change, and the key to write it at;
+/// no key when the change leaves the row as it is.
+async fn next_version(
+    context: &Context,
+    table: &TableConfig,
+    term_type: u64,
+    change: &Callable,
+    current: &Option<Datum>,
+) -> Result<(Option<Datum>, Option<Bytes>), ReqlError> {
+    let new = apply_change(context, table, term_type, change, current.clone()).await?;
+    if let Some(document_value) = &new {
+        check_storable(document_value)?;
+    }
+    if *current == new {
+        return Ok((new, None));
+    }
+    let row = new
+        .as_ref()
+        .or(current.as_ref())
+        .expect("one of them exists when they differ");
+    let key = Bytes::from(primary_key_bytes(&primary_key_of(table, row)?)?);
+    Ok((new, Some(key)))
 }
 
 /// The new version of one row under `update` or `replace`; `None` deletes

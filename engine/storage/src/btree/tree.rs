@@ -263,11 +263,6 @@ pub fn narrow(
     }
 }
 
-/// How many entries ahead of the one being visited a leaf prefetches. A
-/// scan is bound by memory latency: each row's first lines are a miss
-/// unless asked for early.
-const PREFETCH_AHEAD: usize = 4;
-
 /// Narrows a visit's range to where a [`Suspended`] visit resumes: its
 /// `resume` key is an inclusive start ascending, an exclusive end
 /// descending.
@@ -287,6 +282,11 @@ pub fn resume_at(
     };
     narrow(start, end, descending, resume);
 }
+
+/// How many entries ahead of the one being visited a leaf prefetches. A
+/// scan is bound by memory latency: each row's first lines are a miss
+/// unless asked for early.
+const PREFETCH_AHEAD: usize = 4;
 
 /// How many pages a visit that finds a child missing reads at once (the
 /// child and the next ones that are missing too).

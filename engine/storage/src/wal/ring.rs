@@ -296,7 +296,8 @@ impl<F: DirectFile> Wal<F> {
         state.durable = end;
         state.bytes_written += bytes.len() as u64;
         state.flushes += 1;
-        if bytes.capacity() <= MAX_SPARE_BYTES && bytes.capacity() > state.spare.capacity() {
+        // Only one flush runs at a time: the spare slot is empty here.
+        if bytes.capacity() <= MAX_SPARE_BYTES {
             let mut bytes = bytes;
             bytes.clear();
             state.spare = bytes;
