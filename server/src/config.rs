@@ -43,7 +43,7 @@ pub struct Settings {
     #[serde(deserialize_with = "text")]
     pub initial_password: String,
     pub shutdown_grace: Span,
-    pub cache_size: Size,
+    pub cache_size: CacheSize,
     pub wal_ring_size: Size,
     #[serde(deserialize_with = "list")]
     pub cors_origins: Vec<String>,
@@ -62,7 +62,7 @@ impl Default for Settings {
             http_port: 8080,
             initial_password: String::new(),
             shutdown_grace: Span(Duration::from_secs(10)),
-            cache_size: Size(1 << 30),
+            cache_size: CacheSize::Auto,
             wal_ring_size: Size(32 << 20),
             cors_origins: Vec::new(),
             http_timeout: Span(Duration::from_secs(60)),
@@ -138,10 +138,11 @@ pub struct Flags {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub shutdown_grace: Option<Span>,
     /// Memory for cached data pages, shared by all partitions (`1GiB`,
-    /// `512MiB`) [default: 1GiB].
-    #[arg(long, value_parser = Size::parse)]
+    /// `512MiB`), or `auto`: half of the memory available at start, less
+    /// 1 GiB, at least 100 MiB, as RethinkDB sizes its cache [default: auto].
+    #[arg(long, value_parser = CacheSize::parse)]
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub cache_size: Option<Size>,
+    pub cache_size: Option<CacheSize>,
     /// WAL ring size per partition of a new data directory [default: 32MiB].
     #[arg(long, value_parser = Size::parse)]
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -178,7 +179,7 @@ impl Settings {
         let mut flags = flags.clone();
         flags.cache_size = flags
             .cache_size
-            .or(flags.cache_size_mb.map(|mib| Size(mib << 20)));
+            .or(flags.cache_size_mb.map(|mib| CacheSize::Fixed(Size(mib << 20))));
         flags.wal_ring_size = flags
             .wal_ring_size
             .or(flags.wal_ring_mib.map(|mib| Size(mib << 20)));
@@ -283,6 +284,111 @@ impl std::fmt::Display for Size {
         }
         write!(formatter, "{}B", self.0)
     }
+}
+
+/// The page cache's budget: a fixed size, or sized from the memory the
+/// machine (or its container) has available when the server starts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CacheSize {
+    Auto,
+    Fixed(Size),
+}
+
+/// What `auto` keeps back for queries, connections and the allocator
+/// before halving the rest (RethinkDB's rule), and its floor.
+const CACHE_RESERVE: u64 = 1 << 30;
+const CACHE_FLOOR: u64 = 100 << 20;
+
+impl CacheSize {
+    pub fn parse(text: &str) -> Result<CacheSize, String> {
+        if text.trim().eq_ignore_ascii_case("auto") {
+            return Ok(CacheSize::Auto);
+        }
+        Size::parse(text)
+            .map(CacheSize::Fixed)
+            .map_err(|error| format!("{error}, or auto"))
+    }
+
+    /// The budget in bytes; `auto` asks `available` (bytes of memory free
+    /// for this process) only when it is needed.
+    pub fn bytes(self, available: impl FnOnce() -> Option<u64>) -> u64 {
+        match self {
+            CacheSize::Fixed(size) => size.0,
+            // Without a reading, the floor: a small cache is slow, a large
+            // one on a small machine is an out-of-memory kill.
+            CacheSize::Auto => available().map_or(CACHE_FLOOR, |available| {
+                (available.saturating_sub(CACHE_RESERVE) / 2).max(CACHE_FLOOR)
+            }),
+        }
+    }
+}
+
+impl std::fmt::Display for CacheSize {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            CacheSize::Auto => formatter.write_str("auto"),
+            CacheSize::Fixed(size) => size.fmt(formatter),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for CacheSize {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<CacheSize, D::Error> {
+        match Human::deserialize(deserializer)? {
+            Human::Number(bytes) => Ok(CacheSize::Fixed(Size(bytes))),
+            Human::Text(text) => CacheSize::parse(&text).map_err(serde::de::Error::custom),
+        }
+    }
+}
+
+impl Serialize for CacheSize {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(self)
+    }
+}
+
+/// Bytes of memory this process may still use: the kernel's
+/// `MemAvailable` (free memory plus what it can reclaim, such as its page
+/// cache), lowered to the room left under a cgroup limit when the server
+/// runs in a container. None when neither can be read.
+pub fn available_memory() -> Option<u64> {
+    let machine = std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|meminfo| meminfo_available(&meminfo));
+    let container = cgroup_room("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory.current")
+        .or_else(|| {
+            cgroup_room(
+                "/sys/fs/cgroup/memory/memory.limit_in_bytes",
+                "/sys/fs/cgroup/memory/memory.usage_in_bytes",
+            )
+        });
+    match (machine, container) {
+        (Some(machine), Some(container)) => Some(machine.min(container)),
+        (machine, container) => machine.or(container),
+    }
+}
+
+/// `MemAvailable` of a `/proc/meminfo` text, in bytes.
+fn meminfo_available(meminfo: &str) -> Option<u64> {
+    let line = meminfo
+        .lines()
+        .find(|line| line.starts_with("MemAvailable:"))?;
+    let kibibytes: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    kibibytes.checked_mul(1024)
+}
+
+/// The room under a cgroup's memory limit: none when there is no limit
+/// (`max`, or cgroup v1's near-2^63 "unlimited").
+fn cgroup_room(limit: &str, usage: &str) -> Option<u64> {
+    let limit: u64 = std::fs::read_to_string(limit).ok()?.trim().parse().ok()?;
+    if limit >= 1 << 60 {
+        return None;
+    }
+    let usage: u64 = std::fs::read_to_string(usage)
+        .ok()
+        .and_then(|usage| usage.trim().parse().ok())
+        .unwrap_or(0);
+    Some(limit.saturating_sub(usage))
 }
 
 /// A duration, written `500ms`, `10s`, `2m`, `1h`, `1d` or a plain number
@@ -451,5 +557,26 @@ mod tests {
         for printed in ["1GiB", "3MiB", "7B"] {
             assert_eq!(Size::parse(printed).unwrap().to_string(), printed);
         }
+    }
+
+    #[test]
+    fn an_automatic_cache_takes_half_the_available_memory_less_a_reserve() {
+        let gib = 1u64 << 30;
+        assert_eq!(CacheSize::parse("auto"), Ok(CacheSize::Auto));
+        assert_eq!(CacheSize::parse("2GiB"), Ok(CacheSize::Fixed(Size(2 * gib))));
+        assert!(CacheSize::parse("some").unwrap_err().contains("or auto"));
+        assert_eq!(CacheSize::Auto.to_string(), "auto");
+        // RethinkDB's rule: (available - 1 GiB) / 2, never below 100 MiB.
+        assert_eq!(CacheSize::Auto.bytes(|| Some(24 * gib)), 23 * gib / 2);
+        assert_eq!(CacheSize::Auto.bytes(|| Some(gib)), 100 << 20);
+        assert_eq!(CacheSize::Auto.bytes(|| None), 100 << 20);
+        // A fixed size never asks for the machine's memory.
+        assert_eq!(
+            CacheSize::Fixed(Size(gib)).bytes(|| unreachable!("fixed sizes read no memory")),
+            gib
+        );
+        let meminfo = "MemTotal:       24000000 kB\nMemFree:  1000 kB\nMemAvailable:   20000000 kB\n";
+        assert_eq!(meminfo_available(meminfo), Some(20_000_000 * 1024));
+        assert_eq!(meminfo_available("MemTotal: 5 kB\n"), None);
     }
 }

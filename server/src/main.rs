@@ -159,12 +159,16 @@ fn serve(arguments: config::Settings) -> anyhow::Result<()> {
     }
     config.partitions = arguments.partitions;
     config.wal_ring_bytes = arguments.wal_ring_size.0.max(1 << 20);
-    config.cache_bytes = arguments.cache_size.0.max(1 << 20);
+    config.cache_bytes = arguments
+        .cache_size
+        .bytes(config::available_memory)
+        .max(1 << 20);
     config.storage = match arguments.storage {
         Storage::Durable => StorageKind::Durable,
         Storage::Memory => StorageKind::Memory,
     };
     config.index_compiler = Some(Arc::new(reql::index::Compiler));
+    let cache_bytes = config.cache_bytes;
     let started = std::time::Instant::now();
     let engine = Engine::start(config)
         .with_context(|| format!("starting on {}", arguments.data_dir.display()))?;
@@ -172,6 +176,7 @@ fn serve(arguments: config::Settings) -> anyhow::Result<()> {
         data_dir = %arguments.data_dir.display(),
         shards = engine.shards(),
         partitions = engine.partitions(),
+        cache_mib = cache_bytes >> 20,
         startup_ms = started.elapsed().as_millis() as u64,
         "PhotonDB is ready"
     );

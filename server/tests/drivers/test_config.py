@@ -25,7 +25,7 @@ def config_print(*flags, env=None, expect_ok=True):
 
 def test_defaults_file_environment_and_flags_in_that_order(tmp_path):
     defaults = config_print()
-    assert defaults["driver_port"] == 28015 and defaults["cache_size"] == "1GiB"
+    assert defaults["driver_port"] == 28015 and defaults["cache_size"] == "auto"
     assert defaults["shutdown_grace"] == "10s" and defaults["storage"] == "durable"
     file = tmp_path / "photondb.toml"
     file.write_text('cache_size = "256MiB"\nhttp_port = 9000\ndriver_port = 29000\n'
