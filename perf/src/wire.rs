@@ -65,6 +65,15 @@ pub fn table(name: &str) -> Value {
 /// Starts `photondb serve` on ports it picks itself; returns it and the
 /// driver port it names in its log.
 pub fn start_server(binary: &str, directory: &std::path::Path) -> (Child, u16) {
+    start_server_with(binary, directory, &[])
+}
+
+/// `start_server` with more flags for `serve`.
+pub fn start_server_with(
+    binary: &str,
+    directory: &std::path::Path,
+    flags: &[&str],
+) -> (Child, u16) {
     let log = directory.join("server.log");
     let mut child = Command::new(binary)
         .args([
@@ -76,6 +85,7 @@ pub fn start_server(binary: &str, directory: &std::path::Path) -> (Child, u16) {
             "--http-port",
             "0",
         ])
+        .args(flags)
         .stdout(Stdio::null())
         .stderr(std::fs::File::create(&log).expect("log file"))
         .spawn()
@@ -104,6 +114,17 @@ pub fn start_server(binary: &str, directory: &std::path::Path) -> (Child, u16) {
         assert!(Instant::now() < deadline, "server did not start");
         std::thread::sleep(Duration::from_millis(50));
     }
+}
+
+/// A `key=value` field of the server's log line that says it is ready
+/// (`cache_mib`, `shards`), as the server printed it.
+pub fn ready_field(directory: &std::path::Path, key: &str) -> Option<String> {
+    let log = std::fs::read_to_string(directory.join("server.log")).ok()?;
+    let line = log.lines().find(|line| line.contains("PhotonDB is ready"))?;
+    let prefix = format!("{key}=");
+    line.split_whitespace()
+        .find_map(|field| field.strip_prefix(&prefix))
+        .map(str::to_owned)
 }
 
 impl Connection {

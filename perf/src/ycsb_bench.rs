@@ -70,10 +70,14 @@ struct Arguments {
     /// /usr/lib/postgresql).
     #[arg(long)]
     postgres_bin: Option<PathBuf>,
-    /// Memory for each peer's page cache, MiB (PhotonDB's cache, PostgreSQL's
-    /// shared_buffers).
+    /// PostgreSQL's shared_buffers, MiB. PostgreSQL also reads through the
+    /// kernel's page cache, which takes what memory is free.
     #[arg(long, default_value_t = 1024)]
     cache_mib: u64,
+    /// PhotonDB's `--cache-size` (`auto`, its default, or a size such as
+    /// `1GiB`). PhotonDB reads with direct I/O: this cache is all it has.
+    #[arg(long, default_value = "auto")]
+    photondb_cache: String,
     /// Where to write the Markdown report (a JSON twin goes beside it).
     #[arg(long)]
     output: Option<PathBuf>,
@@ -844,7 +848,13 @@ fn main() {
     let programs = postgres_programs(arguments.postgres_bin.clone());
 
     eprintln!("starting PhotonDB and PostgreSQL…");
-    let (server, port) = wire::start_server(&arguments.binary, scratch.path());
+    let (server, port) = wire::start_server_with(
+        &arguments.binary,
+        scratch.path(),
+        &["--cache-size", &arguments.photondb_cache],
+    );
+    let photon_cache_mib = wire::ready_field(scratch.path(), "cache_mib")
+        .map_or_else(|| arguments.photondb_cache.clone(), |mib| format!("{mib} MiB"));
     // Stopped however this run ends, a failed check included.
     let server = KillOnDrop(server);
     let cluster = PostgresCluster::start(scratch.path(), programs, arguments.cache_mib);
@@ -972,12 +982,13 @@ fn main() {
          Machine: {} cores ({}), {} GiB, {} on {}, kernel {}; fdatasync p50 {:.2} ms, p99 {:.2} ms.\n\n\
          {} records of 1 KiB (10 fields), zipfian keys (0.99), {} client threads with a connection each per peer, \
          {} s per workload{}. PhotonDB `durability` hard/soft ≙ PostgreSQL `synchronous_commit` on/off; \
-         PostgreSQL shared_buffers = PhotonDB cache = {} MiB. Ratio = PhotonDB / PostgreSQL (throughput: higher is better; p99: lower is better).\n\n",
+         PostgreSQL shared_buffers = {} MiB (and the kernel's page cache); PhotonDB cache (direct I/O) = {}. Ratio = PhotonDB / PostgreSQL (throughput: higher is better; p99: lower is better).\n\n",
         machine["cores"], machine["cpu"].as_str().unwrap_or(""), machine["memory_gib"], machine["file_system"].as_str().unwrap_or(""),
         machine["device"].as_str().unwrap_or(""), machine["kernel"].as_str().unwrap_or(""), sync_ms(0.5), sync_ms(0.99),
         arguments.records, threads, arguments.seconds,
         if arguments.target_rate > 0 { format!(", target {} ops/s (latency from intended start)", arguments.target_rate) } else { String::new() },
         arguments.cache_mib,
+        photon_cache_mib,
     ));
     report.push_str("| workload | durability | PhotonDB ops/s | PostgreSQL ops/s | ratio | PhotonDB p50 / p99 / p99.9 / max ms | PostgreSQL p50 / p99 / p99.9 / max ms | p99 ratio |\n");
     report.push_str("|---|---|---:|---:|---:|---|---|---:|\n");
