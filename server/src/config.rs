@@ -63,7 +63,7 @@ impl Default for Settings {
             initial_password: String::new(),
             shutdown_grace: Span(Duration::from_secs(10)),
             cache_size: CacheSize::Auto,
-            wal_ring_size: Size(32 << 20),
+            wal_ring_size: Size(64 << 20),
             cors_origins: Vec::new(),
             http_timeout: Span(Duration::from_secs(60)),
         }
@@ -143,7 +143,9 @@ pub struct Flags {
     #[arg(long, value_parser = CacheSize::parse)]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub cache_size: Option<CacheSize>,
-    /// WAL ring size per partition of a new data directory [default: 32MiB].
+    /// WAL ring size per partition of a new data directory: a larger ring
+    /// checkpoints less often (faster loads) and replays longer after a
+    /// crash [default: 64MiB].
     #[arg(long, value_parser = Size::parse)]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub wal_ring_size: Option<Size>,

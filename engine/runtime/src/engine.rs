@@ -59,7 +59,7 @@ impl EngineConfig {
             shards: cores,
             storage: StorageKind::Durable,
             partitions: 8,
-            wal_ring_bytes: 32 << 20,
+            wal_ring_bytes: 64 << 20,
             cache_bytes: 1 << 30,
             pin_to_cores: true,
             index_compiler: None,

@@ -545,8 +545,17 @@ impl<S: FileSystem> Backend for DurableBackend<S> {
         result
     }
 
+    /// After a quarter of the ring has been logged since the newest
+    /// checkpoint. The ring keeps the log back to the checkpoint before
+    /// that one (its superblock slot is the fallback), so two such
+    /// stretches fill half of it and the other half takes the writes that
+    /// arrive while the checkpoint is written. (Counting from the reclaim
+    /// point instead checkpointed every eighth of the ring: each
+    /// checkpoint rewrites every node changed since the last, so that
+    /// doubled what a bulk load wrote.)
     fn wants_checkpoint(&self) -> bool {
-        self.wal.used_bytes() > self.wal.ring_bytes() / 4
+        let since_newest = self.wal.appended_lsn().saturating_sub(self.newest.get().checkpoint_lsn);
+        since_newest > self.wal.ring_bytes() / 4
     }
 
     fn stats(&self) -> crate::stats::PartitionStats {
