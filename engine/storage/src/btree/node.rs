@@ -120,31 +120,40 @@ impl Node {
 /// `Child::Memory` or an inline value over the limit here is a bug in the
 /// checkpoint writer.
 pub fn encode_node(node: &Node, page: PageId, inline_limit: usize) -> Vec<u8> {
-    let mut payload = Vec::with_capacity(PAGE_PAYLOAD);
+    let mut out = Vec::with_capacity(PAGE_BYTES);
+    encode_node_into(node, page, inline_limit, &mut out);
+    out
+}
+
+/// [`encode_node`], appending the page to `out`: a checkpoint encodes its
+/// pages straight into the buffer it writes, with no image of its own.
+pub fn encode_node_into(node: &Node, page: PageId, inline_limit: usize, out: &mut Vec<u8>) {
+    let start = out.len();
+    out.resize(start + HEADER_BYTES, 0);
     let (kind, entries) = match node {
         Node::Leaf(entries) => {
             for (key, value) in entries {
-                payload.extend_from_slice(&(key.len() as u16).to_le_bytes());
-                payload.extend_from_slice(key);
+                out.extend_from_slice(&(key.len() as u16).to_le_bytes());
+                out.extend_from_slice(key);
                 match value {
                     Value::Inline(bytes) => {
                         assert!(
                             bytes.len() <= inline_limit,
                             "a large value must be moved to overflow pages before encoding"
                         );
-                        payload.push(0);
-                        payload.extend_from_slice(&(bytes.len() as u32).to_le_bytes());
-                        payload.extend_from_slice(bytes);
+                        out.push(0);
+                        out.extend_from_slice(&(bytes.len() as u32).to_le_bytes());
+                        out.extend_from_slice(bytes);
                     }
                     Value::Overflow {
                         first,
                         pages,
                         length,
                     } => {
-                        payload.push(1);
-                        payload.extend_from_slice(&first.to_le_bytes());
-                        payload.extend_from_slice(&pages.to_le_bytes());
-                        payload.extend_from_slice(&length.to_le_bytes());
+                        out.push(1);
+                        out.extend_from_slice(&first.to_le_bytes());
+                        out.extend_from_slice(&pages.to_le_bytes());
+                        out.extend_from_slice(&length.to_le_bytes());
                     }
                 }
             }
@@ -158,36 +167,52 @@ pub fn encode_node(node: &Node, page: PageId, inline_limit: usize) -> Vec<u8> {
                 Child::Page(page) => *page,
                 Child::Memory(_) => panic!("children are written before their parent"),
             };
-            payload.extend_from_slice(&page_of(&children[0]).to_le_bytes());
+            out.extend_from_slice(&page_of(&children[0]).to_le_bytes());
             for (key, child) in separators.iter().zip(&children[1..]) {
-                payload.extend_from_slice(&(key.len() as u16).to_le_bytes());
-                payload.extend_from_slice(key);
-                payload.extend_from_slice(&page_of(child).to_le_bytes());
+                out.extend_from_slice(&(key.len() as u16).to_le_bytes());
+                out.extend_from_slice(key);
+                out.extend_from_slice(&page_of(child).to_le_bytes());
             }
             (PageKind::Branch, separators.len())
         }
     };
+    let payload = out.len() - start - HEADER_BYTES;
     assert!(
-        payload.len() <= PAGE_PAYLOAD,
-        "a node of {} bytes does not fit a page",
-        payload.len()
+        payload <= PAGE_PAYLOAD,
+        "a node of {payload} bytes does not fit a page"
     );
-    seal(kind, entries as u16, page, &payload)
+    out.resize(start + PAGE_BYTES, 0);
+    seal_in_place(kind, entries as u16, page, payload, &mut out[start..]);
 }
 
-/// A page with its header and checksum around `payload`.
-pub fn seal(kind: PageKind, entries: u16, page: PageId, payload: &[u8]) -> Vec<u8> {
+/// Appends a page to `out`: its header and checksum around `payload`.
+fn seal_into(kind: PageKind, entries: u16, page: PageId, payload: &[u8], out: &mut Vec<u8>) {
     debug_assert!(payload.len() <= PAGE_PAYLOAD);
-    let mut out = vec![0u8; PAGE_BYTES];
+    let start = out.len();
+    out.resize(start + HEADER_BYTES, 0);
+    out.extend_from_slice(payload);
+    out.resize(start + PAGE_BYTES, 0);
+    seal_in_place(kind, entries, page, payload.len(), &mut out[start..]);
+}
+
+/// Fills the header of a page whose payload (of `length` bytes, zeros
+/// after it) is in place, then its checksum.
+fn seal_in_place(kind: PageKind, entries: u16, page: PageId, length: usize, out: &mut [u8]) {
+    out[..HEADER_BYTES].fill(0);
     out[0..4].copy_from_slice(&MAGIC.to_le_bytes());
     out[4] = kind as u8;
     out[6..8].copy_from_slice(&entries.to_le_bytes());
     out[8..16].copy_from_slice(&page.to_le_bytes());
-    out[16..20].copy_from_slice(&(payload.len() as u32).to_le_bytes());
-    out[HEADER_BYTES..HEADER_BYTES + payload.len()].copy_from_slice(payload);
-    let crc = crc32c::crc32c(&out);
+    out[16..20].copy_from_slice(&(length as u32).to_le_bytes());
+    let crc = crc32c::crc32c(out);
     out[20..24].copy_from_slice(&crc.to_le_bytes());
-    out
+}
+
+/// The checksum of a page, taken with its checksum field as zeros.
+fn page_checksum(bytes: &[u8]) -> u32 {
+    let crc = crc32c::crc32c(&bytes[..20]);
+    let crc = crc32c::crc32c_append(crc, &[0; 4]);
+    crc32c::crc32c_append(crc, &bytes[24..])
 }
 
 /// Checks a page's header and checksum; returns its kind, entry count and
@@ -200,9 +225,7 @@ pub fn open_page(bytes: &[u8], page: PageId) -> Result<(PageKind, u16, &[u8]), S
     if u32_at(0) != MAGIC {
         return Err("not a B-Tree page (bad magic)".into());
     }
-    let mut zeroed = bytes.to_vec();
-    zeroed[20..24].fill(0);
-    if crc32c::crc32c(&zeroed) != u32_at(20) {
+    if page_checksum(bytes) != u32_at(20) {
         return Err("page checksum mismatch".into());
     }
     let stored_page = u64::from_le_bytes(bytes[8..16].try_into().expect("8 bytes"));
@@ -313,14 +336,18 @@ impl<'a> Reader<'a> {
 
 /// Splits `value` into sealed pages of a run starting at `first`.
 pub fn encode_run(kind: PageKind, first: PageId, value: &[u8]) -> Vec<u8> {
-    let pages = run_pages(value.len());
-    let mut out = Vec::with_capacity(pages * PAGE_BYTES);
-    for index in 0..pages {
+    let mut out = Vec::with_capacity(run_pages(value.len()) * PAGE_BYTES);
+    encode_run_into(kind, first, value, &mut out);
+    out
+}
+
+/// [`encode_run`], appending the pages to `out`.
+pub fn encode_run_into(kind: PageKind, first: PageId, value: &[u8], out: &mut Vec<u8>) {
+    for index in 0..run_pages(value.len()) {
         let start = index * PAGE_PAYLOAD;
         let end = (start + PAGE_PAYLOAD).min(value.len());
-        out.extend_from_slice(&seal(kind, 0, first + index as u64, &value[start..end]));
+        seal_into(kind, 0, first + index as u64, &value[start..end], out);
     }
-    out
 }
 
 /// Pages a run of `length` bytes takes (at least one).

@@ -14,7 +14,7 @@ use std::rc::Rc;
 use bytes::Bytes;
 
 use super::node::{
-    self, decode_node, decode_run, encode_run, run_pages, Node, PageId, PageKind, Value, PAGE_BYTES,
+    self, decode_node, decode_run, encode_run_into, run_pages, Node, PageId, PageKind, Value, PAGE_BYTES,
 };
 use super::tree::Resident;
 use crate::error::{Result, StorageError};
@@ -357,7 +357,7 @@ impl<F: DirectFile> Pager<F> {
         inline_limit: usize,
         metadata: impl Fn(PageId, &[u8], &[(PageId, u64, u64)]) -> Vec<u8>,
     ) -> Result<Written> {
-        let mut pages: Vec<(PageId, Vec<u8>)> = Vec::new();
+        let mut pages: Vec<(PageId, Image)> = Vec::new();
         let mut nodes = Vec::new();
         let root_page = {
             let mut allocation = self.allocation.borrow_mut();
@@ -374,7 +374,8 @@ impl<F: DirectFile> Pager<F> {
                 let encoded = metadata(root_page, &bitmap, &allocation.waiting);
                 let needed = run_pages(encoded.len());
                 if needed <= reserved {
-                    pages.push((first, encode_run(PageKind::Metadata, first, &encoded)));
+                    let run = Image::Run(PageKind::Metadata, Bytes::from(encoded));
+                    pages.push((first, run));
                     break (first, reserved as u64);
                 }
                 allocation.free_run(first, reserved as u64);
@@ -382,24 +383,30 @@ impl<F: DirectFile> Pager<F> {
             }
         };
         pages.sort_by_key(|(page, _)| *page);
-        // Consecutive pages go out as one write.
+        // Consecutive pages are encoded into one buffer and go out as one
+        // write; the buffer is reused, so a checkpoint holds no more than
+        // one write's pages as bytes (a bulk load's checkpoints otherwise
+        // allocated, zeroed and copied every page image).
+        let mut run = Vec::with_capacity(WRITE_BYTES + PAGE_BYTES);
         let mut index = 0;
         while index < pages.len() {
             let first = pages[index].0;
-            let mut run = pages[index].1.clone();
-            let mut next = index + 1;
-            while next < pages.len()
-                && pages[next].0 == first + (run.len() / PAGE_BYTES) as u64
-                && run.len() < (4 << 20)
+            run.clear();
+            while index < pages.len()
+                && pages[index].0 == first + (run.len() / PAGE_BYTES) as u64
+                && run.len() < WRITE_BYTES
             {
-                run.extend_from_slice(&pages[next].1);
-                next += 1;
+                let (page, image) = &pages[index];
+                match image {
+                    Image::Node(node) => node::encode_node_into(node, *page, inline_limit, &mut run),
+                    Image::Run(kind, bytes) => encode_run_into(*kind, *page, bytes, &mut run),
+                }
+                index += 1;
             }
             self.file
                 .write_at(first * PAGE_BYTES as u64, &run)
                 .await
                 .map_err(|error| StorageError::io(&self.path, error))?;
-            index = next;
         }
         self.file
             .sync_data()
@@ -503,13 +510,23 @@ fn bitmap_of(used: &[bool]) -> Vec<u8> {
     bitmap
 }
 
-/// Gives every in-memory node under `child` a page (children first) and
-/// encodes it; large inline values get overflow runs. Returns the page.
+/// What a checkpoint writes at a page: a node, or a run of pages holding
+/// one value. Encoded only when its write goes out.
+enum Image {
+    Node(Rc<Node>),
+    Run(PageKind, Bytes),
+}
+
+/// Most bytes of consecutive pages a checkpoint sends in one write.
+const WRITE_BYTES: usize = 4 << 20;
+
+/// Gives every in-memory node under `child` a page (children first);
+/// large inline values get overflow runs. Returns the page.
 fn place(
     child: &node::Child,
     inline_limit: usize,
     allocation: &mut Allocation,
-    pages: &mut Vec<(PageId, Vec<u8>)>,
+    pages: &mut Vec<(PageId, Image)>,
     nodes: &mut Vec<(Rc<Node>, PageId, Rc<Node>)>,
 ) -> PageId {
     let memory = match child {
@@ -525,7 +542,7 @@ fn place(
                         Value::Inline(bytes) if bytes.len() > inline_limit => {
                             let count = run_pages(bytes.len());
                             let first = allocation.allocate(count);
-                            pages.push((first, encode_run(PageKind::Overflow, first, bytes)));
+                            pages.push((first, Image::Run(PageKind::Overflow, bytes.clone())));
                             Value::Overflow {
                                 first,
                                 pages: count as u32,
@@ -552,7 +569,8 @@ fn place(
         },
     };
     let page = allocation.allocate(1);
-    pages.push((page, node::encode_node(&clean, page, inline_limit)));
-    nodes.push((memory.clone(), page, Rc::new(clean)));
+    let clean = Rc::new(clean);
+    pages.push((page, Image::Node(clean.clone())));
+    nodes.push((memory.clone(), page, clean));
     page
 }
