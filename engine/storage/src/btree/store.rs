@@ -28,6 +28,9 @@ use crate::tables::TableId;
 /// at most 130 bytes; secondary index keys will be cut to fit as well).
 pub const MAX_KEY_BYTES: usize = 512;
 
+/// Most pages a write's preparation reads at once.
+const LOAD_TOGETHER: usize = 32;
+
 const METADATA_MAGIC: u32 = u32::from_le_bytes(*b"PMTA");
 
 #[derive(Clone, Copy, Debug)]
@@ -467,26 +470,40 @@ impl<F: DirectFile> Store<F> {
         };
         let mut commits = self.pager.commits();
         loop {
-            let missing = {
+            // One walk per key finds the pages not in memory and the
+            // overflow values not read. The missing pages (one level of
+            // the paths per round) are loaded together.
+            let (missing, unread) = {
                 let tree = self.tree.borrow();
-                keys.iter().find_map(|key| tree.missing(&self.pager, key))
+                let mut missing: Vec<PageId> = Vec::new();
+                let mut unread = None;
+                for key in keys {
+                    match tree.get(&self.pager, key) {
+                        Err(Missing(page)) => {
+                            if !missing.contains(&page) {
+                                missing.push(page);
+                                if missing.len() == LOAD_TOGETHER {
+                                    break;
+                                }
+                            }
+                        }
+                        Ok(Some(value @ Value::Overflow { first, .. }))
+                            if unread.is_none() && !prepared.overflow.contains_key(&first) =>
+                        {
+                            unread = Some(value);
+                        }
+                        _ => {}
+                    }
+                }
+                (missing, unread)
             };
-            if let Some(page) = missing {
-                prepared._pins.extend(self.pager.load(page).await?);
+            if !missing.is_empty() {
+                let loads = missing.into_iter().map(|page| self.pager.load(page));
+                for node in crate::join_all(loads).await {
+                    prepared._pins.extend(node?);
+                }
                 continue;
             }
-            let unread = {
-                let tree = self.tree.borrow();
-                keys.iter()
-                    .find_map(|key| match tree.get(&self.pager, key) {
-                        Ok(Some(value @ Value::Overflow { first, .. }))
-                            if !prepared.overflow.contains_key(&first) =>
-                        {
-                            Some(value)
-                        }
-                        _ => None,
-                    })
-            };
             let Some(value) = unread else {
                 return Ok(prepared);
             };
