@@ -108,3 +108,39 @@ fn pages_the_tree_stops_using_are_reused() {
         );
     }
 }
+
+/// A checkpoint is wanted once a quarter of the ring has been logged since
+/// the newest checkpoint: not before, and not at once after a checkpoint
+/// because the ring still holds the stretch before it (which the older
+/// superblock slot needs). Each checkpoint rewrites every node changed
+/// since the last one, so checkpointing twice as often doubles what a bulk
+/// load writes.
+#[test]
+fn a_checkpoint_is_wanted_after_a_quarter_of_the_ring_since_the_newest() {
+    let fs = SimulatedFileSystem::new();
+    let backend = create(&fs, RING);
+    let logged = || backend.stats().wal_bytes_written;
+    let mut number = 0;
+    let mut write_until_wanted = || {
+        let start = logged();
+        while !backend.wants_checkpoint() {
+            put(&backend, TABLE, &key(number), &value_of(number as u64, 200)).expect("put");
+            number += 1;
+            assert!(logged() - start <= RING, "no checkpoint wanted after a whole ring");
+        }
+        logged() - start
+    };
+    for round in 0..4 {
+        let since_checkpoint = write_until_wanted();
+        // Each hard write logs one padded 4 KiB block.
+        assert!(
+            (RING / 4..=RING / 4 + 8192).contains(&since_checkpoint),
+            "round {round}: wanted after {since_checkpoint} bytes"
+        );
+        block_on(backend.checkpoint()).expect("checkpoint");
+        assert!(
+            !backend.wants_checkpoint(),
+            "round {round}: wanted again right after a checkpoint"
+        );
+    }
+}
