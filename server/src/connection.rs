@@ -271,14 +271,23 @@ pub async fn serve(connection: Connection, engine: Engine, drain: Arc<Drain>) {
 /// their way through a shard's stack on a hostile query.
 const MAX_QUERY_DEPTH: usize = 1024;
 
+/// A query frame, read once: its JSON, and for a START the term, read
+/// straight from simd-json's tape (in the JSON its place holds `null`).
+#[derive(Debug)]
+struct Query {
+    json: Json,
+    term: Option<Result<Term, ReqlError>>,
+}
+
 /// Parses a query frame's JSON with simd-json.
-fn parse_query(mut body: Vec<u8>) -> Result<Json, String> {
+fn parse_query(mut body: Vec<u8>) -> Result<Query, String> {
     if nesting_depth(&body) > MAX_QUERY_DEPTH {
         return Err(format!("Query is nested too deeply (more than {MAX_QUERY_DEPTH} levels of arrays and objects)."));
     }
     PARSE_BUFFERS.with(|buffers| {
         let mut buffers = buffers.borrow_mut();
-        let parsed = simd_json::serde::from_slice_with_buffers::<Json>(&mut body, &mut buffers)
+        let parsed = simd_json::to_tape_with_buffers(&mut body, &mut buffers)
+            .map(|tape| read_query(&tape.0))
             .map_err(|error| format!("Failed to parse query: {error}."));
         // Kept for the next query (a bulk insert's megabytes would otherwise
         // be fresh, page-faulting memory every time), unless one huge query
@@ -288,6 +297,37 @@ fn parse_query(mut body: Vec<u8>) -> Result<Json, String> {
         }
         parsed
     })
+}
+
+/// A query from its tape: the term of a START is read as a term, the rest
+/// (small: the query type, token options) as JSON.
+fn read_query(nodes: &[simd_json::Node]) -> Query {
+    use crate::reql::term::tape;
+    let is_start = matches!(nodes[0], simd_json::Node::Array { .. })
+        && tape::children(nodes).next().is_some_and(|kind| {
+            matches!(kind[0], simd_json::Node::Static(simd_json::StaticNode::U64(kind))
+                if kind == query_type::START)
+        });
+    if !is_start {
+        return Query {
+            json: tape::to_json(nodes),
+            term: None,
+        };
+    }
+    let mut parts = Vec::new();
+    let mut term = None;
+    for (index, part) in tape::children(nodes).enumerate() {
+        if index == 1 {
+            term = Some(tape::term(part));
+            parts.push(Json::Null);
+        } else {
+            parts.push(tape::to_json(part));
+        }
+    }
+    Query {
+        json: Json::Array(parts),
+        term,
+    }
 }
 
 /// The largest query whose parse buffers a thread keeps for the next one.
@@ -326,15 +366,15 @@ fn nesting_depth(bytes: &[u8]) -> usize {
     deepest
 }
 
-fn is_continue(query: &Result<Json, String>) -> bool {
-    matches!(query, Ok(Json::Array(parts)) if parts.first().and_then(Json::as_u64) == Some(query_type::CONTINUE))
+fn is_continue(query: &Result<Query, String>) -> bool {
+    matches!(query, Ok(Query { json: Json::Array(parts), .. }) if parts.first().and_then(Json::as_u64) == Some(query_type::CONTINUE))
 }
 
-fn is_noreply_wait(query: &Result<Json, String>) -> bool {
+fn is_noreply_wait(query: &Result<Query, String>) -> bool {
     query
         .as_ref()
         .ok()
-        .and_then(|query| query.get(0).and_then(Json::as_u64))
+        .and_then(|query| query.json.get(0).and_then(Json::as_u64))
         .is_some_and(|kind| kind == query_type::NOREPLY_WAIT)
 }
 
@@ -367,8 +407,8 @@ const FEED_SHUTDOWN_CHECK: std::time::Duration = std::time::Duration::from_milli
 
 impl Session {
     /// Answers one query; `None` when nothing is to be sent (noreply).
-    async fn handle(&self, token: u64, query: Result<Json, String>) -> Option<Answer> {
-        let query = match query {
+    async fn handle(&self, token: u64, query: Result<Query, String>) -> Option<Answer> {
+        let Query { json: query, term } = match query {
             Ok(query) => query,
             Err(message) => return Some(Answer::Value(client_error(&message))),
         };
@@ -378,7 +418,7 @@ impl Session {
             )));
         };
         match parts.first().and_then(Json::as_u64) {
-            Some(query_type::START) => self.start(token, parts).await,
+            Some(query_type::START) => self.start(token, parts, term).await,
             Some(query_type::CONTINUE) => Some(match self.take_cursor(token) {
                 Some(cursor) if cursor.stream.is_feed() => self.continue_feed(token, cursor).await,
                 Some(cursor) => self.next_batch(token, cursor, false).await,
@@ -433,7 +473,12 @@ impl Session {
         self.cursors.borrow_mut().remove(&token)
     }
 
-    async fn start(&self, token: u64, parts: &[Json]) -> Option<Answer> {
+    async fn start(
+        &self,
+        token: u64,
+        parts: &[Json],
+        term: Option<Result<Term, ReqlError>>,
+    ) -> Option<Answer> {
         let optargs = match parts.get(2) {
             None => serde_json::Map::new(),
             Some(Json::Object(optargs)) => optargs.clone(),
@@ -450,7 +495,7 @@ impl Session {
             .get("profile")
             .is_some_and(|value| value == &Json::Bool(true));
         let started = std::time::Instant::now();
-        let response = match self.run(token, parts.get(1), &optargs).await {
+        let response = match self.run(token, term, &optargs).await {
             Ok(response) => {
                 crate::metrics::metrics().query_answered(
                     "driver",
@@ -482,10 +527,10 @@ impl Session {
     async fn run(
         &self,
         token: u64,
-        term: Option<&Json>,
+        term: Option<Result<Term, ReqlError>>,
         optargs: &serde_json::Map<String, Json>,
     ) -> Result<Answer, ReqlError> {
-        match evaluate(&self.engine, Some(self.user.clone()), term, optargs).await? {
+        match evaluate_term(&self.engine, Some(self.user.clone()), term, optargs).await? {
             Evaluated::Atom(atom) => Ok(atom.into_answer()),
             Evaluated::Stream(stream, context, limits) => Ok(self
                 .next_batch(
@@ -685,11 +730,23 @@ impl Answer {
 }
 
 /// Evaluates a query's term with its global optional arguments, as the
-/// driver port and the HTTP API both do.
+/// HTTP API does.
 pub async fn evaluate(
     engine: &Engine,
     user: Option<Arc<str>>,
     term: Option<&Json>,
+    optargs: &serde_json::Map<String, Json>,
+) -> Result<Evaluated, ReqlError> {
+    evaluate_term(engine, user, term.map(Term::parse), optargs).await
+}
+
+/// [`evaluate`] of a term already read (the driver port reads it from the
+/// query's tape); a term that could not be read is reported here, after
+/// the global optional arguments are checked, as RethinkDB orders them.
+async fn evaluate_term(
+    engine: &Engine,
+    user: Option<Arc<str>>,
+    term: Option<Result<Term, ReqlError>>,
     optargs: &serde_json::Map<String, Json>,
 ) -> Result<Evaluated, ReqlError> {
     for name in optargs.keys() {
@@ -699,9 +756,8 @@ pub async fn evaluate(
             )));
         }
     }
-    let term = Term::parse(
-        term.ok_or_else(|| ReqlError::new(ErrorClass::Client, "START query without a term."))?,
-    )?;
+    let term =
+        term.ok_or_else(|| ReqlError::new(ErrorClass::Client, "START query without a term."))??;
     term.check_placement()?;
     let global = crate::reql::term::parse_optargs(optargs)?;
     let mut context = Context::new(engine.clone());

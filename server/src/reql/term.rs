@@ -82,29 +82,34 @@ impl Term {
                         .map(Term::Datum)
                         .map_err(|error| ReqlError::logic(error.to_string()));
                 }
-                let fields = parse_optargs(fields)?;
-                // An object of datums is a datum: read once here rather than
-                // rebuilt field by field every time it is evaluated (a bulk
-                // insert's documents are such objects).
-                if fields.values().all(|value| matches!(value, Term::Datum(_))) {
-                    let fields = fields
-                        .into_iter()
-                        .map(|(name, value)| match value {
-                            Term::Datum(datum) => (name, datum),
-                            _ => unreachable!("checked above"),
-                        })
-                        .collect();
-                    return Ok(Term::Datum(Datum::Object(fields)));
-                }
-                Ok(Term::Call {
-                    term_type: term_type::MAKE_OBJ,
-                    args: Vec::new(),
-                    optargs: fields,
-                })
+                Ok(Term::object(parse_optargs(fields)?))
             }
             scalar => from_json(scalar)
                 .map(Term::Datum)
                 .map_err(|error| ReqlError::logic(error.to_string())),
+        }
+    }
+}
+
+impl Term {
+    /// A literal object of these fields. An object of datums is a datum:
+    /// read once here rather than rebuilt field by field every time it is
+    /// evaluated (a bulk insert's documents are such objects).
+    fn object(fields: BTreeMap<String, Term>) -> Term {
+        if fields.values().all(|value| matches!(value, Term::Datum(_))) {
+            let fields = fields
+                .into_iter()
+                .map(|(name, value)| match value {
+                    Term::Datum(datum) => (name, datum),
+                    _ => unreachable!("checked above"),
+                })
+                .collect();
+            return Term::Datum(Datum::Object(fields));
+        }
+        Term::Call {
+            term_type: term_type::MAKE_OBJ,
+            args: Vec::new(),
+            optargs: fields,
         }
     }
 }
@@ -267,6 +272,210 @@ fn forbids_writes(term_type: u64) -> bool {
     )
 }
 
+/// Terms read straight from simd-json's tape of a query, with no JSON tree
+/// in between: a bulk insert's documents become datums in one pass. What
+/// this fast path does not expect (a malformed term, a pseudo-type) is
+/// handed to [`Term::parse`] as JSON, so errors read exactly as there.
+pub mod tape {
+    use std::collections::BTreeMap;
+
+    use photondb_datum::Datum;
+    use serde_json::Value;
+    use simd_json::{Node, StaticNode};
+
+    use super::{term_type, Frame, ReqlError, Term};
+
+    /// The nodes of the value that starts `nodes`.
+    pub fn value<'tape, 'input>(nodes: &'tape [Node<'input>]) -> &'tape [Node<'input>] {
+        &nodes[..size(&nodes[0])]
+    }
+
+    /// Nodes a value takes on the tape, itself included.
+    fn size(node: &Node) -> usize {
+        match node {
+            Node::Object { count, .. } | Node::Array { count, .. } => count + 1,
+            _ => 1,
+        }
+    }
+
+    /// The values of the array or object (keys and values in turn) that
+    /// starts `nodes`.
+    pub fn children<'tape, 'input>(
+        nodes: &'tape [Node<'input>],
+    ) -> impl Iterator<Item = &'tape [Node<'input>]> {
+        let mut rest = &nodes[1..size(&nodes[0])];
+        std::iter::from_fn(move || {
+            let (first, tail) = rest.split_at_checked(size(rest.first()?))?;
+            rest = tail;
+            Some(first)
+        })
+    }
+
+    /// The value as JSON (for errors, and what is not read here).
+    pub fn to_json(nodes: &[Node]) -> Value {
+        match &nodes[0] {
+            Node::String(text) => Value::String((*text).to_owned()),
+            Node::Static(scalar) => scalar_json(scalar),
+            Node::Array { .. } => Value::Array(children(nodes).map(to_json).collect()),
+            Node::Object { .. } => {
+                let mut object = serde_json::Map::new();
+                let mut parts = children(nodes);
+                while let (Some(key), Some(value)) = (parts.next(), parts.next()) {
+                    object.insert(key_of(key).to_owned(), to_json(value));
+                }
+                Value::Object(object)
+            }
+        }
+    }
+
+    fn scalar_json(scalar: &StaticNode) -> Value {
+        match *scalar {
+            StaticNode::Null => Value::Null,
+            StaticNode::Bool(value) => Value::Bool(value),
+            StaticNode::I64(number) => Value::from(number),
+            StaticNode::U64(number) => Value::from(number),
+            StaticNode::F64(number) => serde_json::Number::from_f64(number)
+                .map_or(Value::Null, Value::Number),
+        }
+    }
+
+    fn key_of<'input>(nodes: &[Node<'input>]) -> &'input str {
+        match nodes[0] {
+            Node::String(key) => key,
+            _ => unreachable!("simd-json's object keys are strings"),
+        }
+    }
+
+    /// Whether an object's nodes name a pseudo-type.
+    fn has_reql_type(nodes: &[Node]) -> bool {
+        children(nodes)
+            .step_by(2)
+            .any(|key| key_of(key) == "$reql_type$")
+    }
+
+    /// The term that starts `nodes`.
+    pub fn term(nodes: &[Node]) -> Result<Term, ReqlError> {
+        let nodes = value(nodes);
+        match &nodes[0] {
+            Node::Array { len, .. } => {
+                let mut parts = children(nodes);
+                let term_type = match parts.next().map(|first| &first[0]) {
+                    Some(Node::Static(StaticNode::U64(kind))) if *len <= 3 => *kind,
+                    Some(Node::Static(StaticNode::I64(kind))) if *len <= 3 && *kind >= 0 => {
+                        *kind as u64
+                    }
+                    _ => return Term::parse(&to_json(nodes)),
+                };
+                let (arguments, optional) = (parts.next(), parts.next());
+                if term_type == term_type::DATUM {
+                    return arguments
+                        .map_or(Ok(Datum::Null), datum)
+                        .map(Term::Datum)
+                        .map_err(|error| ReqlError::logic(error.to_string()));
+                }
+                let args = match arguments {
+                    None => Vec::new(),
+                    Some(arguments) if matches!(arguments[0], Node::Array { .. }) => {
+                        children(arguments)
+                            .enumerate()
+                            .map(|(index, argument)| {
+                                term(argument)
+                                    .map_err(|error| error.within(Frame::Position(index)))
+                            })
+                            .collect::<Result<_, _>>()?
+                    }
+                    Some(_) => return Term::parse(&to_json(nodes)),
+                };
+                let optargs = match optional {
+                    None => BTreeMap::new(),
+                    Some(optional) if matches!(optional[0], Node::Object { .. }) => {
+                        optargs(optional)?
+                    }
+                    Some(_) => return Term::parse(&to_json(nodes)),
+                };
+                Ok(Term::Call {
+                    term_type,
+                    args,
+                    optargs,
+                })
+            }
+            Node::Object { .. } => {
+                if has_reql_type(nodes) {
+                    return Term::parse(&to_json(nodes));
+                }
+                let fields = optargs(nodes)?;
+                Ok(Term::object(fields))
+            }
+            Node::String(text) => Ok(Term::Datum(Datum::String((*text).to_owned()))),
+            Node::Static(scalar) => Ok(Term::Datum(scalar_datum(scalar))),
+        }
+    }
+
+    /// An object's fields as terms (a term's optional arguments, or the
+    /// fields of a literal object).
+    /// A name given twice, or a value that is not a term, takes the JSON
+    /// path: there the last of a repeated name wins before any value is
+    /// read, so an earlier one's error never shows.
+    pub fn optargs(nodes: &[Node]) -> Result<BTreeMap<String, Term>, ReqlError> {
+        let mut fields = BTreeMap::new();
+        let mut parts = children(nodes);
+        while let (Some(key), Some(value)) = (parts.next(), parts.next()) {
+            let Ok(value) = term(value) else {
+                return json_optargs(nodes);
+            };
+            if fields.insert(key_of(key).to_owned(), value).is_some() {
+                return json_optargs(nodes);
+            }
+        }
+        Ok(fields)
+    }
+
+    fn json_optargs(nodes: &[Node]) -> Result<BTreeMap<String, Term>, ReqlError> {
+        match to_json(nodes) {
+            Value::Object(fields) => super::parse_optargs(&fields),
+            _ => unreachable!("called with an object's nodes"),
+        }
+    }
+
+    /// A pure datum (the argument of a DATUM term).
+    fn datum(nodes: &[Node]) -> Result<Datum, photondb_datum::DatumError> {
+        Ok(match &nodes[0] {
+            Node::String(text) => Datum::String((*text).to_owned()),
+            Node::Static(scalar) => scalar_datum(scalar),
+            Node::Array { .. } => Datum::Array(children(nodes).map(datum).collect::<Result<_, _>>()?),
+            Node::Object { .. } if has_reql_type(nodes) => {
+                photondb_datum::json::from_json(&to_json(nodes))?
+            }
+            Node::Object { .. } => {
+                // As for terms: a repeated name or an error takes the JSON
+                // path, where the last of a repeated name wins unread.
+                let mut object = photondb_datum::Object::new();
+                let mut parts = children(nodes);
+                while let (Some(key), Some(value)) = (parts.next(), parts.next()) {
+                    let Ok(value) = datum(value) else {
+                        return photondb_datum::json::from_json(&to_json(nodes));
+                    };
+                    if object.insert(key_of(key).to_owned(), value).is_some() {
+                        return photondb_datum::json::from_json(&to_json(nodes));
+                    }
+                }
+                Datum::Object(object)
+            }
+        })
+    }
+
+    /// simd-json refuses non-finite numbers, so every number is a datum.
+    fn scalar_datum(scalar: &StaticNode) -> Datum {
+        match *scalar {
+            StaticNode::Null => Datum::Null,
+            StaticNode::Bool(value) => Datum::Bool(value),
+            StaticNode::I64(number) => Datum::Number(number as f64),
+            StaticNode::U64(number) => Datum::Number(number as f64),
+            StaticNode::F64(number) => Datum::Number(number),
+        }
+    }
+}
+
 pub fn parse_optargs(
     fields: &serde_json::Map<String, Value>,
 ) -> Result<BTreeMap<String, Term>, ReqlError> {
@@ -279,4 +488,116 @@ pub fn parse_optargs(
             ))
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{tape, Term};
+
+    /// The term read from the tape and the term read from JSON, or their
+    /// errors, as text (terms have no equality).
+    fn both_ways(json: &str) -> (String, String) {
+        let mut bytes = json.as_bytes().to_vec();
+        let from_tape = simd_json::to_tape(&mut bytes)
+            .map(|parsed| format!("{:?}", tape::term(&parsed.0)))
+            .expect("valid JSON");
+        let value: serde_json::Value = serde_json::from_str(json).expect("valid JSON");
+        (from_tape, format!("{:?}", Term::parse(&value)))
+    }
+
+    #[test]
+    fn terms_read_from_the_tape_are_the_terms_read_from_json() {
+        let cases = [
+            // calls, nested, with optional arguments
+            r#"[15, [[14, ["test"]], "users"], {"read_mode": "outdated"}]"#,
+            r#"[56, [[15, ["t"]], {"id": 1, "name": "a\"b\\c\u00e9", "n": [1, 2.5, -3]}], {"conflict": "update"}]"#,
+            r#"[69, [[2, [1]], [39, [[10, [1]], "x"]]]]"#,
+            // literal objects: of datums, with a term inside, nested
+            r#"{"a": 1, "b": {"c": [true, false, null]}}"#,
+            r#"{"a": [10, [1]], "b": {"c": [2, [1, 2]]}}"#,
+            r#"{}"#,
+            r#"[]"#,
+            // DATUM terms and pseudo-types at every level
+            r#"[1, {"x": [1, 2], "y": {"$reql_type$": "BINARY", "data": "aGk="}}]"#,
+            r#"[1]"#,
+            r#"[1, null, {}]"#,
+            r#"{"$reql_type$": "TIME", "epoch_time": 1.5, "timezone": "+00:00"}"#,
+            r#"{"a": {"$reql_type$": "BINARY", "data": "aGk="}}"#,
+            r#"{"$reql_type$": "TIME", "epoch_time": [10, [1]], "timezone": "+00:00"}"#,
+            r#"{"$reql_type$": "UNKNOWN", "v": 1}"#,
+            r#"[1, {"$reql_type$": "BINARY", "data": "!!"}]"#,
+            // scalars
+            r#""text""#,
+            r#"-12"#,
+            r#"18446744073709551615"#,
+            r#"0.1"#,
+            r#"null"#,
+            // malformed terms: every error must read as from JSON
+            r#"["insert", [1]]"#,
+            r#"[-1, []]"#,
+            r#"[1.5, []]"#,
+            r#"[15, [], {}, 4]"#,
+            r#"[15, {"a": 1}]"#,
+            r#"[15, [], [1]]"#,
+            r#"[15, [[15, "x"]]]"#,
+            r#"[15, [], {"a": ["bad"]}]"#,
+            r#"{"a": {"b": [2.5]}}"#,
+            r#"[2, [1, 2, [15, 3]]]"#,
+        ];
+        for case in cases {
+            let (from_tape, from_json) = both_ways(case);
+            assert_eq!(from_tape, from_json, "{case}");
+        }
+    }
+
+    /// Random JSON shaped like terms (arrays led by small numbers, objects,
+    /// scalars), read both ways.
+    #[test]
+    fn random_term_shaped_json_reads_the_same_both_ways() {
+        let mut state = 0x9E37_79B9_7F4A_7C15u64;
+        let mut next = move |bound: u64| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state % bound
+        };
+        fn value(next: &mut dyn FnMut(u64) -> u64, depth: u32) -> String {
+            let choice = if depth > 3 { 4 + next(4) } else { next(8) };
+            match choice {
+                0 | 1 => {
+                    let kind = ["1", "2", "15", "39", "-1", "2.0", "\"x\"", "170"][next(8) as usize];
+                    let arguments: Vec<String> = (0..next(3)).map(|_| value(next, depth + 1)).collect();
+                    let mut parts = vec![kind.to_owned(), format!("[{}]", arguments.join(","))];
+                    if next(3) == 0 {
+                        parts[1] = value(next, depth + 1);
+                    }
+                    if next(2) == 0 {
+                        parts.push(value(next, depth + 1));
+                    }
+                    if next(8) == 0 {
+                        parts.push("0".to_owned());
+                    }
+                    format!("[{}]", parts.join(","))
+                }
+                2 | 3 => {
+                    let fields: Vec<String> = (0..next(4))
+                        .map(|index| {
+                            let key = ["a", "b", "$reql_type$", "data", "epoch_time"][(index as u64 + next(5)) as usize % 5];
+                            format!("\"{key}\": {}", value(next, depth + 1))
+                        })
+                        .collect();
+                    format!("{{{}}}", fields.join(","))
+                }
+                4 => ["null", "true", "false"][next(3) as usize].to_owned(),
+                5 => ["0", "-7", "3.25", "1e300", "9007199254740993"][next(5) as usize].to_owned(),
+                6 => ["\"BINARY\"", "\"TIME\"", "\"aGk=\"", "\"q\\\"\\u0041\""][next(4) as usize].to_owned(),
+                _ => format!("[{}]", (0..next(3)).map(|_| value(next, depth + 1)).collect::<Vec<_>>().join(",")),
+            }
+        }
+        for _ in 0..20000 {
+            let case = value(&mut next, 0);
+            let (from_tape, from_json) = both_ways(&case);
+            assert_eq!(from_tape, from_json, "{case}");
+        }
+    }
 }
