@@ -359,11 +359,10 @@ pub mod tape {
         match &nodes[0] {
             Node::Array { len, .. } => {
                 let mut parts = children(nodes);
+                // simd-json reads non-negative integers as U64, negative
+                // ones as I64 (never a term type).
                 let term_type = match parts.next().map(|first| &first[0]) {
                     Some(Node::Static(StaticNode::U64(kind))) if *len <= 3 => *kind,
-                    Some(Node::Static(StaticNode::I64(kind))) if *len <= 3 && *kind >= 0 => {
-                        *kind as u64
-                    }
                     _ => return Term::parse(&to_json(nodes)),
                 };
                 let (arguments, optional) = (parts.next(), parts.next());
