@@ -116,17 +116,18 @@ impl Node {
     }
 }
 
-/// Encodes a node whose children and large values already have pages.
-/// `Child::Memory` or an inline value over the limit here is a bug in the
-/// checkpoint writer.
+/// A node's page on its own (tests; checkpoints use [`encode_node_into`]).
+#[cfg(test)]
 pub fn encode_node(node: &Node, page: PageId, inline_limit: usize) -> Vec<u8> {
     let mut out = Vec::with_capacity(PAGE_BYTES);
     encode_node_into(node, page, inline_limit, &mut out);
     out
 }
 
-/// [`encode_node`], appending the page to `out`: a checkpoint encodes its
-/// pages straight into the buffer it writes, with no image of its own.
+/// Encodes a node whose children and large values already have pages,
+/// appending the page to `out`: a checkpoint encodes its pages straight
+/// into the buffer it writes, with no image of its own. `Child::Memory` or
+/// an inline value over the limit here is a bug in the checkpoint writer.
 pub fn encode_node_into(node: &Node, page: PageId, inline_limit: usize, out: &mut Vec<u8>) {
     let start = out.len();
     out.resize(start + HEADER_BYTES, 0);
@@ -334,14 +335,16 @@ impl<'a> Reader<'a> {
     }
 }
 
-/// Splits `value` into sealed pages of a run starting at `first`.
+/// A run's pages on their own (tests; checkpoints use [`encode_run_into`]).
+#[cfg(test)]
 pub fn encode_run(kind: PageKind, first: PageId, value: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(run_pages(value.len()) * PAGE_BYTES);
     encode_run_into(kind, first, value, &mut out);
     out
 }
 
-/// [`encode_run`], appending the pages to `out`.
+/// Splits `value` into sealed pages of a run starting at `first`,
+/// appending them to `out`.
 pub fn encode_run_into(kind: PageKind, first: PageId, value: &[u8], out: &mut Vec<u8>) {
     for index in 0..run_pages(value.len()) {
         let start = index * PAGE_PAYLOAD;
