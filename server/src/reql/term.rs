@@ -285,11 +285,6 @@ pub mod tape {
 
     use super::{term_type, Frame, ReqlError, Term};
 
-    /// The nodes of the value that starts `nodes`.
-    pub fn value<'tape, 'input>(nodes: &'tape [Node<'input>]) -> &'tape [Node<'input>] {
-        &nodes[..size(&nodes[0])]
-    }
-
     /// Nodes a value takes on the tape, itself included.
     fn size(node: &Node) -> usize {
         match node {
@@ -355,7 +350,6 @@ pub mod tape {
 
     /// The term that starts `nodes`.
     pub fn term(nodes: &[Node]) -> Result<Term, ReqlError> {
-        let nodes = value(nodes);
         match &nodes[0] {
             Node::Array { len, .. } => {
                 let mut parts = children(nodes);
@@ -411,11 +405,10 @@ pub mod tape {
     }
 
     /// An object's fields as terms (a term's optional arguments, or the
-    /// fields of a literal object).
-    /// A name given twice, or a value that is not a term, takes the JSON
-    /// path: there the last of a repeated name wins before any value is
-    /// read, so an earlier one's error never shows.
-    pub fn optargs(nodes: &[Node]) -> Result<BTreeMap<String, Term>, ReqlError> {
+    /// fields of a literal object). A name given twice, or a value that is
+    /// not a term, takes the JSON path: there the last of a repeated name
+    /// wins before any value is read, so an earlier one's error never shows.
+    fn optargs(nodes: &[Node]) -> Result<BTreeMap<String, Term>, ReqlError> {
         let mut fields = BTreeMap::new();
         let mut parts = children(nodes);
         while let (Some(key), Some(value)) = (parts.next(), parts.next()) {
