@@ -120,7 +120,9 @@ pub fn start_server_with(
 /// (`cache_mib`, `shards`), as the server printed it.
 pub fn ready_field(directory: &std::path::Path, key: &str) -> Option<String> {
     let log = std::fs::read_to_string(directory.join("server.log")).ok()?;
-    let line = log.lines().find(|line| line.contains("PhotonDB is ready"))?;
+    let line = log
+        .lines()
+        .find(|line| line.contains("PhotonDB is ready"))?;
     let prefix = format!("{key}=");
     line.split_whitespace()
         .find_map(|field| field.strip_prefix(&prefix))

@@ -853,8 +853,10 @@ fn main() {
         scratch.path(),
         &["--cache-size", &arguments.photondb_cache],
     );
-    let photon_cache_mib = wire::ready_field(scratch.path(), "cache_mib")
-        .map_or_else(|| arguments.photondb_cache.clone(), |mib| format!("{mib} MiB"));
+    let photon_cache_mib = wire::ready_field(scratch.path(), "cache_mib").map_or_else(
+        || arguments.photondb_cache.clone(),
+        |mib| format!("{mib} MiB"),
+    );
     // Stopped however this run ends, a failed check included.
     let server = KillOnDrop(server);
     let cluster = PostgresCluster::start(scratch.path(), programs, arguments.cache_mib);

@@ -179,9 +179,9 @@ impl Settings {
     /// Defaults < file < environment < flags.
     pub fn load(flags: &Flags) -> anyhow::Result<Settings> {
         let mut flags = flags.clone();
-        flags.cache_size = flags
-            .cache_size
-            .or(flags.cache_size_mb.map(|mib| CacheSize::Fixed(Size(mib << 20))));
+        flags.cache_size = flags.cache_size.or(flags
+            .cache_size_mb
+            .map(|mib| CacheSize::Fixed(Size(mib << 20))));
         flags.wal_ring_size = flags
             .wal_ring_size
             .or(flags.wal_ring_mib.map(|mib| Size(mib << 20)));
@@ -565,7 +565,10 @@ mod tests {
     fn an_automatic_cache_takes_half_the_available_memory_less_a_reserve() {
         let gib = 1u64 << 30;
         assert_eq!(CacheSize::parse("auto"), Ok(CacheSize::Auto));
-        assert_eq!(CacheSize::parse("2GiB"), Ok(CacheSize::Fixed(Size(2 * gib))));
+        assert_eq!(
+            CacheSize::parse("2GiB"),
+            Ok(CacheSize::Fixed(Size(2 * gib)))
+        );
         assert!(CacheSize::parse("some").unwrap_err().contains("or auto"));
         assert_eq!(CacheSize::Auto.to_string(), "auto");
         // RethinkDB's rule: (available - 1 GiB) / 2, never below 100 MiB.
@@ -577,7 +580,8 @@ mod tests {
             CacheSize::Fixed(Size(gib)).bytes(|| unreachable!("fixed sizes read no memory")),
             gib
         );
-        let meminfo = "MemTotal:       24000000 kB\nMemFree:  1000 kB\nMemAvailable:   20000000 kB\n";
+        let meminfo =
+            "MemTotal:       24000000 kB\nMemFree:  1000 kB\nMemAvailable:   20000000 kB\n";
         assert_eq!(meminfo_available(meminfo), Some(20_000_000 * 1024));
         assert_eq!(meminfo_available("MemTotal: 5 kB\n"), None);
     }

@@ -35,11 +35,45 @@ const OBJECT: u8 = 0x06;
 const BINARY: u8 = 0x07;
 const TIME: u8 = 0x08;
 
-/// Encodes `datum` in the compact form.
+/// Encodes `datum` in the compact form, in an allocation of exactly its
+/// size.
+///
+/// Stored documents stay in memory as these allocations until a checkpoint
+/// writes them. Grown by doubling, a 1.3 KiB document took five
+/// reallocations and then sat in a 2 KiB block.
 pub fn encode(datum: &Datum) -> Vec<u8> {
-    let mut out = Vec::with_capacity(64);
+    let size = encoded_size(datum);
+    let mut out = Vec::with_capacity(size);
     encode_into(datum, &mut out);
+    debug_assert_eq!(out.len(), size);
     out
+}
+
+/// The bytes [`encode`] writes for `datum`.
+pub fn encoded_size(datum: &Datum) -> usize {
+    match datum {
+        Datum::Null | Datum::Bool(_) => 1,
+        Datum::Number(_) => 1 + 8,
+        Datum::String(text) => 1 + 4 + text.len(),
+        Datum::Binary(bytes) => 1 + 4 + bytes.len(),
+        Datum::Time { timezone, .. } => 1 + 8 + 1 + timezone.len().min(255),
+        Datum::Array(items) => {
+            1 + 4
+                + 4
+                + items
+                    .iter()
+                    .map(|item| 4 + encoded_size(item))
+                    .sum::<usize>()
+        }
+        Datum::Object(fields) => {
+            1 + 4
+                + 4
+                + fields
+                    .iter()
+                    .map(|(key, value)| 12 + key.len() + encoded_size(value))
+                    .sum::<usize>()
+        }
+    }
 }
 
 fn put_u32(out: &mut Vec<u8>, value: usize) {

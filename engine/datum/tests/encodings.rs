@@ -68,6 +68,9 @@ proptest! {
     #[test]
     fn documents_round_trip_and_fields_read_in_place(value in any_datum()) {
         let bytes = document::encode(&value);
+        // Sized up front: stored documents keep this allocation.
+        prop_assert_eq!(document::encoded_size(&value), bytes.len());
+        prop_assert_eq!(bytes.capacity(), bytes.len());
         let decoded = document::decode(&bytes).unwrap();
         prop_assert_eq!(format!("{decoded:?}"), format!("{value:?}"));
         if let Datum::Object(fields) = &value {

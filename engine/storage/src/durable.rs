@@ -554,7 +554,10 @@ impl<S: FileSystem> Backend for DurableBackend<S> {
     /// checkpoint rewrites every node changed since the last, so that
     /// doubled what a bulk load wrote.)
     fn wants_checkpoint(&self) -> bool {
-        let since_newest = self.wal.appended_lsn().saturating_sub(self.newest.get().checkpoint_lsn);
+        let since_newest = self
+            .wal
+            .appended_lsn()
+            .saturating_sub(self.newest.get().checkpoint_lsn);
         since_newest > self.wal.ring_bytes() / 4
     }
 

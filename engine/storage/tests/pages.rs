@@ -126,7 +126,10 @@ fn a_checkpoint_is_wanted_after_a_quarter_of_the_ring_since_the_newest() {
         while !backend.wants_checkpoint() {
             put(&backend, TABLE, &key(number), &value_of(number as u64, 200)).expect("put");
             number += 1;
-            assert!(logged() - start <= RING, "no checkpoint wanted after a whole ring");
+            assert!(
+                logged() - start <= RING,
+                "no checkpoint wanted after a whole ring"
+            );
         }
         logged() - start
     };

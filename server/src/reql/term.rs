@@ -329,8 +329,9 @@ pub mod tape {
             StaticNode::Bool(value) => Value::Bool(value),
             StaticNode::I64(number) => Value::from(number),
             StaticNode::U64(number) => Value::from(number),
-            StaticNode::F64(number) => serde_json::Number::from_f64(number)
-                .map_or(Value::Null, Value::Number),
+            StaticNode::F64(number) => {
+                serde_json::Number::from_f64(number).map_or(Value::Null, Value::Number)
+            }
         }
     }
 
@@ -372,8 +373,7 @@ pub mod tape {
                         children(arguments)
                             .enumerate()
                             .map(|(index, argument)| {
-                                term(argument)
-                                    .map_err(|error| error.within(Frame::Position(index)))
+                                term(argument).map_err(|error| error.within(Frame::Position(index)))
                             })
                             .collect::<Result<_, _>>()?
                     }
@@ -434,7 +434,9 @@ pub mod tape {
         Ok(match &nodes[0] {
             Node::String(text) => Datum::String((*text).to_owned()),
             Node::Static(scalar) => scalar_datum(scalar),
-            Node::Array { .. } => Datum::Array(children(nodes).map(datum).collect::<Result<_, _>>()?),
+            Node::Array { .. } => {
+                Datum::Array(children(nodes).map(datum).collect::<Result<_, _>>()?)
+            }
             Node::Object { .. } if has_reql_type(nodes) => {
                 photondb_datum::json::from_json(&to_json(nodes))?
             }
@@ -557,8 +559,10 @@ mod tests {
             let choice = if depth > 3 { 4 + next(4) } else { next(8) };
             match choice {
                 0 | 1 => {
-                    let kind = ["1", "2", "15", "39", "-1", "2.0", "\"x\"", "170"][next(8) as usize];
-                    let arguments: Vec<String> = (0..next(3)).map(|_| value(next, depth + 1)).collect();
+                    let kind =
+                        ["1", "2", "15", "39", "-1", "2.0", "\"x\"", "170"][next(8) as usize];
+                    let arguments: Vec<String> =
+                        (0..next(3)).map(|_| value(next, depth + 1)).collect();
                     let mut parts = vec![kind.to_owned(), format!("[{}]", arguments.join(","))];
                     if next(3) == 0 {
                         parts[1] = value(next, depth + 1);
@@ -574,7 +578,8 @@ mod tests {
                 2 | 3 => {
                     let fields: Vec<String> = (0..next(4))
                         .map(|index| {
-                            let key = ["a", "b", "$reql_type$", "data", "epoch_time"][(index as u64 + next(5)) as usize % 5];
+                            let key = ["a", "b", "$reql_type$", "data", "epoch_time"]
+                                [(index as u64 + next(5)) as usize % 5];
                             format!("\"{key}\": {}", value(next, depth + 1))
                         })
                         .collect();
@@ -582,8 +587,15 @@ mod tests {
                 }
                 4 => ["null", "true", "false"][next(3) as usize].to_owned(),
                 5 => ["0", "-7", "3.25", "1e300", "9007199254740993"][next(5) as usize].to_owned(),
-                6 => ["\"BINARY\"", "\"TIME\"", "\"aGk=\"", "\"q\\\"\\u0041\""][next(4) as usize].to_owned(),
-                _ => format!("[{}]", (0..next(3)).map(|_| value(next, depth + 1)).collect::<Vec<_>>().join(",")),
+                6 => ["\"BINARY\"", "\"TIME\"", "\"aGk=\"", "\"q\\\"\\u0041\""][next(4) as usize]
+                    .to_owned(),
+                _ => format!(
+                    "[{}]",
+                    (0..next(3))
+                        .map(|_| value(next, depth + 1))
+                        .collect::<Vec<_>>()
+                        .join(",")
+                ),
             }
         }
         for _ in 0..20000 {

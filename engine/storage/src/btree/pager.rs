@@ -14,7 +14,8 @@ use std::rc::Rc;
 use bytes::Bytes;
 
 use super::node::{
-    self, decode_node, decode_run, encode_run_into, run_pages, Node, PageId, PageKind, Value, PAGE_BYTES,
+    self, decode_node, decode_run, encode_run_into, run_pages, Node, PageId, PageKind, Value,
+    PAGE_BYTES,
 };
 use super::tree::Resident;
 use crate::error::{Result, StorageError};
@@ -42,10 +43,57 @@ pub struct Pager<F: DirectFile> {
 struct Cache {
     budget: usize,
     bytes: usize,
-    nodes: hashbrown::HashMap<PageId, CacheEntry>,
+    nodes: hashbrown::HashMap<PageId, CacheEntry, PageHash>,
     /// Every cached page, in the order the clock hand visits them.
     ring: Vec<PageId>,
     hand: usize,
+}
+
+/// Hashes a page number so that each aligned group of 64 pages shares one
+/// stretch of 64 buckets, in page order, and the groups are scattered.
+///
+/// A scan asks for pages mostly in the order checkpoints allocated them.
+/// With a random hash every leaf's lookup missed the processor's cache: the
+/// lookup was a third of a filtered count's time. Scattering the groups
+/// keeps pages in any stride (leaves between overflow runs, say) spread
+/// over all buckets.
+#[derive(Clone, Copy, Default)]
+struct PageHash;
+
+struct PageHasher(u64);
+
+impl std::hash::BuildHasher for PageHash {
+    type Hasher = PageHasher;
+
+    fn build_hasher(&self) -> PageHasher {
+        PageHasher(0)
+    }
+}
+
+impl std::hash::Hasher for PageHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        // Only `write_u64` is reached for a `PageId`; any other key folds
+        // its bytes in, so the hasher stays correct for it too.
+        for byte in bytes {
+            self.0 = self.0.rotate_left(8) ^ u64::from(*byte);
+        }
+    }
+
+    fn write_u64(&mut self, page: u64) {
+        self.0 = page;
+    }
+
+    fn finish(&self) -> u64 {
+        // splitmix64's finalizer scatters the group; the low six bits
+        // place the page within it.
+        let mut group = self.0 >> 6;
+        group ^= group >> 30;
+        group = group.wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        group ^= group >> 27;
+        group = group.wrapping_mul(0x94D0_49BB_1331_11EB);
+        group ^= group >> 31;
+        (group << 6) | (self.0 & 63)
+    }
 }
 
 struct CacheEntry {
@@ -213,7 +261,7 @@ impl<F: DirectFile> Pager<F> {
             cache: RefCell::new(Cache {
                 budget: cache_budget,
                 bytes: 0,
-                nodes: hashbrown::HashMap::new(),
+                nodes: hashbrown::HashMap::with_hasher(PageHash),
                 ring: Vec::new(),
                 hand: 0,
             }),
@@ -398,7 +446,9 @@ impl<F: DirectFile> Pager<F> {
             {
                 let (page, image) = &pages[index];
                 match image {
-                    Image::Node(node) => node::encode_node_into(node, *page, inline_limit, &mut run),
+                    Image::Node(node) => {
+                        node::encode_node_into(node, *page, inline_limit, &mut run)
+                    }
                     Image::Run(kind, bytes) => encode_run_into(*kind, *page, bytes, &mut run),
                 }
                 index += 1;
@@ -549,6 +599,13 @@ fn place(
                                 length: bytes.len() as u32,
                             }
                         }
+                        // Copied afresh, in key order: the clean node stays
+                        // in memory as the page's cached node, and the
+                        // copies lie side by side, as rows read from pages
+                        // do. Rows as writes left them lie wherever each
+                        // write's allocation fell, and a scan then misses
+                        // the cache on every row.
+                        Value::Inline(bytes) => Value::Inline(Bytes::copy_from_slice(bytes)),
                         other => other.clone(),
                     };
                     (key.clone(), value)
@@ -573,4 +630,52 @@ fn place(
     pages.push((page, Image::Node(clean.clone())));
     nodes.push((memory.clone(), page, clean));
     page
+}
+
+#[cfg(test)]
+mod tests {
+    use std::hash::BuildHasher;
+
+    use super::PageHash;
+
+    /// The bucket a table of `buckets` (a power of two) gives `page`.
+    fn bucket(page: u64, buckets: u64) -> u64 {
+        PageHash.hash_one(page) & (buckets - 1)
+    }
+
+    #[test]
+    fn neighbouring_pages_get_neighbouring_buckets() {
+        let buckets = 1 << 16;
+        for group in [0u64, 1, 977, 1 << 20] {
+            let first = group * 64;
+            for page in first..first + 64 {
+                assert_eq!(
+                    bucket(page, buckets),
+                    bucket(first, buckets) + (page - first),
+                    "page {page}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn pages_in_any_stride_spread_over_every_stretch_of_buckets() {
+        // 4,096 pages into 256 stretches of 64 buckets: 16 each on
+        // average, and consecutive pages fill a stretch, so two or three
+        // groups may share one. Page numbers used as the hash would put a
+        // stride of the table's size into one stretch, and a quarter of it
+        // into four.
+        let buckets = 1 << 14;
+        for stride in [1u64, 2, 3, 16, 64, 65, 128, 4096, 1 << 14, 1 << 20] {
+            let mut per_stretch = vec![0u32; (buckets / 64) as usize];
+            for index in 0..4096 {
+                per_stretch[(bucket(index * stride, buckets) / 64) as usize] += 1;
+            }
+            let fullest = *per_stretch.iter().max().unwrap();
+            assert!(
+                fullest <= 192,
+                "stride {stride}: {fullest} pages in one stretch"
+            );
+        }
+    }
 }
