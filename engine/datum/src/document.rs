@@ -240,6 +240,12 @@ impl<'a> DocumentRef<'a> {
         })
     }
 
+    /// This value's encoding, without what follows it.
+    pub fn encoded(&self) -> Result<&'a [u8], DatumError> {
+        let length = self.encoded_len()?;
+        self.bytes.get(..length).ok_or_else(|| malformed(length))
+    }
+
     /// Whether this value is an object.
     pub fn is_object(&self) -> bool {
         self.bytes[0] == OBJECT

@@ -102,8 +102,17 @@ impl StoredKey {
 
     /// The key of `document`; `None` when it takes the interpreter to say.
     pub fn evaluate(&self, document: DocumentRef<'_>) -> Option<Datum> {
+        match self.locate(document)? {
+            KeyValue::Stored(value) => value.to_datum().ok(),
+            KeyValue::Given(value) => Some(value.clone()),
+        }
+    }
+
+    /// Where the key of `document` is, without decoding it; `None` when
+    /// it takes the interpreter to say.
+    pub fn locate<'a>(&'a self, document: DocumentRef<'a>) -> Option<KeyValue<'a>> {
         match self {
-            StoredKey::Constant(value) => Some(value.clone()),
+            StoredKey::Constant(value) => Some(KeyValue::Given(value)),
             StoredKey::Field(path) => {
                 let (last, parents) = path.split_last()?;
                 let mut value = document;
@@ -116,13 +125,24 @@ impl StoredKey {
                     return None;
                 }
                 match value.field(last).ok()? {
-                    Some(found) => found.to_datum().ok(),
-                    None => Some(Datum::Null),
+                    Some(found) => Some(KeyValue::Stored(found)),
+                    None => Some(KeyValue::Given(&NULL)),
                 }
             }
         }
     }
 }
+
+/// A group key found by [`StoredKey::locate`].
+pub enum KeyValue<'a> {
+    /// In the stored document.
+    Stored(DocumentRef<'a>),
+    /// Given without reading the row: a constant, or the `null` of a
+    /// missing field.
+    Given(&'a Datum),
+}
+
+static NULL: Datum = Datum::Null;
 
 /// The variable standing for the row: the function's one parameter (or
 /// none), and `r.row` (`IMPLICIT_VAR`), which a one-argument call binds to
