@@ -293,7 +293,16 @@ const PREFETCH_AHEAD: usize = 4;
 const READ_AHEAD: usize = 32;
 
 /// How many children ahead of the one being visited a branch looks up.
-const LOOK_AHEAD: usize = 2;
+/// Each is looked up and its entries prefetched when it comes into view;
+/// its first rows are prefetched once it is `ROWS_AHEAD` away, by when its
+/// entries have arrived. Reading the entries at once stalled on them.
+const LOOK_AHEAD: usize = 4;
+
+/// How many children ahead a visit prefetches the first rows of.
+const ROWS_AHEAD: usize = 2;
+
+/// Lines of a leaf's entries prefetched.
+const ENTRY_LINES: usize = 8;
 
 /// Lines of a value prefetched: a document's header, offset table and keys.
 const PREFETCH_LINES: usize = 4;
@@ -311,6 +320,23 @@ fn prefetch(value: &Value) {
     }
     #[cfg(not(target_arch = "x86_64"))]
     let _ = value;
+}
+
+/// Prefetches a leaf's entries (each key's and value's place).
+fn prefetch_entries(node: &Node) {
+    #[cfg(target_arch = "x86_64")]
+    if let Node::Leaf(entries) = node {
+        use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
+        let bytes = std::mem::size_of_val(entries.as_slice());
+        let start = entries.as_ptr().cast::<u8>();
+        for line in 0..bytes.div_ceil(64).min(ENTRY_LINES) {
+            // SAFETY: prefetching is a hint; it never faults, and these
+            // addresses are inside the entries' allocation.
+            unsafe { _mm_prefetch::<_MM_HINT_T0>(start.add(64 * line).cast()) };
+        }
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = node;
 }
 
 /// Prefetches the rows a leaf's visit starts with.
@@ -412,7 +438,7 @@ fn visit_node(
                 if let Some(step) = steps.next() {
                     let child = node_of(&children[order(step)], pages);
                     if let Ok(node) = &child {
-                        prefetch_first(node, descending);
+                        prefetch_entries(node);
                     }
                     upcoming.push_back((order(step), child));
                 }
@@ -420,8 +446,16 @@ fn visit_node(
             for _ in 0..LOOK_AHEAD {
                 look_up(&mut upcoming);
             }
+            for (_, child) in upcoming.iter().take(ROWS_AHEAD) {
+                if let Ok(node) = child {
+                    prefetch_first(node, descending);
+                }
+            }
             while let Some((index, child)) = upcoming.pop_front() {
                 look_up(&mut upcoming);
+                if let Some((_, Ok(node))) = upcoming.get(ROWS_AHEAD - 1) {
+                    prefetch_first(node, descending);
+                }
                 let child = child.map_err(|Missing(page)| {
                     // The children after this one, in the visit's order.
                     let after: Box<dyn Iterator<Item = usize>> = if descending {
