@@ -75,12 +75,18 @@ proptest! {
         prop_assert_eq!(format!("{decoded:?}"), format!("{value:?}"));
         if let Datum::Object(fields) = &value {
             let view = document::DocumentRef::new(&bytes).unwrap();
+            // One hint for every lookup: it is wrong for most of them.
+            let near = std::cell::Cell::new(3);
             for (name, field) in fields {
                 let found = view.field(name).unwrap().expect("field present").to_datum().unwrap();
+                prop_assert_eq!(format!("{found:?}"), format!("{field:?}"));
+                let found = view.field_near(name, &near).unwrap().expect("field present").to_datum().unwrap();
                 prop_assert_eq!(format!("{found:?}"), format!("{field:?}"));
             }
             let missing = "\u{10FFFF}missing";
             prop_assert!(view.field(missing).unwrap().is_none());
+            prop_assert!(view.field_near(missing, &near).unwrap().is_none());
+            prop_assert!(view.field_near("", &near).unwrap().is_none() || fields.contains_key(""));
         }
     }
 

@@ -47,7 +47,7 @@ impl Backend for AnyBackend {
         &self,
         table: TableId,
         range: &ScanRange,
-        visitor: &mut RowVisitor<'_>,
+        visitor: &mut dyn RowVisitor,
     ) -> StorageResult<()> {
         delegate!(self, backend => backend.visit(table, range, visitor).await)
     }

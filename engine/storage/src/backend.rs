@@ -26,9 +26,23 @@ pub enum Direction {
     Descending,
 }
 
-/// What a visit calls with each row's key and value; breaking ends the
-/// visit.
-pub type RowVisitor<'a> = dyn FnMut(&[u8], &[u8]) -> std::ops::ControlFlow<()> + 'a;
+/// What a visit lends each row's key and value to; breaking ends the
+/// visit. A closure is one.
+pub trait RowVisitor {
+    fn row(&mut self, key: &[u8], value: &[u8]) -> std::ops::ControlFlow<()>;
+
+    /// A row the visit reaches soon, whose first bytes were asked of memory
+    /// a while ago: the time to prefetch what [`RowVisitor::row`] will read
+    /// further in (a field deep in a document). A hint: it may not come,
+    /// and it may come for a row the visit stops before.
+    fn upcoming(&mut self, _value: &[u8]) {}
+}
+
+impl<F: FnMut(&[u8], &[u8]) -> std::ops::ControlFlow<()>> RowVisitor for F {
+    fn row(&mut self, key: &[u8], value: &[u8]) -> std::ops::ControlFlow<()> {
+        self(key, value)
+    }
+}
 
 /// An ordered scan over encoded keys.
 #[derive(Clone, Debug)]
@@ -81,7 +95,7 @@ pub trait Backend {
         &self,
         table: TableId,
         range: &ScanRange,
-        visitor: &mut RowVisitor<'_>,
+        visitor: &mut dyn RowVisitor,
     ) -> Result<()>;
     fn count(&self, table: TableId) -> Result<u64>;
     /// Tables (and indexes) with rows in this partition.

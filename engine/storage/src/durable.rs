@@ -495,7 +495,7 @@ impl<S: FileSystem> Backend for DurableBackend<S> {
         &self,
         table: TableId,
         range: &ScanRange,
-        visitor: &mut RowVisitor<'_>,
+        visitor: &mut dyn RowVisitor,
     ) -> Result<()> {
         self.store.visit(table, range, visitor).await
     }

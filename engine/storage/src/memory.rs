@@ -70,7 +70,7 @@ impl Backend for MemoryBackend {
         &self,
         table: TableId,
         range: &ScanRange,
-        visitor: &mut RowVisitor<'_>,
+        visitor: &mut dyn RowVisitor,
     ) -> Result<()> {
         self.tables.borrow().visit(table, range, visitor);
         Ok(())

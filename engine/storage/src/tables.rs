@@ -58,7 +58,7 @@ impl Tables {
 
     /// Calls `visitor` on the rows in `range` until it breaks (the limit
     /// is ignored).
-    pub fn visit(&self, table: TableId, range: &ScanRange, visitor: &mut RowVisitor<'_>) {
+    pub fn visit(&self, table: TableId, range: &ScanRange, visitor: &mut dyn RowVisitor) {
         let Some(rows) = self.tables.get(&table) else {
             return;
         };
@@ -66,7 +66,7 @@ impl Tables {
             return;
         }
         let bounds = (as_slice_bound(&range.start), as_slice_bound(&range.end));
-        let mut visit = |(key, value): (&Bytes, &Bytes)| visitor(key, value);
+        let mut visit = |(key, value): (&Bytes, &Bytes)| visitor.row(key, value);
         let _ = match range.direction {
             Direction::Ascending => rows.range::<_, [u8]>(bounds).try_for_each(&mut visit),
             Direction::Descending => rows.range::<_, [u8]>(bounds).rev().try_for_each(&mut visit),

@@ -284,14 +284,16 @@ fn run(operations: Vec<Operation>) -> Result<(), TestCaseError> {
                 // The same rows lent to a visitor that stops at the limit,
                 // overflow runs and pages loaded on the way included.
                 let mut visited = Vec::new();
-                block_on(backend.visit(table, &range, &mut |key, value| {
-                    visited.push((Bytes::copy_from_slice(key), Bytes::copy_from_slice(value)));
-                    if visited.len() >= limit.unwrap_or(usize::MAX) {
-                        std::ops::ControlFlow::Break(())
-                    } else {
-                        std::ops::ControlFlow::Continue(())
-                    }
-                }))
+                block_on(
+                    backend.visit(table, &range, &mut |key: &[u8], value: &[u8]| {
+                        visited.push((Bytes::copy_from_slice(key), Bytes::copy_from_slice(value)));
+                        if visited.len() >= limit.unwrap_or(usize::MAX) {
+                            std::ops::ControlFlow::Break(())
+                        } else {
+                            std::ops::ControlFlow::Continue(())
+                        }
+                    }),
+                )
                 .expect("visit");
                 prop_assert_eq!(visited, expected);
             }

@@ -54,12 +54,14 @@ fn a_table_many_times_the_cache_reads_back_whole_across_restarts() {
             ..ScanRange::all()
         };
         let mut visited: Vec<u32> = Vec::new();
-        block_on(backend.visit(TABLE, &range, &mut |row, document| {
-            let number: u32 = std::str::from_utf8(&row[4..]).unwrap().parse().unwrap();
-            assert_eq!(document, value(number), "row {number}");
-            visited.push(number);
-            std::ops::ControlFlow::Continue(())
-        }))
+        block_on(
+            backend.visit(TABLE, &range, &mut |row: &[u8], document: &[u8]| {
+                let number: u32 = std::str::from_utf8(&row[4..]).unwrap().parse().unwrap();
+                assert_eq!(document, value(number), "row {number}");
+                visited.push(number);
+                std::ops::ControlFlow::Continue(())
+            }),
+        )
         .expect("visit");
         let mut expected: Vec<u32> = (0..3000).collect();
         if direction == Direction::Descending {

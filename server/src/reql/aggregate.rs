@@ -15,7 +15,7 @@ use bytes::Bytes;
 use photondb_datum::document::{self, DocumentRef};
 use photondb_datum::Datum;
 use photondb_storage::catalog::TableConfig;
-use photondb_storage::{Backend, Direction, ScanRange};
+use photondb_storage::{Backend, Direction, RowVisitor, ScanRange};
 
 use super::error::{ErrorClass, ReqlError};
 use super::eval::{combine_group_keys, group_keys, Context, TypeMismatch};
@@ -350,6 +350,19 @@ impl CompiledScan {
             .all(|group| groups.add_in_place(group, reduction, document).is_some()))
     }
 
+    /// Prefetches what the compiled filters and keys will read in a row.
+    fn prefetch(&self, bytes: &[u8]) {
+        let Ok(document) = DocumentRef::new(bytes) else {
+            return;
+        };
+        for predicate in self.predicates.iter().flatten() {
+            predicate.prefetch(document);
+        }
+        for key in self.keys.iter().flatten() {
+            key.prefetch(document);
+        }
+    }
+
     /// The row's key values, one per key; `None` when the interpreter must
     /// work them out.
     fn keys_in_place(&self, document: DocumentRef<'_>) -> Option<Vec<Datum>> {
@@ -358,6 +371,25 @@ impl CompiledScan {
             .iter()
             .map(|key| key.evaluate(document))
             .collect()
+    }
+}
+
+/// A scan's visitor: `row` reduces each row; rows about to come have what
+/// the compiled parts read in them prefetched. With documents scattered
+/// over memory (rows written in random order), a field deep in each
+/// document was a cache miss the scan waited on.
+struct Prefetching<'a, F> {
+    scan: &'a CompiledScan,
+    row: F,
+}
+
+impl<F: FnMut(&[u8], &[u8]) -> ControlFlow<()>> RowVisitor for Prefetching<'_, F> {
+    fn row(&mut self, key: &[u8], value: &[u8]) -> ControlFlow<()> {
+        (self.row)(key, value)
+    }
+
+    fn upcoming(&mut self, value: &[u8]) {
+        self.scan.prefetch(value);
     }
 }
 
@@ -498,29 +530,40 @@ pub async fn grouped_on_partitions(
                     let mut stopped_after: Option<Bytes> = None;
                     let mut visited = 0;
                     backend
-                        .visit(table, &range, &mut |key: &[u8], bytes: &[u8]| {
-                            visited += 1;
-                            let go_on =
-                                match scan.reduce_in_place(&reduction, &mut groups, multi, bytes) {
-                                    Ok(true) => true,
-                                    Ok(false) => {
-                                        pending.push((
-                                            Bytes::copy_from_slice(key),
-                                            Bytes::copy_from_slice(bytes),
-                                        ));
-                                        pending.len() < PENDING_ROWS
+                        .visit(
+                            table,
+                            &range,
+                            &mut Prefetching {
+                                scan: &scan,
+                                row: |key: &[u8], bytes: &[u8]| {
+                                    visited += 1;
+                                    let go_on = match scan.reduce_in_place(
+                                        &reduction,
+                                        &mut groups,
+                                        multi,
+                                        bytes,
+                                    ) {
+                                        Ok(true) => true,
+                                        Ok(false) => {
+                                            pending.push((
+                                                Bytes::copy_from_slice(key),
+                                                Bytes::copy_from_slice(bytes),
+                                            ));
+                                            pending.len() < PENDING_ROWS
+                                        }
+                                        Err(error) => {
+                                            unreadable = Some(error);
+                                            return ControlFlow::Break(());
+                                        }
+                                    };
+                                    if go_on && visited < VISIT_ROWS {
+                                        return ControlFlow::Continue(());
                                     }
-                                    Err(error) => {
-                                        unreadable = Some(error);
-                                        return ControlFlow::Break(());
-                                    }
-                                };
-                            if go_on && visited < VISIT_ROWS {
-                                return ControlFlow::Continue(());
-                            }
-                            stopped_after = Some(Bytes::copy_from_slice(key));
-                            ControlFlow::Break(())
-                        })
+                                    stopped_after = Some(Bytes::copy_from_slice(key));
+                                    ControlFlow::Break(())
+                                },
+                            },
+                        )
                         .await
                         .map_err(|error| {
                             ReqlError::from(photondb_runtime::EngineError::from(error))

@@ -14,10 +14,11 @@
 //! the interpreter on the decoded row. Errors, `default`, and every other
 //! subtlety therefore stay the interpreter's alone.
 
+use std::cell::Cell;
 use std::cmp::Ordering;
 
 use photondb_datum::document::DocumentRef;
-use photondb_datum::Datum;
+use photondb_datum::{Datum, DatumError};
 
 use super::function::Callable;
 use super::term::Term;
@@ -35,14 +36,14 @@ pub enum StoredKey {
     Constant(Datum),
     /// A field path from the row; a missing field groups as `null`, as
     /// the interpreter's non-existence does.
-    Field(Vec<String>),
+    Field(Vec<Name>),
 }
 
 #[derive(Debug)]
 enum Expression {
     Constant(Datum),
     /// A field path from the row (empty: the row itself).
-    Field(Vec<String>),
+    Field(Vec<Name>),
     /// `eq`, `ne`, `lt`, `le`, `gt` or `ge` over constants and fields.
     Compare {
         term_type: u64,
@@ -51,6 +52,37 @@ enum Expression {
     All(Vec<Expression>),
     Any(Vec<Expression>),
     Not(Box<Expression>),
+}
+
+/// A field's name, with where it was found last.
+///
+/// Documents of one table mostly have the same fields, so the next one
+/// likely has this field at the same place in its sorted table: one
+/// comparison there instead of a binary search. A scan that prefetches a
+/// row's fields (see [`StoredPredicate::prefetch`]) looks every field up
+/// twice, which made the search a quarter of its time.
+#[derive(Debug)]
+pub struct Name {
+    text: String,
+    last: Cell<u32>,
+}
+
+impl Name {
+    fn new(text: &str) -> Name {
+        Name {
+            text: text.to_owned(),
+            last: Cell::new(0),
+        }
+    }
+
+    fn find<'a>(&self, value: DocumentRef<'a>) -> Result<Option<DocumentRef<'a>>, DatumError> {
+        value.field_near(&self.text, &self.last)
+    }
+
+    /// The field; `None` when absent, unreadable, or `value` is no object.
+    fn read<'a>(&self, value: DocumentRef<'a>) -> Option<DocumentRef<'a>> {
+        self.find(value).ok()?
+    }
 }
 
 /// A value an expression reads: in the document or in the query.
@@ -81,6 +113,12 @@ impl StoredPredicate {
     pub fn accepts(&self, document: DocumentRef<'_>) -> Option<bool> {
         truth(&self.expression, document)
     }
+
+    /// Prefetches the fields [`StoredPredicate::accepts`] will read in
+    /// `document` (see [`photondb_storage::RowVisitor::upcoming`]).
+    pub fn prefetch(&self, document: DocumentRef<'_>) {
+        prefetch(&self.expression, document);
+    }
 }
 
 impl StoredKey {
@@ -88,7 +126,9 @@ impl StoredKey {
     pub fn compile(key: &Callable) -> Option<StoredKey> {
         match key {
             // `group('field')`.
-            Callable::Constant(Datum::String(field)) => Some(StoredKey::Field(vec![field.clone()])),
+            Callable::Constant(Datum::String(field)) => {
+                Some(StoredKey::Field(vec![Name::new(field)]))
+            }
             Callable::Constant(other) => Some(StoredKey::Constant(other.clone())),
             Callable::Function(function) => {
                 let row = row_parameter(&function.parameters)?;
@@ -108,6 +148,14 @@ impl StoredKey {
         }
     }
 
+    /// Prefetches the key of `document` (see
+    /// [`photondb_storage::RowVisitor::upcoming`]).
+    pub fn prefetch(&self, document: DocumentRef<'_>) {
+        if let Some(KeyValue::Stored(value)) = self.locate(document) {
+            value.prefetch();
+        }
+    }
+
     /// Where the key of `document` is, without decoding it; `None` when
     /// it takes the interpreter to say.
     pub fn locate<'a>(&'a self, document: DocumentRef<'a>) -> Option<KeyValue<'a>> {
@@ -117,14 +165,14 @@ impl StoredKey {
                 let (last, parents) = path.split_last()?;
                 let mut value = document;
                 for name in parents {
-                    value = value.field(name).ok()??;
+                    value = name.read(value)?;
                 }
                 // Only an object's missing field is `null`; reading a
                 // field of anything else is an error the interpreter gives.
                 if !value.is_object() {
                     return None;
                 }
-                match value.field(last).ok()? {
+                match last.find(value).ok()? {
                     Some(found) => Some(KeyValue::Stored(found)),
                     None => Some(KeyValue::Given(&NULL)),
                 }
@@ -170,7 +218,7 @@ fn template_expression(template: &photondb_datum::Object) -> Expression {
             .map(|(name, value)| Expression::Compare {
                 term_type: kind::EQ,
                 operands: vec![
-                    Expression::Field(vec![name.clone()]),
+                    Expression::Field(vec![Name::new(name)]),
                     Expression::Constant(value.clone()),
                 ],
             })
@@ -237,7 +285,7 @@ fn operand(term: &Term, row: Row) -> Option<Expression> {
             (kind::BRACKET | kind::GET_FIELD, [object, Term::Datum(Datum::String(name))], _) => {
                 match operand(object, row)? {
                     Expression::Field(mut path) => {
-                        path.push(name.clone());
+                        path.push(Name::new(name));
                         Some(Expression::Field(path))
                     }
                     _ => None,
@@ -249,6 +297,25 @@ fn operand(term: &Term, row: Row) -> Option<Expression> {
     }
 }
 
+fn prefetch(expression: &Expression, document: DocumentRef<'_>) {
+    match expression {
+        Expression::Constant(_) => {}
+        Expression::Field(_) => {
+            if let Some(Operand::Stored(value)) = read(expression, document) {
+                value.prefetch();
+            }
+        }
+        Expression::Compare { operands, .. }
+        | Expression::All(operands)
+        | Expression::Any(operands) => {
+            for operand in operands {
+                prefetch(operand, document);
+            }
+        }
+        Expression::Not(inner) => prefetch(inner, document),
+    }
+}
+
 fn read<'a>(expression: &'a Expression, document: DocumentRef<'a>) -> Option<Operand<'a>> {
     match expression {
         Expression::Constant(value) => Some(Operand::Constant(value)),
@@ -257,7 +324,7 @@ fn read<'a>(expression: &'a Expression, document: DocumentRef<'a>) -> Option<Ope
             for name in path {
                 // Not an object, or no such field: the interpreter says
                 // what that means (an error, or `default`).
-                value = value.field(name).ok()??;
+                value = name.read(value)?;
             }
             Some(Operand::Stored(value))
         }

@@ -16,7 +16,7 @@ use bytes::{BufMut, Bytes, BytesMut};
 
 use super::node::{Child, Node, PageId, Value};
 use super::pager::{Pager, Written};
-use super::tree::{narrow, resume_at, Missing, Shape, Suspended, Tree};
+use super::tree::{narrow, resume_at, Missing, Shape, Suspended, Tree, Visitor};
 use crate::backend::{Direction, RowVisitor, ScanRange};
 use crate::batch::{decide_indexed, Mutation, WalOperation, WriteOutcome};
 use crate::error::{Result, StorageError};
@@ -296,7 +296,7 @@ impl<F: DirectFile> Store<F> {
         &self,
         table: TableId,
         range: &ScanRange,
-        visitor: &mut RowVisitor<'_>,
+        visitor: &mut dyn RowVisitor,
     ) -> Result<()> {
         if range.is_empty() {
             return Ok(());
@@ -312,12 +312,9 @@ impl<F: DirectFile> Store<F> {
                 &self.pager,
                 (as_slice(&start), as_slice(&end)),
                 descending,
-                &mut |key, value| match value {
-                    Value::Inline(bytes) => visitor(&key[16..], bytes),
-                    Value::Overflow { .. } => {
-                        overflow = Some((key.clone(), value.clone()));
-                        ControlFlow::Break(())
-                    }
+                &mut Lend {
+                    visitor: &mut *visitor,
+                    overflow: &mut overflow,
                 },
             );
             match visited {
@@ -333,7 +330,7 @@ impl<F: DirectFile> Store<F> {
                         narrow(&mut start, &mut end, descending, Bound::Included(key));
                         continue;
                     }
-                    if visitor(&key[16..], &bytes?).is_break() {
+                    if visitor.row(&key[16..], &bytes?).is_break() {
                         return Ok(());
                     }
                     narrow(&mut start, &mut end, descending, Bound::Excluded(key));
@@ -872,4 +869,30 @@ fn decode_metadata(bytes: &[u8]) -> Option<Metadata> {
         waiting,
         bitmap,
     })
+}
+
+/// A visit of the tree on behalf of a [`RowVisitor`]: rows without their
+/// table prefix, inline values lent as they are, and the visit stopped at
+/// an overflow value, which `visit` reads and hands over itself.
+struct Lend<'a> {
+    visitor: &'a mut dyn RowVisitor,
+    overflow: &'a mut Option<(Bytes, Value)>,
+}
+
+impl Visitor for Lend<'_> {
+    fn row(&mut self, key: &Bytes, value: &Value) -> ControlFlow<()> {
+        match value {
+            Value::Inline(bytes) => self.visitor.row(&key[16..], bytes),
+            Value::Overflow { .. } => {
+                *self.overflow = Some((key.clone(), value.clone()));
+                ControlFlow::Break(())
+            }
+        }
+    }
+
+    fn upcoming(&mut self, value: &Value) {
+        if let Value::Inline(bytes) = value {
+            self.visitor.upcoming(bytes);
+        }
+    }
 }

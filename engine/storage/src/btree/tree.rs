@@ -218,7 +218,7 @@ impl Tree {
         pages: &impl Resident,
         range: Range<'_>,
         descending: bool,
-        visitor: &mut dyn FnMut(&Bytes, &Value) -> ControlFlow<()>,
+        visitor: &mut dyn Visitor,
     ) -> Result<ControlFlow<()>, Suspended> {
         let root = node_of(&self.root, pages).map_err(|Missing(page)| Suspended {
             page,
@@ -226,6 +226,20 @@ impl Tree {
             ahead: Vec::new(),
         })?;
         visit_node(&root, pages, range, descending, visitor)
+    }
+}
+
+/// What a visit lends rows to; a closure is one.
+pub trait Visitor {
+    fn row(&mut self, key: &Bytes, value: &Value) -> ControlFlow<()>;
+
+    /// A row the visit reaches soon (see [`crate::RowVisitor::upcoming`]).
+    fn upcoming(&mut self, _value: &Value) {}
+}
+
+impl<F: FnMut(&Bytes, &Value) -> ControlFlow<()>> Visitor for F {
+    fn row(&mut self, key: &Bytes, value: &Value) -> ControlFlow<()> {
+        self(key, value)
     }
 }
 
@@ -287,6 +301,10 @@ pub fn resume_at(
 /// scan is bound by memory latency: each row's first lines are a miss
 /// unless asked for early.
 const PREFETCH_AHEAD: usize = 4;
+
+/// How many entries ahead of the one being visited a leaf hands to
+/// [`Visitor::upcoming`]: their first lines were prefetched a few rows ago.
+const UPCOMING_AHEAD: usize = 2;
 
 /// How many pages a visit that finds a child missing reads at once (the
 /// child and the next ones that are missing too).
@@ -359,7 +377,7 @@ fn visit_node(
     pages: &impl Resident,
     range: Range<'_>,
     descending: bool,
-    visitor: &mut dyn FnMut(&Bytes, &Value) -> ControlFlow<()>,
+    visitor: &mut dyn Visitor,
 ) -> Result<ControlFlow<()>, Suspended> {
     let (start, end) = range;
     match node {
@@ -374,16 +392,22 @@ fn visit_node(
                 } else {
                     step
                 };
-                let ahead = if descending {
-                    index.checked_sub(PREFETCH_AHEAD)
-                } else {
-                    Some(index + PREFETCH_AHEAD)
+                let ahead = |distance: usize| {
+                    let ahead = if descending {
+                        index.checked_sub(distance)
+                    } else {
+                        Some(index + distance)
+                    };
+                    ahead.and_then(|ahead| in_range.get(ahead))
                 };
-                if let Some((_, value)) = ahead.and_then(|ahead| in_range.get(ahead)) {
+                if let Some((_, value)) = ahead(PREFETCH_AHEAD) {
                     prefetch(value);
                 }
+                if let Some((_, value)) = ahead(UPCOMING_AHEAD) {
+                    visitor.upcoming(value);
+                }
                 let (key, value) = &in_range[index];
-                if visitor(key, value).is_break() {
+                if visitor.row(key, value).is_break() {
                     return Ok(ControlFlow::Break(()));
                 }
             }
@@ -455,6 +479,21 @@ fn visit_node(
                 look_up(&mut upcoming);
                 if let Some((_, Ok(node))) = upcoming.get(ROWS_AHEAD - 1) {
                     prefetch_first(node, descending);
+                }
+                // The next child's first rows were prefetched while the
+                // one before this was visited: they are (nearly) here.
+                if let Some((_, Ok(node))) = upcoming.front() {
+                    if let Node::Leaf(entries) = &**node {
+                        let count = entries.len().min(UPCOMING_AHEAD);
+                        let first = if descending {
+                            &entries[entries.len() - count..]
+                        } else {
+                            &entries[..count]
+                        };
+                        for (_, value) in first {
+                            visitor.upcoming(value);
+                        }
+                    }
                 }
                 let child = child.map_err(|Missing(page)| {
                     // The children after this one, in the visit's order.
@@ -1161,7 +1200,7 @@ mod tests {
                 &*pages,
                 (as_slice(&start), as_slice(&end)),
                 descending,
-                &mut |key, value| {
+                &mut |key: &Bytes, value: &Value| {
                     out.push((key.clone(), value.clone()));
                     if out.len() >= stop_after {
                         ControlFlow::Break(())
