@@ -27,6 +27,8 @@ use std::rc::Rc;
 
 use bytes::Bytes;
 
+use super::separators::Separators;
+
 use crate::io::BLOCK_BYTES;
 
 pub type PageId = u64;
@@ -82,7 +84,7 @@ pub enum Node {
     Leaf(Vec<(Bytes, Value)>),
     /// `children.len() == separators.len() + 1`.
     Branch {
-        separators: Vec<Bytes>,
+        separators: Separators,
         children: Vec<Child>,
     },
 }
@@ -284,7 +286,7 @@ pub fn decode_node(bytes: &[u8], page: PageId) -> Result<Node, String> {
                 children.push(Child::Page(reader.u64()?));
             }
             Node::Branch {
-                separators,
+                separators: separators.into(),
                 children,
             }
         }
@@ -414,7 +416,7 @@ mod tests {
         };
         assert_eq!(expected, found);
         let branch = Node::Branch {
-            separators: vec![Bytes::from_static(b"m"), Bytes::from_static(b"t")],
+            separators: vec![Bytes::from_static(b"m"), Bytes::from_static(b"t")].into(),
             children: vec![Child::Page(3), Child::Page(4), Child::Page(5)],
         };
         match decode_node(&encode_node(&branch, 9, 1024), 9).unwrap() {
@@ -423,8 +425,8 @@ mod tests {
                 children,
             } => {
                 assert_eq!(
-                    separators,
-                    vec![Bytes::from_static(b"m"), Bytes::from_static(b"t")]
+                    *separators,
+                    [Bytes::from_static(b"m"), Bytes::from_static(b"t")]
                 );
                 let pages: Vec<u64> = children
                     .iter()

@@ -22,6 +22,7 @@ use std::rc::Rc;
 use bytes::Bytes;
 
 use super::node::{Child, Node, PageId, Value};
+use super::separators::Separators;
 
 /// Nodes read from pages, when they are in memory.
 pub trait Resident {
@@ -52,11 +53,6 @@ fn node_of(child: &Child, pages: &impl Resident) -> Result<Rc<Node>, Missing> {
         Child::Memory(node) => Ok(node.clone()),
         Child::Page(page) => pages.resident(*page).ok_or(Missing(*page)),
     }
-}
-
-/// Which child of a branch holds `key`.
-fn child_index(separators: &[Bytes], key: &[u8]) -> usize {
-    separators.partition_point(|separator| separator.as_ref() <= key)
 }
 
 /// The node behind `child`, made writable: a page's node is copied into
@@ -97,7 +93,7 @@ impl Tree {
                 Node::Branch {
                     separators,
                     children,
-                } => node_of(&children[child_index(separators, key)], pages)?,
+                } => node_of(&children[separators.child_index(key)], pages)?,
             };
             node = next;
         }
@@ -125,7 +121,7 @@ impl Tree {
                 split.siblings.into_iter().unzip();
             children.insert(0, left);
             let mut root = Node::Branch {
-                separators,
+                separators: separators.into(),
                 children,
             };
             // A root with more children than a node holds splits again.
@@ -137,7 +133,7 @@ impl Tree {
                     above.into_iter().unzip();
                 children.insert(0, left);
                 self.root = Child::Memory(Rc::new(Node::Branch {
-                    separators,
+                    separators: separators.into(),
                     children,
                 }));
             }
@@ -569,7 +565,7 @@ fn insert_into(
             separators,
             children,
         } => {
-            let index = child_index(separators, &key);
+            let index = separators.child_index(&key);
             let (old, split) = insert_into(&mut children[index], pages, key, value, shape, retired);
             let appended = split.appended && index + 1 == children.len();
             for (offset, (separator, right)) in split.siblings.into_iter().enumerate() {
@@ -685,7 +681,7 @@ fn remove_from(
             separators,
             children,
         } => {
-            let index = child_index(separators, key);
+            let index = separators.child_index(key);
             let old = remove_from(&mut children[index], pages, key, shape, retired)?;
             rebalance(separators, children, index, pages, shape, retired);
             Some(old)
@@ -697,7 +693,7 @@ fn remove_from(
 /// with an in-memory neighbour if it is under a quarter full and the two
 /// fit one node.
 fn rebalance(
-    separators: &mut Vec<Bytes>,
+    separators: &mut Separators,
     children: &mut Vec<Child>,
     index: usize,
     pages: &impl Resident,
@@ -732,7 +728,7 @@ fn rebalance(
 /// Merges `children[left]` and `children[left + 1]` if both are in memory
 /// and fit one node; returns whether it did.
 fn merge_pair(
-    separators: &mut Vec<Bytes>,
+    separators: &mut Separators,
     children: &mut Vec<Child>,
     left: usize,
     pages: &impl Resident,
@@ -760,11 +756,14 @@ fn merge_pair(
                 children: right_children,
             },
         ) => {
-            let mut merged_separators = left_separators.clone();
-            merged_separators.push(separators[left].clone());
-            merged_separators.extend(right_separators.iter().cloned());
+            let merged_separators: Vec<Bytes> = left_separators
+                .iter()
+                .chain([&separators[left]])
+                .chain(right_separators.iter())
+                .cloned()
+                .collect();
             Node::Branch {
-                separators: merged_separators,
+                separators: merged_separators.into(),
                 children: left_children
                     .iter()
                     .chain(right_children)
