@@ -172,6 +172,26 @@ pub fn decode(bytes: &[u8]) -> Result<Datum, DatumError> {
     document.to_datum()
 }
 
+/// Writes a whole stored document as JSON text, exactly as decoding it
+/// and writing the datum with [`crate::json::write_json`] would, with no
+/// datum in between (a point read's answer is its stored document).
+/// Malformed bytes are an error, as [`decode`] finds them, and leave `out`
+/// as it was; so is an object whose keys are not in strictly ascending
+/// order, which [`encode`] never writes.
+pub fn write_json(bytes: &[u8], out: &mut Vec<u8>) -> Result<(), DatumError> {
+    let start = out.len();
+    let written = DocumentRef::new(bytes).and_then(|document| {
+        if document.encoded_len()? != bytes.len() {
+            return Err(malformed(document.encoded_len()?));
+        }
+        document.write_json(out)
+    });
+    if written.is_err() {
+        out.truncate(start);
+    }
+    written
+}
+
 fn malformed(offset: usize) -> DatumError {
     DatumError::Malformed {
         what: "document",
@@ -373,6 +393,68 @@ impl<'a> DocumentRef<'a> {
 
     fn string_bytes(&self) -> Result<&'a [u8], DatumError> {
         self.slice(5, self.u32_at(1)?)
+    }
+
+    /// Writes this value as JSON text, as [`crate::json::write_json`] writes
+    /// its datum; on an error `out` holds a part of it.
+    fn write_json(&self, out: &mut Vec<u8>) -> Result<(), DatumError> {
+        use crate::json;
+        fn text(bytes: &[u8], at: usize) -> Result<&str, DatumError> {
+            std::str::from_utf8(bytes).map_err(|_| malformed(at))
+        }
+        match self.bytes[0] {
+            NULL => out.extend_from_slice(b"null"),
+            FALSE => out.extend_from_slice(b"false"),
+            TRUE => out.extend_from_slice(b"true"),
+            NUMBER => json::write_number(self.f64_at(1)?, out),
+            STRING => json::write_string(text(self.slice(5, self.u32_at(1)?)?, 5)?, out),
+            BINARY => json::write_binary(self.slice(5, self.u32_at(1)?)?, out),
+            TIME => {
+                let len = *self.bytes.get(9).ok_or_else(|| malformed(9))? as usize;
+                json::write_time(self.f64_at(1)?, text(self.slice(10, len)?, 10)?, out);
+            }
+            ARRAY => {
+                let count = self.u32_at(1)?;
+                let body_at = 9 + 4 * count;
+                out.push(b'[');
+                for index in 0..count {
+                    if index > 0 {
+                        out.push(b',');
+                    }
+                    let at = body_at + self.u32_at(9 + 4 * index)?;
+                    DocumentRef::new(self.bytes.get(at..).ok_or_else(|| malformed(at))?)?
+                        .write_json(out)?;
+                }
+                out.push(b']');
+            }
+            OBJECT => {
+                let count = self.u32_at(1)?;
+                let body_at = 9 + 12 * count;
+                let mut previous: Option<&[u8]> = None;
+                out.push(b'{');
+                for index in 0..count {
+                    let entry = 9 + 12 * index;
+                    let key = self.slice(body_at + self.u32_at(entry)?, self.u32_at(entry + 4)?)?;
+                    // A decoded object is a sorted map: keys out of order
+                    // (or repeated) would be written differently here.
+                    if previous.is_some_and(|previous| previous >= key) {
+                        return Err(malformed(entry));
+                    }
+                    previous = Some(key);
+                    if index > 0 {
+                        out.push(b',');
+                    }
+                    json::write_string(text(key, entry)?, out);
+                    out.push(b':');
+                    let at = body_at + self.u32_at(entry + 8)?;
+                    DocumentRef::new(self.bytes.get(at..).ok_or_else(|| malformed(at))?)?
+                        .write_json(out)?;
+                }
+                out.push(b'}');
+            }
+            _ => return Err(malformed(0)),
+        }
+        Ok(())
     }
 
     /// Decodes this value (and everything inside it).

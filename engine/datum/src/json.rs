@@ -132,7 +132,7 @@ pub fn write_json(datum: &Datum, out: &mut Vec<u8>) {
         Datum::Null => out.extend_from_slice(b"null"),
         Datum::Bool(true) => out.extend_from_slice(b"true"),
         Datum::Bool(false) => out.extend_from_slice(b"false"),
-        Datum::Number(value) => write_value(&number_to_json(*value), out),
+        Datum::Number(value) => write_number(*value, out),
         Datum::String(text) => write_string(text, out),
         Datum::Array(items) => {
             out.push(b'[');
@@ -156,30 +156,41 @@ pub fn write_json(datum: &Datum, out: &mut Vec<u8>) {
             }
             out.push(b'}');
         }
-        // Pseudo-types: their keys in sorted order, as `to_json`'s map has them.
-        Datum::Binary(bytes) => {
-            out.extend_from_slice(b"{\"$reql_type$\":\"BINARY\",\"data\":");
-            write_string(&base64_encode(bytes), out);
-            out.push(b'}');
-        }
+        Datum::Binary(bytes) => write_binary(bytes, out),
         Datum::Time {
             epoch_seconds,
             timezone,
-        } => {
-            out.extend_from_slice(b"{\"$reql_type$\":\"TIME\",\"epoch_time\":");
-            write_value(&number_to_json(*epoch_seconds), out);
-            out.extend_from_slice(b",\"timezone\":");
-            write_string(timezone, out);
-            out.push(b'}');
-        }
+        } => write_time(*epoch_seconds, timezone, out),
     }
+}
+
+/// A number as [`to_json`] renders it (integral values as integers).
+pub(crate) fn write_number(value: f64, out: &mut Vec<u8>) {
+    write_value(&number_to_json(value), out);
+}
+
+/// Binary data as its pseudo-type: keys in sorted order, as `to_json`'s
+/// map has them.
+pub(crate) fn write_binary(bytes: &[u8], out: &mut Vec<u8>) {
+    out.extend_from_slice(b"{\"$reql_type$\":\"BINARY\",\"data\":");
+    write_string(&base64_encode(bytes), out);
+    out.push(b'}');
+}
+
+/// A time as its pseudo-type, keys in sorted order.
+pub(crate) fn write_time(epoch_seconds: f64, timezone: &str, out: &mut Vec<u8>) {
+    out.extend_from_slice(b"{\"$reql_type$\":\"TIME\",\"epoch_time\":");
+    write_number(epoch_seconds, out);
+    out.extend_from_slice(b",\"timezone\":");
+    write_string(timezone, out);
+    out.push(b'}');
 }
 
 /// A JSON string, escaped as serde_json escapes it (`\"`, `\\`, the short
 /// forms of `\b \f \n \r \t`, other control characters as `\u00xx`,
 /// everything else as it is), but eight bytes at a time where none needs
 /// escaping: serializing strings was a tenth of a short scan's CPU.
-fn write_string(text: &str, out: &mut Vec<u8>) {
+pub(crate) fn write_string(text: &str, out: &mut Vec<u8>) {
     const ONES: u64 = 0x0101_0101_0101_0101;
     const HIGHS: u64 = 0x8080_8080_8080_8080;
     // Exact tests on the eight bytes of a word: does one equal zero, or

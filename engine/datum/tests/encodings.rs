@@ -118,6 +118,58 @@ proptest! {
         prop_assert_eq!(String::from_utf8(written).unwrap(), serde_json::to_string(&text).unwrap());
     }
 
+    /// A stored document written as JSON straight from its bytes reads as
+    /// its datum written as JSON.
+    #[test]
+    fn stored_documents_write_the_json_their_datums_write(value in any_datum()) {
+        let mut expected = Vec::new();
+        json::write_json(&value, &mut expected);
+        let mut written = b"before ".to_vec();
+        document::write_json(&document::encode(&value), &mut written).unwrap();
+        prop_assert_eq!(String::from_utf8(written).unwrap(), format!("before {}", String::from_utf8(expected).unwrap()));
+    }
+
+    /// Damaged bytes: writing succeeds only with what decoding and writing
+    /// the datum gives, and fails (leaving the output alone) where decoding
+    /// fails or the bytes are not what encoding the decoded datum writes.
+    #[test]
+    fn damaged_documents_write_json_only_as_their_decoding_would(
+        value in any_datum(),
+        cut in any::<prop::sample::Index>(),
+        flips in proptest::collection::vec((any::<prop::sample::Index>(), 1u8.., any::<bool>()), 1..3),
+    ) {
+        let mut bytes = document::encode(&value);
+        for (at, flip, saturate) in flips {
+            let at = at.index(bytes.len());
+            if saturate {
+                // Two bytes of ones: an f64's exponent, so infinities and
+                // NaNs, which no stored number may be.
+                for byte in bytes.iter_mut().skip(at).take(2) {
+                    *byte = 0xFF;
+                }
+            } else {
+                bytes[at] ^= flip;
+            }
+        }
+        for bytes in [&bytes[..], &bytes[..cut.index(bytes.len())]] {
+            let mut written = b"kept".to_vec();
+            let decoded = document::decode(bytes);
+            match document::write_json(bytes, &mut written) {
+                Ok(()) => {
+                    let mut expected = b"kept".to_vec();
+                    json::write_json(&decoded.expect("written, so decodable"), &mut expected);
+                    prop_assert_eq!(written, expected);
+                }
+                Err(_) => {
+                    prop_assert_eq!(&written, b"kept");
+                    if let Ok(decoded) = decoded {
+                        prop_assert_ne!(document::encode(&decoded), bytes.to_vec());
+                    }
+                }
+            }
+        }
+    }
+
     #[test]
     fn json_round_trips(value in any_datum()) {
         let text = json::to_json(&value);

@@ -229,6 +229,49 @@ def test_point_writes_report_the_row_they_changed(server):
     connection.close()
 
 
+def test_point_reads_answer_as_evaluated_reads_do(connection):
+    """A plain table.get(key) is answered from the stored document without
+    evaluating a term; it must read as the same get evaluated (wrapped in
+    `default`, which takes the general path), for every kind of value, key
+    and table form, and fail as the general path fails."""
+    r.db_create("points").run(connection)
+    r.db("points").table_create("kinds", primary_key="key").run(connection)
+    table = r.db("points").table("kinds")
+    documents = [
+        {"key": 1, "n": 1.5, "whole": 2.0, "big": 2 ** 60, "negative": -3, "tiny": 1e-300},
+        {"key": "text", "quote": 'say "hi"\\', "control": "a\u0001\n\t", "unicode": "é€😀", "empty": ""},
+        {"key": ["compound", 2], "nested": {"a": [1, {"b": None}], "c": {}}, "list": [], "flag": False},
+        {"key": True, "when": r.epoch_time(1234567890.123), "zone": r.time(2020, 5, 6, "-07:00"),
+         "data": r.binary(b"\x00\x01\xff")},
+        {"key": -0.5, "many": {("field%02d" % n): "x" * n for n in range(40)}},
+    ]
+    assert table.insert(documents).run(connection)["inserted"] == len(documents)
+    for document in documents:
+        key = document["key"]
+        fast = table.get(key).run(connection)
+        evaluated = table.get(key).default(None).run(connection)
+        assert fast == evaluated
+        assert fast["key"] == key
+    assert table.get(1).run(connection)["big"] == 2 ** 60
+    assert isinstance(table.get(1).run(connection)["whole"], int), "integral doubles are JSON integers"
+    assert table.get("text").run(connection) == documents[1]
+    assert table.get(True).run(connection)["data"] == b"\x00\x01\xff"
+    assert table.get("missing").run(connection) is None
+    # The default database's form of the same read.
+    r.table_create("plain").run(connection)
+    r.table("plain").insert({"id": "a", "v": 1}).run(connection)
+    assert r.table("plain").get("a").run(connection) == {"id": "a", "v": 1}
+    assert r.db("test").table("plain").get("a").run(connection) == {"id": "a", "v": 1}
+    with pytest.raises(ReqlOpFailedError, match="Table `points.nope` does not exist"):
+        r.db("points").table("nope").get(1).run(connection)
+    with pytest.raises(ReqlOpFailedError, match="Database `nope` does not exist"):
+        r.db("nope").table("kinds").get(1).run(connection)
+    with pytest.raises(ReqlQueryLogicError, match="Primary keys must be either"):
+        table.get(None).run(connection)
+    # System tables are read by the general path.
+    assert r.db("rethinkdb").table("db_config").get("no such id").run(connection) is None
+
+
 def test_users_live_in_the_catalog_and_survive_restarts(data_dir):
     server = Server(data_dir, password="first").start()
     connection = r.connect(port=server.port, password="first")
