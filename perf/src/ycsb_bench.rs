@@ -485,6 +485,15 @@ impl PostgresCluster {
         .expect("connect to PostgreSQL")
     }
 
+    /// The postmaster's process id, the first line of its pid file.
+    fn postmaster_pid(&self) -> u32 {
+        let pid_file = self.directory.path().join("data").join("postmaster.pid");
+        std::fs::read_to_string(&pid_file)
+            .ok()
+            .and_then(|text| text.lines().next()?.trim().parse().ok())
+            .unwrap_or_else(|| panic!("no process id in {}", pid_file.display()))
+    }
+
     fn version(&self) -> String {
         let mut client = self.connect();
         client
@@ -659,6 +668,51 @@ struct Measured {
     operations: u64,
     seconds: f64,
     latency: Histogram<u64>,
+    /// CPU seconds the peer's server processes used during the run.
+    server_cpu_seconds: f64,
+    /// CPU seconds this benchmark's client threads used during the run.
+    client_cpu_seconds: f64,
+}
+
+/// CPU seconds (user and system) that process `pid` has used, from
+/// `/proc/<pid>/stat`; 0 for a process that is gone.
+fn process_cpu_seconds(pid: u32) -> f64 {
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return 0.0;
+    };
+    // The command name may hold spaces: fields count from after its ')'.
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .map_or("", |(_, rest)| rest)
+        .split_whitespace()
+        .collect();
+    let ticks = |index: usize| {
+        fields
+            .get(index)
+            .and_then(|field| field.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    // utime and stime are fields 14 and 15, the 12th and 13th after the name.
+    // SAFETY: sysconf only reads a configuration value.
+    let per_second = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
+    (ticks(11) + ticks(12)) as f64 / per_second
+}
+
+/// The processes whose parent is `parent`.
+fn children_of(parent: u32) -> Vec<u32> {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .filter_map(|entry| entry.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
+                stat.rsplit_once(')')
+                    .and_then(|(_, rest)| rest.split_whitespace().nth(1)?.parse::<u32>().ok())
+                    == Some(parent)
+            })
+        })
+        .collect()
 }
 
 impl Measured {
@@ -670,6 +724,12 @@ impl Measured {
         self.latency.value_at_quantile(quantile) as f64 / 1000.0
     }
 
+    /// Microseconds of CPU per operation: the server's, the client's.
+    fn cpu_per_operation(&self) -> (f64, f64) {
+        let per = |seconds: f64| seconds * 1e6 / self.operations.max(1) as f64;
+        (per(self.server_cpu_seconds), per(self.client_cpu_seconds))
+    }
+
     fn json(&self) -> Value {
         json!({
             "operations": self.operations,
@@ -679,6 +739,8 @@ impl Measured {
             "p99_ms": self.percentile(0.99),
             "p999_ms": self.percentile(0.999),
             "max_ms": self.latency.max() as f64 / 1000.0,
+            "server_cpu_seconds": self.server_cpu_seconds,
+            "client_cpu_seconds": self.client_cpu_seconds,
         })
     }
 }
@@ -710,15 +772,20 @@ fn bulk_load(stores: &mut [Box<dyn Store + Send>], records: u64, batch: u64) -> 
 }
 
 /// Runs `workload` on every store (one thread each) for `seconds`.
+/// Runs `workload` for `seconds` on every store at once. `server_cpu`
+/// reads the CPU seconds the peer's server has used so far; it is read
+/// with the connections open, so none of the server's processes has left.
 fn run_workload(
     stores: &mut [Box<dyn Store + Send>],
     workload: Workload,
     records: &AtomicU64,
     seconds: u64,
     target_rate: u64,
+    server_cpu: &dyn Fn() -> f64,
 ) -> Measured {
     let zipfian = Zipfian::new(records.load(Ordering::Relaxed));
     let stop = Arc::new(AtomicBool::new(false));
+    let (server_before, client_before) = (server_cpu(), process_cpu_seconds(std::process::id()));
     let started = Instant::now();
     let interval = (target_rate > 0)
         .then(|| Duration::from_secs_f64(stores.len() as f64 / target_rate as f64));
@@ -762,6 +829,8 @@ fn run_workload(
             .collect()
     });
     let seconds = started.elapsed().as_secs_f64();
+    let server_cpu_seconds = server_cpu() - server_before;
+    let client_cpu_seconds = process_cpu_seconds(std::process::id()) - client_before;
     let mut latency = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).expect("histogram");
     let mut operations = 0;
     for (count, histogram) in results {
@@ -772,6 +841,8 @@ fn run_workload(
         operations,
         seconds,
         latency,
+        server_cpu_seconds,
+        client_cpu_seconds,
     }
 }
 
@@ -874,6 +945,18 @@ fn main() {
         .batch_execute("CREATE TABLE usertable (id text PRIMARY KEY, doc jsonb NOT NULL)")
         .expect("create the table");
 
+    let photon_pid = server.0.id();
+    let photon_cpu = move || process_cpu_seconds(photon_pid);
+    let postmaster = cluster.postmaster_pid();
+    // The postmaster and its children: a backend per connection, the WAL
+    // writer, the checkpointer and the rest.
+    let postgres_cpu = move || {
+        process_cpu_seconds(postmaster)
+            + children_of(postmaster)
+                .into_iter()
+                .map(process_cpu_seconds)
+                .sum::<f64>()
+    };
     let threads = arguments.threads.max(1);
     let photon_stores = |durability: &'static str| -> Vec<Box<dyn Store + Send>> {
         (0..threads)
@@ -950,6 +1033,7 @@ fn main() {
                 &photon_records,
                 arguments.seconds,
                 arguments.target_rate,
+                &photon_cpu,
             );
             let postgres = run_workload(
                 &mut postgres_stores(commit),
@@ -957,6 +1041,7 @@ fn main() {
                 &postgres_records,
                 arguments.seconds,
                 arguments.target_rate,
+                &postgres_cpu,
             );
             eprintln!(
                 "  PhotonDB {:.0} ops/s, PostgreSQL {:.0} ops/s",
@@ -1014,6 +1099,19 @@ fn main() {
             latencies(&row.photon),
             latencies(&row.postgres),
             row.photon.percentile(0.99) / row.postgres.percentile(0.99),
+        ));
+    }
+    report.push_str(
+        "\nCPU per operation, µs (user and system; the server's processes, and this benchmark's client threads, which share the machine):\n\n\
+         | workload | durability | PhotonDB server | PhotonDB client | PostgreSQL server | PostgreSQL client |\n\
+         |---|---|---:|---:|---:|---:|\n",
+    );
+    for row in &rows {
+        let (photon_server, photon_client) = row.photon.cpu_per_operation();
+        let (postgres_server, postgres_client) = row.postgres.cpu_per_operation();
+        report.push_str(&format!(
+            "| {} | {} | {photon_server:.1} | {photon_client:.1} | {postgres_server:.1} | {postgres_client:.1} |\n",
+            row.name, row.durability,
         ));
     }
     let per_second = |records: u64, seconds: f64| records as f64 / seconds;

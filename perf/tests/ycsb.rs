@@ -59,5 +59,16 @@ fn every_workload_runs_against_both_peers() {
     for row in results["workloads"].as_array().expect("workloads") {
         assert!(row["photondb"]["operations"].as_u64().unwrap() > 0, "{row}");
         assert!(row["postgres"]["operations"].as_u64().unwrap() > 0, "{row}");
+        // A second of queries costs each side's processes some CPU: zero
+        // would mean the wrong processes were read.
+        for peer in ["photondb", "postgres"] {
+            for side in ["server_cpu_seconds", "client_cpu_seconds"] {
+                assert!(
+                    row[peer][side].as_f64().unwrap() > 0.0,
+                    "{peer} {side}: {row}"
+                );
+            }
+        }
     }
+    assert!(text.contains("CPU per operation"), "{text}");
 }
