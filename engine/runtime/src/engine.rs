@@ -4,7 +4,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::ops::Bound;
 use std::path::PathBuf;
 use std::rc::Rc;
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
 use photondb_storage::catalog::{self, DatabaseConfig, Entry, TableConfig, UserConfig};
@@ -85,7 +85,7 @@ pub(crate) struct Inner {
     mesh_queued: shard::MeshQueued,
     partitions: u32,
     threads: Mutex<Vec<std::thread::JoinHandle<()>>>,
-    pub(crate) catalog: RwLock<Catalog>,
+    pub(crate) catalog: crate::catalog_cell::CatalogCell,
     pub(crate) index_compiler: Option<Arc<dyn IndexCompiler>>,
     /// Builds of indexes not ready yet, by index id.
     pub(crate) builds: Mutex<HashMap<TableId, Arc<BuildProgress>>>,
@@ -226,7 +226,7 @@ impl Engine {
                 mesh_queued,
                 partitions,
                 threads: Mutex::new(threads),
-                catalog: RwLock::new(Catalog::default()),
+                catalog: Default::default(),
                 index_compiler: config.index_compiler.clone(),
                 builds: Mutex::new(HashMap::new()),
                 recovery: Mutex::new(std::time::Duration::ZERO),
@@ -628,7 +628,7 @@ impl Engine {
             .copied()
             .chain(loaded.indexes.keys().copied())
             .collect();
-        *self.inner.catalog.write().expect("catalog lock") = loaded;
+        *self.inner.catalog.write() = loaded;
         block_on_thread(self.remove_orphaned_rows(known))?;
         self.install_indexes()?;
         if fresh {
@@ -674,33 +674,26 @@ impl Engine {
 
     /// A snapshot of the catalog.
     pub fn catalog(&self) -> Catalog {
-        self.inner.catalog.read().expect("catalog lock").clone()
+        self.inner.catalog.with(Catalog::clone)
     }
 
     pub fn database(&self, name: &str) -> Option<DatabaseConfig> {
         self.inner
             .catalog
-            .read()
-            .expect("catalog lock")
-            .databases
-            .get(name)
-            .cloned()
+            .with(|catalog| catalog.databases.get(name).cloned())
     }
 
     pub fn table(&self, database: &str, name: &str) -> Option<TableConfig> {
-        let catalog = self.inner.catalog.read().expect("catalog lock");
-        let database = catalog.databases.get(database)?;
-        catalog.tables.get(&(database.id, name.to_owned())).cloned()
+        self.inner.catalog.with(|catalog| {
+            let database = catalog.databases.get(database)?;
+            catalog.tables.get(&(database.id, name.to_owned())).cloned()
+        })
     }
 
     pub fn user(&self, name: &str) -> Option<UserConfig> {
         self.inner
             .catalog
-            .read()
-            .expect("catalog lock")
-            .users
-            .get(name)
-            .cloned()
+            .with(|catalog| catalog.users.get(name).cloned())
     }
 
     /// Creates or replaces a user (hard durability, before it is visible).
@@ -717,7 +710,6 @@ impl Engine {
         self.inner
             .catalog
             .write()
-            .expect("catalog lock")
             .users
             .insert(user.name.clone(), user);
         Ok(())
@@ -731,7 +723,7 @@ impl Engine {
         {
             // Reserve the name before the write so concurrent creates of the
             // same name cannot both succeed.
-            let mut catalog = self.inner.catalog.write().expect("catalog lock");
+            let mut catalog = self.inner.catalog.write();
             if catalog.databases.contains_key(name) {
                 return Err(EngineError::Catalog(format!(
                     "Database `{name}` already exists."
@@ -750,12 +742,7 @@ impl Engine {
             )
             .await;
         if let Err(error) = written {
-            self.inner
-                .catalog
-                .write()
-                .expect("catalog lock")
-                .databases
-                .remove(name);
+            self.inner.catalog.write().databases.remove(name);
             return Err(error);
         }
         Ok(database)
@@ -769,7 +756,7 @@ impl Engine {
             .database(name)
             .ok_or_else(|| EngineError::Catalog(format!("Database `{name}` does not exist.")))?;
         let tables: Vec<TableConfig> = {
-            let catalog = self.inner.catalog.read().expect("catalog lock");
+            let catalog = self.inner.catalog.read();
             catalog
                 .tables
                 .values()
@@ -786,12 +773,7 @@ impl Engine {
             Durability::Hard,
         )
         .await?;
-        self.inner
-            .catalog
-            .write()
-            .expect("catalog lock")
-            .databases
-            .remove(name);
+        self.inner.catalog.write().databases.remove(name);
         Ok((database, tables))
     }
 
@@ -822,7 +804,6 @@ impl Engine {
             .inner
             .catalog
             .read()
-            .expect("catalog lock")
             .tables
             .get(&(database_id, name.to_owned()))
         {
@@ -838,7 +819,6 @@ impl Engine {
                 .inner
                 .catalog
                 .read()
-                .expect("catalog lock")
                 .tables
                 .get(&(database_id, name.to_owned()))
                 .cloned()
@@ -857,7 +837,7 @@ impl Engine {
         durability: Durability,
     ) -> Result<TableConfig, EngineError> {
         let table = {
-            let mut catalog = self.inner.catalog.write().expect("catalog lock");
+            let mut catalog = self.inner.catalog.write();
             let entry = (database_id, name.to_owned());
             if catalog.tables.contains_key(&entry) {
                 return Err(EngineError::Catalog(format!(
@@ -889,7 +869,6 @@ impl Engine {
             self.inner
                 .catalog
                 .write()
-                .expect("catalog lock")
                 .tables
                 .remove(&(table.database, table.name.clone()));
             return Err(error);
@@ -901,7 +880,7 @@ impl Engine {
     /// count; never its id, database or primary key), durably.
     pub async fn update_table(&self, table: TableConfig) -> Result<TableConfig, EngineError> {
         let previous = {
-            let mut catalog = self.inner.catalog.write().expect("catalog lock");
+            let mut catalog = self.inner.catalog.write();
             let previous = catalog
                 .tables
                 .values()
@@ -949,7 +928,7 @@ impl Engine {
             )
             .await;
         if let Err(error) = written {
-            let mut catalog = self.inner.catalog.write().expect("catalog lock");
+            let mut catalog = self.inner.catalog.write();
             catalog.tables.remove(&(table.database, table.name.clone()));
             catalog
                 .tables
@@ -975,7 +954,6 @@ impl Engine {
         self.inner
             .catalog
             .write()
-            .expect("catalog lock")
             .tables
             .remove(&(table.database, table.name.clone()));
         let indexes = self.drop_indexes_of(table.id).await?;

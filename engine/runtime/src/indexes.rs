@@ -82,24 +82,26 @@ pub struct IndexedRow {
 impl Engine {
     /// The indexes of a table, by name.
     pub fn indexes_of(&self, table: TableId) -> Vec<IndexConfig> {
-        let catalog = self.inner.catalog.read().expect("catalog lock");
-        let mut indexes: Vec<IndexConfig> = catalog
-            .indexes
-            .values()
-            .filter(|index| index.table == table)
-            .cloned()
-            .collect();
+        let mut indexes: Vec<IndexConfig> = self.inner.catalog.with(|catalog| {
+            catalog
+                .indexes
+                .values()
+                .filter(|index| index.table == table)
+                .cloned()
+                .collect()
+        });
         indexes.sort_by(|a, b| a.name.cmp(&b.name));
         indexes
     }
 
     pub fn index(&self, table: TableId, name: &str) -> Option<IndexConfig> {
-        let catalog = self.inner.catalog.read().expect("catalog lock");
-        catalog
-            .indexes
-            .values()
-            .find(|index| index.table == table && index.name == name)
-            .cloned()
+        self.inner.catalog.with(|catalog| {
+            catalog
+                .indexes
+                .values()
+                .find(|index| index.table == table && index.name == name)
+                .cloned()
+        })
     }
 
     /// How far the build of a not-ready index has come (0 to 1), if one is
@@ -114,7 +116,7 @@ impl Engine {
     }
 
     fn qualified_name(&self, table: &TableConfig) -> String {
-        let catalog = self.inner.catalog.read().expect("catalog lock");
+        let catalog = self.inner.catalog.read();
         let database = catalog
             .databases
             .values()
@@ -150,7 +152,7 @@ impl Engine {
         {
             // Reserve the name before the write: concurrent creates of one
             // name cannot both succeed.
-            let mut catalog = self.inner.catalog.write().expect("catalog lock");
+            let mut catalog = self.inner.catalog.write();
             if catalog
                 .indexes
                 .values()
@@ -165,12 +167,7 @@ impl Engine {
             catalog.indexes.insert(index.id, index.clone());
         }
         if let Err(error) = self.write_index_entry(&index).await {
-            self.inner
-                .catalog
-                .write()
-                .expect("catalog lock")
-                .indexes
-                .remove(&index.id);
+            self.inner.catalog.write().indexes.remove(&index.id);
             return Err(error);
         }
         self.register_indexes(table.id).await?;
@@ -197,12 +194,7 @@ impl Engine {
             Durability::Hard,
         )
         .await?;
-        self.inner
-            .catalog
-            .write()
-            .expect("catalog lock")
-            .indexes
-            .remove(&index.id);
+        self.inner.catalog.write().indexes.remove(&index.id);
         if let Some(progress) = self
             .inner
             .builds
@@ -247,12 +239,7 @@ impl Engine {
         }
         index.name = new_name.to_owned();
         self.write_index_entry(&index).await?;
-        self.inner
-            .catalog
-            .write()
-            .expect("catalog lock")
-            .indexes
-            .insert(index.id, index);
+        self.inner.catalog.write().indexes.insert(index.id, index);
         Ok(true)
     }
 
@@ -270,12 +257,7 @@ impl Engine {
                 Durability::Hard,
             )
             .await?;
-            self.inner
-                .catalog
-                .write()
-                .expect("catalog lock")
-                .indexes
-                .remove(&index.id);
+            self.inner.catalog.write().indexes.remove(&index.id);
             if let Some(progress) = self
                 .inner
                 .builds
@@ -345,7 +327,7 @@ impl Engine {
     /// At startup: registers every index and resumes unfinished builds.
     pub(crate) fn install_indexes(&self) -> Result<(), EngineError> {
         let (tables, unfinished): (Vec<TableId>, Vec<IndexConfig>) = {
-            let catalog = self.inner.catalog.read().expect("catalog lock");
+            let catalog = self.inner.catalog.read();
             // Each table once (its indexes are registered together).
             let tables: std::collections::BTreeSet<TableId> =
                 catalog.indexes.values().map(|index| index.table).collect();
@@ -412,14 +394,7 @@ impl Engine {
         }
         // Entries were written soft: make them durable before saying so.
         self.sync().await?;
-        let current = self
-            .inner
-            .catalog
-            .read()
-            .expect("catalog lock")
-            .indexes
-            .get(&index.id)
-            .cloned();
+        let current = self.inner.catalog.read().indexes.get(&index.id).cloned();
         let Some(current) = current else {
             return Ok(());
         };
@@ -431,7 +406,6 @@ impl Engine {
         self.inner
             .catalog
             .write()
-            .expect("catalog lock")
             .indexes
             .insert(index.id, index.clone());
         self.inner

@@ -18,6 +18,7 @@
 //! the runtime (compio, say) touches those three files.
 
 mod bus;
+mod catalog_cell;
 pub mod data_directory;
 mod engine;
 mod error;
