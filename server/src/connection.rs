@@ -555,7 +555,8 @@ impl Session {
     /// `r.db(name)`), answered without evaluating a term: the stored
     /// document goes from the shard that owns it straight into the answer
     /// as JSON, never decoded into a datum (YCSB's point reads spent a
-    /// seventh of the server's time decoding, then writing, each document).
+    /// seventh of the server's user time decoding, then writing, each
+    /// document).
     /// `None` for anything else, and for whatever the general path must
     /// answer because it is not a plain success there: a missing database
     /// or table, a user without `read`, a key that is not one, a shard that
