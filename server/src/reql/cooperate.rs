@@ -5,10 +5,6 @@
 //! core. Loops over rows call [`Budget::tick`], which yields to the
 //! executor every `ROWS_PER_SLICE` rows.
 
-use std::future::Future;
-use std::pin::Pin;
-use std::task::{Context, Poll};
-
 const ROWS_PER_SLICE: u32 = 256;
 
 #[derive(Clone, Debug, Default)]
@@ -21,28 +17,9 @@ impl Budget {
         self.rows += 1;
         if self.rows >= ROWS_PER_SLICE {
             self.rows = 0;
-            YieldNow(false).await;
+            yield_now().await;
         }
     }
 }
 
-/// Lets the other tasks of the core run before this one goes on.
-pub async fn yield_now() {
-    YieldNow(false).await
-}
-
-/// Pending once (after asking to be polled again), then ready: the task
-/// goes to the back of the run queue.
-struct YieldNow(bool);
-
-impl Future for YieldNow {
-    type Output = ();
-    fn poll(mut self: Pin<&mut Self>, context: &mut Context<'_>) -> Poll<()> {
-        if self.0 {
-            return Poll::Ready(());
-        }
-        self.0 = true;
-        context.waker().wake_by_ref();
-        Poll::Pending
-    }
-}
+pub use photondb_storage::yield_now;
