@@ -69,17 +69,17 @@ fn pin_to_core(core: usize) {
 
 #[derive(Clone, Copy)]
 enum Shape {
-    ThreadPerConnection,
-    ThreadPerCore,
-    ThreadPerCorePinned,
+    Blocking,
+    Epoll,
+    EpollPinned,
 }
 
 impl Shape {
     fn describe(self) -> &'static str {
         match self {
-            Shape::ThreadPerConnection => "thread per connection (blocking)",
-            Shape::ThreadPerCore => "thread per core (epoll)",
-            Shape::ThreadPerCorePinned => "thread per core, pinned (epoll)",
+            Shape::Blocking => "thread per connection (blocking)",
+            Shape::Epoll => "thread per core (epoll)",
+            Shape::EpollPinned => "thread per core, pinned (epoll)",
         }
     }
 }
@@ -192,7 +192,7 @@ fn run(shape: Shape, arguments: &Arguments) -> Outcome {
             }
             let mut servers = Vec::new();
             match shape {
-                Shape::ThreadPerConnection => {
+                Shape::Blocking => {
                     for stream in accepted {
                         let (answer, cpu) = (answer.clone(), server_cpu.clone());
                         servers.push(std::thread::spawn(move || {
@@ -200,14 +200,14 @@ fn run(shape: Shape, arguments: &Arguments) -> Outcome {
                         }));
                     }
                 }
-                Shape::ThreadPerCore | Shape::ThreadPerCorePinned => {
+                Shape::Epoll | Shape::EpollPinned => {
                     let mut shares: Vec<Vec<TcpStream>> = (0..cores).map(|_| Vec::new()).collect();
                     for (index, stream) in accepted.into_iter().enumerate() {
                         shares[index % cores].push(stream);
                     }
                     for (core, share) in shares.into_iter().enumerate() {
                         let (answer, cpu) = (answer.clone(), server_cpu.clone());
-                        let pinned = matches!(shape, Shape::ThreadPerCorePinned);
+                        let pinned = matches!(shape, Shape::EpollPinned);
                         servers.push(std::thread::spawn(move || {
                             if pinned {
                                 pin_to_core(core);
@@ -281,11 +281,7 @@ fn main() {
         arguments.answer_bytes,
         arguments.seconds,
     );
-    for shape in [
-        Shape::ThreadPerConnection,
-        Shape::ThreadPerCore,
-        Shape::ThreadPerCorePinned,
-    ] {
+    for shape in [Shape::Blocking, Shape::Epoll, Shape::EpollPinned] {
         eprintln!("{}…", shape.describe());
         let outcome = run(shape, &arguments);
         report.push_str(&format!(
