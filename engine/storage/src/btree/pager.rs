@@ -576,16 +576,6 @@ const WRITE_BYTES: usize = 4 << 20;
 /// of the shard.
 const NODES_PER_SLICE: usize = 256;
 
-/// What [`Pager::place_tree`] does next with the node on top of its stack.
-enum Step {
-    /// Place this child first.
-    Descend(Rc<Node>),
-    /// A child already on a page: noted, nothing to place.
-    Noted,
-    /// Every child has its page: place the node itself.
-    Place,
-}
-
 impl<F: DirectFile> Pager<F> {
     /// Gives every in-memory node under `root` a page, children before
     /// their parents and left to right (large inline values get overflow
@@ -607,28 +597,25 @@ impl<F: DirectFile> Pager<F> {
         let mut stack: Vec<(Rc<Node>, Vec<node::Child>)> = vec![(root, Vec::new())];
         let mut placed = 0;
         loop {
-            let step = {
+            // The next child of the node on top still to place, if any.
+            let next = {
                 let (memory, children_placed) = stack.last_mut().expect("a node to place");
                 match &**memory {
                     Node::Branch { children, .. } if children_placed.len() < children.len() => {
                         match &children[children_placed.len()] {
                             node::Child::Page(page) => {
                                 children_placed.push(node::Child::Page(*page));
-                                Step::Noted
+                                continue;
                             }
-                            node::Child::Memory(child) => Step::Descend(child.clone()),
+                            node::Child::Memory(child) => Some(child.clone()),
                         }
                     }
-                    _ => Step::Place,
+                    _ => None,
                 }
             };
-            match step {
-                Step::Noted => continue,
-                Step::Descend(child) => {
-                    stack.push((child, Vec::new()));
-                    continue;
-                }
-                Step::Place => {}
+            if let Some(child) = next {
+                stack.push((child, Vec::new()));
+                continue;
             }
             let (memory, children) = stack.pop().expect("a node to place");
             let page = place(

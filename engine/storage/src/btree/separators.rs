@@ -130,10 +130,6 @@ impl Separators {
         }
     }
 
-    pub fn push(&mut self, key: Bytes) {
-        self.insert(self.keys.len(), key);
-    }
-
     pub fn remove(&mut self, index: usize) -> Bytes {
         self.heads.remove(index);
         self.keys.remove(index)
@@ -150,10 +146,6 @@ impl Separators {
         let right = Separators::from(self.keys.split_off(at));
         self.reindex();
         right
-    }
-
-    pub fn into_keys(self) -> Vec<Bytes> {
-        self.keys
     }
 }
 
